@@ -1,0 +1,13 @@
+//! Types shared by every Keel component.
+//!
+//! Configuration lives here so that init, the agent and the client parse and
+//! validate it the same way, and every error names the file, line and field.
+
+pub mod config;
+pub mod host;
+
+pub use config::ConfigError;
+pub use host::HostConfig;
+
+/// The Keel release, shared by the boot banner, the agent and the client.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,123 @@
+//! The unified kernel image: systemd's EFI stub with the kernel, initramfs,
+//! command line and os-release added as PE sections, so one signed file
+//! boots the whole appliance.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::ImageError;
+
+/// Where the stub's image ends and how its sections are aligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeLayout {
+    pub image_base: u64,
+    pub section_alignment: u64,
+    pub size_of_image: u64,
+}
+
+fn read_u16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn read_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn read_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Reads the PE32+ optional header fields that place new sections.
+pub fn pe_layout(bytes: &[u8]) -> Result<PeLayout, ImageError> {
+    let bad = |what: &str| ImageError::Input(format!("the EFI stub is not a PE32+ image: {what}"));
+    if bytes.get(0..2) != Some(b"MZ") {
+        return Err(bad("no MZ header"));
+    }
+    let pe = read_u32(bytes, 0x3c).ok_or_else(|| bad("truncated DOS header"))? as usize;
+    if bytes.get(pe..pe + 4) != Some(b"PE\0\0") {
+        return Err(bad("no PE signature"));
+    }
+    let opt = pe + 4 + 20;
+    if read_u16(bytes, opt) != Some(0x20b) {
+        return Err(bad("not PE32+"));
+    }
+    Ok(PeLayout {
+        image_base: read_u64(bytes, opt + 24).ok_or_else(|| bad("truncated optional header"))?,
+        section_alignment: u64::from(read_u32(bytes, opt + 32).ok_or_else(|| bad("truncated optional header"))?),
+        size_of_image: u64::from(read_u32(bytes, opt + 56).ok_or_else(|| bad("truncated optional header"))?),
+    })
+}
+
+fn align_up(value: u64, align: u64) -> u64 {
+    value.div_ceil(align) * align
+}
+
+/// Section name, file and virtual address for each added section, placed
+/// one after another past the stub's own image.
+pub fn section_plan(layout: PeLayout, sections: &[(&str, u64)]) -> Vec<(String, u64)> {
+    let align = layout.section_alignment.max(0x1000);
+    let mut next = align_up(layout.image_base + layout.size_of_image, align);
+    sections
+        .iter()
+        .map(|(name, size)| {
+            let vma = next;
+            next = align_up(vma + size, align);
+            (name.to_string(), vma)
+        })
+        .collect()
+}
+
+/// Builds the UKI at `out` with objcopy.
+pub fn build(stub: &Path, kernel: &Path, initramfs: &Path, cmdline: &Path, os_release: &Path, out: &Path) -> Result<(), ImageError> {
+    let stub_bytes = std::fs::read(stub).map_err(|e| ImageError::io(stub, e))?;
+    let layout = pe_layout(&stub_bytes)?;
+    let files = [(".osrel", os_release), (".cmdline", cmdline), (".linux", kernel), (".initrd", initramfs)];
+    let mut sizes = Vec::new();
+    for (name, path) in files {
+        let size = std::fs::metadata(path).map_err(|e| ImageError::io(path, e))?.len();
+        sizes.push((name, size));
+    }
+    let mut cmd = Command::new("objcopy");
+    for ((name, vma), (_, path)) in section_plan(layout, &sizes).into_iter().zip(files) {
+        cmd.arg("--add-section").arg(format!("{name}={}", path.display()));
+        cmd.arg("--change-section-vma").arg(format!("{name}={vma:#x}"));
+    }
+    cmd.arg(stub).arg(out);
+    crate::run_tool(&mut cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_pe(base: u64, align: u32, size: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 0x200];
+        b[0..2].copy_from_slice(b"MZ");
+        b[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+        b[0x80..0x84].copy_from_slice(b"PE\0\0");
+        let opt = 0x80 + 24;
+        b[opt..opt + 2].copy_from_slice(&0x20bu16.to_le_bytes());
+        b[opt + 24..opt + 32].copy_from_slice(&base.to_le_bytes());
+        b[opt + 32..opt + 36].copy_from_slice(&align.to_le_bytes());
+        b[opt + 56..opt + 60].copy_from_slice(&size.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn reads_layout_and_places_sections_past_the_image() {
+        let layout = pe_layout(&fake_pe(0x1_0000_0000, 0x1000, 0x1_2345)).expect("valid");
+        let plan = section_plan(layout, &[(".osrel", 10), (".linux", 0x3000)]);
+        assert_eq!(plan[0], (".osrel".to_string(), 0x1_0001_3000));
+        assert_eq!(plan[1], (".linux".to_string(), 0x1_0001_4000));
+    }
+
+    #[test]
+    fn refuses_what_is_not_pe32_plus() {
+        assert!(pe_layout(b"not a PE").is_err());
+        let mut pe = fake_pe(0, 0x1000, 0x1000);
+        pe[0x80 + 24] = 0x0b; // PE32 magic 0x10b
+        pe[0x80 + 25] = 0x01;
+        assert!(pe_layout(&pe).is_err());
+        assert!(pe_layout(&fake_pe(0, 0x1000, 0x1000)[..0x90]).is_err());
+    }
+}

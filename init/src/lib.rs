@@ -1,0 +1,210 @@
+//! keel-init: Keel's PID 1.
+//!
+//! It mounts the pseudo filesystems, makes the root read-only, sets the
+//! hostname, prints the boot banner, reaps orphans and, on the power button
+//! or a signal, shuts the machine down in order. It never exits: a PID 1 that
+//! exits panics the kernel, so every error is logged and handled.
+//!
+//! Signals, as with BusyBox init and the kernel's ctrl-alt-del convention:
+//!
+//! | signal | action |
+//! |---|---|
+//! | SIGTERM | reboot |
+//! | SIGINT (ctrl-alt-del) | reboot |
+//! | SIGUSR1, SIGUSR2, SIGPWR | power off |
+//! | ACPI power button | power off |
+
+pub mod logger;
+pub mod mounts;
+pub mod power_button;
+pub mod reaper;
+pub mod shutdown;
+pub mod uptime;
+
+use std::os::fd::AsFd;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use keel_common::HostConfig;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use power_button::PowerButton;
+use shutdown::Action;
+
+/// The host configuration baked into the image.
+pub const HOST_CONFIG: &str = "/etc/keel/host.toml";
+
+/// How often input devices are rescanned (a USB keyboard may appear late).
+const RESCAN_INTERVAL_MS: u16 = 10_000;
+
+/// Maps a signal sent to init to the shutdown it asks for.
+pub fn action_for_signal(signal: Signal) -> Option<Action> {
+    match signal {
+        Signal::SIGTERM | Signal::SIGINT => Some(Action::Reboot),
+        Signal::SIGUSR1 | Signal::SIGUSR2 | Signal::SIGPWR => Some(Action::PowerOff),
+        _ => None,
+    }
+}
+
+fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGPWR,
+        Signal::SIGHUP,
+    ] {
+        set.add(signal);
+    }
+    set
+}
+
+/// Runs PID 1. Never returns.
+pub fn run() -> ! {
+    // Block first, so no signal sent during boot is lost or kills us: they
+    // queue for the signalfd read by the main loop.
+    let signals = handled_signals();
+    if let Err(err) = signals.thread_block() {
+        eprintln!("keel-init: cannot block signals: {err}");
+    }
+    panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
+    logger::init();
+    mounts::mount_early();
+    // Reopen: /dev and /sys exist only now.
+    logger::init();
+    // Let the kernel turn ctrl-alt-del into SIGINT instead of a hard reset.
+    if let Err(err) = nix::sys::reboot::set_cad_enabled(false) {
+        log::warn!("cannot take over ctrl-alt-del: {err}");
+    }
+    apply_host_config(Path::new(HOST_CONFIG));
+    if mounts::make_root_read_only() {
+        log::info!("root filesystem is read-only");
+    }
+    let ms = uptime::uptime_ms().map(|ms| ms.to_string()).unwrap_or_else(|| "?".into());
+    logger::announce(&format!("keel {} up in {ms} ms", keel_common::VERSION));
+
+    let mut panics: Vec<Instant> = Vec::new();
+    loop {
+        let result = panic::catch_unwind(AssertUnwindSafe(|| main_loop(&signals)));
+        // main_loop only comes back by panicking; the hook has logged it.
+        let _ = result;
+        let now = Instant::now();
+        panics.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
+        panics.push(now);
+        if panics.len() >= 10 {
+            shutdown::shutdown(Action::Reboot, "repeated internal errors in init");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn apply_host_config(path: &Path) {
+    let config = match HostConfig::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            log::error!("{err}; using defaults");
+            HostConfig::default()
+        }
+    };
+    let hostname = config.hostname();
+    match nix::unistd::sethostname(hostname) {
+        Ok(()) => log::info!("hostname is {hostname}"),
+        Err(err) => log::error!("cannot set the hostname to {hostname}: {err}"),
+    }
+}
+
+/// Waits for signals and power-key presses. Returns only by panicking.
+fn main_loop(signals: &SigSet) -> ! {
+    let signal_fd = loop {
+        match SignalFd::with_flags(signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+            Ok(fd) => break fd,
+            Err(err) => {
+                log::error!("cannot create the signalfd: {err}; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    };
+    let mut power = PowerButton::default();
+    power.rescan();
+    loop {
+        let (signal_ready, ready_devices) = {
+            let mut fds = vec![PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN)];
+            fds.extend(power.fds().into_iter().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            match poll(&mut fds, PollTimeout::from(RESCAN_INTERVAL_MS)) {
+                Ok(0) => (false, Vec::new()),
+                Ok(_) => {
+                    let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+                    let devices: Vec<usize> = fds[1..].iter().enumerate().filter(|(_, fd)| ready(fd)).map(|(i, _)| i).collect();
+                    (ready(&fds[0]), devices)
+                }
+                Err(nix::errno::Errno::EINTR) => (false, Vec::new()),
+                Err(err) => {
+                    log::error!("poll failed: {err}");
+                    std::thread::sleep(Duration::from_secs(1));
+                    (false, Vec::new())
+                }
+            }
+        };
+        if signal_ready {
+            handle_signals(&signal_fd);
+        }
+        // Highest index first: a failing device is removed from the list.
+        for index in ready_devices.into_iter().rev() {
+            if power.read_pressed(index) {
+                shutdown::shutdown(Action::PowerOff, "the power button");
+            }
+        }
+        power.rescan();
+    }
+}
+
+fn handle_signals(signal_fd: &SignalFd) {
+    let mut reap = false;
+    while let Ok(Some(info)) = signal_fd.read_signal() {
+        let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
+            continue;
+        };
+        if signal == Signal::SIGCHLD {
+            reap = true;
+        } else if let Some(action) = action_for_signal(signal) {
+            shutdown::shutdown(action, &format!("signal {}", signal.as_str()));
+        } else {
+            log::info!("ignoring {}", signal.as_str());
+        }
+    }
+    if reap {
+        for status in reaper::reap_all().exited {
+            log::debug!("reaped {status:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_map_to_the_documented_actions() {
+        assert_eq!(action_for_signal(Signal::SIGTERM), Some(Action::Reboot));
+        assert_eq!(action_for_signal(Signal::SIGINT), Some(Action::Reboot));
+        assert_eq!(action_for_signal(Signal::SIGUSR1), Some(Action::PowerOff));
+        assert_eq!(action_for_signal(Signal::SIGUSR2), Some(Action::PowerOff));
+        assert_eq!(action_for_signal(Signal::SIGPWR), Some(Action::PowerOff));
+        assert_eq!(action_for_signal(Signal::SIGHUP), None);
+        assert_eq!(action_for_signal(Signal::SIGCHLD), None);
+    }
+
+    #[test]
+    fn every_shutdown_signal_is_blocked_for_the_signalfd() {
+        let set = handled_signals();
+        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGPWR, Signal::SIGCHLD] {
+            assert!(set.contains(signal), "{signal:?}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Harness for booting Keel images in QEMU with OVMF.
