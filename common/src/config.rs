@@ -26,7 +26,13 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// Builds an error for `field` at byte `offset` of `text`.
-    pub fn at(path: &Path, text: &str, offset: usize, field: &str, message: impl Into<String>) -> Self {
+    pub fn at(
+        path: &Path,
+        text: &str,
+        offset: usize,
+        field: &str,
+        message: impl Into<String>,
+    ) -> Self {
         ConfigError::Invalid {
             path: path.to_path_buf(),
             line: line_of(text, offset),
@@ -39,7 +45,11 @@ impl ConfigError {
 /// One-based line number of byte `offset` in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Parses `text` (read from `path`) into `T`, locating any error.
@@ -51,8 +61,16 @@ pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Con
         let offset = inner.span().map(|span| span.start).unwrap_or(0);
         ConfigError::Invalid {
             path: path.to_path_buf(),
-            line: if inner.span().is_some() { line_of(text, offset) } else { 0 },
-            field: if field == "." { "(document)".to_string() } else { field },
+            line: if inner.span().is_some() {
+                line_of(text, offset)
+            } else {
+                0
+            },
+            field: if field == "." {
+                "(document)".to_string()
+            } else {
+                field
+            },
             message: inner.message().trim().to_string(),
         }
     })

@@ -35,7 +35,9 @@ impl AgentConfig {
 
 impl Default for AgentConfig {
     fn default() -> Self {
-        AgentConfig { listen: Self::default_listen() }
+        AgentConfig {
+            listen: Self::default_listen(),
+        }
     }
 }
 
@@ -56,13 +58,22 @@ impl HostConfig {
 
     /// The hostname to set, falling back to [`DEFAULT_HOSTNAME`].
     pub fn hostname(&self) -> &str {
-        self.hostname.as_ref().map(|h| h.get_ref().as_str()).unwrap_or(DEFAULT_HOSTNAME)
+        self.hostname
+            .as_ref()
+            .map(|h| h.get_ref().as_str())
+            .unwrap_or(DEFAULT_HOSTNAME)
     }
 
     fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
         if let Some(hostname) = &self.hostname {
             if let Err(message) = validate_hostname(hostname.get_ref()) {
-                return Err(ConfigError::at(path, text, hostname.span().start, "hostname", message));
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    hostname.span().start,
+                    "hostname",
+                    message,
+                ));
             }
         }
         Ok(())
@@ -73,17 +84,27 @@ impl HostConfig {
 /// and inner hyphens, each 1 to 63 bytes, 253 bytes in all.
 pub fn validate_hostname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 253 {
-        return Err(format!("must be 1 to 253 characters long, not {}", name.len()));
+        return Err(format!(
+            "must be 1 to 253 characters long, not {}",
+            name.len()
+        ));
     }
     for label in name.split('.') {
         if label.is_empty() || label.len() > 63 {
             return Err(format!("label `{label}` must be 1 to 63 characters long"));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!("label `{label}` must not start or end with a hyphen"));
+            return Err(format!(
+                "label `{label}` must not start or end with a hyphen"
+            ));
         }
-        if let Some(bad) = label.chars().find(|c| !c.is_ascii_alphanumeric() && *c != '-') {
-            return Err(format!("character {bad:?} is not allowed (use letters, digits and hyphens)"));
+        if let Some(bad) = label
+            .chars()
+            .find(|c| !c.is_ascii_alphanumeric() && *c != '-')
+        {
+            return Err(format!(
+                "character {bad:?} is not allowed (use letters, digits and hyphens)"
+            ));
         }
     }
     Ok(())
@@ -106,7 +127,8 @@ mod tests {
 
     #[test]
     fn hostname_and_listen_are_read() {
-        let config = parse("hostname = \"hv01\"\n[agent]\nlisten = \"127.0.0.1:9000\"\n").expect("valid");
+        let config =
+            parse("hostname = \"hv01\"\n[agent]\nlisten = \"127.0.0.1:9000\"\n").expect("valid");
         assert_eq!(config.hostname(), "hv01");
         assert_eq!(config.agent.listen.to_string(), "127.0.0.1:9000");
     }
@@ -123,7 +145,10 @@ mod tests {
     fn wrong_type_names_the_nested_field() {
         let err = parse("hostname = \"a\"\n[agent]\nlisten = 7444\n").expect_err("wrong type");
         let text = err.to_string();
-        assert!(text.starts_with("host.toml:3: field `agent.listen`:"), "{text}");
+        assert!(
+            text.starts_with("host.toml:3: field `agent.listen`:"),
+            "{text}"
+        );
     }
 
     #[test]

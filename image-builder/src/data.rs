@@ -21,9 +21,13 @@ pub fn build(out: &Path, size: u64, epoch: u64) -> Result<(), ImageError> {
         .env("SOURCE_DATE_EPOCH", epoch.to_string())
         .arg("-q")
         .arg("-F")
-        .args(["-L", LABEL, "-U", &uuid, "-b", "4096", "-m", "0", "-T", "default"])
+        .args([
+            "-L", LABEL, "-U", &uuid, "-b", "4096", "-m", "0", "-T", "default",
+        ])
         .arg("-E")
-        .arg(format!("hash_seed={seed},lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0,nodiscard"))
+        .arg(format!(
+            "hash_seed={seed},lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0,nodiscard"
+        ))
         .arg(out)
         .arg(format!("{}k", size / 1024));
     crate::run_tool(&mut cmd)

@@ -39,7 +39,8 @@ pub fn write(out: &Path, epoch: u64, partitions: &[Partition]) -> Result<Vec<u64
     file.set_len(total).map_err(|e| ImageError::io(out, e))?;
     let mut gpt = GPT::new_from(&mut file, SECTOR, derived_guid("disk", epoch)).map_err(gpt_err)?;
     for (i, (p, offset)) in partitions.iter().zip(&offsets).enumerate() {
-        let type_guid = guid_from_str(p.type_guid).ok_or_else(|| ImageError::Input(format!("bad type GUID {}", p.type_guid)))?;
+        let type_guid = guid_from_str(p.type_guid)
+            .ok_or_else(|| ImageError::Input(format!("bad type GUID {}", p.type_guid)))?;
         let sectors = (p.contents.len() as u64).div_ceil(SECTOR);
         gpt[i as u32 + 1] = GPTPartitionEntry {
             partition_type_guid: type_guid,
@@ -53,8 +54,10 @@ pub fn write(out: &Path, epoch: u64, partitions: &[Partition]) -> Result<Vec<u64
     GPT::write_protective_mbr_into(&mut file, SECTOR).map_err(gpt_err)?;
     gpt.write_into(&mut file).map_err(gpt_err)?;
     for (p, offset) in partitions.iter().zip(&offsets) {
-        file.seek(SeekFrom::Start(*offset)).map_err(|e| ImageError::io(out, e))?;
-        file.write_all(p.contents).map_err(|e| ImageError::io(out, e))?;
+        file.seek(SeekFrom::Start(*offset))
+            .map_err(|e| ImageError::io(out, e))?;
+        file.write_all(p.contents)
+            .map_err(|e| ImageError::io(out, e))?;
     }
     file.sync_all().map_err(|e| ImageError::io(out, e))?;
     Ok(offsets)
@@ -70,8 +73,16 @@ mod tests {
         let esp = vec![0xaa; 3 * MIB as usize];
         let data = vec![0x55; MIB as usize + 1];
         let parts = [
-            Partition { name: "KEEL-ESP", type_guid: ESP_TYPE, contents: &esp },
-            Partition { name: "KEEL-DATA", type_guid: LINUX_FS_TYPE, contents: &data },
+            Partition {
+                name: "KEEL-ESP",
+                type_guid: ESP_TYPE,
+                contents: &esp,
+            },
+            Partition {
+                name: "KEEL-DATA",
+                type_guid: LINUX_FS_TYPE,
+                contents: &data,
+            },
         ];
         let offsets = write(&path, 42, &parts).expect("write");
         assert_eq!(offsets, vec![MIB, 4 * MIB]);
@@ -81,7 +92,10 @@ mod tests {
         assert_eq!(gpt[1].partition_name.as_str(), "KEEL-ESP");
         assert_eq!(gpt[2].partition_name.as_str(), "KEEL-DATA");
         assert_eq!(gpt[1].starting_lba, 2048);
-        assert_eq!(gpt[2].ending_lba - gpt[2].starting_lba + 1, (MIB + 1).div_ceil(SECTOR));
+        assert_eq!(
+            gpt[2].ending_lba - gpt[2].starting_lba + 1,
+            (MIB + 1).div_ceil(SECTOR)
+        );
         let bytes = std::fs::read(&path).expect("read");
         assert_eq!(&bytes[510..512], &[0x55, 0xaa], "protective MBR signature");
         assert_eq!(bytes[MIB as usize], 0xaa);

@@ -28,10 +28,26 @@ impl Tree {
     /// which the kernel opens before init mounts devtmpfs.
     pub fn skeleton() -> Self {
         let mut tree = Tree::default();
-        for dir in ["dev", "etc", "proc", "run", "sys", "tmp", "usr/bin", "var/lib/keel"] {
+        for dir in [
+            "dev",
+            "etc",
+            "proc",
+            "run",
+            "sys",
+            "tmp",
+            "usr/bin",
+            "var/lib/keel",
+        ] {
             tree.add_dir(dir);
         }
-        tree.insert("dev/console", Node::CharDev { major: 5, minor: 1, mode: 0o600 });
+        tree.insert(
+            "dev/console",
+            Node::CharDev {
+                major: 5,
+                minor: 1,
+                mode: 0o600,
+            },
+        );
         tree
     }
 
@@ -71,7 +87,9 @@ impl Tree {
         for path in paths {
             let rel = path
                 .strip_prefix(root)
-                .map_err(|_| ImageError::Input(format!("{} is outside {}", path.display(), root.display())))?
+                .map_err(|_| {
+                    ImageError::Input(format!("{} is outside {}", path.display(), root.display()))
+                })?
                 .to_string_lossy()
                 .into_owned();
             let meta = std::fs::symlink_metadata(&path).map_err(|e| ImageError::io(&path, e))?;
@@ -84,9 +102,18 @@ impl Tree {
             } else if meta.is_file() {
                 use std::os::unix::fs::PermissionsExt;
                 let executable = meta.permissions().mode() & 0o111 != 0;
-                self.insert(&rel, Node::File { source: path.clone(), executable });
+                self.insert(
+                    &rel,
+                    Node::File {
+                        source: path.clone(),
+                        executable,
+                    },
+                );
             } else {
-                return Err(ImageError::Input(format!("{}: only files, directories and symlinks are allowed", path.display())));
+                return Err(ImageError::Input(format!(
+                    "{}: only files, directories and symlinks are allowed",
+                    path.display()
+                )));
             }
         }
         Ok(())
@@ -104,7 +131,11 @@ impl Tree {
         const S_IFLNK: u32 = 0o120000;
         const S_IFCHR: u32 = 0o020000;
         for (ino, (path, node)) in self.nodes.iter().enumerate() {
-            let builder = cpio::newc::Builder::new(path).ino(ino as u32 + 1).uid(0).gid(0).mtime(mtime);
+            let builder = cpio::newc::Builder::new(path)
+                .ino(ino as u32 + 1)
+                .uid(0)
+                .gid(0)
+                .mtime(mtime);
             let (builder, data): (_, Vec<u8>) = match node {
                 Node::Dir => (builder.mode(S_IFDIR | 0o755).nlink(2), Vec::new()),
                 Node::File { source, executable } => {
@@ -112,15 +143,28 @@ impl Tree {
                     let perm = if *executable { 0o755 } else { 0o644 };
                     (builder.mode(S_IFREG | perm).nlink(1), data)
                 }
-                Node::Symlink(target) => (builder.mode(S_IFLNK | 0o777).nlink(1), target.clone().into_bytes()),
-                Node::CharDev { major, minor, mode } => {
-                    (builder.mode(S_IFCHR | mode).nlink(1).rdev_major(*major).rdev_minor(*minor), Vec::new())
-                }
+                Node::Symlink(target) => (
+                    builder.mode(S_IFLNK | 0o777).nlink(1),
+                    target.clone().into_bytes(),
+                ),
+                Node::CharDev { major, minor, mode } => (
+                    builder
+                        .mode(S_IFCHR | mode)
+                        .nlink(1)
+                        .rdev_major(*major)
+                        .rdev_minor(*minor),
+                    Vec::new(),
+                ),
             };
-            let size = u32::try_from(data.len()).map_err(|_| ImageError::Input(format!("{path} is larger than 4 GiB")))?;
+            let size = u32::try_from(data.len())
+                .map_err(|_| ImageError::Input(format!("{path} is larger than 4 GiB")))?;
             let mut writer = builder.write(out, size);
-            writer.write_all(&data).map_err(|e| ImageError::io(Path::new(path), e))?;
-            out = writer.finish().map_err(|e| ImageError::io(Path::new(path), e))?;
+            writer
+                .write_all(&data)
+                .map_err(|e| ImageError::io(Path::new(path), e))?;
+            out = writer
+                .finish()
+                .map_err(|e| ImageError::io(Path::new(path), e))?;
         }
         cpio::newc::trailer(out).map_err(|e| ImageError::io(Path::new("TRAILER!!!"), e))
     }
@@ -129,7 +173,8 @@ impl Tree {
     pub fn build(&self, mtime: u32) -> Result<Vec<u8>, ImageError> {
         let cpio = self.write_cpio(Vec::new(), mtime)?;
         // Level 19 keeps the window within what the kernel decoder accepts.
-        zstd::stream::encode_all(cpio.as_slice(), 19).map_err(|e| ImageError::io(Path::new("initramfs"), e))
+        zstd::stream::encode_all(cpio.as_slice(), 19)
+            .map_err(|e| ImageError::io(Path::new("initramfs"), e))
     }
 }
 
@@ -141,7 +186,17 @@ mod tests {
     fn skeleton_has_mount_points_and_console() {
         let tree = Tree::skeleton();
         let paths: Vec<&str> = tree.paths().collect();
-        for p in ["dev", "dev/console", "proc", "sys", "run", "tmp", "usr", "usr/bin", "var/lib/keel"] {
+        for p in [
+            "dev",
+            "dev/console",
+            "proc",
+            "sys",
+            "run",
+            "tmp",
+            "usr",
+            "usr/bin",
+            "var/lib/keel",
+        ] {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
     }
@@ -169,7 +224,10 @@ mod tests {
                 assert_eq!(reader.entry().file_size(), 2);
             }
             if name == "dev/console" {
-                assert_eq!((reader.entry().rdev_major(), reader.entry().rdev_minor()), (5, 1));
+                assert_eq!(
+                    (reader.entry().rdev_major(), reader.entry().rdev_minor()),
+                    (5, 1)
+                );
             }
             seen.push(name);
             reader_input = reader.finish().expect("finish");

@@ -15,12 +15,23 @@ pub fn build(out: &Path, root: &Path, esp_image: &Path, epoch: u64) -> Result<()
     let mut cmd = Command::new("xorriso");
     cmd.env("SOURCE_DATE_EPOCH", epoch.to_string())
         .args(["-report_about", "SORRY", "-as", "mkisofs"])
-        .args(["-iso-level", "3", "-full-iso9660-filenames", "-joliet", "-rational-rock"])
+        .args([
+            "-iso-level",
+            "3",
+            "-full-iso9660-filenames",
+            "-joliet",
+            "-rational-rock",
+        ])
         .args(["-volid", "KEEL", "-publisher", "Keel"])
         .arg(format!("--modification-date={stamp}"))
         .args(["-append_partition", "2", crate::disk::ESP_TYPE])
         .arg(esp_image)
-        .args(["-appended_part_as_gpt", "-e", "--interval:appended_partition_2:all::", "-no-emul-boot"])
+        .args([
+            "-appended_part_as_gpt",
+            "-e",
+            "--interval:appended_partition_2:all::",
+            "-no-emul-boot",
+        ])
         .arg("-o")
         .arg(out)
         .arg(root);

@@ -11,6 +11,7 @@ pub mod disk;
 pub mod esp;
 pub mod initramfs;
 pub mod iso;
+pub mod pipeline;
 pub mod reproducible;
 pub mod uki;
 
@@ -21,18 +22,28 @@ use std::process::Command;
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Input(String),
     #[error("FAT file system: {0}")]
     Fat(String),
     #[error("{tool} failed ({status}): {stderr}")]
-    Tool { tool: String, status: String, stderr: String },
+    Tool {
+        tool: String,
+        status: String,
+        stderr: String,
+    },
 }
 
 impl ImageError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        ImageError::Io { path: path.to_path_buf(), source }
+        ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 

@@ -43,8 +43,12 @@ pub fn pe_layout(bytes: &[u8]) -> Result<PeLayout, ImageError> {
     }
     Ok(PeLayout {
         image_base: read_u64(bytes, opt + 24).ok_or_else(|| bad("truncated optional header"))?,
-        section_alignment: u64::from(read_u32(bytes, opt + 32).ok_or_else(|| bad("truncated optional header"))?),
-        size_of_image: u64::from(read_u32(bytes, opt + 56).ok_or_else(|| bad("truncated optional header"))?),
+        section_alignment: u64::from(
+            read_u32(bytes, opt + 32).ok_or_else(|| bad("truncated optional header"))?,
+        ),
+        size_of_image: u64::from(
+            read_u32(bytes, opt + 56).ok_or_else(|| bad("truncated optional header"))?,
+        ),
     })
 }
 
@@ -68,19 +72,35 @@ pub fn section_plan(layout: PeLayout, sections: &[(&str, u64)]) -> Vec<(String, 
 }
 
 /// Builds the UKI at `out` with objcopy.
-pub fn build(stub: &Path, kernel: &Path, initramfs: &Path, cmdline: &Path, os_release: &Path, out: &Path) -> Result<(), ImageError> {
+pub fn build(
+    stub: &Path,
+    kernel: &Path,
+    initramfs: &Path,
+    cmdline: &Path,
+    os_release: &Path,
+    out: &Path,
+) -> Result<(), ImageError> {
     let stub_bytes = std::fs::read(stub).map_err(|e| ImageError::io(stub, e))?;
     let layout = pe_layout(&stub_bytes)?;
-    let files = [(".osrel", os_release), (".cmdline", cmdline), (".linux", kernel), (".initrd", initramfs)];
+    let files = [
+        (".osrel", os_release),
+        (".cmdline", cmdline),
+        (".linux", kernel),
+        (".initrd", initramfs),
+    ];
     let mut sizes = Vec::new();
     for (name, path) in files {
-        let size = std::fs::metadata(path).map_err(|e| ImageError::io(path, e))?.len();
+        let size = std::fs::metadata(path)
+            .map_err(|e| ImageError::io(path, e))?
+            .len();
         sizes.push((name, size));
     }
     let mut cmd = Command::new("objcopy");
     for ((name, vma), (_, path)) in section_plan(layout, &sizes).into_iter().zip(files) {
-        cmd.arg("--add-section").arg(format!("{name}={}", path.display()));
-        cmd.arg("--change-section-vma").arg(format!("{name}={vma:#x}"));
+        cmd.arg("--add-section")
+            .arg(format!("{name}={}", path.display()));
+        cmd.arg("--change-section-vma")
+            .arg(format!("{name}={vma:#x}"));
     }
     cmd.arg(stub).arg(out);
     crate::run_tool(&mut cmd)

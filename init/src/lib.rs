@@ -86,7 +86,9 @@ pub fn run() -> ! {
     if mounts::make_root_read_only() {
         log::info!("root filesystem is read-only");
     }
-    let ms = uptime::uptime_ms().map(|ms| ms.to_string()).unwrap_or_else(|| "?".into());
+    let ms = uptime::uptime_ms()
+        .map(|ms| ms.to_string())
+        .unwrap_or_else(|| "?".into());
     logger::announce(&format!("keel {} up in {ms} ms", keel_common::VERSION));
 
     let mut panics: Vec<Instant> = Vec::new();
@@ -135,12 +137,22 @@ fn main_loop(signals: &SigSet) -> ! {
     loop {
         let (signal_ready, ready_devices) = {
             let mut fds = vec![PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN)];
-            fds.extend(power.fds().into_iter().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+            fds.extend(
+                power
+                    .fds()
+                    .into_iter()
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+            );
             match poll(&mut fds, PollTimeout::from(RESCAN_INTERVAL_MS)) {
                 Ok(0) => (false, Vec::new()),
                 Ok(_) => {
                     let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-                    let devices: Vec<usize> = fds[1..].iter().enumerate().filter(|(_, fd)| ready(fd)).map(|(i, _)| i).collect();
+                    let devices: Vec<usize> = fds[1..]
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, fd)| ready(fd))
+                        .map(|(i, _)| i)
+                        .collect();
                     (ready(&fds[0]), devices)
                 }
                 Err(nix::errno::Errno::EINTR) => (false, Vec::new()),
@@ -203,7 +215,14 @@ mod tests {
     #[test]
     fn every_shutdown_signal_is_blocked_for_the_signalfd() {
         let set = handled_signals();
-        for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGPWR, Signal::SIGCHLD] {
+        for signal in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGPWR,
+            Signal::SIGCHLD,
+        ] {
             assert!(set.contains(signal), "{signal:?}");
         }
     }

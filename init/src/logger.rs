@@ -21,7 +21,10 @@ pub struct InitLogger {
 }
 
 static LOGGER: InitLogger = InitLogger {
-    sinks: Mutex::new(Sinks { consoles: Vec::new(), kmsg: None }),
+    sinks: Mutex::new(Sinks {
+        consoles: Vec::new(),
+        kmsg: None,
+    }),
 };
 
 /// Installs the logger. Safe to call again after `/dev` is mounted: it then

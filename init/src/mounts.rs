@@ -13,11 +13,25 @@ struct EarlyMount {
     data: Option<&'static str>,
 }
 
-const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
 
 const EARLY_MOUNTS: &[EarlyMount] = &[
-    EarlyMount { source: "proc", target: "/proc", fstype: "proc", flags: NOSUID_NODEV_NOEXEC, data: None },
-    EarlyMount { source: "sysfs", target: "/sys", fstype: "sysfs", flags: NOSUID_NODEV_NOEXEC, data: None },
+    EarlyMount {
+        source: "proc",
+        target: "/proc",
+        fstype: "proc",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: None,
+    },
+    EarlyMount {
+        source: "sysfs",
+        target: "/sys",
+        fstype: "sysfs",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: None,
+    },
     EarlyMount {
         source: "devtmpfs",
         target: "/dev",
@@ -46,7 +60,13 @@ const EARLY_MOUNTS: &[EarlyMount] = &[
         flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
         data: Some("mode=1777,size=256m"),
     },
-    EarlyMount { source: "cgroup2", target: "/sys/fs/cgroup", fstype: "cgroup2", flags: NOSUID_NODEV_NOEXEC, data: None },
+    EarlyMount {
+        source: "cgroup2",
+        target: "/sys/fs/cgroup",
+        fstype: "cgroup2",
+        flags: NOSUID_NODEV_NOEXEC,
+        data: None,
+    },
 ];
 
 /// Mounts the pseudo and scratch filesystems. A failure is logged and the
@@ -113,8 +133,15 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let value = (bytes[i + 1] - b'0') as u32 * 64 + (bytes[i + 2] - b'0') as u32 * 8 + (bytes[i + 3] - b'0') as u32;
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value = (bytes[i + 1] - b'0') as u32 * 64
+                + (bytes[i + 2] - b'0') as u32 * 8
+                + (bytes[i + 3] - b'0') as u32;
             out.push(value as u8);
             i += 4;
         } else {
@@ -129,7 +156,12 @@ fn unescape(field: &str) -> String {
 /// kernel's own pseudo filesystems stay: the kernel handles them itself.
 pub fn shutdown_order(entries: &[MountEntry]) -> Vec<MountEntry> {
     const KEEP: &[&str] = &["/", "/proc", "/sys", "/dev"];
-    entries.iter().rev().filter(|e| !KEEP.contains(&e.target.as_str())).cloned().collect()
+    entries
+        .iter()
+        .rev()
+        .filter(|e| !KEEP.contains(&e.target.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// Unmounts everything but the root and pseudo filesystems. What cannot be
@@ -145,9 +177,18 @@ pub fn unmount_all() {
     for entry in shutdown_order(&parse_mounts(&text)) {
         if let Err(err) = umount2(entry.target.as_str(), MntFlags::empty()) {
             let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-            match mount(None::<&str>, entry.target.as_str(), None::<&str>, flags, None::<&str>) {
+            match mount(
+                None::<&str>,
+                entry.target.as_str(),
+                None::<&str>,
+                flags,
+                None::<&str>,
+            ) {
                 Ok(()) => log::warn!("{} is busy ({err}); remounted it read-only", entry.target),
-                Err(err2) => log::error!("cannot unmount {} ({err}) or remount it read-only ({err2})", entry.target),
+                Err(err2) => log::error!(
+                    "cannot unmount {} ({err}) or remount it read-only ({err2})",
+                    entry.target
+                ),
             }
         }
     }
@@ -172,16 +213,31 @@ cgroup2 /sys/fs/cgroup cgroup2 rw 0 0
     fn parses_and_unescapes() {
         let entries = parse_mounts(MOUNTS);
         assert_eq!(entries.len(), 9);
-        assert_eq!(entries[7], MountEntry { target: "/var/lib/keel".into(), fstype: "ext4".into() });
+        assert_eq!(
+            entries[7],
+            MountEntry {
+                target: "/var/lib/keel".into(),
+                fstype: "ext4".into()
+            }
+        );
         assert_eq!(entries[8].target, "/var/lib/keel/with space");
     }
 
     #[test]
     fn shutdown_takes_newest_first_and_keeps_the_kernel_mounts() {
-        let order: Vec<String> = shutdown_order(&parse_mounts(MOUNTS)).into_iter().map(|e| e.target).collect();
+        let order: Vec<String> = shutdown_order(&parse_mounts(MOUNTS))
+            .into_iter()
+            .map(|e| e.target)
+            .collect();
         assert_eq!(
             order,
-            vec!["/var/lib/keel/with space", "/var/lib/keel", "/sys/fs/cgroup", "/run", "/dev/pts"]
+            vec![
+                "/var/lib/keel/with space",
+                "/var/lib/keel",
+                "/sys/fs/cgroup",
+                "/run",
+                "/dev/pts"
+            ]
         );
     }
 

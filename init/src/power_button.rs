@@ -4,8 +4,8 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use nix::fcntl::OFlag;
@@ -29,7 +29,11 @@ impl PowerButton {
         };
         let mut paths: Vec<PathBuf> = dir
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("event")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("event"))
+            })
             .collect();
         paths.sort();
         for path in paths {
@@ -68,7 +72,10 @@ impl PowerButton {
                 Ok(n) => pressed |= contains_power_press(&buf[..n]),
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(err) => {
-                    log::warn!("{} stopped working ({err}); no longer watching it", path.display());
+                    log::warn!(
+                        "{} stopped working ({err}); no longer watching it",
+                        path.display()
+                    );
                     self.devices.remove(index);
                     break;
                 }

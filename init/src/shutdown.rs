@@ -60,7 +60,10 @@ fn stop_all_processes() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    log::warn!("processes still running after {} s; killing them", GRACE.as_secs());
+    log::warn!(
+        "processes still running after {} s; killing them",
+        GRACE.as_secs()
+    );
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline && !reaper::reap_all().no_children {

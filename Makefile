@@ -1,0 +1,95 @@
+# Keel: `make run` boots the appliance in QEMU, `make test` runs every test.
+# Both start from a fresh Debian 12 machine as root: `make deps` installs
+# what is missing, and nothing is downloaded from outside Debian and crates.io.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+
+OUT       := out
+TARGET    := x86_64-unknown-linux-gnu
+# Appliance binaries are static so the initramfs needs no shared libraries.
+BIN_DIR   := target/$(TARGET)/release
+APPLIANCE_BINS := keel-init
+KERNEL    := $(OUT)/kernel/bzImage
+OVMF_CODE := /usr/share/OVMF/OVMF_CODE_4M.fd
+OVMF_VARS := /usr/share/OVMF/OVMF_VARS_4M.fd
+# Reproducible builds: every timestamp in the image is the last commit's.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+export SOURCE_DATE_EPOCH
+
+DEBIAN_PACKAGES := qemu-system-x86 ovmf linux-source-6.1 xorriso mtools dosfstools \
+	e2fsprogs systemd-boot-efi sbsigntool busybox-static binutils make gcc libc6-dev \
+	flex bison bc libelf-dev libssl-dev cpio zstd xz-utils python3 git
+
+.PHONY: all run test deps kernel binaries image size check bench clean
+
+all: image
+
+## deps: install missing Debian packages (idempotent) and fetch crates.
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f '$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "deps: all Debian packages present"; fi
+	@command -v cargo >/dev/null || { echo "error: cargo is missing; install a Rust toolchain (rustup)" >&2; exit 1; }
+	@cargo fetch --locked -q 2>/dev/null || cargo fetch -q
+
+## kernel: build the Keel kernel (cached in /var/cache/keel by source version + fragment).
+kernel: deps
+	kernel-config/build.sh $(OUT)/kernel
+
+## binaries: the static release binaries that go into the image.
+binaries: deps
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+		cargo build --release --locked --target $(TARGET) $(addprefix -p ,$(APPLIANCE_BINS))
+
+## image: out/keel.img (GPT disk for USB sticks) and out/keel.iso (hybrid ISO).
+image: kernel binaries
+	cargo run --release --locked -q -p keel-image -- \
+		--kernel $(KERNEL) $(addprefix --binary $(BIN_DIR)/,$(APPLIANCE_BINS)) \
+		--rootfs rootfs --out $(OUT)
+
+## run: boot the appliance in QEMU (UEFI, TCG with nested virtualisation).
+run: image
+	@mkdir -p $(OUT)/run
+	@cp $(OVMF_VARS) $(OUT)/run/OVMF_VARS.fd
+	@[ -f $(OUT)/run/disk.img ] && [ $(OUT)/run/disk.img -nt $(OUT)/keel.img ] || cp --sparse=always $(OUT)/keel.img $(OUT)/run/disk.img
+	@echo "Booting Keel in QEMU (serial console below). Quit: Ctrl-A then X."
+	@echo "The agent port 7444 is forwarded to 127.0.0.1:7444."
+	qemu-system-x86_64 -machine q35 -accel tcg -cpu max -smp 2 -m 2048 \
+		-drive if=pflash,format=raw,unit=0,readonly=on,file=$(OVMF_CODE) \
+		-drive if=pflash,format=raw,unit=1,file=$(OUT)/run/OVMF_VARS.fd \
+		-device qemu-xhci -drive if=none,id=stick,format=raw,file=$(OUT)/run/disk.img \
+		-device usb-storage,drive=stick,bootindex=1 \
+		-nic user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:7444-:7444 \
+		-display none -serial mon:stdio
+
+## test: everything above, then every test (unit, integration, image boots).
+test: image
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -q -- -D warnings
+	cargo test --workspace --locked
+
+## size: kernel, initramfs, image and ISO sizes.
+size: image
+	@for f in $(KERNEL) $(OUT)/initramfs.cpio.zst $(OUT)/keel.efi $(OUT)/keel.img $(OUT)/keel.iso; do \
+		printf '%-26s %8.2f MiB\n' "$$f" "$$(echo "$$(stat -c %s $$f) / 1048576" | bc -l)"; done
+	@printf '%-26s %8.2f MiB  (zstd -19 of the ISO, what a download would be)\n' "keel.iso compressed" \
+		"$$(echo "$$(zstd -19 -T0 -c $(OUT)/keel.iso | wc -c) / 1048576" | bc -l)"
+	@printf '%-26s %8.2f MiB  (allocated blocks of the sparse disk image)\n' "keel.img on disk" \
+		"$$(echo "$$(du -B1 $(OUT)/keel.img | cut -f1) / 1048576" | bc -l)"
+
+## check: formatting and lints only.
+check:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+## bench: appliance boot time in QEMU (kernel start -> init banner).
+bench: image
+	cargo bench --locked -p keel-ovmf-tests --bench boot
+
+clean:
+	rm -rf $(OUT) target
