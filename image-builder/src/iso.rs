@@ -24,6 +24,8 @@ pub fn build(out: &Path, root: &Path, esp_image: &Path, epoch: u64) -> Result<()
         ])
         .args(["-volid", "KEEL", "-publisher", "Keel"])
         .arg(format!("--modification-date={stamp}"))
+        .arg("--set_all_file_dates")
+        .arg(&stamp)
         .args(["-append_partition", "2", crate::disk::ESP_TYPE])
         .arg(esp_image)
         .args([

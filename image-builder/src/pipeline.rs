@@ -95,6 +95,7 @@ pub fn build(args: &BuildOptions) -> Result<Vec<(String, u64, String)>, ImageErr
         &cmdline_path,
         &os_release,
         &uki_path,
+        mtime,
     )?;
     let uki_bytes = read(&uki_path)?;
 

@@ -71,6 +71,40 @@ pub fn section_plan(layout: PeLayout, sections: &[(&str, u64)]) -> Vec<(String, 
         .collect()
 }
 
+/// Sets the COFF timestamp (objcopy writes the current time there and
+/// ignores SOURCE_DATE_EPOCH) and recomputes the PE checksum to match.
+pub fn stamp(bytes: &mut [u8], epoch: u32) -> Result<(), ImageError> {
+    let bad = || ImageError::Input("the UKI is not a PE image".into());
+    let pe = read_u32(bytes, 0x3c).ok_or_else(bad)? as usize;
+    let timestamp = pe + 8;
+    let checksum = pe + 4 + 20 + 64;
+    if bytes.len() < checksum + 4 {
+        return Err(bad());
+    }
+    bytes[timestamp..timestamp + 4].copy_from_slice(&epoch.to_le_bytes());
+    bytes[checksum..checksum + 4].fill(0);
+    let sum = pe_checksum(bytes, checksum);
+    bytes[checksum..checksum + 4].copy_from_slice(&sum.to_le_bytes());
+    Ok(())
+}
+
+/// The PE image checksum: a folded 16-bit sum of the file, skipping the
+/// checksum field, plus the file length.
+pub fn pe_checksum(bytes: &[u8], checksum_offset: usize) -> u32 {
+    let mut sum: u64 = 0;
+    for (i, chunk) in bytes.chunks(2).enumerate() {
+        let offset = i * 2;
+        if offset == checksum_offset || offset == checksum_offset + 2 {
+            continue;
+        }
+        let word = u16::from_le_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]);
+        sum += u64::from(word);
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    (sum as u32).wrapping_add(bytes.len() as u32)
+}
+
 /// Builds the UKI at `out` with objcopy.
 pub fn build(
     stub: &Path,
@@ -79,6 +113,7 @@ pub fn build(
     cmdline: &Path,
     os_release: &Path,
     out: &Path,
+    epoch: u32,
 ) -> Result<(), ImageError> {
     let stub_bytes = std::fs::read(stub).map_err(|e| ImageError::io(stub, e))?;
     let layout = pe_layout(&stub_bytes)?;
@@ -103,7 +138,10 @@ pub fn build(
             .arg(format!("{name}={vma:#x}"));
     }
     cmd.arg(stub).arg(out);
-    crate::run_tool(&mut cmd)
+    crate::run_tool(&mut cmd)?;
+    let mut bytes = std::fs::read(out).map_err(|e| ImageError::io(out, e))?;
+    stamp(&mut bytes, epoch)?;
+    std::fs::write(out, &bytes).map_err(|e| ImageError::io(out, e))
 }
 
 #[cfg(test)]
@@ -129,6 +167,23 @@ mod tests {
         let plan = section_plan(layout, &[(".osrel", 10), (".linux", 0x3000)]);
         assert_eq!(plan[0], (".osrel".to_string(), 0x1_0001_3000));
         assert_eq!(plan[1], (".linux".to_string(), 0x1_0001_4000));
+    }
+
+    #[test]
+    fn stamp_sets_the_timestamp_and_a_matching_checksum() {
+        let mut a = fake_pe(0, 0x1000, 0x1000);
+        let mut b = a.clone();
+        b[0x88..0x8c].copy_from_slice(&0xdead_beefu32.to_le_bytes());
+        stamp(&mut a, 42).expect("stamp a");
+        stamp(&mut b, 42).expect("stamp b");
+        assert_eq!(a, b, "the old timestamp no longer matters");
+        assert_eq!(read_u32(&a, 0x88), Some(42));
+        let checksum_at = 0x80 + 24 + 64;
+        assert_eq!(
+            read_u32(&a, checksum_at),
+            Some(pe_checksum(&a, checksum_at))
+        );
+        assert_ne!(read_u32(&a, checksum_at), Some(0));
     }
 
     #[test]

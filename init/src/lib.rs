@@ -86,6 +86,10 @@ pub fn run() -> ! {
     if mounts::make_root_read_only() {
         log::info!("root filesystem is read-only");
     }
+    // Open the input devices before announcing readiness: a power-button
+    // press that arrives right after the banner must not be missed.
+    let mut power = PowerButton::default();
+    power.rescan();
     let ms = uptime::uptime_ms()
         .map(|ms| ms.to_string())
         .unwrap_or_else(|| "?".into());
@@ -93,7 +97,7 @@ pub fn run() -> ! {
 
     let mut panics: Vec<Instant> = Vec::new();
     loop {
-        let result = panic::catch_unwind(AssertUnwindSafe(|| main_loop(&signals)));
+        let result = panic::catch_unwind(AssertUnwindSafe(|| main_loop(&signals, &mut power)));
         // main_loop only comes back by panicking; the hook has logged it.
         let _ = result;
         let now = Instant::now();
@@ -122,7 +126,7 @@ fn apply_host_config(path: &Path) {
 }
 
 /// Waits for signals and power-key presses. Returns only by panicking.
-fn main_loop(signals: &SigSet) -> ! {
+fn main_loop(signals: &SigSet, power: &mut PowerButton) -> ! {
     let signal_fd = loop {
         match SignalFd::with_flags(signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
             Ok(fd) => break fd,
@@ -132,8 +136,6 @@ fn main_loop(signals: &SigSet) -> ! {
             }
         }
     };
-    let mut power = PowerButton::default();
-    power.rescan();
     loop {
         let (signal_ready, ready_devices) = {
             let mut fds = vec![PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN)];

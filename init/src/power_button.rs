@@ -46,7 +46,11 @@ impl PowerButton {
                 .open(&path);
             match opened {
                 Ok(file) => {
-                    log::debug!("watching {} for the power key", path.display());
+                    log::info!(
+                        "watching {} ({}) for the power key",
+                        path.display(),
+                        device_name(&path)
+                    );
                     self.devices.push((path, file));
                 }
                 Err(err) => log::warn!("cannot open {}: {err}", path.display()),
@@ -83,6 +87,16 @@ impl PowerButton {
         }
         pressed
     }
+}
+
+/// The input device's name from sysfs, e.g. "Power Button".
+fn device_name(path: &std::path::Path) -> String {
+    let Some(node) = path.file_name().and_then(|n| n.to_str()) else {
+        return "unknown".into();
+    };
+    std::fs::read_to_string(format!("/sys/class/input/{node}/device/name"))
+        .map(|n| n.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// True if `events` (whole `input_event` records) hold a power-key press.

@@ -225,13 +225,14 @@ impl Qemu {
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        // Wait for the prompt, send the command, and wait for the next
+        // prompt: by then QEMU has carried the command out.
+        read_until_prompt(&mut stream);
         stream
             .write_all(format!("{command}\n").as_bytes())
             .expect("write to the QEMU monitor");
-        // Give QEMU a moment to act before the socket closes.
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut sink = [0u8; 1024];
-        let _ = stream.read(&mut sink);
+        read_until_prompt(&mut stream);
     }
 
     fn try_exit(&mut self) -> Option<ExitStatus> {
@@ -258,6 +259,22 @@ impl Qemu {
     /// The directory with the serial log and the private disk copy.
     pub fn workdir(&self) -> &Path {
         &self.workdir
+    }
+}
+
+/// Reads monitor output up to the next `(qemu) ` prompt, or until EOF or a
+/// read timeout (the `quit` command closes the socket instead).
+fn read_until_prompt(stream: &mut UnixStream) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            return;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        if seen.ends_with(b"(qemu) ") {
+            return;
+        }
     }
 }
 
