@@ -53,12 +53,20 @@ pub fn write(out: &Path, epoch: u64, partitions: &[Partition]) -> Result<Vec<u64
     }
     GPT::write_protective_mbr_into(&mut file, SECTOR).map_err(gpt_err)?;
     gpt.write_into(&mut file).map_err(gpt_err)?;
+    // Zero chunks stay holes: the image is sparse on disk, and a fresh
+    // file already reads as zeros there.
+    const CHUNK: usize = 64 << 10;
     for (p, offset) in partitions.iter().zip(&offsets) {
-        file.seek(SeekFrom::Start(*offset))
-            .map_err(|e| ImageError::io(out, e))?;
-        file.write_all(p.contents)
-            .map_err(|e| ImageError::io(out, e))?;
+        for (i, chunk) in p.contents.chunks(CHUNK).enumerate() {
+            if chunk.iter().all(|&b| b == 0) {
+                continue;
+            }
+            file.seek(SeekFrom::Start(offset + (i * CHUNK) as u64))
+                .map_err(|e| ImageError::io(out, e))?;
+            file.write_all(chunk).map_err(|e| ImageError::io(out, e))?;
+        }
     }
+
     file.sync_all().map_err(|e| ImageError::io(out, e))?;
     Ok(offsets)
 }
