@@ -4,9 +4,11 @@
 //! validate it the same way, and every error names the file, line and field.
 
 pub mod config;
+pub mod guest;
 pub mod host;
 
 pub use config::ConfigError;
+pub use guest::GuestSpec;
 pub use host::HostConfig;
 
 /// The Keel release, shared by the boot banner, the agent and the client.

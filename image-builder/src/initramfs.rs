@@ -171,9 +171,14 @@ impl Tree {
 
     /// The zstd-compressed archive, as the kernel's initramfs unpacker takes it.
     pub fn build(&self, mtime: u32) -> Result<Vec<u8>, ImageError> {
-        let cpio = self.write_cpio(Vec::new(), mtime)?;
         // Level 19 keeps the window within what the kernel decoder accepts.
-        zstd::stream::encode_all(cpio.as_slice(), 19)
+        self.build_with_level(mtime, 19)
+    }
+
+    /// As [`Tree::build`] at another zstd level: test beds trade size for speed.
+    pub fn build_with_level(&self, mtime: u32, level: i32) -> Result<Vec<u8>, ImageError> {
+        let cpio = self.write_cpio(Vec::new(), mtime)?;
+        zstd::stream::encode_all(cpio.as_slice(), level)
             .map_err(|e| ImageError::io(Path::new("initramfs"), e))
     }
 }

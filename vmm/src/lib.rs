@@ -1,5 +1,12 @@
 //! keel-vmm: the per-guest KVM virtual machine monitor.
 //!
-//! Not built yet: the VMM arrives with its own issue (rust-vmm based boot,
-//! devices, control socket and confinement). The crate exists so the
-//! workspace layout matches the design from the start.
+//! One process per guest, in the mould of Firecracker and Cloud Hypervisor:
+//! rust-vmm crates for KVM, guest memory, virtqueues, kernel loading and the
+//! serial port; one thread per vCPU plus one event loop; seccomp per thread.
+
+pub mod arch;
+pub mod devices;
+pub mod exit;
+pub mod logger;
+pub mod vcpu;
+pub mod vm;

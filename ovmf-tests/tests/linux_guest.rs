@@ -1,0 +1,167 @@
+//! Linux guests under keel-vmm, in the QEMU TCG test bed.
+//!
+//! The host's /dev/kvm cannot run Linux guests (see the design page), so
+//! QEMU boots the Keel kernel as L1 with an initramfs holding keel-vmm, the
+//! guest kernel, the test guest and the `keel-testbed` init; L1's own KVM
+//! runs keel-vmm, which boots the L2 guest. One L1 boot runs every scenario.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keel_image::initramfs::{Node, Tree};
+use keel_ovmf_tests::{artefact, repo_root, BootMedia, Qemu, QemuOptions};
+
+fn static_binary(name: &str) -> PathBuf {
+    let path = repo_root()
+        .join("target/x86_64-unknown-linux-gnu/release")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `make binaries`",
+        path.display()
+    );
+    path
+}
+
+/// Builds the L1 initramfs in `dir` and returns its path.
+fn testbed_initramfs(dir: &std::path::Path) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("create the test bed directory");
+    let mut guest = Tree::skeleton();
+    guest.insert(
+        "usr/bin/keel-test-guest",
+        Node::File {
+            source: static_binary("keel-test-guest"),
+            executable: true,
+        },
+    );
+    guest.insert("init", Node::Symlink("usr/bin/keel-test-guest".into()));
+    let guest_cpio = dir.join("guest.cpio");
+    let cpio = guest.write_cpio(Vec::new(), 0).expect("guest cpio");
+    std::fs::write(&guest_cpio, cpio).expect("write guest cpio");
+
+    let mut l1 = Tree::skeleton();
+    l1.insert(
+        "usr/bin/keel-testbed",
+        Node::File {
+            source: static_binary("keel-testbed"),
+            executable: true,
+        },
+    );
+    l1.insert(
+        "usr/bin/keel-vmm",
+        Node::File {
+            source: static_binary("keel-vmm"),
+            executable: true,
+        },
+    );
+    l1.insert(
+        "guest/bzImage",
+        Node::File {
+            source: artefact("kernel/bzImage"),
+            executable: false,
+        },
+    );
+    l1.insert(
+        "guest/initrd.cpio",
+        Node::File {
+            source: guest_cpio,
+            executable: false,
+        },
+    );
+    l1.insert("init", Node::Symlink("usr/bin/keel-testbed".into()));
+    let image = l1.build_with_level(0, 3).expect("L1 initramfs");
+    let path = dir.join("l1.cpio.zst");
+    std::fs::write(&path, image).expect("write L1 initramfs");
+    path
+}
+
+/// The value of `key=` on the console line that starts with `prefix`.
+fn field(line: &str, key: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+fn testbed_line(serial: &str, scenario: &str, key: &str) -> String {
+    serial
+        .lines()
+        .filter(|l| l.starts_with(&format!("TESTBED scenario={scenario} ")))
+        .find_map(|l| field(l, key))
+        .unwrap_or_else(|| panic!("no TESTBED {key} for {scenario}; console:\n{serial}"))
+}
+
+#[test]
+fn linux_guest_boots_uses_its_devices_and_exits_with_the_right_status() {
+    let dir = std::env::temp_dir().join(format!("keel-testbed-{}", std::process::id()));
+    let initrd = testbed_initramfs(&dir);
+    let mut options = QemuOptions::new(
+        artefact("kernel/bzImage"),
+        BootMedia::DirectKernel {
+            initrd: initrd.clone(),
+            cmdline: "console=ttyS0 loglevel=3 keel.testbed=poweroff,reboot,panic".into(),
+        },
+    );
+    options.memory_mib = 2048;
+    let mut qemu = Qemu::start("linux-guest", &options);
+    qemu.wait_for("TESTBED done", Duration::from_secs(600));
+    let serial = qemu.serial().replace('\r', "");
+    assert!(
+        serial.contains("TESTBED kvm=true"),
+        "L1 has no /dev/kvm; console:\n{serial}"
+    );
+
+    // Power-off: the guest saw its two vCPUs, memory, disk and rng, and
+    // its write reached the disk file on the host (L1) side.
+    assert_eq!(
+        testbed_line(&serial, "poweroff", "exit"),
+        "0",
+        "console:\n{serial}"
+    );
+    for expected in [
+        "KEEL-TEST-GUEST booted=yes",
+        "KEEL-TEST-GUEST cpus=2",
+        "KEEL-TEST-GUEST disk_read=keel-disk-sector0",
+        "KEEL-TEST-GUEST disk_write=ok",
+        "KEEL-TEST-GUEST rng=ok",
+        "KEEL-TEST-GUEST marker=sent",
+    ] {
+        assert!(
+            serial.contains(expected),
+            "missing {expected:?}; console:\n{serial}"
+        );
+    }
+    let mem_kib: u64 = serial
+        .lines()
+        .find_map(|l| l.strip_prefix("KEEL-TEST-GUEST mem_kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("guest reported its memory");
+    assert!(
+        (200 * 1024..=256 * 1024).contains(&mem_kib),
+        "guest sees {mem_kib} KiB of 256 MiB"
+    );
+    assert!(
+        serial.contains("guest boot marker 0x1 after"),
+        "boot timer not hit; console:\n{serial}"
+    );
+    assert_eq!(
+        testbed_line(&serial, "poweroff", "disk_sector1"),
+        "written-by-keel-test-gst"
+    );
+
+    // Reboot and panic end the VMM with their own statuses.
+    assert_eq!(
+        testbed_line(&serial, "reboot", "exit"),
+        "3",
+        "console:\n{serial}"
+    );
+    assert_eq!(
+        testbed_line(&serial, "panic", "exit"),
+        "4",
+        "console:\n{serial}"
+    );
+    assert!(
+        serial.contains("guest crashed: the guest kernel panicked (pvpanic)"),
+        "console:\n{serial}"
+    );
+    let _ = qemu.wait_exit(Duration::from_secs(60));
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

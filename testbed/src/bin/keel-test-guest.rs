@@ -1,0 +1,110 @@
+//! PID 1 of the L2 test guest: reports what it sees, marks boot completion
+//! on the boot timer port, then powers off, reboots or panics as asked by
+//! `keel.action=` on its command line.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+
+use keel_testbed::{cmdline_value, mount_basics};
+
+/// keel-vmm's boot timer port (see vmm/src/arch/layout.rs).
+const BOOT_TIMER_PORT: u16 = 0x440;
+
+fn report(key: &str, value: impl std::fmt::Display) {
+    println!("KEEL-TEST-GUEST {key}={value}");
+}
+
+fn mark_boot_done() {
+    // SAFETY: ioperm only changes this process's I/O permission bitmap.
+    let granted = unsafe { nix::libc::ioperm(u64::from(BOOT_TIMER_PORT), 1, 1) } == 0;
+    if !granted {
+        report("marker", "denied");
+        return;
+    }
+    // SAFETY: a byte write to an I/O port this process was just granted;
+    // keel-vmm's boot timer device handles it and it touches no memory.
+    unsafe {
+        std::arch::asm!("out dx, al", in("dx") BOOT_TIMER_PORT, in("al") 1u8, options(nomem, nostack))
+    };
+    report("marker", "sent");
+}
+
+fn check_disk() {
+    let Ok(mut disk) = OpenOptions::new().read(true).write(true).open("/dev/vda") else {
+        report("disk", "missing");
+        return;
+    };
+    let mut sector0 = [0u8; 512];
+    if disk.read_exact(&mut sector0).is_err() {
+        report("disk", "unreadable");
+        return;
+    }
+    let text: String = sector0
+        .iter()
+        .take_while(|b| b.is_ascii_graphic())
+        .map(|b| *b as char)
+        .collect();
+    report("disk_read", text);
+    let mut sector1 = [0u8; 512];
+    sector1[..24].copy_from_slice(b"written-by-keel-test-gst");
+    let wrote = disk.seek(SeekFrom::Start(512)).is_ok()
+        && disk.write_all(&sector1).is_ok()
+        && disk.sync_all().is_ok();
+    let mut back = [0u8; 512];
+    let verified = wrote && disk.read_exact_at(&mut back, 512).is_ok() && back == sector1;
+    report("disk_write", if verified { "ok" } else { "failed" });
+}
+
+fn check_rng() {
+    let mut buf = [0u8; 32];
+    let ok = std::fs::File::open("/dev/hwrng")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok();
+    report(
+        "rng",
+        if ok && buf.iter().any(|b| *b != 0) {
+            "ok"
+        } else {
+            "failed"
+        },
+    );
+}
+
+fn main() {
+    mount_basics();
+    report("booted", "yes");
+    let cpus = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(0);
+    report("cpus", cpus);
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    report("mem_kib", mem_kib);
+    check_disk();
+    check_rng();
+    mark_boot_done();
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let action = cmdline_value(&cmdline, "keel.action").unwrap_or_else(|| "poweroff".into());
+    report("action", &action);
+    let _ = std::io::stdout().flush();
+    nix::unistd::sync();
+    match action.as_str() {
+        "reboot" => {
+            let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+        }
+        // PID 1 exiting panics the kernel, which reports it over pvpanic.
+        "panic" => std::process::exit(1),
+        _ => keel_testbed::power_off(),
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}

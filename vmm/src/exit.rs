@@ -1,0 +1,100 @@
+//! Why the VM stopped, and how the process exit status tells it.
+
+use std::sync::Mutex;
+
+use vmm_sys_util::eventfd::EventFd;
+
+/// The reason a VM ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest powered off (ACPI S5).
+    PowerOff,
+    /// The guest asked for a reboot (i8042 reset). Restarting is the
+    /// supervisor's decision, so the VMM exits.
+    Reboot,
+    /// The guest crashed: a kernel panic (pvpanic), a triple fault, or an
+    /// instruction KVM could not emulate.
+    Crash(String),
+    /// Stopped by the `kill` control request.
+    Killed,
+    /// The VMM itself failed.
+    Error(String),
+}
+
+impl VmExit {
+    /// The process exit status for this reason, documented in the README:
+    /// 0 power-off, 1 VMM error, 2 bad configuration or usage, 3 reboot,
+    /// 4 guest crash, 5 killed.
+    pub fn code(&self) -> i32 {
+        match self {
+            VmExit::PowerOff => 0,
+            VmExit::Error(_) => 1,
+            VmExit::Reboot => 3,
+            VmExit::Crash(_) => 4,
+            VmExit::Killed => 5,
+        }
+    }
+}
+
+/// Exit status for configuration and usage errors, before the VM exists.
+pub const EXIT_CONFIG: i32 = 2;
+
+/// Where devices and vCPU threads report that the VM must end: the first
+/// reason wins, and the event loop is woken through the eventfd.
+pub struct ExitSignal {
+    reason: Mutex<Option<VmExit>>,
+    pub eventfd: EventFd,
+}
+
+impl ExitSignal {
+    pub fn new() -> std::io::Result<Self> {
+        Ok(ExitSignal {
+            reason: Mutex::new(None),
+            eventfd: EventFd::new(libc::EFD_NONBLOCK)?,
+        })
+    }
+
+    /// Records `reason` unless one is already recorded, and wakes the loop.
+    pub fn request(&self, reason: VmExit) {
+        if let Ok(mut slot) = self.reason.lock() {
+            if slot.is_none() {
+                *slot = Some(reason);
+            }
+        }
+        if let Err(err) = self.eventfd.write(1) {
+            log::error!("cannot wake the event loop for exit: {err}");
+        }
+    }
+
+    /// The recorded reason, if any.
+    pub fn reason(&self) -> Option<VmExit> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_reason_wins_and_codes_differ() {
+        let exit = ExitSignal::new().expect("eventfd");
+        assert_eq!(exit.reason(), None);
+        exit.request(VmExit::Reboot);
+        exit.request(VmExit::PowerOff);
+        assert_eq!(exit.reason(), Some(VmExit::Reboot));
+        assert_eq!(exit.eventfd.read().expect("woken"), 2);
+        let codes: Vec<i32> = [
+            VmExit::PowerOff,
+            VmExit::Error(String::new()),
+            VmExit::Reboot,
+            VmExit::Crash(String::new()),
+            VmExit::Killed,
+        ]
+        .iter()
+        .map(VmExit::code)
+        .collect();
+        assert_eq!(codes, vec![0, 1, 3, 4, 5]);
+        assert!(!codes.contains(&EXIT_CONFIG));
+    }
+}

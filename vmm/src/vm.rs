@@ -1,0 +1,440 @@
+//! Building a VM from its configuration and running it: KVM setup, guest
+//! memory, devices on their buses, vCPU threads, and the event loop that
+//! serves virtio notifications, console input and the exit signal.
+
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VmFd};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::boot::{self, BootPayload};
+use crate::arch::cpuid::{self, CpuidProfile};
+use crate::arch::layout::*;
+use crate::arch::regs::{self, EntryMode};
+use crate::devices::acpi_pm::AcpiPm;
+use crate::devices::boot_timer::{BootMarker, BootTimer};
+use crate::devices::bus::Bus;
+use crate::devices::i8042::I8042;
+use crate::devices::pvpanic::PvPanic;
+use crate::devices::serial::{CappedLog, ConsoleSinks, SerialDevice};
+use crate::devices::virtio::{self, Block, BlockOptions, Interrupt, MmioTransport, Rng};
+use crate::exit::{ExitSignal, VmExit};
+use crate::vcpu::{ExitCounters, RunState, Vcpu};
+
+/// A disk as the VMM sees it: paths already resolved.
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    pub read_only: bool,
+    pub serial: Option<String>,
+}
+
+/// Everything needed to build the VM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub name: String,
+    pub vcpus: u8,
+    pub memory_bytes: u64,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub disks: Vec<DiskConfig>,
+    pub rng: bool,
+    pub cpuid_profile: CpuidProfile,
+    /// Copy the guest console to the VMM's stdout and feed stdin to it.
+    pub console_stdio: bool,
+    pub console_log: Option<PathBuf>,
+    pub console_log_cap: u64,
+}
+
+/// A failure building or running the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("KVM: {what}: {source}")]
+    Kvm {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error("cannot allocate guest memory: {0}")]
+    Memory(String),
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error(transparent)]
+    Regs(#[from] regs::RegsError),
+    #[error("device setup: {0}")]
+    Device(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { what, source }
+}
+
+/// A virtio device on the MMIO bus, with the eventfd its queue notify is
+/// bound to.
+struct VirtioSlot {
+    transport: Arc<Mutex<MmioTransport>>,
+    notify: EventFd,
+    name: String,
+}
+
+/// A built VM, ready to run.
+pub struct Vm {
+    config: VmConfig,
+    _vm: VmFd,
+    vcpus: Vec<Vcpu>,
+    virtio: Vec<VirtioSlot>,
+    serial: Arc<Mutex<SerialDevice>>,
+    pub i8042: Arc<Mutex<I8042>>,
+    pub exit: Arc<ExitSignal>,
+    pub counters: Arc<ExitCounters>,
+    pub state: Arc<RunState>,
+    pub boot_marker: BootMarker,
+    pub sinks: Arc<Mutex<ConsoleSinks>>,
+    pub started: Instant,
+}
+
+fn irqfd(vm: &VmFd, gsi: u32) -> Result<EventFd, VmError> {
+    let fd = EventFd::new(libc::EFD_NONBLOCK)?;
+    vm.register_irqfd(&fd, gsi)
+        .map_err(kvm_err("register irqfd"))?;
+    Ok(fd)
+}
+
+impl Vm {
+    pub fn new(config: VmConfig) -> Result<Self, VmError> {
+        let started = Instant::now();
+        let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
+        let vm = kvm.create_vm().map_err(kvm_err("create the VM"))?;
+        vm.set_tss_address(0xfffb_d000)
+            .map_err(kvm_err("set the TSS address"))?;
+        vm.create_irq_chip()
+            .map_err(kvm_err("create the in-kernel irqchip"))?;
+        vm.create_pit2(kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        })
+        .map_err(kvm_err("create the PIT"))?;
+
+        let ranges: Vec<(GuestAddress, usize)> = ram_ranges(config.memory_bytes)
+            .into_iter()
+            .map(|(start, size)| (GuestAddress(start), size as usize))
+            .collect();
+        let mem = GuestMemoryMmap::<()>::from_ranges(&ranges)
+            .map_err(|e| VmError::Memory(e.to_string()))?;
+        for (slot, region) in mem.iter().enumerate() {
+            let region_desc = kvm_userspace_memory_region {
+                slot: slot as u32,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+                flags: 0,
+            };
+            // SAFETY: the region is a live mmap owned by `mem`, which the VM
+            // struct keeps (through the vCPUs and devices) for as long as
+            // the VM can run.
+            unsafe { vm.set_user_memory_region(region_desc) }
+                .map_err(kvm_err("register guest memory"))?;
+        }
+
+        let exit = Arc::new(ExitSignal::new()?);
+        let boot_marker = BootMarker::default();
+        let mut sinks = ConsoleSinks {
+            stdout: config.console_stdio,
+            ..Default::default()
+        };
+        if let Some(path) = &config.console_log {
+            sinks.log = Some(CappedLog::open(path, config.console_log_cap)?);
+        }
+        let sinks = Arc::new(Mutex::new(sinks));
+
+        let mut pio = Bus::default();
+        let serial = Arc::new(Mutex::new(SerialDevice::new(
+            irqfd(&vm, SERIAL_IRQ)?,
+            sinks.clone(),
+        )));
+        let i8042 = Arc::new(Mutex::new(I8042::new(irqfd(&vm, I8042_IRQ)?, exit.clone())));
+        let dev_err = |e: crate::devices::bus::BusError| VmError::Device(e.to_string());
+        pio.insert(u64::from(SERIAL_PORT), 8, serial.clone())
+            .map_err(dev_err)?;
+        pio.insert(u64::from(I8042_PORT), 5, i8042.clone())
+            .map_err(dev_err)?;
+        pio.insert(
+            u64::from(ACPI_PM_PORT),
+            u64::from(ACPI_PM_LEN),
+            Arc::new(Mutex::new(AcpiPm::new(exit.clone()))),
+        )
+        .map_err(dev_err)?;
+        pio.insert(
+            u64::from(PVPANIC_PORT),
+            1,
+            Arc::new(Mutex::new(PvPanic::new(exit.clone()))),
+        )
+        .map_err(dev_err)?;
+        pio.insert(
+            u64::from(BOOT_TIMER_PORT),
+            1,
+            Arc::new(Mutex::new(BootTimer::new(started, boot_marker.clone()))),
+        )
+        .map_err(dev_err)?;
+
+        // Virtio devices, announced to the guest on its command line.
+        let mut mmio = Bus::default();
+        let mut virtio = Vec::new();
+        let mut cmdline = config.cmdline.clone();
+        let mut devices: Vec<(String, Box<dyn virtio::VirtioDevice>)> = Vec::new();
+        for (i, disk) in config.disks.iter().enumerate() {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(!disk.read_only)
+                .open(&disk.path)
+                .map_err(|e| {
+                    VmError::Device(format!("cannot open disk {}: {e}", disk.path.display()))
+                })?;
+            let options = BlockOptions {
+                read_only: disk.read_only,
+                serial: disk.serial.clone().unwrap_or_default(),
+            };
+            let block = Block::new(file, options)
+                .map_err(|e| VmError::Device(format!("disk {}: {e}", disk.path.display())))?;
+            devices.push((format!("block{i}"), Box::new(block)));
+        }
+        if config.rng {
+            devices.push(("rng".into(), Box::new(Rng::new())));
+        }
+        if devices.len() > VIRTIO_IRQS.len() {
+            return Err(VmError::Device(format!(
+                "at most {} virtio devices are supported",
+                VIRTIO_IRQS.len()
+            )));
+        }
+        for (i, (name, device)) in devices.into_iter().enumerate() {
+            let base = VIRTIO_MMIO_START + i as u64 * VIRTIO_MMIO_STRIDE;
+            let gsi = VIRTIO_IRQS[i];
+            let interrupt: Arc<dyn Interrupt> = Arc::new(irqfd(&vm, gsi)?);
+            let transport = MmioTransport::new(device, mem.clone(), interrupt)
+                .map_err(|e| VmError::Device(format!("{name}: {e}")))?;
+            let transport = Arc::new(Mutex::new(transport));
+            mmio.insert(base, virtio::MMIO_LEN, transport.clone())
+                .map_err(dev_err)?;
+            let notify = EventFd::new(libc::EFD_NONBLOCK)?;
+            vm.register_ioevent(
+                &notify,
+                &IoEventAddress::Mmio(base + virtio::QUEUE_NOTIFY_OFFSET),
+                NoDatamatch,
+            )
+            .map_err(kvm_err("register ioeventfd"))?;
+            cmdline.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{gsi}"));
+            virtio.push(VirtioSlot {
+                transport,
+                notify,
+                name,
+            });
+        }
+
+        let payload = BootPayload {
+            kernel: &config.kernel,
+            initrd: config.initrd.as_deref(),
+            cmdline: cmdline.trim(),
+            vcpus: config.vcpus,
+        };
+        let entry = boot::load(&mem, &payload)?;
+
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("get supported CPUID"))?;
+        let pio = Arc::new(pio);
+        let mmio = Arc::new(mmio);
+        let counters = Arc::new(ExitCounters::default());
+        let state = Arc::new(RunState::default());
+        let mut vcpus = Vec::new();
+        for index in 0..config.vcpus {
+            let fd = vm
+                .create_vcpu(u64::from(index))
+                .map_err(kvm_err("create a vCPU"))?;
+            let mut cpuid = supported.clone();
+            cpuid::filter(&mut cpuid, index, config.vcpus, config.cpuid_profile);
+            fd.set_cpuid2(&cpuid).map_err(kvm_err("set CPUID"))?;
+            regs::setup_msrs(&fd)?;
+            regs::setup_fpu(&fd)?;
+            regs::setup_lint(&fd)?;
+            if index == 0 {
+                regs::setup_regs(&fd, entry.mode, entry.entry)?;
+                regs::setup_sregs(&mem, &fd, entry.mode)?;
+            }
+            vcpus.push(Vcpu {
+                index,
+                fd,
+                pio: pio.clone(),
+                mmio: mmio.clone(),
+                exit: exit.clone(),
+                counters: counters.clone(),
+                state: state.clone(),
+                mem: mem.clone(),
+            });
+        }
+        log::info!(
+            "{}: {} vCPU(s), {} MiB, {} entry at {:#x}, {} virtio device(s)",
+            config.name,
+            config.vcpus,
+            config.memory_bytes >> 20,
+            if entry.mode == EntryMode::Pvh {
+                "PVH"
+            } else {
+                "64-bit Linux"
+            },
+            entry.entry,
+            virtio.len()
+        );
+        Ok(Vm {
+            config,
+            _vm: vm,
+            vcpus,
+            virtio,
+            serial,
+            i8042,
+            exit,
+            counters,
+            state,
+            boot_marker,
+            sinks,
+            started,
+        })
+    }
+
+    /// Per-device counters, for `stats`.
+    pub fn device_counters(&self) -> Vec<(String, Vec<(String, u64)>)> {
+        self.virtio
+            .iter()
+            .map(|slot| {
+                let counters = slot
+                    .transport
+                    .lock()
+                    .map(|t| {
+                        t.counters()
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (slot.name.clone(), counters)
+            })
+            .collect()
+    }
+
+    /// Feeds console input to the guest's UART.
+    pub fn console_input(&self, data: &[u8]) -> usize {
+        self.serial.lock().map(|mut s| s.input(data)).unwrap_or(0)
+    }
+
+    /// Runs the VM until it ends and returns why it ended.
+    pub fn run(mut self) -> VmExit {
+        if let Err(err) = crate::vcpu::install_kick_handler() {
+            return VmExit::Error(format!("cannot install the vCPU kick handler: {err}"));
+        }
+        let mut threads = Vec::new();
+        for vcpu in self.vcpus.drain(..) {
+            let name = format!("vcpu{}", vcpu.index);
+            match std::thread::Builder::new()
+                .name(name)
+                .spawn(move || vcpu.run())
+            {
+                Ok(handle) => threads.push(handle),
+                Err(err) => return VmExit::Error(format!("cannot start a vCPU thread: {err}")),
+            }
+        }
+        let shared = Arc::new(self);
+        let reason = shared.event_loop();
+        // The process exits right after: vCPU threads end with it.
+        shared
+            .state
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        reason
+    }
+
+    fn event_loop(self: &Arc<Self>) -> VmExit {
+        const EXIT_TOKEN: u64 = u64::MAX;
+        const STDIN_TOKEN: u64 = u64::MAX - 1;
+        let epoll = match Epoll::new() {
+            Ok(e) => e,
+            Err(err) => return VmExit::Error(format!("cannot create epoll: {err}")),
+        };
+        let add = |fd: i32, token: u64| {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )
+        };
+        let mut ok = add(self.exit.eventfd.as_raw_fd(), EXIT_TOKEN).is_ok();
+        for (i, slot) in self.virtio.iter().enumerate() {
+            ok &= add(slot.notify.as_raw_fd(), i as u64).is_ok();
+        }
+        if self.config.console_stdio {
+            // Best effort: stdin may be /dev/null or closed under a supervisor.
+            let _ = add(libc::STDIN_FILENO, STDIN_TOKEN);
+        }
+        if !ok {
+            return VmExit::Error("cannot register event sources with epoll".into());
+        }
+        let mut events = vec![EpollEvent::default(); 32];
+        loop {
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => return VmExit::Error(format!("epoll_wait failed: {err}")),
+            };
+            for event in &events[..n] {
+                let token = event.data();
+                match token {
+                    EXIT_TOKEN => {
+                        let _ = self.exit.eventfd.read();
+                        if let Some(reason) = self.exit.reason() {
+                            return reason;
+                        }
+                    }
+                    STDIN_TOKEN => {
+                        let mut buf = [0u8; 256];
+                        // SAFETY: reading into a stack buffer of the given length.
+                        let n = unsafe {
+                            libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len())
+                        };
+                        if n > 0 {
+                            self.console_input(&buf[..n as usize]);
+                        } else {
+                            let _ = epoll.ctl(
+                                ControlOperation::Delete,
+                                libc::STDIN_FILENO,
+                                EpollEvent::default(),
+                            );
+                        }
+                    }
+                    i => {
+                        if let Some(slot) = self.virtio.get(i as usize) {
+                            let _ = slot.notify.read();
+                            if let Ok(mut transport) = slot.transport.lock() {
+                                // Single-queue devices: the notify is for queue 0.
+                                transport.queue_notify(0);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn config(&self) -> &VmConfig {
+        &self.config
+    }
+}
