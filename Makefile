@@ -10,6 +10,8 @@ TARGET    := x86_64-unknown-linux-gnu
 # Appliance binaries are static so the initramfs needs no shared libraries.
 BIN_DIR   := target/$(TARGET)/release
 APPLIANCE_BINS := keel-init
+# Static binaries for the Linux-guest test bed (QEMU TCG, see ovmf-tests/tests/linux_guest.rs).
+TESTBED_BINS := keel-vmm keel-testbed keel-test-guest
 KERNEL    := $(OUT)/kernel/bzImage
 OVMF_CODE := /usr/share/OVMF/OVMF_CODE_4M.fd
 OVMF_VARS := /usr/share/OVMF/OVMF_VARS_4M.fd
@@ -41,10 +43,10 @@ deps:
 kernel: deps
 	kernel-config/build.sh $(OUT)/kernel
 
-## binaries: the static release binaries that go into the image.
+## binaries: the static release binaries for the image and the test bed.
 binaries: deps
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-		cargo build --release --locked --target $(TARGET) $(addprefix -p ,$(APPLIANCE_BINS))
+		cargo build --release --locked --target $(TARGET) -p keel-init -p keel-vmm -p keel-testbed
 
 ## image: out/keel.img (GPT disk for USB sticks) and out/keel.iso (hybrid ISO).
 image: kernel binaries

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod guest;
 pub mod host;
+pub mod vmm_api;
 
 pub use config::ConfigError;
 pub use guest::GuestSpec;

@@ -97,7 +97,7 @@ fn linux_guest_boots_uses_its_devices_and_exits_with_the_right_status() {
         artefact("kernel/bzImage"),
         BootMedia::DirectKernel {
             initrd: initrd.clone(),
-            cmdline: "console=ttyS0 loglevel=3 keel.testbed=poweroff,reboot,panic".into(),
+            cmdline: "console=ttyS0 loglevel=3 keel.testbed=poweroff,reboot,panic,control,kill".into(),
         },
     );
     options.memory_mib = 2048;
@@ -162,6 +162,27 @@ fn linux_guest_boots_uses_its_devices_and_exits_with_the_right_status() {
         serial.contains("guest crashed: the guest kernel panicked (pvpanic)"),
         "console:\n{serial}"
     );
+
+    // The control socket: pause parks the vCPUs, resume restarts them,
+    // stats count device work and exits, an attached console streams
+    // output, shutdown sends ctrl-alt-del (the guest kernel reboots), and
+    // kill ends the VMM with its own status.
+    let control = |key: &str| testbed_line(&serial, "control", key);
+    assert_eq!(control("booted"), "true", "console:\n{serial}");
+    assert_eq!(control("pause"), "Ok(Ok)");
+    assert_eq!(control("state_after_pause"), "Paused");
+    assert_eq!(control("resume"), "Ok(Ok)");
+    assert_eq!(control("state_after_resume"), "Running");
+    let number = |key: &str| control(key).parse::<u64>().unwrap_or_else(|_| panic!("{key} is not a number"));
+    assert!(number("stat_block0_read_bytes") >= 512, "the guest read its disk");
+    assert!(number("stat_block0_write_bytes") >= 512, "the guest wrote its disk");
+    assert!(number("stat_rng_queue_notifies") >= 1, "the guest used its rng");
+    assert!(number("exits_io_out") > 0);
+    assert_eq!(control("attach"), "Ok(Ok)");
+    assert_eq!(control("last"), "Ok(Ok)");
+    assert!(number("console_bytes") > 0, "no console output reached the attached client");
+    assert_eq!(control("exit"), "3", "ctrl-alt-del makes the guest reboot");
+    assert_eq!(testbed_line(&serial, "kill", "exit"), "5");
     let _ = qemu.wait_exit(Duration::from_secs(60));
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

@@ -5,8 +5,11 @@
 //! serial port; one thread per vCPU plus one event loop; seccomp per thread.
 
 pub mod arch;
+pub mod control;
 pub mod devices;
 pub mod exit;
+pub mod jail;
 pub mod logger;
+pub mod seccomp;
 pub mod vcpu;
 pub mod vm;

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use keel_common::GuestSpec;
 use keel_vmm::arch::cpuid::CpuidProfile;
+use keel_vmm::control::ControlServer;
 use keel_vmm::exit::{VmExit, EXIT_CONFIG};
-use keel_vmm::vm::{DiskConfig, Vm, VmConfig};
+use keel_vmm::vm::{BootSource, DiskConfig, Vm, VmConfig};
 
 /// Used when the spec sets no command line.
 const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux";
@@ -38,6 +39,10 @@ struct Args {
     /// Which CPU features the guest sees: host or baseline.
     #[arg(long, default_value = "host")]
     cpuid_profile: CpuidProfile,
+    /// Serve the control socket (pause, resume, shutdown, kill, info,
+    /// stats, console) at this path.
+    #[arg(long)]
+    api_socket: Option<PathBuf>,
     /// Log more.
     #[arg(long, short)]
     verbose: bool,
@@ -54,9 +59,11 @@ fn config_from_spec(spec: &GuestSpec, base: &Path, args: &Args) -> Result<VmConf
         name: spec.name.clone(),
         vcpus,
         memory_bytes: spec.memory_bytes(),
-        kernel: spec.resolve(base, &spec.boot.kernel),
-        initrd: spec.boot.initrd.as_ref().map(|p| spec.resolve(base, p)),
-        cmdline,
+        boot: BootSource::Linux {
+            kernel: spec.resolve(base, &spec.boot.kernel),
+            initrd: spec.boot.initrd.as_ref().map(|p| spec.resolve(base, p)),
+            cmdline,
+        },
         disks: spec
             .disks
             .iter()
@@ -103,8 +110,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
+    let control = match args.api_socket.as_deref().map(ControlServer::bind).transpose() {
+        Ok(control) => control,
+        Err(err) => {
+            log::error!("cannot serve the control socket: {err}");
+            return ExitCode::from(VmExit::Error(String::new()).code() as u8);
+        }
+    };
     let reason = match Vm::new(config) {
-        Ok(vm) => vm.run(),
+        Ok(vm) => vm.run(control),
         Err(err) => VmExit::Error(err.to_string()),
     };
     match &reason {

@@ -44,6 +44,8 @@ pub struct RunState {
     resumed: Condvar,
     /// Set when the VM is ending: vCPU threads leave their loops.
     pub stopping: AtomicBool,
+    /// vCPUs currently parked by a pause.
+    parked: std::sync::atomic::AtomicUsize,
 }
 
 impl RunState {
@@ -58,16 +60,26 @@ impl RunState {
         self.paused.lock().map(|p| *p).unwrap_or(false)
     }
 
+    /// How many vCPUs are parked.
+    pub fn parked(&self) -> usize {
+        self.parked.load(Ordering::Acquire)
+    }
+
     fn wait_while_paused(&self) {
         let Ok(mut paused) = self.paused.lock() else {
             return;
         };
+        if !*paused {
+            return;
+        }
+        self.parked.fetch_add(1, Ordering::AcqRel);
         while *paused && !self.stopping.load(Ordering::Acquire) {
             paused = match self.resumed.wait(paused) {
                 Ok(p) => p,
-                Err(_) => return,
+                Err(_) => break,
             };
         }
+        self.parked.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

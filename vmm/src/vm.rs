@@ -4,6 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
+use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -19,6 +20,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::arch::boot::{self, BootPayload};
 use crate::arch::cpuid::{self, CpuidProfile};
 use crate::arch::layout::*;
+use crate::control::{ControlServer, FdChange};
 use crate::arch::regs::{self, EntryMode};
 use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::boot_timer::{BootMarker, BootTimer};
@@ -38,15 +40,23 @@ pub struct DiskConfig {
     pub serial: Option<String>,
 }
 
+/// What the boot vCPU runs.
+#[derive(Debug, Clone)]
+pub enum BootSource {
+    /// A Linux kernel (bzImage, or ELF vmlinux with or without PVH).
+    Linux { kernel: PathBuf, initrd: Option<PathBuf>, cmdline: String },
+    /// A flat binary entered at `load_addr` in 32-bit protected mode with
+    /// paging off, as PVH does: small test payloads and firmware.
+    Flat { code: Vec<u8>, load_addr: u64 },
+}
+
 /// Everything needed to build the VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
     pub name: String,
     pub vcpus: u8,
     pub memory_bytes: u64,
-    pub kernel: PathBuf,
-    pub initrd: Option<PathBuf>,
-    pub cmdline: String,
+    pub boot: BootSource,
     pub disks: Vec<DiskConfig>,
     pub rng: bool,
     pub cpuid_profile: CpuidProfile,
@@ -102,6 +112,7 @@ pub struct Vm {
     pub boot_marker: BootMarker,
     pub sinks: Arc<Mutex<ConsoleSinks>>,
     pub started: Instant,
+    vcpu_threads: Mutex<Vec<libc::pthread_t>>,
 }
 
 fn irqfd(vm: &VmFd, gsi: u32) -> Result<EventFd, VmError> {
@@ -191,7 +202,10 @@ impl Vm {
         // Virtio devices, announced to the guest on its command line.
         let mut mmio = Bus::default();
         let mut virtio = Vec::new();
-        let mut cmdline = config.cmdline.clone();
+        let mut cmdline = match &config.boot {
+            BootSource::Linux { cmdline, .. } => cmdline.clone(),
+            BootSource::Flat { .. } => String::new(),
+        };
         let mut devices: Vec<(String, Box<dyn virtio::VirtioDevice>)> = Vec::new();
         for (i, disk) in config.disks.iter().enumerate() {
             let file = OpenOptions::new()
@@ -242,13 +256,14 @@ impl Vm {
             });
         }
 
-        let payload = BootPayload {
-            kernel: &config.kernel,
-            initrd: config.initrd.as_deref(),
-            cmdline: cmdline.trim(),
-            vcpus: config.vcpus,
+        let entry = match &config.boot {
+            BootSource::Linux { kernel, initrd, .. } => {
+                let payload =
+                    BootPayload { kernel, initrd: initrd.as_deref(), cmdline: cmdline.trim(), vcpus: config.vcpus };
+                boot::load(&mem, &payload)?
+            }
+            BootSource::Flat { code, load_addr } => boot::load_flat(&mem, code, *load_addr, config.vcpus)?,
         };
-        let entry = boot::load(&mem, &payload)?;
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -309,6 +324,7 @@ impl Vm {
             boot_marker,
             sinks,
             started,
+            vcpu_threads: Mutex::new(Vec::new()),
         })
     }
 
@@ -337,49 +353,75 @@ impl Vm {
         self.serial.lock().map(|mut s| s.input(data)).unwrap_or(0)
     }
 
+    /// Pauses every vCPU and waits until each has left KVM_RUN.
+    pub fn pause(&self) -> Result<(), String> {
+        self.state.set_paused(true);
+        let deadline = Instant::now() + std::time::Duration::from_secs(2);
+        // A kick can land just before a vCPU enters KVM_RUN; kick again
+        // until every vCPU reports itself parked.
+        while self.state.parked() < usize::from(self.config.vcpus) {
+            if Instant::now() > deadline {
+                return Err("the vCPUs did not stop within 2 s".into());
+            }
+            self.kick_vcpus();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    pub fn resume(&self) {
+        self.state.set_paused(false);
+    }
+
+    fn kick_vcpus(&self) {
+        if let Ok(threads) = self.vcpu_threads.lock() {
+            for thread in threads.iter() {
+                // SAFETY: the pthread handles belong to vCPU threads that live
+                // as long as the process; the signal's handler does nothing.
+                unsafe { libc::pthread_kill(*thread, crate::vcpu::kick_signal()) };
+            }
+        }
+    }
+
     /// Runs the VM until it ends and returns why it ended.
-    pub fn run(mut self) -> VmExit {
+    pub fn run(mut self, control: Option<ControlServer>) -> VmExit {
         if let Err(err) = crate::vcpu::install_kick_handler() {
             return VmExit::Error(format!("cannot install the vCPU kick handler: {err}"));
         }
-        let mut threads = Vec::new();
         for vcpu in self.vcpus.drain(..) {
             let name = format!("vcpu{}", vcpu.index);
-            match std::thread::Builder::new()
-                .name(name)
-                .spawn(move || vcpu.run())
-            {
-                Ok(handle) => threads.push(handle),
+            match std::thread::Builder::new().name(name).spawn(move || vcpu.run()) {
+                Ok(handle) => {
+                    if let Ok(mut threads) = self.vcpu_threads.lock() {
+                        threads.push(handle.as_pthread_t());
+                    }
+                }
                 Err(err) => return VmExit::Error(format!("cannot start a vCPU thread: {err}")),
             }
         }
-        let shared = Arc::new(self);
-        let reason = shared.event_loop();
+        let reason = self.event_loop(control);
         // The process exits right after: vCPU threads end with it.
-        shared
-            .state
-            .stopping
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.state.stopping.store(true, std::sync::atomic::Ordering::Release);
         reason
     }
 
-    fn event_loop(self: &Arc<Self>) -> VmExit {
+    fn event_loop(&self, mut control: Option<ControlServer>) -> VmExit {
         const EXIT_TOKEN: u64 = u64::MAX;
         const STDIN_TOKEN: u64 = u64::MAX - 1;
+        const CONTROL_BASE: u64 = 1 << 32;
         let epoll = match Epoll::new() {
             Ok(e) => e,
             Err(err) => return VmExit::Error(format!("cannot create epoll: {err}")),
         };
-        let add = |fd: i32, token: u64| {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )
-        };
+        let add = |fd: i32, token: u64| epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, token));
         let mut ok = add(self.exit.eventfd.as_raw_fd(), EXIT_TOKEN).is_ok();
         for (i, slot) in self.virtio.iter().enumerate() {
             ok &= add(slot.notify.as_raw_fd(), i as u64).is_ok();
+        }
+        if let Some(server) = control.as_ref() {
+            for (fd, token) in server.fds() {
+                ok &= add(fd, CONTROL_BASE + token).is_ok();
+            }
         }
         if self.config.console_stdio {
             // Best effort: stdin may be /dev/null or closed under a supervisor.
@@ -396,8 +438,7 @@ impl Vm {
                 Err(err) => return VmExit::Error(format!("epoll_wait failed: {err}")),
             };
             for event in &events[..n] {
-                let token = event.data();
-                match token {
+                match event.data() {
                     EXIT_TOKEN => {
                         let _ = self.exit.eventfd.read();
                         if let Some(reason) = self.exit.reason() {
@@ -407,17 +448,25 @@ impl Vm {
                     STDIN_TOKEN => {
                         let mut buf = [0u8; 256];
                         // SAFETY: reading into a stack buffer of the given length.
-                        let n = unsafe {
-                            libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len())
-                        };
+                        let n = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
                         if n > 0 {
                             self.console_input(&buf[..n as usize]);
                         } else {
-                            let _ = epoll.ctl(
-                                ControlOperation::Delete,
-                                libc::STDIN_FILENO,
-                                EpollEvent::default(),
-                            );
+                            let _ = epoll.ctl(ControlOperation::Delete, libc::STDIN_FILENO, EpollEvent::default());
+                        }
+                    }
+                    token if token >= CONTROL_BASE => {
+                        let Some(server) = control.as_mut() else {
+                            continue;
+                        };
+                        for change in server.handle(token - CONTROL_BASE, self) {
+                            let result = match change {
+                                FdChange::Add(fd, t) => add(fd, CONTROL_BASE + t),
+                                FdChange::Remove(fd) => epoll.ctl(ControlOperation::Delete, fd, EpollEvent::default()),
+                            };
+                            if let Err(err) = result {
+                                log::warn!("control socket: epoll update failed: {err}");
+                            }
                         }
                     }
                     i => {

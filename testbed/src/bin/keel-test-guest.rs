@@ -102,6 +102,11 @@ fn main() {
         }
         // PID 1 exiting panics the kernel, which reports it over pvpanic.
         "panic" => std::process::exit(1),
+        // Stay up for the control-socket scenarios; ctrl-alt-del then
+        // reboots through the kernel's default handler.
+        "wait" => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
         _ => keel_testbed::power_off(),
     }
     loop {

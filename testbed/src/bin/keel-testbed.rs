@@ -3,9 +3,12 @@
 //! named by `keel.testbed=` (comma-separated: poweroff, reboot, panic),
 //! prints one `TESTBED` line per result, and powers L1 off.
 
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use keel_common::vmm_api::{read_frame, write_frame, VmmRequest, VmmResponse};
 
 use keel_testbed::{cmdline_value, mount_basics, power_off};
 
@@ -57,13 +60,106 @@ fn run(scenario: &str) {
     }
 }
 
+/// Sends one request on a fresh connection and returns the answer.
+fn request(socket: &str, req: &VmmRequest) -> Result<VmmResponse, String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    write_frame(&mut stream, req).map_err(|e| e.to_string())?;
+    read_frame(&mut stream).map_err(|e| e.to_string())
+}
+
+/// Drives a running guest through the control socket: info, pause,
+/// resume, stats, console attach, then ctrl-alt-del (`control`) or kill
+/// (`kill`).
+fn run_controlled(scenario: &str) {
+    if let Err(err) = write_disk() {
+        println!("TESTBED scenario={scenario} error=cannot-write-disk:{err}");
+        return;
+    }
+    let config = format!("/tmp/{scenario}.toml");
+    let socket = format!("/tmp/{scenario}.sock");
+    if let Err(err) = std::fs::write(&config, spec("wait", 2).replace("name = \"wait\"", &format!("name = \"{scenario}\""))) {
+        println!("TESTBED scenario={scenario} error=cannot-write-spec:{err}");
+        return;
+    }
+    let started = Instant::now();
+    let child = Command::new("/usr/bin/keel-vmm").args(["--config", &config, "--api-socket", &socket]).spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(err) => {
+            println!("TESTBED scenario={scenario} error=cannot-run-keel-vmm:{err}");
+            return;
+        }
+    };
+    while !Path::new(&socket).exists() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!("TESTBED scenario={scenario} socket_ready_ms={}", started.elapsed().as_millis());
+    // Wait for the guest to report its boot marker.
+    let mut booted = false;
+    while started.elapsed() < Duration::from_secs(120) {
+        if let Ok(VmmResponse::Info(info)) = request(&socket, &VmmRequest::Info) {
+            if info.boot_marker_ms.is_some() {
+                println!("TESTBED scenario={scenario} boot_marker_ms={}", info.boot_marker_ms.unwrap_or(0));
+                booted = true;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("TESTBED scenario={scenario} booted={booted}");
+    let state = |label: &str| match request(&socket, &VmmRequest::Info) {
+        Ok(VmmResponse::Info(info)) => println!("TESTBED scenario={scenario} {label}={:?}", info.state),
+        other => println!("TESTBED scenario={scenario} {label}=error:{other:?}"),
+    };
+    println!("TESTBED scenario={scenario} pause={:?}", request(&socket, &VmmRequest::Pause));
+    state("state_after_pause");
+    println!("TESTBED scenario={scenario} resume={:?}", request(&socket, &VmmRequest::Resume));
+    state("state_after_resume");
+    if let Ok(VmmResponse::Stats(stats)) = request(&socket, &VmmRequest::Stats) {
+        for device in &stats.devices {
+            for (name, value) in &device.counters {
+                println!("TESTBED scenario={scenario} stat_{}_{name}={value}", device.name);
+            }
+        }
+        for (name, value) in &stats.exits {
+            println!("TESTBED scenario={scenario} exits_{name}={value}");
+        }
+    }
+    // Console attach: the guest echoes nothing, but kernel output from the
+    // shutdown below arrives as Console frames.
+    let mut console = UnixStream::connect(&socket).ok();
+    if let Some(stream) = console.as_mut() {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = write_frame(stream, &VmmRequest::ConsoleAttach);
+        let attached: Result<VmmResponse, _> = read_frame(stream);
+        println!("TESTBED scenario={scenario} attach={attached:?}");
+    }
+    let last = if scenario == "kill" { VmmRequest::Kill } else { VmmRequest::Shutdown };
+    println!("TESTBED scenario={scenario} last={:?}", request(&socket, &last));
+    let mut console_bytes = 0usize;
+    if let Some(stream) = console.as_mut() {
+        while let Ok(VmmResponse::Console(bytes)) = read_frame::<_, VmmResponse>(stream) {
+            console_bytes += bytes.len();
+        }
+    }
+    println!("TESTBED scenario={scenario} console_bytes={console_bytes}");
+    match child.wait() {
+        Ok(status) => println!("TESTBED scenario={scenario} exit={}", status.code().unwrap_or(-1)),
+        Err(err) => println!("TESTBED scenario={scenario} error=wait:{err}"),
+    }
+}
+
 fn main() {
     mount_basics();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     println!("TESTBED kvm={}", Path::new("/dev/kvm").exists());
     let scenarios = cmdline_value(&cmdline, "keel.testbed").unwrap_or_else(|| "poweroff".into());
     for scenario in scenarios.split(',') {
-        run(scenario);
+        match scenario {
+            "control" | "kill" => run_controlled(scenario),
+            _ => run(scenario),
+        }
     }
     println!("TESTBED done");
     power_off();

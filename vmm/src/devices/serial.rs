@@ -74,8 +74,9 @@ impl CappedLog {
 pub struct ConsoleSinks {
     pub stdout: bool,
     pub log: Option<CappedLog>,
-    /// Attached clients; a client whose channel is closed is dropped.
-    pub clients: Vec<std::sync::mpsc::Sender<Vec<u8>>>,
+    /// Attached control-socket clients, sent `Console` frames; a client
+    /// that fails or stalls is dropped.
+    pub clients: Vec<std::os::unix::net::UnixStream>,
 }
 
 impl ConsoleSinks {
@@ -91,8 +92,9 @@ impl ConsoleSinks {
                 self.log = None;
             }
         }
+        let frame = keel_common::vmm_api::VmmResponse::Console(data.to_vec());
         self.clients
-            .retain(|client| client.send(data.to_vec()).is_ok());
+            .retain_mut(|client| keel_common::vmm_api::write_frame(client, &frame).is_ok());
     }
 }
 
@@ -155,7 +157,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("keel-serial-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir");
         let log = CappedLog::open(&dir.join("console.log"), 1024).expect("log");
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, mut rx) = std::os::unix::net::UnixStream::pair().expect("pair");
         let sinks = Arc::new(Mutex::new(ConsoleSinks {
             stdout: false,
             log: Some(log),
@@ -169,7 +171,13 @@ mod tests {
             std::fs::read(dir.join("console.log")).expect("read"),
             b"hello"
         );
-        let got: Vec<u8> = rx.try_iter().flatten().collect();
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            match keel_common::vmm_api::read_frame(&mut rx).expect("frame") {
+                keel_common::vmm_api::VmmResponse::Console(bytes) => got.extend(bytes),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
         assert_eq!(got, b"hello");
         assert_eq!(dev.input(b"x"), 1);
         let mut lsr = [0u8];

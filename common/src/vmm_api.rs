@@ -1,0 +1,139 @@
+//! The keel-vmm control protocol: postcard messages in length-prefixed
+//! frames over the VMM's Unix socket (`--api-socket`).
+//!
+//! A frame is a u32 big-endian length followed by that many bytes of
+//! postcard. The receiver checks the length against [`MAX_FRAME`] before
+//! allocating. After `ConsoleAttach`, the VMM sends `Console` frames with
+//! guest output on that connection as it appears, and the client may send
+//! `ConsoleInput` frames.
+
+use std::io::{Read, Write};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Largest frame either side accepts.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// A request to the VMM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmmRequest {
+    Info,
+    Stats,
+    Pause,
+    Resume,
+    /// Ctrl-alt-del to the guest: a clean shutdown or reboot, as the guest decides.
+    Shutdown,
+    /// Ends the VMM at once.
+    Kill,
+    /// Turns this connection into a console stream.
+    ConsoleAttach,
+    ConsoleInput(Vec<u8>),
+}
+
+/// Whether the vCPUs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmState {
+    Running,
+    Paused,
+}
+
+/// Answer to `Info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    pub name: String,
+    pub state: VmState,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub uptime_ms: u64,
+    /// When the guest hit the boot timer port, in ms since the VMM started.
+    pub boot_marker_ms: Option<u64>,
+}
+
+/// Counters of one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStats {
+    pub name: String,
+    pub counters: Vec<(String, u64)>,
+}
+
+/// Answer to `Stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmStats {
+    pub devices: Vec<DeviceStats>,
+    /// vCPU exits to the VMM by reason.
+    pub exits: Vec<(String, u64)>,
+}
+
+/// A response from the VMM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmmResponse {
+    Ok,
+    Info(VmInfo),
+    Stats(VmStats),
+    Console(Vec<u8>),
+    Error(String),
+}
+
+/// A framing or decoding failure.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("the connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the frame is {0} bytes, over the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("the frame does not decode: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+/// Writes one frame.
+pub fn write_frame<W: Write, T: Serialize>(w: &mut W, message: &T) -> Result<(), FrameError> {
+    let body = postcard::to_stdvec(message)?;
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&body);
+    w.write_all(&frame)?;
+    Ok(())
+}
+
+/// Reads one frame, refusing oversized ones before allocating.
+pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(postcard::from_bytes(&body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &VmmRequest::ConsoleInput(b"ls\n".to_vec())).expect("write");
+        write_frame(&mut buf, &VmmRequest::Info).expect("write");
+        let mut r = buf.as_slice();
+        assert_eq!(read_frame::<_, VmmRequest>(&mut r).expect("read"), VmmRequest::ConsoleInput(b"ls\n".to_vec()));
+        assert_eq!(read_frame::<_, VmmRequest>(&mut r).expect("read"), VmmRequest::Info);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn oversized_truncated_and_garbage_frames_fail_cleanly() {
+        let huge = (MAX_FRAME as u32 + 1).to_be_bytes();
+        assert!(matches!(read_frame::<_, VmmRequest>(&mut huge.as_slice()), Err(FrameError::TooLarge(_))));
+        let truncated = [0u8, 0, 0, 9, 1, 2];
+        assert!(matches!(read_frame::<_, VmmRequest>(&mut truncated.as_slice()), Err(FrameError::Io(_))));
+        let garbage = [0u8, 0, 0, 1, 0xff];
+        assert!(matches!(read_frame::<_, VmmRequest>(&mut garbage.as_slice()), Err(FrameError::Decode(_))));
+    }
+}

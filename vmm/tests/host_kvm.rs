@@ -1,0 +1,139 @@
+//! keel-vmm on the host's /dev/kvm with small hand-written payloads.
+//!
+//! These run quickly on any KVM, including this build machine's nested
+//! shadow-paging one, where Linux guests cannot run (see the design page;
+//! Linux guests are tested in the QEMU TCG test bed instead). Each payload
+//! is assembled from `tests/payloads/*.S` with binutils at test time.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use keel_vmm::arch::cpuid::CpuidProfile;
+use keel_vmm::exit::VmExit;
+use keel_vmm::vm::{BootSource, DiskConfig, Vm, VmConfig};
+
+const LOAD_ADDR: u64 = 0x10_0000;
+
+/// True if /dev/kvm works; otherwise says loudly which test is skipped.
+fn kvm_available(test: &str) -> bool {
+    match kvm_ioctls::Kvm::new() {
+        Ok(_) => true,
+        Err(err) => {
+            eprintln!("SKIPPED {test}: /dev/kvm is unusable here ({err}); this host-KVM test did not run");
+            false
+        }
+    }
+}
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("keel-host-kvm-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Assembles and links `tests/payloads/NAME.S` at LOAD_ADDR as a flat binary.
+fn payload(name: &str, dir: &Path) -> Vec<u8> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/payloads").join(format!("{name}.S"));
+    let object = dir.join(format!("{name}.o"));
+    let binary = dir.join(format!("{name}.bin"));
+    let status = Command::new("as").arg("--32").arg(&source).arg("-o").arg(&object).status().expect("run as (binutils)");
+    assert!(status.success(), "assembling {} failed", source.display());
+    let status = Command::new("ld")
+        .args(["-m", "elf_i386", &format!("-Ttext={LOAD_ADDR:#x}"), "--oformat=binary"])
+        .arg(&object)
+        .arg("-o")
+        .arg(&binary)
+        .status()
+        .expect("run ld (binutils)");
+    assert!(status.success(), "linking {name} failed");
+    std::fs::read(&binary).expect("read payload")
+}
+
+fn config(name: &str, code: Vec<u8>, dir: &Path, disks: Vec<DiskConfig>) -> VmConfig {
+    VmConfig {
+        name: name.into(),
+        vcpus: 1,
+        memory_bytes: 64 << 20,
+        boot: BootSource::Flat { code, load_addr: LOAD_ADDR },
+        disks,
+        rng: false,
+        cpuid_profile: CpuidProfile::Host,
+        console_stdio: false,
+        console_log: Some(dir.join("console.log")),
+        console_log_cap: 1 << 20,
+    }
+}
+
+fn run(config: VmConfig) -> (VmExit, String) {
+    let log = config.console_log.clone().expect("console log");
+    let vm = Vm::new(config).expect("build the VM");
+    let exit = vm.run(None);
+    let console = std::fs::read_to_string(&log).unwrap_or_default();
+    (exit, console)
+}
+
+#[test]
+fn serial_output_and_acpi_power_off() {
+    if !kvm_available("serial_output_and_acpi_power_off") {
+        return;
+    }
+    let dir = scratch("serial");
+    let (exit, console) = run(config("serial", payload("serial_poweroff", &dir), &dir, vec![]));
+    assert_eq!(exit, VmExit::PowerOff);
+    assert_eq!(exit.code(), 0);
+    assert_eq!(console, "KEEL\n");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[test]
+fn i8042_reset_is_a_reboot() {
+    if !kvm_available("i8042_reset_is_a_reboot") {
+        return;
+    }
+    let dir = scratch("i8042");
+    let (exit, _) = run(config("i8042", payload("i8042_reset", &dir), &dir, vec![]));
+    assert_eq!(exit, VmExit::Reboot);
+    assert_eq!(exit.code(), 3);
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[test]
+fn virtio_blk_write_and_read_through_ioeventfd() {
+    if !kvm_available("virtio_blk_write_and_read_through_ioeventfd") {
+        return;
+    }
+    let dir = scratch("blk");
+    let disk = dir.join("disk.raw");
+    let mut image = vec![0u8; 1 << 20];
+    image[512..520].copy_from_slice(b"SECTOR1!");
+    std::fs::write(&disk, &image).expect("write disk");
+    let disks = vec![DiskConfig { path: disk.clone(), read_only: false, serial: None }];
+    let (exit, console) = run(config("blk", payload("virtio_blk", &dir), &dir, disks));
+    assert_eq!(exit, VmExit::PowerOff, "console: {console:?}");
+    assert_eq!(console, "00SECTOR1!\n", "status of write, status of read, then the data read");
+    let after = std::fs::read(&disk).expect("read disk");
+    assert_eq!(&after[..8], b"KEELBLK!", "the guest's write reached the host file");
+    assert_eq!(&after[504..512], b"KEELBLK!");
+    assert_eq!(&after[512..520], b"SECTOR1!", "sector 1 untouched");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
+
+#[test]
+fn a_read_only_disk_refuses_the_write() {
+    if !kvm_available("a_read_only_disk_refuses_the_write") {
+        return;
+    }
+    let dir = scratch("blk-ro");
+    let disk = dir.join("disk.raw");
+    let mut image = vec![0u8; 1 << 20];
+    image[512..520].copy_from_slice(b"SECTOR1!");
+    std::fs::write(&disk, &image).expect("write disk");
+    let disks = vec![DiskConfig { path: disk.clone(), read_only: true, serial: None }];
+    let (exit, console) = run(config("blk-ro", payload("virtio_blk", &dir), &dir, disks));
+    assert_eq!(exit, VmExit::PowerOff, "console: {console:?}");
+    // VIRTIO_BLK_S_IOERR (1) for the write, OK for the read.
+    assert_eq!(console, "10SECTOR1!\n");
+    assert_eq!(std::fs::read(&disk).expect("read disk"), image, "the read-only disk is unchanged");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}
