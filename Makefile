@@ -89,9 +89,11 @@ check:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-## bench: appliance boot time in QEMU (kernel start -> init banner).
+## bench: appliance boot, keel-vmm guest boot/memory/socket (TCG test bed), exits and virtio-blk (host KVM).
 bench: image
+	cargo bench --locked -p keel-vmm --bench devices
 	cargo bench --locked -p keel-ovmf-tests --bench boot
+	cargo bench --locked -p keel-ovmf-tests --bench vmm_guest
 
 clean:
 	rm -rf $(OUT) target

@@ -122,18 +122,33 @@ mod tests {
         write_frame(&mut buf, &VmmRequest::ConsoleInput(b"ls\n".to_vec())).expect("write");
         write_frame(&mut buf, &VmmRequest::Info).expect("write");
         let mut r = buf.as_slice();
-        assert_eq!(read_frame::<_, VmmRequest>(&mut r).expect("read"), VmmRequest::ConsoleInput(b"ls\n".to_vec()));
-        assert_eq!(read_frame::<_, VmmRequest>(&mut r).expect("read"), VmmRequest::Info);
+        assert_eq!(
+            read_frame::<_, VmmRequest>(&mut r).expect("read"),
+            VmmRequest::ConsoleInput(b"ls\n".to_vec())
+        );
+        assert_eq!(
+            read_frame::<_, VmmRequest>(&mut r).expect("read"),
+            VmmRequest::Info
+        );
         assert!(r.is_empty());
     }
 
     #[test]
     fn oversized_truncated_and_garbage_frames_fail_cleanly() {
         let huge = (MAX_FRAME as u32 + 1).to_be_bytes();
-        assert!(matches!(read_frame::<_, VmmRequest>(&mut huge.as_slice()), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            read_frame::<_, VmmRequest>(&mut huge.as_slice()),
+            Err(FrameError::TooLarge(_))
+        ));
         let truncated = [0u8, 0, 0, 9, 1, 2];
-        assert!(matches!(read_frame::<_, VmmRequest>(&mut truncated.as_slice()), Err(FrameError::Io(_))));
+        assert!(matches!(
+            read_frame::<_, VmmRequest>(&mut truncated.as_slice()),
+            Err(FrameError::Io(_))
+        ));
         let garbage = [0u8, 0, 0, 1, 0xff];
-        assert!(matches!(read_frame::<_, VmmRequest>(&mut garbage.as_slice()), Err(FrameError::Decode(_))));
+        assert!(matches!(
+            read_frame::<_, VmmRequest>(&mut garbage.as_slice()),
+            Err(FrameError::Decode(_))
+        ));
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod accel;
 pub mod qemu;
+pub mod testbed;
 
 use std::path::PathBuf;
 

@@ -5,75 +5,10 @@
 //! guest kernel, the test guest and the `keel-testbed` init; L1's own KVM
 //! runs keel-vmm, which boots the L2 guest. One L1 boot runs every scenario.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use keel_image::initramfs::{Node, Tree};
-use keel_ovmf_tests::{artefact, repo_root, BootMedia, Qemu, QemuOptions};
-
-fn static_binary(name: &str) -> PathBuf {
-    let path = repo_root()
-        .join("target/x86_64-unknown-linux-gnu/release")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `make binaries`",
-        path.display()
-    );
-    path
-}
-
-/// Builds the L1 initramfs in `dir` and returns its path.
-fn testbed_initramfs(dir: &std::path::Path) -> PathBuf {
-    std::fs::create_dir_all(dir).expect("create the test bed directory");
-    let mut guest = Tree::skeleton();
-    guest.insert(
-        "usr/bin/keel-test-guest",
-        Node::File {
-            source: static_binary("keel-test-guest"),
-            executable: true,
-        },
-    );
-    guest.insert("init", Node::Symlink("usr/bin/keel-test-guest".into()));
-    let guest_cpio = dir.join("guest.cpio");
-    let cpio = guest.write_cpio(Vec::new(), 0).expect("guest cpio");
-    std::fs::write(&guest_cpio, cpio).expect("write guest cpio");
-
-    let mut l1 = Tree::skeleton();
-    l1.insert(
-        "usr/bin/keel-testbed",
-        Node::File {
-            source: static_binary("keel-testbed"),
-            executable: true,
-        },
-    );
-    l1.insert(
-        "usr/bin/keel-vmm",
-        Node::File {
-            source: static_binary("keel-vmm"),
-            executable: true,
-        },
-    );
-    l1.insert(
-        "guest/bzImage",
-        Node::File {
-            source: artefact("kernel/bzImage"),
-            executable: false,
-        },
-    );
-    l1.insert(
-        "guest/initrd.cpio",
-        Node::File {
-            source: guest_cpio,
-            executable: false,
-        },
-    );
-    l1.insert("init", Node::Symlink("usr/bin/keel-testbed".into()));
-    let image = l1.build_with_level(0, 3).expect("L1 initramfs");
-    let path = dir.join("l1.cpio.zst");
-    std::fs::write(&path, image).expect("write L1 initramfs");
-    path
-}
+use keel_ovmf_tests::testbed::testbed_initramfs;
+use keel_ovmf_tests::{artefact, BootMedia, Qemu, QemuOptions};
 
 /// The value of `key=` on the console line that starts with `prefix`.
 fn field(line: &str, key: &str) -> Option<String> {
@@ -97,7 +32,8 @@ fn linux_guest_boots_uses_its_devices_and_exits_with_the_right_status() {
         artefact("kernel/bzImage"),
         BootMedia::DirectKernel {
             initrd: initrd.clone(),
-            cmdline: "console=ttyS0 loglevel=3 keel.testbed=poweroff,reboot,panic,control,kill".into(),
+            cmdline: "console=ttyS0 loglevel=3 keel.testbed=poweroff,reboot,panic,control,kill"
+                .into(),
         },
     );
     options.memory_mib = 2048;
@@ -123,6 +59,7 @@ fn linux_guest_boots_uses_its_devices_and_exits_with_the_right_status() {
         "KEEL-TEST-GUEST disk_write=ok",
         "KEEL-TEST-GUEST rng=ok",
         "KEEL-TEST-GUEST marker=sent",
+        "KEEL-TEST-GUEST keyboard=bound",
     ] {
         assert!(
             serial.contains(expected),
@@ -173,14 +110,30 @@ fn linux_guest_boots_uses_its_devices_and_exits_with_the_right_status() {
     assert_eq!(control("state_after_pause"), "Paused");
     assert_eq!(control("resume"), "Ok(Ok)");
     assert_eq!(control("state_after_resume"), "Running");
-    let number = |key: &str| control(key).parse::<u64>().unwrap_or_else(|_| panic!("{key} is not a number"));
-    assert!(number("stat_block0_read_bytes") >= 512, "the guest read its disk");
-    assert!(number("stat_block0_write_bytes") >= 512, "the guest wrote its disk");
-    assert!(number("stat_rng_queue_notifies") >= 1, "the guest used its rng");
+    let number = |key: &str| {
+        control(key)
+            .parse::<u64>()
+            .unwrap_or_else(|_| panic!("{key} is not a number"))
+    };
+    assert!(
+        number("stat_block0_read_bytes") >= 512,
+        "the guest read its disk"
+    );
+    assert!(
+        number("stat_block0_write_bytes") >= 512,
+        "the guest wrote its disk"
+    );
+    assert!(
+        number("stat_rng_queue_notifies") >= 1,
+        "the guest used its rng"
+    );
     assert!(number("exits_io_out") > 0);
     assert_eq!(control("attach"), "Ok(Ok)");
     assert_eq!(control("last"), "Ok(Ok)");
-    assert!(number("console_bytes") > 0, "no console output reached the attached client");
+    assert!(
+        number("console_bytes") > 0,
+        "no console output reached the attached client"
+    );
     assert_eq!(control("exit"), "3", "ctrl-alt-del makes the guest reboot");
     assert_eq!(testbed_line(&serial, "kill", "exit"), "5");
     let _ = qemu.wait_exit(Duration::from_secs(60));

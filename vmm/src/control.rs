@@ -13,7 +13,9 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keel_common::vmm_api::{read_frame, write_frame, DeviceStats, VmInfo, VmState, VmStats, VmmRequest, VmmResponse};
+use keel_common::vmm_api::{
+    read_frame, write_frame, DeviceStats, VmInfo, VmState, VmStats, VmmRequest, VmmResponse,
+};
 
 use crate::exit::VmExit;
 use crate::vm::Vm;
@@ -21,7 +23,10 @@ use crate::vm::Vm;
 /// How the event loop's epoll set must change after handling an event.
 pub enum FdChange {
     Add(RawFd, u64),
-    Remove(RawFd),
+    /// Take the stream out of the epoll set, then drop (close) it. The
+    /// order matters: a console client's dup keeps the file open, and
+    /// epoll would go on reporting a descriptor that no longer exists.
+    Remove(UnixStream),
 }
 
 /// Token 0 is the listener; connections get increasing tokens.
@@ -44,7 +49,12 @@ impl ControlServer {
         let listener = UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
-        Ok(ControlServer { path: path.to_path_buf(), listener, connections: HashMap::new(), next_token: 1 })
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+            listener,
+            connections: HashMap::new(),
+            next_token: 1,
+        })
     }
 
     /// The descriptors to poll at start: only the listener.
@@ -71,7 +81,8 @@ impl ControlServer {
                 Vec::new()
             }
             Err(err) => {
-                if !matches!(&err, keel_common::vmm_api::FrameError::Io(e) if e.kind() == ErrorKind::UnexpectedEof) {
+                if !matches!(&err, keel_common::vmm_api::FrameError::Io(e) if e.kind() == ErrorKind::UnexpectedEof)
+                {
                     log::warn!("control socket: dropping a client: {err}");
                 }
                 self.drop_connection(token)
@@ -87,8 +98,12 @@ impl ControlServer {
                     // Blocking with a timeout: frames are small, and a
                     // client that stalls mid-frame is dropped.
                     let ok = stream.set_nonblocking(false).is_ok()
-                        && stream.set_read_timeout(Some(Duration::from_secs(1))).is_ok()
-                        && stream.set_write_timeout(Some(Duration::from_secs(1))).is_ok();
+                        && stream
+                            .set_read_timeout(Some(Duration::from_secs(1)))
+                            .is_ok()
+                        && stream
+                            .set_write_timeout(Some(Duration::from_secs(1)))
+                            .is_ok();
                     if !ok {
                         continue;
                     }
@@ -109,7 +124,7 @@ impl ControlServer {
 
     fn drop_connection(&mut self, token: u64) -> Vec<FdChange> {
         match self.connections.remove(&token) {
-            Some(stream) => vec![FdChange::Remove(stream.as_raw_fd())],
+            Some(stream) => vec![FdChange::Remove(stream)],
             None => Vec::new(),
         }
     }
@@ -126,15 +141,28 @@ fn respond(request: VmmRequest, vm: &Vm, stream: &UnixStream) -> Option<VmmRespo
     Some(match request {
         VmmRequest::Info => VmmResponse::Info(VmInfo {
             name: vm.config().name.clone(),
-            state: if vm.state.is_paused() { VmState::Paused } else { VmState::Running },
+            state: if vm.state.is_paused() {
+                VmState::Paused
+            } else {
+                VmState::Running
+            },
             vcpus: u32::from(vm.config().vcpus),
             memory_mib: vm.config().memory_bytes >> 20,
             uptime_ms: vm.started.elapsed().as_millis() as u64,
             boot_marker_ms: vm.boot_marker.lock().ok().and_then(|m| m.map(|(_, ms)| ms)),
         }),
         VmmRequest::Stats => VmmResponse::Stats(VmStats {
-            devices: vm.device_counters().into_iter().map(|(name, counters)| DeviceStats { name, counters }).collect(),
-            exits: vm.counters.snapshot().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            devices: vm
+                .device_counters()
+                .into_iter()
+                .map(|(name, counters)| DeviceStats { name, counters })
+                .collect(),
+            exits: vm
+                .counters
+                .snapshot()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         }),
         VmmRequest::Pause => match vm.pause() {
             Ok(()) => VmmResponse::Ok,
@@ -145,7 +173,11 @@ fn respond(request: VmmRequest, vm: &Vm, stream: &UnixStream) -> Option<VmmRespo
             VmmResponse::Ok
         }
         VmmRequest::Shutdown => {
-            let sent = vm.i8042.lock().map(|mut k| k.send_ctrl_alt_del()).unwrap_or(false);
+            let sent = vm
+                .i8042
+                .lock()
+                .map(|mut k| k.send_ctrl_alt_del())
+                .unwrap_or(false);
             if sent {
                 VmmResponse::Ok
             } else {
@@ -168,7 +200,10 @@ fn respond(request: VmmRequest, vm: &Vm, stream: &UnixStream) -> Option<VmmRespo
         VmmRequest::ConsoleInput(data) => {
             let taken = vm.console_input(&data);
             if taken < data.len() {
-                VmmResponse::Error(format!("the guest took {taken} of {} bytes; resend the rest", data.len()))
+                VmmResponse::Error(format!(
+                    "the guest took {taken} of {} bytes; resend the rest",
+                    data.len()
+                ))
             } else {
                 return None;
             }

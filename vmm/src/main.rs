@@ -5,11 +5,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use keel_common::guest::NetMode;
 use keel_common::GuestSpec;
 use keel_vmm::arch::cpuid::CpuidProfile;
 use keel_vmm::control::ControlServer;
 use keel_vmm::exit::{VmExit, EXIT_CONFIG};
-use keel_vmm::vm::{BootSource, DiskConfig, Vm, VmConfig};
+use keel_vmm::jail;
+use keel_vmm::vm::{
+    BootSource, DiskConfig, NetBackendConfig, NetConfig, Vm, VmConfig, VsockConfig,
+};
 
 /// Used when the spec sets no command line.
 const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux";
@@ -43,9 +47,65 @@ struct Args {
     /// stats, console) at this path.
     #[arg(long)]
     api_socket: Option<PathBuf>,
+    /// A tap descriptor for the next bridge-mode NIC, handed over by the
+    /// supervisor (repeat, in NIC order).
+    #[arg(long = "tap-fd")]
+    tap_fds: Vec<i32>,
+    /// Run without seccomp filters (debugging only).
+    #[arg(long)]
+    no_seccomp: bool,
+    /// Drop to this user after opening files and devices (needs --gid).
+    #[arg(long, requires = "gid")]
+    uid: Option<u32>,
+    /// Drop to this group after opening files and devices (needs --uid).
+    #[arg(long, requires = "uid")]
+    gid: Option<u32>,
     /// Log more.
     #[arg(long, short)]
     verbose: bool,
+}
+
+/// A stable locally administered MAC for NIC `index` of guest `name`, so a
+/// guest keeps its address (and DHCP lease) across restarts.
+fn default_mac(name: &str, index: usize) -> [u8; 6] {
+    // FNV-1a: stable across releases, unlike std's hasher.
+    let hash = format!("{name}/{index}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    let b = hash.to_le_bytes();
+    [0x52, 0x54, 0x00, b[0], b[1], b[2]]
+}
+
+fn nets_from_spec(spec: &GuestSpec, tap_fds: &[i32]) -> Result<Vec<NetConfig>, String> {
+    let mut fds = tap_fds.iter();
+    spec.nets
+        .iter()
+        .enumerate()
+        .map(|(i, nic)| {
+            let backend = match nic.mode {
+                NetMode::Tap => NetBackendConfig::TapName(nic.tap.clone().unwrap_or_default()),
+                NetMode::Bridge => match fds.next() {
+                    Some(fd) => NetBackendConfig::TapFd(*fd),
+                    None => return Err(format!(
+                        "net[{i}] is in bridge mode: its tap comes from the supervisor as --tap-fd"
+                    )),
+                },
+                NetMode::User => {
+                    return Err(format!(
+                        "net[{i}]: user-mode networking is not available yet; use mode = \"tap\""
+                    ))
+                }
+            };
+            let mac = nic
+                .mac
+                .as_ref()
+                .map(|m| m.0)
+                .unwrap_or_else(|| default_mac(&spec.name, i));
+            Ok(NetConfig { backend, mac })
+        })
+        .collect()
 }
 
 fn config_from_spec(spec: &GuestSpec, base: &Path, args: &Args) -> Result<VmConfig, String> {
@@ -73,16 +133,31 @@ fn config_from_spec(spec: &GuestSpec, base: &Path, args: &Args) -> Result<VmConf
                 serial: d.serial.clone(),
             })
             .collect(),
+        nets: nets_from_spec(spec, &args.tap_fds)?,
         rng: spec.rng_enabled(),
+        vsock: spec.vsock.as_ref().map(|v| VsockConfig {
+            cid: u64::from(v.cid()),
+            uds_path: spec.resolve(base, &v.uds_path),
+        }),
         cpuid_profile: args.cpuid_profile,
         console_stdio: args.console_stdio,
         console_log: args.console_log.clone(),
         console_log_cap: args.console_log_cap,
+        seccomp: !args.no_seccomp,
     })
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Nothing inherited may leak into the VMM but stdio and handed-over taps.
+    if let Err(err) = jail::close_inherited_fds(&args.tap_fds) {
+        eprintln!("keel-vmm: error: cannot close inherited file descriptors: {err}");
+        return ExitCode::from(VmExit::Error(String::new()).code() as u8);
+    }
+    if let Err(err) = jail::set_no_new_privs() {
+        eprintln!("keel-vmm: error: cannot set no_new_privs: {err}");
+        return ExitCode::from(VmExit::Error(String::new()).code() as u8);
+    }
     let base = args
         .base_dir
         .clone()
@@ -110,7 +185,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let control = match args.api_socket.as_deref().map(ControlServer::bind).transpose() {
+    let control = match args
+        .api_socket
+        .as_deref()
+        .map(ControlServer::bind)
+        .transpose()
+    {
         Ok(control) => control,
         Err(err) => {
             log::error!("cannot serve the control socket: {err}");
@@ -118,7 +198,16 @@ fn main() -> ExitCode {
         }
     };
     let reason = match Vm::new(config) {
-        Ok(vm) => vm.run(control),
+        Ok(vm) => {
+            // Files and devices are open: give up root before the guest runs.
+            if let (Some(uid), Some(gid)) = (args.uid, args.gid) {
+                if let Err(err) = jail::drop_privileges(uid, gid) {
+                    log::error!("cannot drop to uid {uid} gid {gid}: {err}");
+                    return ExitCode::from(VmExit::Error(String::new()).code() as u8);
+                }
+            }
+            vm.run(control)
+        }
         Err(err) => VmExit::Error(err.to_string()),
     };
     match &reason {
@@ -129,4 +218,19 @@ fn main() -> ExitCode {
         VmExit::Error(why) => log::error!("{why}"),
     }
     ExitCode::from(reason.code() as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_macs_are_stable_unicast_and_distinct() {
+        let a = default_mac("web1", 0);
+        assert_eq!(a, default_mac("web1", 0));
+        assert_ne!(a, default_mac("web1", 1));
+        assert_ne!(a, default_mac("web2", 0));
+        assert_eq!(a[0] & 1, 0, "unicast");
+        assert_eq!(a[0] & 2, 2, "locally administered");
+    }
 }

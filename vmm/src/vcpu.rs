@@ -93,6 +93,8 @@ pub struct Vcpu {
     pub counters: Arc<ExitCounters>,
     pub state: Arc<RunState>,
     pub mem: GuestMemoryMmap,
+    /// Apply the vCPU seccomp filter when the thread starts.
+    pub seccomp: bool,
 }
 
 /// The signal used to kick a vCPU out of KVM_RUN.
@@ -112,6 +114,13 @@ impl Vcpu {
     /// Runs until the VM ends. Returns only when `state.stopping` is set or
     /// an exit was requested.
     pub fn run(mut self) {
+        if self.seccomp {
+            if let Err(err) = crate::seccomp::apply(crate::seccomp::ThreadKind::Vcpu) {
+                self.exit
+                    .request(VmExit::Error(format!("vCPU {}: {err}", self.index)));
+                return;
+            }
+        }
         loop {
             if self.state.stopping.load(Ordering::Acquire) {
                 return;

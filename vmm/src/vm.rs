@@ -3,7 +3,7 @@
 //! serves virtio notifications, console input and the exit signal.
 
 use std::fs::OpenOptions;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::thread::JoinHandleExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,7 +12,7 @@ use std::time::Instant;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
-use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -20,15 +20,17 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::arch::boot::{self, BootPayload};
 use crate::arch::cpuid::{self, CpuidProfile};
 use crate::arch::layout::*;
-use crate::control::{ControlServer, FdChange};
 use crate::arch::regs::{self, EntryMode};
+use crate::control::{ControlServer, FdChange};
 use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::boot_timer::{BootMarker, BootTimer};
 use crate::devices::bus::Bus;
 use crate::devices::i8042::I8042;
 use crate::devices::pvpanic::PvPanic;
 use crate::devices::serial::{CappedLog, ConsoleSinks, SerialDevice};
-use crate::devices::virtio::{self, Block, BlockOptions, Interrupt, MmioTransport, Rng};
+use crate::devices::virtio::{
+    self, Block, BlockOptions, Interrupt, MmioTransport, Net, Rng, Tap, Vsock,
+};
 use crate::exit::{ExitSignal, VmExit};
 use crate::vcpu::{ExitCounters, RunState, Vcpu};
 
@@ -40,11 +42,39 @@ pub struct DiskConfig {
     pub serial: Option<String>,
 }
 
+/// Where a NIC's frames go.
+#[derive(Debug, Clone)]
+pub enum NetBackendConfig {
+    /// Open (or create) the named tap: running by hand.
+    TapName(String),
+    /// A tap descriptor handed over by the supervisor, which made the tap
+    /// and put it on the bridge.
+    TapFd(RawFd),
+}
+
+/// A virtio-net NIC.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub backend: NetBackendConfig,
+    pub mac: [u8; 6],
+}
+
+/// virtio-vsock with Firecracker's hybrid Unix-socket model.
+#[derive(Debug, Clone)]
+pub struct VsockConfig {
+    pub cid: u64,
+    pub uds_path: PathBuf,
+}
+
 /// What the boot vCPU runs.
 #[derive(Debug, Clone)]
 pub enum BootSource {
     /// A Linux kernel (bzImage, or ELF vmlinux with or without PVH).
-    Linux { kernel: PathBuf, initrd: Option<PathBuf>, cmdline: String },
+    Linux {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
     /// A flat binary entered at `load_addr` in 32-bit protected mode with
     /// paging off, as PVH does: small test payloads and firmware.
     Flat { code: Vec<u8>, load_addr: u64 },
@@ -58,12 +88,17 @@ pub struct VmConfig {
     pub memory_bytes: u64,
     pub boot: BootSource,
     pub disks: Vec<DiskConfig>,
+    pub nets: Vec<NetConfig>,
     pub rng: bool,
+    pub vsock: Option<VsockConfig>,
     pub cpuid_profile: CpuidProfile,
     /// Copy the guest console to the VMM's stdout and feed stdin to it.
     pub console_stdio: bool,
     pub console_log: Option<PathBuf>,
     pub console_log_cap: u64,
+    /// Confine the event loop and vCPU threads with seccomp filters. Off
+    /// only where the VM runs inside another program (tests, benches).
+    pub seccomp: bool,
 }
 
 /// A failure building or running the VM.
@@ -94,9 +129,20 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
 /// bound to.
 struct VirtioSlot {
     transport: Arc<Mutex<MmioTransport>>,
-    notify: EventFd,
+    /// One ioeventfd per queue, matched on the queue index written.
+    notifies: Vec<EventFd>,
+    /// A backend the device reads from (tap, vsock sockets), polled
+    /// edge-triggered; readiness is delivered as a receive-queue notify.
+    backend: Option<(RawFd, u32)>,
     name: String,
 }
+
+/// A virtio device before it gets its transport: name, device, backend.
+type PendingDevice = (String, Box<dyn virtio::VirtioDevice>, Option<(RawFd, u32)>);
+
+/// Event loop tokens: queue `q` of virtio device `i` is `i << 8 | q`;
+/// backends start at `BACKEND_TOKEN`.
+const BACKEND_TOKEN: u64 = 1 << 20;
 
 /// A built VM, ready to run.
 pub struct Vm {
@@ -206,7 +252,7 @@ impl Vm {
             BootSource::Linux { cmdline, .. } => cmdline.clone(),
             BootSource::Flat { .. } => String::new(),
         };
-        let mut devices: Vec<(String, Box<dyn virtio::VirtioDevice>)> = Vec::new();
+        let mut devices: Vec<PendingDevice> = Vec::new();
         for (i, disk) in config.disks.iter().enumerate() {
             let file = OpenOptions::new()
                 .read(true)
@@ -221,10 +267,33 @@ impl Vm {
             };
             let block = Block::new(file, options)
                 .map_err(|e| VmError::Device(format!("disk {}: {e}", disk.path.display())))?;
-            devices.push((format!("block{i}"), Box::new(block)));
+            devices.push((format!("block{i}"), Box::new(block), None));
+        }
+        for (i, nic) in config.nets.iter().enumerate() {
+            let tap = match &nic.backend {
+                NetBackendConfig::TapName(name) => Tap::open(name),
+                NetBackendConfig::TapFd(fd) => {
+                    // SAFETY: the supervisor handed this descriptor over for
+                    // the VMM to own; nothing else in the process uses it.
+                    Tap::from_fd(unsafe { OwnedFd::from_raw_fd(*fd) })
+                }
+            }
+            .map_err(|e| VmError::Device(format!("net{i}: {e}")))?;
+            let net = Net::new(Box::new(tap), nic.mac)
+                .map_err(|e| VmError::Device(format!("net{i}: {e}")))?;
+            let backend = net
+                .backend_fd()
+                .map(|fd| (fd, virtio::net::RX_QUEUE as u32));
+            devices.push((format!("net{i}"), Box::new(net), backend));
         }
         if config.rng {
-            devices.push(("rng".into(), Box::new(Rng::new())));
+            devices.push(("rng".into(), Box::new(Rng::new()), None));
+        }
+        if let Some(vsock) = &config.vsock {
+            let device = Vsock::new(vsock.cid, &vsock.uds_path)
+                .map_err(|e| VmError::Device(format!("vsock: {e}")))?;
+            let backend = Some((device.event_fd(), virtio::vsock::RX_QUEUE as u32));
+            devices.push(("vsock".into(), Box::new(device), backend));
         }
         if devices.len() > VIRTIO_IRQS.len() {
             return Err(VmError::Device(format!(
@@ -232,37 +301,48 @@ impl Vm {
                 VIRTIO_IRQS.len()
             )));
         }
-        for (i, (name, device)) in devices.into_iter().enumerate() {
+        for (i, (name, device, backend)) in devices.into_iter().enumerate() {
             let base = VIRTIO_MMIO_START + i as u64 * VIRTIO_MMIO_STRIDE;
             let gsi = VIRTIO_IRQS[i];
             let interrupt: Arc<dyn Interrupt> = Arc::new(irqfd(&vm, gsi)?);
             let transport = MmioTransport::new(device, mem.clone(), interrupt)
                 .map_err(|e| VmError::Device(format!("{name}: {e}")))?;
+            let mut notifies = Vec::new();
+            for queue in 0..transport.queue_count() as u32 {
+                let notify = EventFd::new(libc::EFD_NONBLOCK)?;
+                vm.register_ioevent(
+                    &notify,
+                    &IoEventAddress::Mmio(base + virtio::QUEUE_NOTIFY_OFFSET),
+                    queue,
+                )
+                .map_err(kvm_err("register ioeventfd"))?;
+                notifies.push(notify);
+            }
             let transport = Arc::new(Mutex::new(transport));
             mmio.insert(base, virtio::MMIO_LEN, transport.clone())
                 .map_err(dev_err)?;
-            let notify = EventFd::new(libc::EFD_NONBLOCK)?;
-            vm.register_ioevent(
-                &notify,
-                &IoEventAddress::Mmio(base + virtio::QUEUE_NOTIFY_OFFSET),
-                NoDatamatch,
-            )
-            .map_err(kvm_err("register ioeventfd"))?;
             cmdline.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{gsi}"));
             virtio.push(VirtioSlot {
                 transport,
-                notify,
+                notifies,
+                backend,
                 name,
             });
         }
 
         let entry = match &config.boot {
             BootSource::Linux { kernel, initrd, .. } => {
-                let payload =
-                    BootPayload { kernel, initrd: initrd.as_deref(), cmdline: cmdline.trim(), vcpus: config.vcpus };
+                let payload = BootPayload {
+                    kernel,
+                    initrd: initrd.as_deref(),
+                    cmdline: cmdline.trim(),
+                    vcpus: config.vcpus,
+                };
                 boot::load(&mem, &payload)?
             }
-            BootSource::Flat { code, load_addr } => boot::load_flat(&mem, code, *load_addr, config.vcpus)?,
+            BootSource::Flat { code, load_addr } => {
+                boot::load_flat(&mem, code, *load_addr, config.vcpus)?
+            }
         };
 
         let supported = kvm
@@ -296,6 +376,7 @@ impl Vm {
                 counters: counters.clone(),
                 state: state.clone(),
                 mem: mem.clone(),
+                seccomp: config.seccomp,
             });
         }
         log::info!(
@@ -390,7 +471,10 @@ impl Vm {
         }
         for vcpu in self.vcpus.drain(..) {
             let name = format!("vcpu{}", vcpu.index);
-            match std::thread::Builder::new().name(name).spawn(move || vcpu.run()) {
+            match std::thread::Builder::new()
+                .name(name)
+                .spawn(move || vcpu.run())
+            {
                 Ok(handle) => {
                     if let Ok(mut threads) = self.vcpu_threads.lock() {
                         threads.push(handle.as_pthread_t());
@@ -399,9 +483,17 @@ impl Vm {
                 Err(err) => return VmExit::Error(format!("cannot start a vCPU thread: {err}")),
             }
         }
+        // Every thread exists now: the filters forbid creating more.
+        if self.config.seccomp {
+            if let Err(err) = crate::seccomp::apply(crate::seccomp::ThreadKind::Vmm) {
+                return VmExit::Error(format!("cannot confine the event loop: {err}"));
+            }
+        }
         let reason = self.event_loop(control);
         // The process exits right after: vCPU threads end with it.
-        self.state.stopping.store(true, std::sync::atomic::Ordering::Release);
+        self.state
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         reason
     }
 
@@ -413,10 +505,27 @@ impl Vm {
             Ok(e) => e,
             Err(err) => return VmExit::Error(format!("cannot create epoll: {err}")),
         };
-        let add = |fd: i32, token: u64| epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, token));
+        let add = |fd: i32, token: u64| {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )
+        };
         let mut ok = add(self.exit.eventfd.as_raw_fd(), EXIT_TOKEN).is_ok();
         for (i, slot) in self.virtio.iter().enumerate() {
-            ok &= add(slot.notify.as_raw_fd(), i as u64).is_ok();
+            for (q, notify) in slot.notifies.iter().enumerate() {
+                ok &= add(notify.as_raw_fd(), (i as u64) << 8 | q as u64).is_ok();
+            }
+            if let Some((fd, _)) = slot.backend {
+                // Edge-triggered: a device with no guest buffers leaves data
+                // queued, and the guest's next receive kick picks it up.
+                let event = EpollEvent::new(
+                    EventSet::IN | EventSet::EDGE_TRIGGERED,
+                    BACKEND_TOKEN + i as u64,
+                );
+                ok &= epoll.ctl(ControlOperation::Add, fd, event).is_ok();
+            }
         }
         if let Some(server) = control.as_ref() {
             for (fd, token) in server.fds() {
@@ -448,11 +557,17 @@ impl Vm {
                     STDIN_TOKEN => {
                         let mut buf = [0u8; 256];
                         // SAFETY: reading into a stack buffer of the given length.
-                        let n = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
+                        let n = unsafe {
+                            libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len())
+                        };
                         if n > 0 {
                             self.console_input(&buf[..n as usize]);
                         } else {
-                            let _ = epoll.ctl(ControlOperation::Delete, libc::STDIN_FILENO, EpollEvent::default());
+                            let _ = epoll.ctl(
+                                ControlOperation::Delete,
+                                libc::STDIN_FILENO,
+                                EpollEvent::default(),
+                            );
                         }
                     }
                     token if token >= CONTROL_BASE => {
@@ -462,19 +577,34 @@ impl Vm {
                         for change in server.handle(token - CONTROL_BASE, self) {
                             let result = match change {
                                 FdChange::Add(fd, t) => add(fd, CONTROL_BASE + t),
-                                FdChange::Remove(fd) => epoll.ctl(ControlOperation::Delete, fd, EpollEvent::default()),
+                                FdChange::Remove(stream) => epoll.ctl(
+                                    ControlOperation::Delete,
+                                    stream.as_raw_fd(),
+                                    EpollEvent::default(),
+                                ),
                             };
                             if let Err(err) = result {
                                 log::warn!("control socket: epoll update failed: {err}");
                             }
                         }
                     }
-                    i => {
-                        if let Some(slot) = self.virtio.get(i as usize) {
-                            let _ = slot.notify.read();
+                    token if token >= BACKEND_TOKEN => {
+                        if let Some(slot) = self.virtio.get((token - BACKEND_TOKEN) as usize) {
+                            if let (Some((_, queue)), Ok(mut transport)) =
+                                (slot.backend, slot.transport.lock())
+                            {
+                                transport.queue_notify(queue);
+                            }
+                        }
+                    }
+                    token => {
+                        let (i, q) = ((token >> 8) as usize, (token & 0xff) as usize);
+                        if let Some(slot) = self.virtio.get(i) {
+                            if let Some(notify) = slot.notifies.get(q) {
+                                let _ = notify.read();
+                            }
                             if let Ok(mut transport) = slot.transport.lock() {
-                                // Single-queue devices: the notify is for queue 0.
-                                transport.queue_notify(0);
+                                transport.queue_notify(q as u32);
                             }
                         }
                     }

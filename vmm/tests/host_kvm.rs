@@ -5,21 +5,25 @@
 //! Linux guests are tested in the QEMU TCG test bed instead). Each payload
 //! is assembled from `tests/payloads/*.S` with binutils at test time.
 
+#[path = "support/payload.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use keel_vmm::arch::cpuid::CpuidProfile;
 use keel_vmm::exit::VmExit;
 use keel_vmm::vm::{BootSource, DiskConfig, Vm, VmConfig};
 
-const LOAD_ADDR: u64 = 0x10_0000;
+use support::LOAD_ADDR;
 
 /// True if /dev/kvm works; otherwise says loudly which test is skipped.
 fn kvm_available(test: &str) -> bool {
     match kvm_ioctls::Kvm::new() {
         Ok(_) => true,
         Err(err) => {
-            eprintln!("SKIPPED {test}: /dev/kvm is unusable here ({err}); this host-KVM test did not run");
+            eprintln!(
+                "SKIPPED {test}: /dev/kvm is unusable here ({err}); this host-KVM test did not run"
+            );
             false
         }
     }
@@ -32,22 +36,8 @@ fn scratch(test: &str) -> PathBuf {
     dir
 }
 
-/// Assembles and links `tests/payloads/NAME.S` at LOAD_ADDR as a flat binary.
 fn payload(name: &str, dir: &Path) -> Vec<u8> {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/payloads").join(format!("{name}.S"));
-    let object = dir.join(format!("{name}.o"));
-    let binary = dir.join(format!("{name}.bin"));
-    let status = Command::new("as").arg("--32").arg(&source).arg("-o").arg(&object).status().expect("run as (binutils)");
-    assert!(status.success(), "assembling {} failed", source.display());
-    let status = Command::new("ld")
-        .args(["-m", "elf_i386", &format!("-Ttext={LOAD_ADDR:#x}"), "--oformat=binary"])
-        .arg(&object)
-        .arg("-o")
-        .arg(&binary)
-        .status()
-        .expect("run ld (binutils)");
-    assert!(status.success(), "linking {name} failed");
-    std::fs::read(&binary).expect("read payload")
+    support::assemble(name, &[], dir)
 }
 
 fn config(name: &str, code: Vec<u8>, dir: &Path, disks: Vec<DiskConfig>) -> VmConfig {
@@ -55,13 +45,20 @@ fn config(name: &str, code: Vec<u8>, dir: &Path, disks: Vec<DiskConfig>) -> VmCo
         name: name.into(),
         vcpus: 1,
         memory_bytes: 64 << 20,
-        boot: BootSource::Flat { code, load_addr: LOAD_ADDR },
+        boot: BootSource::Flat {
+            code,
+            load_addr: LOAD_ADDR,
+        },
         disks,
+        nets: vec![],
         rng: false,
+        vsock: None,
         cpuid_profile: CpuidProfile::Host,
         console_stdio: false,
         console_log: Some(dir.join("console.log")),
         console_log_cap: 1 << 20,
+        // The VM runs inside the test process, which does more than a VMM may.
+        seccomp: false,
     }
 }
 
@@ -79,7 +76,12 @@ fn serial_output_and_acpi_power_off() {
         return;
     }
     let dir = scratch("serial");
-    let (exit, console) = run(config("serial", payload("serial_poweroff", &dir), &dir, vec![]));
+    let (exit, console) = run(config(
+        "serial",
+        payload("serial_poweroff", &dir),
+        &dir,
+        vec![],
+    ));
     assert_eq!(exit, VmExit::PowerOff);
     assert_eq!(exit.code(), 0);
     assert_eq!(console, "KEEL\n");
@@ -108,12 +110,23 @@ fn virtio_blk_write_and_read_through_ioeventfd() {
     let mut image = vec![0u8; 1 << 20];
     image[512..520].copy_from_slice(b"SECTOR1!");
     std::fs::write(&disk, &image).expect("write disk");
-    let disks = vec![DiskConfig { path: disk.clone(), read_only: false, serial: None }];
+    let disks = vec![DiskConfig {
+        path: disk.clone(),
+        read_only: false,
+        serial: None,
+    }];
     let (exit, console) = run(config("blk", payload("virtio_blk", &dir), &dir, disks));
     assert_eq!(exit, VmExit::PowerOff, "console: {console:?}");
-    assert_eq!(console, "00SECTOR1!\n", "status of write, status of read, then the data read");
+    assert_eq!(
+        console, "00SECTOR1!\n",
+        "status of write, status of read, then the data read"
+    );
     let after = std::fs::read(&disk).expect("read disk");
-    assert_eq!(&after[..8], b"KEELBLK!", "the guest's write reached the host file");
+    assert_eq!(
+        &after[..8],
+        b"KEELBLK!",
+        "the guest's write reached the host file"
+    );
     assert_eq!(&after[504..512], b"KEELBLK!");
     assert_eq!(&after[512..520], b"SECTOR1!", "sector 1 untouched");
     std::fs::remove_dir_all(&dir).expect("clean up");
@@ -129,11 +142,19 @@ fn a_read_only_disk_refuses_the_write() {
     let mut image = vec![0u8; 1 << 20];
     image[512..520].copy_from_slice(b"SECTOR1!");
     std::fs::write(&disk, &image).expect("write disk");
-    let disks = vec![DiskConfig { path: disk.clone(), read_only: true, serial: None }];
+    let disks = vec![DiskConfig {
+        path: disk.clone(),
+        read_only: true,
+        serial: None,
+    }];
     let (exit, console) = run(config("blk-ro", payload("virtio_blk", &dir), &dir, disks));
     assert_eq!(exit, VmExit::PowerOff, "console: {console:?}");
     // VIRTIO_BLK_S_IOERR (1) for the write, OK for the read.
     assert_eq!(console, "10SECTOR1!\n");
-    assert_eq!(std::fs::read(&disk).expect("read disk"), image, "the read-only disk is unchanged");
+    assert_eq!(
+        std::fs::read(&disk).expect("read disk"),
+        image,
+        "the read-only disk is unchanged"
+    );
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

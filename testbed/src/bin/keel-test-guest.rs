@@ -5,6 +5,7 @@
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use keel_testbed::{cmdline_value, mount_basics};
 
@@ -71,6 +72,20 @@ fn check_rng() {
     );
 }
 
+/// Waits (briefly) for Linux's keyboard driver to bind to the i8042, so
+/// ctrl-alt-del sent after the boot marker is not lost.
+fn check_keyboard() {
+    let bound = Path::new("/sys/bus/serio/drivers/atkbd/serio0");
+    for _ in 0..100 {
+        if bound.exists() {
+            report("keyboard", "bound");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    report("keyboard", "missing");
+}
+
 fn main() {
     mount_basics();
     report("booted", "yes");
@@ -90,6 +105,7 @@ fn main() {
     report("mem_kib", mem_kib);
     check_disk();
     check_rng();
+    check_keyboard();
     mark_boot_done();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let action = cmdline_value(&cmdline, "keel.action").unwrap_or_else(|| "poweroff".into());

@@ -63,7 +63,9 @@ fn run(scenario: &str) {
 /// Sends one request on a fresh connection and returns the answer.
 fn request(socket: &str, req: &VmmRequest) -> Result<VmmResponse, String> {
     let mut stream = UnixStream::connect(socket).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
     write_frame(&mut stream, req).map_err(|e| e.to_string())?;
     read_frame(&mut stream).map_err(|e| e.to_string())
 }
@@ -78,12 +80,17 @@ fn run_controlled(scenario: &str) {
     }
     let config = format!("/tmp/{scenario}.toml");
     let socket = format!("/tmp/{scenario}.sock");
-    if let Err(err) = std::fs::write(&config, spec("wait", 2).replace("name = \"wait\"", &format!("name = \"{scenario}\""))) {
+    if let Err(err) = std::fs::write(
+        &config,
+        spec("wait", 2).replace("name = \"wait\"", &format!("name = \"{scenario}\"")),
+    ) {
         println!("TESTBED scenario={scenario} error=cannot-write-spec:{err}");
         return;
     }
     let started = Instant::now();
-    let child = Command::new("/usr/bin/keel-vmm").args(["--config", &config, "--api-socket", &socket]).spawn();
+    let child = Command::new("/usr/bin/keel-vmm")
+        .args(["--config", &config, "--api-socket", &socket])
+        .spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(err) => {
@@ -94,13 +101,19 @@ fn run_controlled(scenario: &str) {
     while !Path::new(&socket).exists() && started.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(5));
     }
-    println!("TESTBED scenario={scenario} socket_ready_ms={}", started.elapsed().as_millis());
+    println!(
+        "TESTBED scenario={scenario} socket_ready_ms={}",
+        started.elapsed().as_millis()
+    );
     // Wait for the guest to report its boot marker.
     let mut booted = false;
     while started.elapsed() < Duration::from_secs(120) {
         if let Ok(VmmResponse::Info(info)) = request(&socket, &VmmRequest::Info) {
             if info.boot_marker_ms.is_some() {
-                println!("TESTBED scenario={scenario} boot_marker_ms={}", info.boot_marker_ms.unwrap_or(0));
+                println!(
+                    "TESTBED scenario={scenario} boot_marker_ms={}",
+                    info.boot_marker_ms.unwrap_or(0)
+                );
                 booted = true;
                 break;
             }
@@ -109,17 +122,28 @@ fn run_controlled(scenario: &str) {
     }
     println!("TESTBED scenario={scenario} booted={booted}");
     let state = |label: &str| match request(&socket, &VmmRequest::Info) {
-        Ok(VmmResponse::Info(info)) => println!("TESTBED scenario={scenario} {label}={:?}", info.state),
+        Ok(VmmResponse::Info(info)) => {
+            println!("TESTBED scenario={scenario} {label}={:?}", info.state)
+        }
         other => println!("TESTBED scenario={scenario} {label}=error:{other:?}"),
     };
-    println!("TESTBED scenario={scenario} pause={:?}", request(&socket, &VmmRequest::Pause));
+    println!(
+        "TESTBED scenario={scenario} pause={:?}",
+        request(&socket, &VmmRequest::Pause)
+    );
     state("state_after_pause");
-    println!("TESTBED scenario={scenario} resume={:?}", request(&socket, &VmmRequest::Resume));
+    println!(
+        "TESTBED scenario={scenario} resume={:?}",
+        request(&socket, &VmmRequest::Resume)
+    );
     state("state_after_resume");
     if let Ok(VmmResponse::Stats(stats)) = request(&socket, &VmmRequest::Stats) {
         for device in &stats.devices {
             for (name, value) in &device.counters {
-                println!("TESTBED scenario={scenario} stat_{}_{name}={value}", device.name);
+                println!(
+                    "TESTBED scenario={scenario} stat_{}_{name}={value}",
+                    device.name
+                );
             }
         }
         for (name, value) in &stats.exits {
@@ -135,18 +159,207 @@ fn run_controlled(scenario: &str) {
         let attached: Result<VmmResponse, _> = read_frame(stream);
         println!("TESTBED scenario={scenario} attach={attached:?}");
     }
-    let last = if scenario == "kill" { VmmRequest::Kill } else { VmmRequest::Shutdown };
-    println!("TESTBED scenario={scenario} last={:?}", request(&socket, &last));
+    let last = if scenario == "kill" {
+        VmmRequest::Kill
+    } else {
+        VmmRequest::Shutdown
+    };
+    println!(
+        "TESTBED scenario={scenario} last={:?}",
+        request(&socket, &last)
+    );
     let mut console_bytes = 0usize;
     if let Some(stream) = console.as_mut() {
+        // Until the VMM exits and the stream ends (or 10 s of silence).
         while let Ok(VmmResponse::Console(bytes)) = read_frame::<_, VmmResponse>(stream) {
             console_bytes += bytes.len();
         }
     }
     println!("TESTBED scenario={scenario} console_bytes={console_bytes}");
-    match child.wait() {
-        Ok(status) => println!("TESTBED scenario={scenario} exit={}", status.code().unwrap_or(-1)),
-        Err(err) => println!("TESTBED scenario={scenario} error=wait:{err}"),
+    // The guest must end by itself; if it does not, say so and kill it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                println!(
+                    "TESTBED scenario={scenario} exit={}",
+                    status.code().unwrap_or(-1)
+                );
+                return;
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                println!("TESTBED scenario={scenario} exit=did-not-end");
+                return;
+            }
+        }
+    }
+}
+
+/// Sums `Rss:` over the mappings in /proc/PID/smaps: (all, guest memory).
+/// Guest memory is the anonymous mapping exactly `guest_kib` long.
+fn rss_kib(pid: u32, guest_kib: u64) -> (u64, u64) {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut total, mut guest, mut in_guest) = (0, 0, false);
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("Size:"), Some(kib)) => in_guest = kib.parse::<u64>().ok() == Some(guest_kib),
+            (Some("Rss:"), Some(kib)) => {
+                let kib: u64 = kib.parse().unwrap_or(0);
+                total += kib;
+                if in_guest {
+                    guest += kib;
+                }
+            }
+            _ => {}
+        }
+    }
+    (total, guest)
+}
+
+/// Boots a 1 vCPU / 128 MiB guest and reports the control socket's ready
+/// time, the boot marker time and the VMM's memory overhead (RSS minus
+/// guest memory the guest touched), then kills it.
+fn run_measure(scenario: &str) {
+    let config = format!("/tmp/{scenario}.toml");
+    let socket = format!("/tmp/{scenario}.sock");
+    let spec = spec("wait", 1).replace("memory_mib = 256", "memory_mib = 128");
+    if write_disk()
+        .and_then(|_| std::fs::write(&config, spec))
+        .is_err()
+    {
+        println!("TESTBED scenario={scenario} error=setup");
+        return;
+    }
+    let started = Instant::now();
+    let Ok(mut child) = Command::new("/usr/bin/keel-vmm")
+        .args(["--config", &config, "--api-socket", &socket])
+        .spawn()
+    else {
+        println!("TESTBED scenario={scenario} error=spawn");
+        return;
+    };
+    while !Path::new(&socket).exists() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let mut marker = None;
+    while started.elapsed() < Duration::from_secs(120) && marker.is_none() {
+        if let Ok(VmmResponse::Info(info)) = request(&socket, &VmmRequest::Info) {
+            marker = info.boot_marker_ms;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the guest settle before measuring memory.
+    std::thread::sleep(Duration::from_millis(500));
+    let (total, guest) = rss_kib(child.id(), 128 * 1024);
+    println!(
+        "TESTBED scenario={scenario} socket_ready_ms={ready_ms:.1} boot_marker_ms={} rss_kib={total} guest_rss_kib={guest} overhead_kib={}",
+        marker.map(|m| m.to_string()).unwrap_or_else(|| "none".into()),
+        total.saturating_sub(guest)
+    );
+    let _ = request(&socket, &VmmRequest::Kill);
+    let _ = child.wait();
+}
+
+/// The same guest under QEMU's microvm machine on the same KVM, when the
+/// bench packed QEMU into this initramfs: the baseline for boot time.
+/// Time runs from spawning QEMU to the guest's write to the boot timer
+/// port, which an isa-debugcon device at that port copies to a file.
+fn run_qemu_baseline(scenario: &str) {
+    let qemu = "/usr/bin/qemu-system-x86_64";
+    if !Path::new(qemu).exists() {
+        println!("TESTBED scenario={scenario} error=no-qemu-in-initramfs");
+        return;
+    }
+    let marker = "/tmp/qemu-marker";
+    let _ = std::fs::remove_file(marker);
+    if write_disk().is_err() {
+        println!("TESTBED scenario={scenario} error=setup");
+        return;
+    }
+    let started = Instant::now();
+    let append = format!("{GUEST_CMDLINE} keel.action=wait");
+    let child = Command::new(qemu)
+        .args([
+            "-M",
+            "microvm,x-option-roms=off,rtc=off",
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "128",
+            "-smp",
+            "1",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "file:/tmp/qemu-console",
+        ])
+        .args([
+            "-kernel",
+            "/guest/bzImage",
+            "-initrd",
+            "/guest/initrd.cpio",
+            "-append",
+            &append,
+        ])
+        .args([
+            "-chardev",
+            &format!("file,id=marker,path={marker}"),
+            "-device",
+            "isa-debugcon,iobase=0x440,chardev=marker",
+        ])
+        .args([
+            "-drive",
+            &format!("file={DISK},format=raw,if=none,id=disk"),
+            "-device",
+            "virtio-blk-device,drive=disk",
+        ])
+        .spawn();
+    let Ok(mut child) = child else {
+        println!("TESTBED scenario={scenario} error=spawn");
+        return;
+    };
+    let mut marker_ms = None;
+    while started.elapsed() < Duration::from_secs(120) {
+        if std::fs::metadata(marker)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+        {
+            marker_ms = Some(started.elapsed().as_millis());
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            println!("TESTBED scenario={scenario} error=qemu-exited:{status}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    match marker_ms {
+        Some(ms) => println!("TESTBED scenario={scenario} boot_marker_ms={ms}"),
+        None => {
+            let console = std::fs::read_to_string("/tmp/qemu-console").unwrap_or_default();
+            let tail: String = console
+                .chars()
+                .rev()
+                .take(600)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            println!("TESTBED scenario={scenario} error=no-marker console_tail={tail:?}");
+        }
     }
 }
 
@@ -158,6 +371,8 @@ fn main() {
     for scenario in scenarios.split(',') {
         match scenario {
             "control" | "kill" => run_controlled(scenario),
+            "measure" => run_measure(scenario),
+            "qemu" => run_qemu_baseline(scenario),
             _ => run(scenario),
         }
     }

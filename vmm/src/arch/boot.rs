@@ -232,10 +232,18 @@ pub fn load(mem: &GuestMemoryMmap, payload: &BootPayload) -> Result<BootEntry, B
 
 /// Copies a flat binary to `load_addr` and writes the ACPI tables; the
 /// boot vCPU enters it in 32-bit protected mode.
-pub fn load_flat(mem: &GuestMemoryMmap, code: &[u8], load_addr: u64, vcpus: u8) -> Result<BootEntry, BootError> {
+pub fn load_flat(
+    mem: &GuestMemoryMmap,
+    code: &[u8],
+    load_addr: u64,
+    vcpus: u8,
+) -> Result<BootEntry, BootError> {
     mem.write_slice(code, GuestAddress(load_addr))?;
     super::acpi::write_tables(mem, vcpus)?;
-    Ok(BootEntry { entry: load_addr, mode: EntryMode::Pvh })
+    Ok(BootEntry {
+        entry: load_addr,
+        mode: EntryMode::Pvh,
+    })
 }
 
 /// Puts the initrd as high as possible below `limit`, page aligned, above

@@ -60,7 +60,8 @@ mod tests {
 
     #[test]
     fn base_and_limit_round_trip() {
-        let entry = gdt_entry(0x808b, 0x1234_5678, 0x67);
+        // Byte-granular (G clear), as a TSS descriptor with a small limit.
+        let entry = gdt_entry(0x008b, 0x1234_5678, 0x67);
         let seg = segment_from_entry(entry, 3);
         assert_eq!(seg.base, 0x1234_5678);
         assert_eq!(seg.limit, 0x67);

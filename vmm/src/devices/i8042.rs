@@ -28,6 +28,8 @@ const CB_POST_OK: u8 = 0x04;
 
 const KBD_ACK: u8 = 0xfa;
 const KBD_RESET_OK: u8 = 0xaa;
+const KBD_CMD_RESET: u8 = 0xff;
+const KBD_CMD_GET_ID: u8 = 0xf2;
 const BUF_LEN: usize = 16;
 
 /// Scan codes (set 2) for ctrl-alt-del, press then release.
@@ -63,12 +65,16 @@ impl I8042 {
         }
         self.buf.push_back(byte);
         self.status |= SB_OUT_DATA_AVAIL;
+        self.raise_irq();
+        true
+    }
+
+    fn raise_irq(&self) {
         if self.control & CB_KBD_INT != 0 {
             if let Err(err) = self.irq.write(1) {
                 log::warn!("cannot raise the keyboard interrupt: {err}");
             }
         }
-        true
     }
 
     /// Queues ctrl-alt-del; the guest sees the keys and reboots or shuts
@@ -111,10 +117,19 @@ impl I8042 {
                 }
             }
             _ => {
-                // A keyboard command: acknowledge; reset also reports a pass.
+                // A keyboard command: acknowledge; reset also reports a
+                // pass and "get ID" an MF2 keyboard, so Linux's atkbd
+                // probe finishes at once instead of timing out.
                 self.push(KBD_ACK);
-                if value == 0xff {
-                    self.push(KBD_RESET_OK);
+                match value {
+                    KBD_CMD_RESET => {
+                        self.push(KBD_RESET_OK);
+                    }
+                    KBD_CMD_GET_ID => {
+                        self.push(0xab);
+                        self.push(0x83);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -132,6 +147,11 @@ impl BusDevice for I8042 {
                 let byte = self.buf.pop_front().unwrap_or(0);
                 if self.buf.is_empty() {
                     self.status &= !SB_OUT_DATA_AVAIL;
+                } else {
+                    // As the real controller does while its output buffer
+                    // is full: interrupt again. Edges raised while the
+                    // guest was busy coalesce, and the rest would strand.
+                    self.raise_irq();
                 }
                 byte
             }

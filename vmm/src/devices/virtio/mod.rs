@@ -9,7 +9,7 @@
 //!
 //! Wiring a device up:
 //!
-//! ```ignore
+//! ```text
 //! let disk = Block::new(file, BlockOptions { read_only: false, serial: "root".into() })?;
 //! let irq: Arc<dyn Interrupt> = Arc::new(irq_eventfd); // registered as a KVM irqfd
 //! let transport = MmioTransport::new(Box::new(disk), mem.clone(), irq)?;
@@ -28,11 +28,15 @@ use vmm_sys_util::eventfd::EventFd;
 
 pub mod block;
 pub mod mmio;
+pub mod net;
 pub mod rng;
+pub mod vsock;
 
 pub use block::{Block, BlockError, BlockOptions};
 pub use mmio::{MmioError, MmioTransport, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
+pub use net::{Net, NetBackend, NetBackendError, NetError, Tap, TapError, TYPE_NET};
 pub use rng::Rng;
+pub use vsock::{Vsock, VsockError, TYPE_VSOCK};
 
 /// Virtio device id of a block device.
 pub const TYPE_BLOCK: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;

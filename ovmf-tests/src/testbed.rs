@@ -1,0 +1,129 @@
+//! The Linux-guest test bed: an L1 initramfs holding keel-vmm, the guest
+//! kernel, the test guest and the `keel-testbed` init, booted by QEMU with
+//! the Keel kernel as L1 (see testbed/ and tests/linux_guest.rs).
+
+use std::path::{Path, PathBuf};
+
+use keel_image::initramfs::{Node, Tree};
+
+use crate::{artefact, repo_root};
+
+/// A static release binary built by `make binaries`.
+pub fn static_binary(name: &str) -> PathBuf {
+    let path = repo_root()
+        .join("target/x86_64-unknown-linux-gnu/release")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `make binaries`",
+        path.display()
+    );
+    path
+}
+
+/// Builds the L1 initramfs in `dir` and returns its path.
+pub fn testbed_initramfs(dir: &Path) -> PathBuf {
+    build(dir, false)
+}
+
+/// The L1 initramfs plus QEMU, its shared libraries and the microvm
+/// firmware, for the boot-time baseline in `make bench`.
+pub fn testbed_initramfs_with_qemu(dir: &Path) -> PathBuf {
+    build(dir, true)
+}
+
+/// The shared libraries `binary` loads, as ldd resolves them here.
+fn shared_libraries(binary: &str) -> Vec<PathBuf> {
+    let output = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .expect("run ldd");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            line.split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(PathBuf::from)
+        })
+        .collect()
+}
+
+fn build(dir: &Path, with_qemu: bool) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("create the test bed directory");
+    let mut guest = Tree::skeleton();
+    guest.insert(
+        "usr/bin/keel-test-guest",
+        Node::File {
+            source: static_binary("keel-test-guest"),
+            executable: true,
+        },
+    );
+    guest.insert("init", Node::Symlink("usr/bin/keel-test-guest".into()));
+    let guest_cpio = dir.join("guest.cpio");
+    let cpio = guest.write_cpio(Vec::new(), 0).expect("guest cpio");
+    std::fs::write(&guest_cpio, cpio).expect("write guest cpio");
+
+    let mut l1 = Tree::skeleton();
+    l1.insert(
+        "usr/bin/keel-testbed",
+        Node::File {
+            source: static_binary("keel-testbed"),
+            executable: true,
+        },
+    );
+    l1.insert(
+        "usr/bin/keel-vmm",
+        Node::File {
+            source: static_binary("keel-vmm"),
+            executable: true,
+        },
+    );
+    l1.insert(
+        "guest/bzImage",
+        Node::File {
+            source: artefact("kernel/bzImage"),
+            executable: false,
+        },
+    );
+    l1.insert(
+        "guest/initrd.cpio",
+        Node::File {
+            source: guest_cpio,
+            executable: false,
+        },
+    );
+    l1.insert("init", Node::Symlink("usr/bin/keel-testbed".into()));
+    if with_qemu {
+        let qemu = "/usr/bin/qemu-system-x86_64";
+        for file in std::iter::once(PathBuf::from(qemu)).chain(shared_libraries(qemu)) {
+            let executable = file.to_string_lossy().contains("bin/");
+            l1.insert(
+                &file.to_string_lossy(),
+                Node::File {
+                    source: file.clone(),
+                    executable,
+                },
+            );
+        }
+        for firmware in [
+            "/usr/share/qemu/bios-microvm.bin",
+            "/usr/share/qemu/qboot.rom",
+        ] {
+            l1.insert(
+                firmware,
+                Node::File {
+                    source: PathBuf::from(firmware),
+                    executable: false,
+                },
+            );
+        }
+    }
+    let image = l1.build_with_level(0, 3).expect("L1 initramfs");
+    let path = dir.join(if with_qemu {
+        "l1-qemu.cpio.zst"
+    } else {
+        "l1.cpio.zst"
+    });
+    std::fs::write(&path, image).expect("write L1 initramfs");
+    path
+}

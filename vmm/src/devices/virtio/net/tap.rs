@@ -1,0 +1,699 @@
+//! A tap device as a [`NetBackend`]: frames go straight to and from the
+//! host kernel, virtio-net header included (`IFF_VNET_HDR`), so checksum
+//! and segmentation offloads cross the boundary without any work here.
+
+use std::ffi::CStr;
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
+
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_GUEST_UFO,
+};
+
+use super::backend::{NetBackend, NetBackendError, OFFLOAD_FEATURES, VNET_HDR_LEN};
+
+/// The clone device every tap is created through.
+const TUN_PATH: &str = "/dev/net/tun";
+
+/// The mode the device model relies on: Ethernet frames, no packet-info
+/// prefix, a virtio-net header in front of each frame.
+const TAP_FLAGS: libc::c_int = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+
+/// Why a tap could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("the tap name {0:?} is longer than 15 bytes or contains a NUL byte")]
+    InvalidName(String),
+    #[error("cannot open {TUN_PATH}: {0}")]
+    OpenTun(#[source] io::Error),
+    #[error("cannot create the tap device {name:?}: {source}")]
+    Create { name: String, source: io::Error },
+    #[error("cannot query the tap device behind the inherited fd: {0}")]
+    Query(#[source] io::Error),
+    #[error("the inherited fd is not a tap opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR (its flags are {0:#x})")]
+    WrongMode(i32),
+    #[error("cannot make the tap non-blocking: {0}")]
+    NonBlocking(#[source] io::Error),
+    #[error("cannot set the tap's virtio-net header size: {0}")]
+    VnetHeaderSize(#[source] io::Error),
+    #[error("cannot set the tap's offloads to {flags:#x}: {source}")]
+    Offload { flags: u32, source: io::Error },
+}
+
+/// An open tap device in the mode virtio-net needs.
+#[derive(Debug)]
+pub struct Tap {
+    fd: OwnedFd,
+    name: String,
+}
+
+impl Tap {
+    /// Opens the tap called `name`, creating it if it does not exist (which
+    /// needs CAP_NET_ADMIN; an existing persistent tap owned by our user
+    /// does not). An empty name lets the kernel pick one (`tapN`).
+    pub fn open(name: &str) -> Result<Self, TapError> {
+        let mut req = ifreq_named(name)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(TUN_PATH)
+            .map_err(TapError::OpenTun)?;
+        // The ifr_flags member of the union is a short; TAP_FLAGS fits.
+        req.ifr_ifru.ifru_flags = TAP_FLAGS as libc::c_short;
+        // SAFETY: `file` is an open /dev/net/tun fd and `req` a valid ifreq
+        // that TUNSETIFF reads and writes (the chosen name) in place.
+        let ret = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+        if ret < 0 {
+            return Err(TapError::Create {
+                name: name.to_string(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        let tap = Tap {
+            fd: OwnedFd::from(file),
+            name: ifreq_name(&req),
+        };
+        tap.configure()?;
+        Ok(tap)
+    }
+
+    /// Takes over a tap opened by someone else (typically a supervisor that
+    /// holds CAP_NET_ADMIN and passed the fd down). It must have been opened
+    /// with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`; it is made non-blocking
+    /// and close-on-exec, and closed when the `Tap` is dropped.
+    pub fn from_fd(fd: OwnedFd) -> Result<Self, TapError> {
+        let mut req = ifreq_named("")?;
+        // SAFETY: `fd` is open and `req` a valid ifreq TUNGETIFF fills in.
+        let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, &mut req) };
+        if ret < 0 {
+            return Err(TapError::Query(io::Error::last_os_error()));
+        }
+        // SAFETY: TUNGETIFF stored the device's flags in ifr_flags.
+        let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags } as u16);
+        if flags & TAP_FLAGS != TAP_FLAGS || flags & libc::IFF_TUN != 0 {
+            return Err(TapError::WrongMode(flags));
+        }
+        set_fd_flags(&fd).map_err(TapError::NonBlocking)?;
+        let tap = Tap {
+            fd,
+            name: ifreq_name(&req),
+        };
+        tap.configure()?;
+        Ok(tap)
+    }
+
+    /// The interface name, e.g. `tap0`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets the header size (the kernel default is the 10-byte legacy
+    /// header) and starts with no offloads, until the guest says which it
+    /// accepts.
+    fn configure(&self) -> Result<(), TapError> {
+        let size = VNET_HDR_LEN as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which
+        // points at `size` for the duration of the call.
+        let ret = unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &size) };
+        if ret < 0 {
+            return Err(TapError::VnetHeaderSize(io::Error::last_os_error()));
+        }
+        self.set_tun_offload(0)
+    }
+
+    fn set_tun_offload(&self, flags: u32) -> Result<(), TapError> {
+        // SAFETY: TUNSETOFFLOAD takes its argument by value and touches no
+        // memory of ours.
+        let ret = unsafe {
+            libc::ioctl(
+                self.fd.as_raw_fd(),
+                libc::TUNSETOFFLOAD,
+                libc::c_ulong::from(flags),
+            )
+        };
+        if ret < 0 {
+            return Err(TapError::Offload {
+                flags,
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The TUNSETOFFLOAD flags for the features the guest accepted: what the
+/// kernel may leave undone in the frames it hands us for the guest. The
+/// kernel refuses segmentation offloads without checksum offload, and so
+/// does the virtio spec, so they all hang off GUEST_CSUM.
+pub fn tun_offload_flags(acked_features: u64) -> u32 {
+    let has = |bit: u32| acked_features & (1 << bit) != 0;
+    if !has(VIRTIO_NET_F_GUEST_CSUM) {
+        return 0;
+    }
+    let mut flags = libc::TUN_F_CSUM;
+    if has(VIRTIO_NET_F_GUEST_TSO4) {
+        flags |= libc::TUN_F_TSO4;
+    }
+    if has(VIRTIO_NET_F_GUEST_TSO6) {
+        flags |= libc::TUN_F_TSO6;
+    }
+    if has(VIRTIO_NET_F_GUEST_UFO) {
+        flags |= libc::TUN_F_UFO;
+    }
+    flags
+}
+
+impl NetBackend for Tap {
+    fn read_frame(&mut self, buf: &mut [u8]) -> Result<usize, NetBackendError> {
+        loop {
+            // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes
+            // and read writes at most that many; the fd is owned by `self`.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            match usize::try_from(n) {
+                Ok(n) => return Ok(n),
+                Err(_) => {
+                    let err = io::Error::last_os_error();
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Err(err.into());
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_frame(&mut self, hdr_and_frame: &[u8]) -> Result<(), NetBackendError> {
+        loop {
+            // SAFETY: `hdr_and_frame` is a live buffer of the given length
+            // that write only reads; the fd is owned by `self`.
+            let n = unsafe {
+                libc::write(
+                    self.fd.as_raw_fd(),
+                    hdr_and_frame.as_ptr().cast(),
+                    hdr_and_frame.len(),
+                )
+            };
+            match usize::try_from(n) {
+                // A tap takes a frame whole or not at all.
+                Ok(n) if n == hdr_and_frame.len() => return Ok(()),
+                Ok(_) => return Err(NetBackendError::Io(io::ErrorKind::WriteZero.into())),
+                Err(_) => {
+                    let err = io::Error::last_os_error();
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Err(err.into());
+                    }
+                }
+            }
+        }
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        Some(self.fd.as_raw_fd())
+    }
+
+    fn offload_features(&self) -> u64 {
+        OFFLOAD_FEATURES
+    }
+
+    fn set_offload(&mut self, acked_features: u64) -> Result<(), NetBackendError> {
+        self.set_tun_offload(tun_offload_flags(acked_features))
+            .map_err(|e| match e {
+                TapError::Offload { source, .. } => NetBackendError::Io(source),
+                other => NetBackendError::Io(io::Error::other(other.to_string())),
+            })
+    }
+}
+
+/// A zeroed ifreq carrying `name`, which must fit IFNAMSIZ with its NUL.
+fn ifreq_named(name: &str) -> Result<libc::ifreq, TapError> {
+    let bytes = name.as_bytes();
+    if bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(TapError::InvalidName(name.to_string()));
+    }
+    // SAFETY: ifreq is plain old data (arrays, integers, pointers in a
+    // union) for which all-zero bytes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, &src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+/// The interface name the kernel left in `req`.
+fn ifreq_name(req: &libc::ifreq) -> String {
+    let bytes: Vec<u8> = req.ifr_name.iter().map(|&c| c as u8).collect();
+    CStr::from_bytes_until_nul(&bytes)
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Makes an inherited fd non-blocking and close-on-exec.
+fn set_fd_flags(fd: &OwnedFd) -> io::Result<()> {
+    let raw = fd.as_raw_fd();
+    // SAFETY: F_GETFL/F_SETFL/F_GETFD/F_SETFD on an open fd touch no memory.
+    unsafe {
+        let fl = libc::fcntl(raw, libc::F_GETFL);
+        if fl < 0 || libc::fcntl(raw, libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd_flags = libc::fcntl(raw, libc::F_GETFD);
+        if fd_flags < 0 || libc::fcntl(raw, libc::F_SETFD, fd_flags | libc::FD_CLOEXEC) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::io::FromRawFd;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::devices::virtio::net::{Net, TX_QUEUE};
+    use crate::devices::virtio::testing::{add_chain, guest_mem, used, R, W};
+    use crate::devices::virtio::VirtioDevice;
+    use virtio_bindings::virtio_net::{VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4};
+    use virtio_queue::mock::MockSplitQueue;
+    use virtio_queue::Queue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    const MAC: [u8; 6] = [0x02, 0x4b, 0x45, 0x45, 0x4c, 0x02];
+    /// IEEE local experimental ethertype: nothing else on the host uses it.
+    const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
+
+    /// Opens a fresh tap, or says loudly why this host cannot.
+    fn open_tap_or_skip(test: &str) -> Option<Tap> {
+        match Tap::open("keeltap%d") {
+            Ok(tap) => Some(tap),
+            Err(e) => {
+                eprintln!(
+                    "SKIPPED {test}: cannot create a tap through {TUN_PATH} ({e}); \
+                     the real tap backend is NOT tested on this host"
+                );
+                None
+            }
+        }
+    }
+
+    fn ioctl_ifreq(
+        name: &str,
+        request: libc::Ioctl,
+        flags: libc::c_short,
+    ) -> io::Result<libc::c_short> {
+        // SAFETY: plain socket(2) call; the result is checked.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh socket nobody else owns.
+        let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut req = ifreq_named(name).map_err(|e| io::Error::other(e.to_string()))?;
+        req.ifr_ifru.ifru_flags = flags;
+        // SAFETY: SIOC[GS]IFFLAGS read and write the ifreq in place.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), request, &mut req) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the flags member is what these requests use.
+        Ok(unsafe { req.ifr_ifru.ifru_flags })
+    }
+
+    fn set_link_up(name: &str) -> io::Result<()> {
+        let flags = ioctl_ifreq(name, libc::SIOCGIFFLAGS, 0)?;
+        ioctl_ifreq(
+            name,
+            libc::SIOCSIFFLAGS,
+            flags | libc::IFF_UP as libc::c_short,
+        )
+        .map(|_| ())
+    }
+
+    /// A raw packet socket on interface `name`, seeing every frame.
+    fn packet_socket(name: &str) -> io::Result<OwnedFd> {
+        let cname = std::ffi::CString::new(name).map_err(io::Error::other)?;
+        // SAFETY: `cname` is a valid C string for the duration of the call.
+        let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if index == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket(2) call; the result is checked.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                i32::from(proto),
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh socket nobody else owns.
+        let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: sockaddr_ll is plain old data; all zeros is valid.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = proto;
+        addr.sll_ifindex = index as i32;
+        // SAFETY: `addr` is an initialised sockaddr_ll of the given size.
+        let ret = unsafe {
+            libc::bind(
+                sock.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sock)
+    }
+
+    fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as libc::c_int) };
+        n > 0
+    }
+
+    /// A 60-byte test frame carrying `marker`.
+    fn test_frame(dst: [u8; 6], src: [u8; 6], marker: &[u8]) -> Vec<u8> {
+        let mut f = Vec::with_capacity(60);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&ETHERTYPE);
+        f.extend_from_slice(marker);
+        f.resize(60, 0);
+        f
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn real_tap_is_set_up_for_virtio_net() {
+        let Some(mut tap) = open_tap_or_skip("real_tap_is_set_up_for_virtio_net") else {
+            return;
+        };
+        assert!(tap.name().starts_with("keeltap"), "{}", tap.name());
+        let fd = tap.raw_fd().expect("fd");
+        // SAFETY: F_GETFL on an open fd touches no memory.
+        let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        assert_ne!(fl & libc::O_NONBLOCK, 0);
+        let mut size: libc::c_int = 0;
+        // SAFETY: TUNGETVNETHDRSZ writes one int through the pointer.
+        let ret = unsafe { libc::ioctl(fd, libc::TUNGETVNETHDRSZ, &mut size) };
+        assert_eq!(ret, 0);
+        assert_eq!(size as usize, VNET_HDR_LEN);
+        // Every combination the device can ask for is accepted.
+        tap.set_offload(OFFLOAD_FEATURES).expect("all offloads");
+        tap.set_offload(1 << VIRTIO_NET_F_GUEST_TSO4)
+            .expect("no offloads");
+        tap.set_offload(0).expect("no offloads");
+        assert!(matches!(
+            tap.read_frame(&mut [0u8; 128]),
+            Err(NetBackendError::WouldBlock)
+        ));
+        assert_eq!(tap.offload_features(), OFFLOAD_FEATURES);
+
+        // The same tap handed over as an fd.
+        // SAFETY: dup of an open fd; the result is checked.
+        let dup = unsafe { libc::dup(fd) };
+        assert!(dup >= 0);
+        // SAFETY: `dup` is a fresh fd nobody else owns.
+        let inherited = Tap::from_fd(unsafe { OwnedFd::from_raw_fd(dup) }).expect("from_fd");
+        assert_eq!(inherited.name(), tap.name());
+    }
+
+    #[test]
+    fn inherited_tap_without_vnet_header_is_refused() {
+        if open_tap_or_skip("inherited_tap_without_vnet_header_is_refused").is_none() {
+            return;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(TUN_PATH)
+            .expect("open tun");
+        let mut req = ifreq_named("keelbad%d").expect("name");
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        // SAFETY: TUNSETIFF on an open tun fd with a valid ifreq.
+        let ret = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+        assert_eq!(ret, 0);
+        assert!(matches!(
+            Tap::from_fd(OwnedFd::from(file)),
+            Err(TapError::WrongMode(_))
+        ));
+    }
+
+    /// A guest TSO frame must cross the tap as one GSO packet: that is what
+    /// keeps bulk TCP from costing a VM exit and a syscall per segment.
+    #[test]
+    fn real_tap_carries_guest_tso_frames_whole() {
+        const TEST: &str = "real_tap_carries_guest_tso_frames_whole";
+        // linux/if_packet.h; not in the libc crate.
+        const PACKET_VNET_HDR: libc::c_int = 15;
+        let Some(tap) = open_tap_or_skip(TEST) else {
+            return;
+        };
+        let name = tap.name().to_string();
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+        let sock = match set_link_up(&name).and_then(|()| packet_socket(&name)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("SKIPPED {TEST}: cannot bring {name} up and watch it ({e}); GSO through the tap is NOT tested");
+                return;
+            }
+        };
+        let on: libc::c_int = 1;
+        // SAFETY: the option value is one int, valid for the call.
+        let ret = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_VNET_HDR,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(ret, 0, "{}", io::Error::last_os_error());
+
+        let mem = guest_mem(&[(0, 0x10_0000)]);
+        let rxq = MockSplitQueue::create(&mem, GuestAddress(0), 16);
+        let txq = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+        let mut net = Net::new(Box::new(tap), MAC).expect("net");
+        let queues: Vec<Queue> = vec![
+            rxq.create_queue().expect("queue"),
+            txq.create_queue().expect("queue"),
+        ];
+        let features = net.device_features();
+        net.activate(mem.clone(), queues, features)
+            .expect("activate");
+
+        // Ethernet, IPv4 (10.0.0.2 -> 10.0.0.1), TCP 12345 -> 80, 20000
+        // bytes of payload: fourteen segments' worth.
+        const PAYLOAD: usize = 20_000;
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&[0xff; 6]);
+        frame.extend_from_slice(&MAC);
+        frame.extend_from_slice(&[0x08, 0x00]);
+        let ip_len = (20 + 20 + PAYLOAD) as u16;
+        frame.extend_from_slice(&[0x45, 0, (ip_len >> 8) as u8, ip_len as u8]);
+        frame.extend_from_slice(&[0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1]);
+        frame.extend_from_slice(&[0x30, 0x39, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0]);
+        frame.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+        frame.extend((0..PAYLOAD).map(|i| (i % 251) as u8));
+        // virtio_net_hdr_v1: NEEDS_CSUM, GSO_TCPV4, hdr_len 54, gso_size
+        // 1448, checksum from offset 34, stored at +16.
+        let mut hdr = vec![1u8, 1];
+        for v in [54u16, 1448, 34, 16, 0] {
+            hdr.extend_from_slice(&v.to_le_bytes());
+        }
+        mem.write_slice(&hdr, GuestAddress(0x1_0000))
+            .expect("write");
+        mem.write_slice(&frame, GuestAddress(0x2_0000))
+            .expect("write");
+        add_chain(
+            &txq,
+            0,
+            &[
+                (0x1_0000, hdr.len() as u32, R),
+                (0x2_0000, frame.len() as u32, R),
+            ],
+        );
+        assert!(net.process_queue(TX_QUEUE));
+        let counters = net.counters();
+        assert!(counters.contains(&("tx_frames", 1)), "{counters:?}");
+
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut gso = None;
+        let mut buf = vec![0u8; 70_000];
+        while gso.is_none() && Instant::now() < deadline {
+            if !wait_readable(sock.as_raw_fd(), Duration::from_millis(200)) {
+                continue;
+            }
+            // SAFETY: `buf` is writable for its whole length.
+            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let Ok(n) = usize::try_from(n) else {
+                continue;
+            };
+            // A 10-byte virtio_net_hdr, then the frame.
+            if n >= 10 + frame.len() && buf[10..10 + frame.len()] == frame[..] {
+                gso = Some((buf[1], u16::from_le_bytes([buf[4], buf[5]])));
+            }
+        }
+        let (gso_type, gso_size) = gso.expect("the TSO frame never showed up whole");
+        assert_eq!(gso_type, 1, "GSO_TCPV4");
+        assert_eq!(gso_size, 1448);
+    }
+
+    #[test]
+    fn real_tap_round_trip_through_the_device() {
+        const TEST: &str = "real_tap_round_trip_through_the_device";
+        let Some(tap) = open_tap_or_skip(TEST) else {
+            return;
+        };
+        let name = tap.name().to_string();
+        // Fewer unrelated frames (router solicitations, MLD) on the link.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+        if let Err(e) = set_link_up(&name) {
+            eprintln!(
+                "SKIPPED {TEST}: cannot bring {name} up ({e}); the tap data path is NOT tested"
+            );
+            return;
+        }
+        let sock = match packet_socket(&name) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("SKIPPED {TEST}: no packet socket on {name} ({e}); the tap data path is NOT tested");
+                return;
+            }
+        };
+        let tap_fd = tap.raw_fd().expect("fd");
+
+        let mem = guest_mem(&[(0, 0x10_0000)]);
+        let rxq = MockSplitQueue::create(&mem, GuestAddress(0), 16);
+        let txq = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
+        let mut net = Net::new(Box::new(tap), MAC).expect("net");
+        assert_eq!(net.backend_fd(), Some(tap_fd));
+        let queues: Vec<Queue> = vec![
+            rxq.create_queue().expect("queue"),
+            txq.create_queue().expect("queue"),
+        ];
+        let features = net.device_features();
+        net.activate(mem.clone(), queues, features)
+            .expect("activate");
+
+        // Guest to host.
+        let out = test_frame([0xff; 6], MAC, b"keel-guest-to-host");
+        let mut pkt = vec![0u8; VNET_HDR_LEN];
+        pkt.extend_from_slice(&out);
+        mem.write_slice(&pkt, GuestAddress(0x1_0000))
+            .expect("write");
+        add_chain(&txq, 0, &[(0x1_0000, pkt.len() as u32, R)]);
+        assert!(net.process_queue(TX_QUEUE));
+        assert_eq!(used(&txq, 0), (1, 0, 0));
+        let sent = net.counters();
+        assert!(sent.contains(&("tx_frames", 1)), "{sent:?}");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut seen = false;
+        while !seen && Instant::now() < deadline {
+            if !wait_readable(sock.as_raw_fd(), Duration::from_millis(200)) {
+                continue;
+            }
+            let mut buf = [0u8; 2048];
+            // SAFETY: `buf` is writable for its whole length.
+            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if let Ok(n) = usize::try_from(n) {
+                seen = contains(&buf[..n], b"keel-guest-to-host");
+            }
+        }
+        assert!(seen, "the guest's frame never showed up on {name}");
+
+        // Host to guest.
+        for i in 0..8u16 {
+            add_chain(&rxq, i, &[(0x2_0000 + u64::from(i) * 0x1000, 4096, W)]);
+        }
+        let back = test_frame(MAC, [0x02, 0, 0, 0, 0, 9], b"keel-host-to-guest");
+        // SAFETY: `back` is readable for its whole length.
+        let n = unsafe { libc::send(sock.as_raw_fd(), back.as_ptr().cast(), back.len(), 0) };
+        assert_eq!(n, back.len() as isize, "{}", io::Error::last_os_error());
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut delivered = None;
+        let mut checked = 0;
+        while delivered.is_none() && Instant::now() < deadline {
+            wait_readable(tap_fd, Duration::from_millis(200));
+            net.process_backend();
+            let idx = rxq.used().idx().load();
+            while checked < idx {
+                let (_, id, len) = used(&rxq, usize::from(checked));
+                let mut buf = vec![0u8; len as usize];
+                mem.read_slice(&mut buf, GuestAddress(0x2_0000 + u64::from(id) * 0x1000))
+                    .expect("read");
+                if contains(&buf, b"keel-host-to-guest") {
+                    delivered = Some(buf);
+                }
+                checked += 1;
+            }
+        }
+        let buf = delivered.expect("the host's frame never reached the guest");
+        // One buffer, and the frame right after the 12-byte header.
+        assert_eq!(&buf[10..12], &[1, 0]);
+        assert_eq!(&buf[VNET_HDR_LEN..VNET_HDR_LEN + 60], &back[..]);
+    }
+
+    #[test]
+    fn offload_flags_follow_the_guest_features() {
+        let bit = |b: u32| 1u64 << b;
+        assert_eq!(tun_offload_flags(0), 0);
+        assert_eq!(
+            tun_offload_flags(bit(VIRTIO_NET_F_GUEST_CSUM)),
+            libc::TUN_F_CSUM
+        );
+        assert_eq!(
+            tun_offload_flags(
+                bit(VIRTIO_NET_F_GUEST_CSUM)
+                    | bit(VIRTIO_NET_F_GUEST_TSO4)
+                    | bit(VIRTIO_NET_F_GUEST_TSO6)
+                    | bit(VIRTIO_NET_F_GUEST_UFO)
+            ),
+            libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_UFO
+        );
+        // Segmentation without checksum offload would make TUNSETOFFLOAD fail.
+        assert_eq!(
+            tun_offload_flags(bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6)),
+            0
+        );
+        // Transmit-side bits say nothing about what the tap may hand us.
+        assert_eq!(
+            tun_offload_flags(bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_HOST_TSO4)),
+            0
+        );
+    }
+
+    #[test]
+    fn names_that_do_not_fit_ifreq_are_refused() {
+        assert!(matches!(
+            Tap::open("a-name-of-16-chr"),
+            Err(TapError::InvalidName(_))
+        ));
+        assert!(matches!(Tap::open("ta\0p"), Err(TapError::InvalidName(_))));
+    }
+
+    #[test]
+    fn an_fd_that_is_not_a_tap_is_refused() {
+        let file = std::fs::File::open("/dev/null").expect("open /dev/null");
+        assert!(matches!(
+            Tap::from_fd(OwnedFd::from(file)),
+            Err(TapError::Query(_))
+        ));
+    }
+}

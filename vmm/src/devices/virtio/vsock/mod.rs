@@ -1,0 +1,61 @@
+//! Virtio socket device, in Firecracker's hybrid model: guest streams end
+//! in host Unix sockets.
+//!
+//! - Guest to host: the guest (CID from the config space, 3 or more)
+//!   connects to host CID 2, port P; the device connects to the Unix
+//!   socket `{uds_path}_P`, which a host service must be listening on.
+//! - Host to guest: a host client connects to `uds_path` and writes
+//!   `CONNECT <port>\n`; the device opens a stream to that guest port and,
+//!   once the guest accepts, answers `OK <host port>\n`. From then on the
+//!   socket is the stream. A refused or malformed request just closes it.
+//!
+//! Files: [`packet`] (the 44-byte header, chains), [`connection`] (one
+//! stream and its credit accounting), [`muxer`] (the listener, the
+//! connection table and their epoll set), [`device`] (the queues).
+//!
+//! Wiring (besides what every virtio-mmio device needs, see the parent
+//! module):
+//!
+//! ```text
+//! let vsock = Vsock::new(3, Path::new("/run/keel/vm1.vsock"))?;
+//! let host_fd = vsock.event_fd(); // before the device disappears into the transport
+//! let transport = Arc::new(Mutex::new(MmioTransport::new(Box::new(vsock), mem.clone(), irq)?));
+//! // Three queues: one ioeventfd per queue at base + QUEUE_NOTIFY_OFFSET,
+//! // datamatch 0, 1, 2, each calling transport.queue_notify(index).
+//! // host_fd: epoll EPOLLIN | EPOLLET, and on each event
+//! // transport.lock().queue_notify(RX_QUEUE as u32).
+//! ```
+//!
+//! `host_fd` is itself an epoll instance over the listener and every
+//! connection socket, so the set of host sockets can change without the
+//! event loop knowing. Register it edge-triggered: before the driver is up
+//! notifications are ignored, and a level-triggered fd would keep firing.
+//! Nothing is lost: the driver's first receive-queue kick collects what
+//! happened meanwhile. Going through `queue_notify(RX_QUEUE)` is what makes
+//! the transport set its interrupt status before raising the interrupt.
+//!
+//! The guest needs `CONFIG_VIRTIO_VSOCKETS` and the usual
+//! `virtio_mmio.device=4K@base:irq` on its command line.
+
+pub mod connection;
+pub mod device;
+pub mod muxer;
+pub mod packet;
+
+pub use device::{Vsock, VsockError};
+pub use muxer::MAX_CONNECTIONS;
+
+/// Virtio device id of a socket device.
+pub const TYPE_VSOCK: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
+
+/// The host's CID, as seen from the guest.
+pub const HOST_CID: u64 = 2;
+
+/// Size of each queue offered to the driver.
+pub const QUEUE_SIZE: u16 = 256;
+/// Index of the receive queue (host to guest).
+pub const RX_QUEUE: usize = 0;
+/// Index of the transmit queue (guest to host).
+pub const TX_QUEUE: usize = 1;
+/// Index of the event queue (transport events; unused).
+pub const EVENT_QUEUE: usize = 2;

@@ -1,0 +1,600 @@
+//! The host side of the device, after Firecracker's vsock muxer: the
+//! listening socket, the table of connections, and an epoll instance over
+//! all their sockets that the VMM's event loop polls as one fd.
+//!
+//! Guest packets come in through [`Muxer::handle_guest_packet`]; packets
+//! for the guest come out of [`Muxer::next_packet`], one per receive
+//! buffer, in this order: resets first, then connections round-robin.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use log::{debug, warn};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+
+use super::connection::{ConnState, Connection, Next};
+use super::packet::{
+    PacketHeader, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE, OP_REQUEST, OP_RESPONSE, OP_RST, OP_RW,
+    OP_SHUTDOWN, TYPE_STREAM,
+};
+use super::HOST_CID;
+
+/// Most connections open at once, counting host clients that have not sent
+/// their `CONNECT` line yet. Each may hold up to `CONN_BUF_ALLOC` bytes the
+/// host has not read.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Longest `CONNECT <port>\n` line accepted.
+const MAX_CONNECT_LINE: usize = 32;
+
+/// Resets waiting for a receive buffer. Those for connections we close
+/// always fit; a guest sending garbage faster than it reads the answers
+/// loses some of the answers.
+const MAX_PENDING_RESETS: usize = 2 * MAX_CONNECTIONS;
+
+/// First port handed to host-initiated connections, as in Firecracker:
+/// high enough to stay clear of the services guests listen on.
+const FIRST_LOCAL_PORT: u32 = 1 << 30;
+
+/// (host side port, guest side port): what identifies a stream, given that
+/// the CIDs are fixed.
+type ConnKey = (u32, u32);
+
+#[derive(Default)]
+pub struct MuxerCounters {
+    pub guest_connections: u64,
+    pub host_connections: u64,
+    pub refused_connections: u64,
+    pub resets_sent: u64,
+    pub resets_dropped: u64,
+    pub bad_cid: u64,
+}
+
+/// A host client that connected to `uds_path` but has not said which
+/// guest port it wants.
+struct HostPending {
+    stream: UnixStream,
+    line: Vec<u8>,
+}
+
+/// The listening socket; its file goes away with it.
+struct Listener {
+    socket: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+pub struct Muxer {
+    guest_cid: u64,
+    listener: Listener,
+    epoll: Epoll,
+    conns: HashMap<ConnKey, Connection>,
+    fd_keys: HashMap<RawFd, ConnKey>,
+    pending_hosts: HashMap<RawFd, HostPending>,
+    /// Connections that may have a packet for the guest, in service order.
+    ready: VecDeque<ConnKey>,
+    /// Resets owed to the guest, as (host port, guest port).
+    resets: VecDeque<ConnKey>,
+    next_local_port: u32,
+    max_connections: usize,
+    pub counters: MuxerCounters,
+}
+
+impl Muxer {
+    /// Listens on `uds_path` (which must not exist) for host clients.
+    pub fn new(guest_cid: u64, uds_path: &Path) -> io::Result<Self> {
+        let epoll = Epoll::new()?;
+        let socket = UnixListener::bind(uds_path)?;
+        let listener = Listener {
+            socket,
+            path: uds_path.to_path_buf(),
+        };
+        listener.socket.set_nonblocking(true)?;
+        let fd = listener.socket.as_raw_fd();
+        epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, fd as u64),
+        )?;
+        Ok(Muxer {
+            guest_cid,
+            listener,
+            epoll,
+            conns: HashMap::new(),
+            fd_keys: HashMap::new(),
+            pending_hosts: HashMap::new(),
+            ready: VecDeque::new(),
+            resets: VecDeque::new(),
+            next_local_port: FIRST_LOCAL_PORT,
+            max_connections: MAX_CONNECTIONS,
+            counters: MuxerCounters::default(),
+        })
+    }
+
+    /// The epoll fd standing for every host socket of the device.
+    pub fn epoll_fd(&self) -> RawFd {
+        self.epoll.as_raw_fd()
+    }
+
+    /// Open connections, host clients still handshaking included.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len() + self.pending_hosts.len()
+    }
+
+    #[cfg(test)]
+    pub fn set_max_connections(&mut self, max: usize) {
+        self.max_connections = max;
+    }
+
+    /// Closes every connection, as at device reset. The listener stays.
+    pub fn reset(&mut self) {
+        let fds: Vec<RawFd> = self
+            .fd_keys
+            .keys()
+            .chain(self.pending_hosts.keys())
+            .copied()
+            .collect();
+        for fd in fds {
+            self.unregister(fd);
+        }
+        self.conns.clear();
+        self.fd_keys.clear();
+        self.pending_hosts.clear();
+        self.ready.clear();
+        self.resets.clear();
+    }
+
+    /// Whether `next_packet` may have something.
+    pub fn has_rx_work(&self) -> bool {
+        !self.resets.is_empty() || !self.ready.is_empty()
+    }
+
+    /// Handles whatever the host sockets signalled since the last call.
+    pub fn poll_host(&mut self) {
+        let mut events = [EpollEvent::default(); 32];
+        loop {
+            let n = match self.epoll.wait(0, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("virtio-vsock: epoll_wait failed: {e}");
+                    return;
+                }
+            };
+            for event in &events[..n] {
+                // Tokens are the fds themselves.
+                self.host_event(event.fd(), EventSet::from_bits_truncate(event.events()));
+            }
+            if n < events.len() {
+                return;
+            }
+        }
+    }
+
+    fn host_event(&mut self, fd: RawFd, events: EventSet) {
+        if fd == self.listener.socket.as_raw_fd() {
+            self.accept_all();
+        } else if self.pending_hosts.contains_key(&fd) {
+            self.read_connect_line(fd);
+        } else if let Some(&key) = self.fd_keys.get(&fd) {
+            if let Some(conn) = self.conns.get_mut(&key) {
+                if let Err(e) = conn.host_event(events) {
+                    debug!("virtio-vsock: resetting {key:?}: {e}");
+                    self.kill(key);
+                    return;
+                }
+            }
+            self.settle(key);
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let stream = match self.listener.socket.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // E.g. out of fds; the client stays in the backlog and
+                    // the next connection attempt retries.
+                    warn!("virtio-vsock: cannot accept a host connection: {e}");
+                    return;
+                }
+            };
+            if self.connection_count() >= self.max_connections {
+                debug!("virtio-vsock: refusing a host connection: the table is full");
+                self.counters.refused_connections += 1;
+                continue;
+            }
+            let fd = stream.as_raw_fd();
+            if let Err(e) = stream
+                .set_nonblocking(true)
+                .and_then(|()| self.register(fd))
+            {
+                warn!("virtio-vsock: cannot watch a host connection: {e}");
+                continue;
+            }
+            self.pending_hosts.insert(
+                fd,
+                HostPending {
+                    stream,
+                    line: Vec::new(),
+                },
+            );
+            // The line may be there already.
+            self.read_connect_line(fd);
+        }
+    }
+
+    /// Reads a pending client's `CONNECT <port>\n` a byte at a time, so as
+    /// not to swallow stream data behind it, and opens the connection to
+    /// the guest once it is complete.
+    fn read_connect_line(&mut self, fd: RawFd) {
+        let Some(pending) = self.pending_hosts.get_mut(&fd) else {
+            return;
+        };
+        let port = loop {
+            let mut byte = [0u8; 1];
+            match pending.stream.read(&mut byte) {
+                Ok(0) => break None,
+                Ok(_) if byte[0] == b'\n' => break parse_connect(&pending.line),
+                Ok(_) if pending.line.len() >= MAX_CONNECT_LINE => break None,
+                Ok(_) => pending.line.push(byte[0]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => break None,
+            }
+        };
+        let Some(pending) = self.pending_hosts.remove(&fd) else {
+            return;
+        };
+        let Some(peer_port) = port else {
+            debug!("virtio-vsock: closing a host client without a valid CONNECT line");
+            self.unregister(fd);
+            self.counters.refused_connections += 1;
+            return;
+        };
+        let Some(local_port) = self.allocate_local_port(peer_port) else {
+            self.unregister(fd);
+            self.counters.refused_connections += 1;
+            return;
+        };
+        let key = (local_port, peer_port);
+        let conn = Connection::host_initiated(pending.stream, local_port, peer_port);
+        self.conns.insert(key, conn);
+        self.fd_keys.insert(fd, key);
+        self.counters.host_connections += 1;
+        self.settle(key);
+    }
+
+    fn allocate_local_port(&mut self, peer_port: u32) -> Option<u32> {
+        for _ in 0..=self.conns.len() {
+            let port = self.next_local_port;
+            self.next_local_port = port.checked_add(1).unwrap_or(FIRST_LOCAL_PORT);
+            if !self.conns.contains_key(&(port, peer_port)) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// Handles one packet from the guest. `payload` holds `header.len`
+    /// bytes.
+    pub fn handle_guest_packet(&mut self, header: &PacketHeader, payload: &[u8]) {
+        if header.src_cid != self.guest_cid || header.dst_cid != HOST_CID {
+            debug!(
+                "virtio-vsock: dropping a packet from CID {} to CID {}",
+                header.src_cid, header.dst_cid
+            );
+            self.counters.bad_cid += 1;
+            return;
+        }
+        let key = (header.dst_port, header.src_port);
+        if header.type_ != TYPE_STREAM {
+            debug!(
+                "virtio-vsock: resetting a packet of socket type {}",
+                header.type_
+            );
+            if header.op != OP_RST {
+                self.kill(key);
+            }
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&key) else {
+            match header.op {
+                OP_REQUEST => self.guest_connect(header),
+                // Never answer a reset with a reset.
+                OP_RST => {}
+                _ => self.kill(key),
+            }
+            return;
+        };
+        conn.update_peer_credit(header);
+        let result = match header.op {
+            OP_RESPONSE if conn.state == ConnState::Connecting => conn.accept_response(header),
+            OP_RW => conn.from_guest(payload),
+            OP_SHUTDOWN => conn.guest_shutdown(header.flags),
+            OP_CREDIT_REQUEST => {
+                conn.credit_requested_by_guest();
+                Ok(())
+            }
+            // The credit was taken above.
+            OP_CREDIT_UPDATE => Ok(()),
+            OP_RST => {
+                self.forget(key);
+                return;
+            }
+            op => {
+                debug!("virtio-vsock: resetting {key:?} on unexpected op {op}");
+                self.kill(key);
+                return;
+            }
+        };
+        if let Err(e) = result {
+            debug!("virtio-vsock: resetting {key:?}: {e}");
+            self.kill(key);
+            return;
+        }
+        self.settle(key);
+    }
+
+    /// A packet whose header is readable but whose payload is not: the
+    /// stream it names is reset (closed without a reply if it was a reset).
+    pub fn reset_stream(&mut self, header: &PacketHeader) {
+        if header.src_cid != self.guest_cid || header.dst_cid != HOST_CID {
+            self.counters.bad_cid += 1;
+            return;
+        }
+        let key = (header.dst_port, header.src_port);
+        if header.op == OP_RST {
+            self.forget(key);
+        } else {
+            self.kill(key);
+        }
+    }
+
+    /// A guest REQUEST: connect to the host service at `{uds_path}_{port}`.
+    fn guest_connect(&mut self, header: &PacketHeader) {
+        let key = (header.dst_port, header.src_port);
+        if self.connection_count() >= self.max_connections {
+            debug!("virtio-vsock: refusing a guest connection: the table is full");
+            self.counters.refused_connections += 1;
+            self.kill(key);
+            return;
+        }
+        let mut path = OsString::from(self.listener.path.as_os_str());
+        path.push(format!("_{}", header.dst_port));
+        let stream = match connect_nonblocking(Path::new(&path)) {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(
+                    "virtio-vsock: guest connection to {} refused: {e}",
+                    Path::new(&path).display()
+                );
+                self.counters.refused_connections += 1;
+                self.kill(key);
+                return;
+            }
+        };
+        let fd = stream.as_raw_fd();
+        if let Err(e) = self.register(fd) {
+            warn!("virtio-vsock: cannot watch a host connection: {e}");
+            self.kill(key);
+            return;
+        }
+        self.conns
+            .insert(key, Connection::guest_initiated(stream, header));
+        self.fd_keys.insert(fd, key);
+        self.counters.guest_connections += 1;
+        self.settle(key);
+    }
+
+    /// Brings a connection's epoll interest and ready-list membership in
+    /// line with its state, and closes it once it is finished.
+    fn settle(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if conn.finished() {
+            self.kill(key);
+            return;
+        }
+        if conn.wants_out() != conn.out_registered {
+            let fd = conn.stream.as_raw_fd();
+            let events = interest(conn.wants_out());
+            match self.epoll.ctl(
+                ControlOperation::Modify,
+                fd,
+                EpollEvent::new(events, fd as u64),
+            ) {
+                Ok(()) => conn.out_registered = conn.wants_out(),
+                Err(e) => warn!("virtio-vsock: cannot update the epoll interest: {e}"),
+            }
+        }
+        if conn.has_rx_work() && !conn.queued {
+            conn.queued = true;
+            self.ready.push_back(key);
+        }
+    }
+
+    /// The next packet for the guest, with at most `buf.len()` payload
+    /// bytes, which it leaves at the start of `buf`.
+    pub fn next_packet(&mut self, buf: &mut [u8]) -> Option<(PacketHeader, usize)> {
+        // Each queued connection gets one try, so that one that cannot use
+        // a buffer this small does not spin.
+        let mut tries = self.ready.len();
+        loop {
+            if let Some((local_port, peer_port)) = self.resets.pop_front() {
+                self.counters.resets_sent += 1;
+                let header = PacketHeader {
+                    src_cid: HOST_CID,
+                    dst_cid: self.guest_cid,
+                    src_port: local_port,
+                    dst_port: peer_port,
+                    type_: TYPE_STREAM,
+                    op: OP_RST,
+                    ..PacketHeader::default()
+                };
+                return Some((header, 0));
+            }
+            if tries == 0 {
+                return None;
+            }
+            tries -= 1;
+            let key = self.ready.pop_front()?;
+            let Some(conn) = self.conns.get_mut(&key) else {
+                continue;
+            };
+            conn.queued = false;
+            match conn.next_packet(buf) {
+                Next::Packet { op, flags, len } => {
+                    let header = conn.header(self.guest_cid, op, flags, len);
+                    self.settle(key);
+                    return Some((header, len));
+                }
+                Next::Nothing => self.settle(key),
+                Next::Fatal(e) => {
+                    debug!("virtio-vsock: resetting {key:?}: {e}");
+                    self.kill(key);
+                }
+            }
+        }
+    }
+
+    /// Closes a connection (if there is one) and owes the guest a reset.
+    fn kill(&mut self, key: ConnKey) {
+        self.forget(key);
+        if self.resets.len() < MAX_PENDING_RESETS {
+            self.resets.push_back(key);
+        } else {
+            self.counters.resets_dropped += 1;
+        }
+    }
+
+    /// Closes a connection without telling the guest.
+    fn forget(&mut self, key: ConnKey) {
+        if let Some(conn) = self.conns.remove(&key) {
+            let fd = conn.stream.as_raw_fd();
+            self.fd_keys.remove(&fd);
+            self.unregister(fd);
+        }
+    }
+
+    fn register(&self, fd: RawFd) -> io::Result<()> {
+        self.epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(interest(false), fd as u64),
+        )
+    }
+
+    fn unregister(&self, fd: RawFd) {
+        // Closing the fd would drop it from the set too; this keeps the
+        // set exact even if the fd were duplicated somewhere.
+        let _ = self
+            .epoll
+            .ctl(ControlOperation::Delete, fd, EpollEvent::default());
+    }
+}
+
+/// Edge-triggered, so that a socket we cannot serve yet (no credit, no
+/// guest buffers) does not keep the event loop awake; what it signalled is
+/// remembered in the connection instead.
+fn interest(out: bool) -> EventSet {
+    let mut events = EventSet::IN | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED;
+    if out {
+        events |= EventSet::OUT;
+    }
+    events
+}
+
+/// `CONNECT <port>` (the newline already stripped; a trailing CR allowed).
+fn parse_connect(line: &[u8]) -> Option<u32> {
+    let line = std::str::from_utf8(line).ok()?;
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let port = line.strip_prefix("CONNECT ")?;
+    port.trim().parse().ok()
+}
+
+/// Connects to a Unix socket without blocking: a host service whose
+/// backlog is full refuses the guest instead of stalling the VMM.
+fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
+    // SAFETY: sockaddr_un is plain old data; all zeros is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the socket path does not fit sockaddr_un",
+        ));
+    }
+    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: plain socket(2) call; the result is checked.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh socket nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `addr` is an initialised sockaddr_un of `len` bytes that
+    // connect only reads; the fd is open.
+    let ret = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(UnixStream::from(fd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_lines() {
+        assert_eq!(parse_connect(b"CONNECT 52"), Some(52));
+        assert_eq!(parse_connect(b"CONNECT 4294967295\r"), Some(u32::MAX));
+        assert_eq!(parse_connect(b"CONNECT 4294967296"), None);
+        assert_eq!(parse_connect(b"CONNECT"), None);
+        assert_eq!(parse_connect(b"connect 52"), None);
+        assert_eq!(parse_connect(b"CONNECT -1"), None);
+        assert_eq!(parse_connect(b"CONNECT 5x"), None);
+        assert_eq!(parse_connect(b"\xff\xfe"), None);
+    }
+
+    #[test]
+    fn paths_that_do_not_fit_are_refused() {
+        let long = "/tmp/".to_string() + &"x".repeat(200);
+        assert_eq!(
+            connect_nonblocking(Path::new(&long))
+                .map(|_| ())
+                .map_err(|e| e.kind()),
+            Err(io::ErrorKind::InvalidInput)
+        );
+    }
+}

@@ -1,0 +1,813 @@
+//! Seccomp-BPF filters, one per kind of thread, in the manner of Firecracker.
+//!
+//! The VMM has two kinds of threads once the guest runs:
+//!
+//! * [`ThreadKind::Vmm`], the main thread: the epoll event loop (virtio
+//!   queue processing through the ioeventfds, console input from stdin, the
+//!   control socket, pausing by kicking the vCPUs) and the process's exit;
+//! * [`ThreadKind::Vcpu`], one per vCPU: the `KVM_RUN` loop and whatever a
+//!   port or MMIO exit runs (serial output to stdout, the console log and
+//!   attached clients; i8042, ACPI PM, pvpanic and boot-timer writes; virtio
+//!   register accesses, including a QueueNotify write that processes a queue).
+//!
+//! Each filter is an allow-list: any other system call, or an allowed one
+//! whose arguments fall outside its rules, makes the kernel kill the whole
+//! process at once (`SECCOMP_RET_KILL_PROCESS`, seen by the parent as death
+//! by `SIGSYS`). A compromised thread therefore takes down its own VMM and
+//! nothing else; it never gets to use a system call the VMM does not need.
+//! The filter also refuses any other architecture (e.g. the 32-bit
+//! `int 0x80` ABI) and x32 system calls: their numbers match no rule.
+//!
+//! # How the filters are applied
+//!
+//! [`apply`] installs a filter on the calling thread only (no
+//! `SECCOMP_FILTER_FLAG_TSYNC`). The kernel attaches a filter to one task;
+//! threads created afterwards inherit it, threads that already exist do
+//! not. The VMM relies on exactly that:
+//!
+//! 1. `Vm::new` does all setup unfiltered (opening `/dev/kvm`, disks and
+//!    logs, creating the VM, memory, eventfds, irqfds and ioeventfds), and
+//!    `main` binds the control socket before it.
+//! 2. `Vm::run` installs the kick handler and spawns the vCPU threads; each
+//!    calls `apply(ThreadKind::Vcpu)` as its first action, before `KVM_RUN`.
+//! 3. Then the main thread calls `apply(ThreadKind::Vmm)` and enters the
+//!    event loop. As the vCPU threads were spawned before, they carry only
+//!    the vCPU filter, not both.
+//!
+//! Neither filter allows `clone`/`clone3`, `execve`, `fork` or `ptrace`:
+//! every thread the VMM needs must be spawned before the filters are
+//! applied (threads spawned after would inherit the filter and die at
+//! `clone3` anyway), and no thread can start a program. Neither allows
+//! opening files for reading, `socket` other than `AF_UNIX` stream sockets,
+//! nor any KVM ioctl that creates or reconfigures the VM.
+//!
+//! A filter cannot be removed, so code that runs the VM in-process and goes
+//! on afterwards (tests reading the console log, say) must not confine its
+//! own thread: run the event loop on a thread of its own there, or in a
+//! child process.
+//!
+//! # Why each system call is allowed
+//!
+//! The lists come from `strace -f` of the VMM running with both filters
+//! (a Linux guest up to its internal-error exit; flat guests that drive
+//! virtio-blk through ioeventfds and power off; a guest printing 1600
+//! console bytes into a 1 KiB-capped log, then served info, stats, pause,
+//! resume, shutdown, console attach and input, and kill on the control
+//! socket), from the integration tests in `tests/seccomp.rs`, and from
+//! reading the device code. Notes on the less obvious ones:
+//!
+//! * `fcntl(F_GETFD)`: debug builds of std check that a descriptor is open
+//!   before closing it (`OwnedFd::drop`), on every thread.
+//!   `F_DUPFD_CLOEXEC` (Vmm): `try_clone` for console attach.
+//! * `sendto` with no address: std writes to a `UnixStream` with
+//!   `send(MSG_NOSIGNAL)`, for control-socket replies, vsock streams, and
+//!   console frames to attached clients, which the vCPU writing the UART
+//!   sends. Reads are `recvfrom` (Vmm only).
+//! * `openat` (vCPU; only with `O_WRONLY|O_CREAT|O_APPEND|O_CLOEXEC`, the
+//!   flags of `OpenOptions::new().create(true).append(true)`) and `rename`:
+//!   the console log is rotated by the thread that writes the UART. No
+//!   thread can open a file for reading, nor truncate one.
+//! * `ioctl(TUNSETOFFLOAD)` and `epoll_ctl(EPOLL_CTL_DEL)` (vCPU): device
+//!   activation and reset are register writes, so they run on a vCPU
+//!   thread: virtio-net sets the tap's offloads, virtio-vsock drops its
+//!   host sockets from its epoll set. The main thread's only ioctl is
+//!   `FIONBIO` (std's `set_nonblocking` on sockets): interrupts go through
+//!   irqfds.
+//! * `mmap`/`mprotect` are allowed for the allocator, but never with
+//!   `PROT_EXEC`: no thread can map new code.
+//! * `futex` is allowed for the wait/wake operations std and glibc use, not
+//!   for the priority-inheritance or plain requeue ones.
+//! * `tgkill` only with the vCPU kick signal (`SIGRTMIN`, used by pause) or
+//!   `SIGABRT` (`abort()`); glibc's `pthread_kill` adds `getpid` and
+//!   `rt_sigprocmask`. `rt_sigreturn` ends the kick handler.
+//! * `restart_syscall`: the kernel restarts an interrupted sleep or timed
+//!   wait this way after `SIGSTOP`/`SIGCONT` or a debugger attach.
+//! * `sigaltstack`, `madvise`, `munmap`, `exit`: a thread ending (std tears
+//!   down its alternate signal stack, glibc frees the stack).
+//! * `pread64`/`pwrite64`/`preadv`/`pwritev`/`fdatasync`/`fsync`/`lseek`/
+//!   `getrandom` on both kinds: queues are processed on the event loop when
+//!   an ioeventfd fires, but a QueueNotify register write that no ioeventfd
+//!   catches is handled on the vCPU thread that made it. That covers
+//!   virtio-blk, -rng and -net (tap `read`/`write`); virtio-vsock's host side
+//!   (`accept4`, `socket`, `connect`, `epoll_wait`) is allowed on the main
+//!   thread only, so every vsock queue needs its ioeventfd.
+//! * `unlink` (Vmm): the control socket and the vsock listener remove their
+//!   paths when dropped at the end. `socket(AF_UNIX, SOCK_STREAM)` and
+//!   `connect` (Vmm): virtio-vsock connecting to host services.
+//! * `epoll_create1` (Vmm): the event loop creates its epoll after the
+//!   filter is applied.
+//!
+//! A panic on a confined thread is fine as long as `RUST_BACKTRACE` is
+//! unset: printing a backtrace reads the binary's debug information, which
+//! no filter allows, so with it set a panic ends in `SIGSYS` instead.
+//!
+//! If new code needs another system call at run time, the VMM dies with
+//! `SIGSYS` the first time it makes it; `strace -f` of the VMM shows the
+//! call, and the kernel log (`dmesg`, audit) shows the syscall number.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BackendError, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+    SeccompFilter, SeccompRule, TargetArch,
+};
+
+/// Which filter a thread gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThreadKind {
+    /// The main thread: event loop, device queue processing, control
+    /// socket, pausing the vCPUs, and the process's exit.
+    Vmm,
+    /// A vCPU thread: `KVM_RUN` and the port/MMIO exits it handles.
+    Vcpu,
+}
+
+/// Why a filter could not be built or installed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("cannot build the {kind:?} seccomp filter: {source}")]
+    Build {
+        kind: ThreadKind,
+        #[source]
+        source: BackendError,
+    },
+    #[error("cannot install the {kind:?} seccomp filter: {source}")]
+    Apply {
+        kind: ThreadKind,
+        #[source]
+        source: seccompiler::Error,
+    },
+}
+
+/// Ioctl request numbers, computed like the kernel headers do.
+mod ioctls {
+    use kvm_bindings::{kvm_regs, kvm_translation};
+    use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr, ioctl_iowr_nr};
+
+    const KVMIO: u32 = 0xAE;
+    const TUNTAP: u32 = b'T' as u32;
+
+    ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
+    ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
+    ioctl_iowr_nr!(KVM_TRANSLATE, KVMIO, 0x85, kvm_translation);
+    ioctl_iow_nr!(TUNSETOFFLOAD, TUNTAP, 208, ::std::os::raw::c_uint);
+}
+
+/// The flags `OpenOptions::new().create(true).append(true).open()` passes
+/// to `openat`: how the console log (re)opens its file.
+const APPEND_CREATE_FLAGS: u64 =
+    (libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC) as u64;
+
+/// Bits of socket(2)'s type argument that hold the type, not the flags.
+const SOCK_TYPE_MASK: u64 = 0xf;
+
+/// The futex operations std and glibc use (`FUTEX_PRIVATE_FLAG` and
+/// `FUTEX_CLOCK_REALTIME` may be added); the PI and plain requeue ones are
+/// refused.
+const FUTEX_OPS: [i32; 6] = [
+    libc::FUTEX_WAIT,
+    libc::FUTEX_WAKE,
+    libc::FUTEX_WAIT_BITSET,
+    libc::FUTEX_WAKE_BITSET,
+    libc::FUTEX_CMP_REQUEUE,
+    libc::FUTEX_WAKE_OP,
+];
+/// Bits of the futex op word that select the command.
+const FUTEX_CMD_MASK: u64 =
+    !((libc::FUTEX_PRIVATE_FLAG | libc::FUTEX_CLOCK_REALTIME) as u32) as u64;
+
+type Rules = Vec<(i64, Vec<SeccompRule>)>;
+
+/// `arg == value`, comparing the low 32 bits: every argument constrained
+/// here is an `int` or `unsigned int` in the kernel (ioctl's request too),
+/// so the upper half is ignored by the kernel as well.
+fn eq(arg: u8, value: u64) -> Result<SeccompCondition, BackendError> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value)
+}
+
+/// `arg == value`, comparing all 64 bits (pointers).
+fn eq64(arg: u8, value: u64) -> Result<SeccompCondition, BackendError> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value)
+}
+
+/// `arg & mask == value` on the low 32 bits.
+fn masked(arg: u8, mask: u64, value: u64) -> Result<SeccompCondition, BackendError> {
+    SeccompCondition::new(
+        arg,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(mask),
+        value,
+    )
+}
+
+/// One rule per value: `arg` must be one of `values`.
+fn one_of(arg: u8, values: &[u64]) -> Result<Vec<SeccompRule>, BackendError> {
+    values
+        .iter()
+        .map(|&v| SeccompRule::new(vec![eq(arg, v)?]))
+        .collect()
+}
+
+/// Allowed whatever the arguments.
+fn any(nr: i64) -> (i64, Vec<SeccompRule>) {
+    (nr, Vec::new())
+}
+
+/// What both kinds of thread need at run time.
+fn common_rules() -> Result<Rules, BackendError> {
+    let no_exec = || -> Result<Vec<SeccompRule>, BackendError> {
+        Ok(vec![SeccompRule::new(vec![masked(
+            2,
+            libc::PROT_EXEC as u64,
+            0,
+        )?])?])
+    };
+    let futex = FUTEX_OPS
+        .iter()
+        .map(|&op| SeccompRule::new(vec![masked(1, FUTEX_CMD_MASK, op as u64)?]))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(vec![
+        // Memory: the allocator, thread stacks; never executable.
+        any(libc::SYS_brk),
+        (libc::SYS_mmap, no_exec()?),
+        (libc::SYS_mprotect, no_exec()?),
+        any(libc::SYS_munmap),
+        any(libc::SYS_mremap),
+        any(libc::SYS_madvise),
+        // Locks, condition variables, channels.
+        (libc::SYS_futex, futex),
+        any(libc::SYS_sched_yield),
+        // Signals: the kick handler returning, glibc's masking around
+        // pthread_kill and thread exit, std's alternate stack teardown.
+        any(libc::SYS_rt_sigreturn),
+        any(libc::SYS_rt_sigprocmask),
+        any(libc::SYS_sigaltstack),
+        (
+            libc::SYS_tgkill,
+            one_of(2, &[libc::SIGRTMIN() as u64, libc::SIGABRT as u64])?,
+        ),
+        any(libc::SYS_getpid),
+        any(libc::SYS_gettid),
+        // Time: Instant::now when the vDSO falls back, sleeps, restarts.
+        any(libc::SYS_clock_gettime),
+        any(libc::SYS_clock_nanosleep),
+        any(libc::SYS_nanosleep),
+        any(libc::SYS_restart_syscall),
+        // Ending a thread or the process.
+        any(libc::SYS_exit),
+        any(libc::SYS_exit_group),
+        // I/O on descriptors opened during setup: eventfds (irqfds, the exit
+        // signal), stdout/stderr, the console log and clients, disks.
+        any(libc::SYS_read),
+        any(libc::SYS_write),
+        any(libc::SYS_writev),
+        any(libc::SYS_close),
+        any(libc::SYS_lseek),
+        any(libc::SYS_pread64),
+        any(libc::SYS_pwrite64),
+        any(libc::SYS_preadv),
+        any(libc::SYS_pwritev),
+        any(libc::SYS_fsync),
+        any(libc::SYS_fdatasync),
+        any(libc::SYS_getrandom),
+        // std writes to a UnixStream with send(MSG_NOSIGNAL): console
+        // frames to attached clients (from the vCPU writing the UART) and
+        // control-socket replies. Connected sockets only: no address.
+        (libc::SYS_sendto, vec![SeccompRule::new(vec![eq64(4, 0)?])?]),
+    ])
+}
+
+/// The vCPU threads' extra rules.
+fn vcpu_rules() -> Result<Rules, BackendError> {
+    Ok(vec![
+        (
+            libc::SYS_ioctl,
+            one_of(
+                1,
+                &[
+                    // The run loop; KVM_GET_REGS and KVM_TRANSLATE describe
+                    // an internal error (vcpu.rs). Nothing that changes the
+                    // VM's configuration.
+                    ioctls::KVM_RUN(),
+                    ioctls::KVM_GET_REGS(),
+                    ioctls::KVM_TRANSLATE(),
+                    // virtio-net sets the tap's offloads when the driver
+                    // activates or resets the device: a register write.
+                    ioctls::TUNSETOFFLOAD(),
+                ],
+            )?,
+        ),
+        // Debug builds of std check a descriptor is open before closing it.
+        (libc::SYS_fcntl, one_of(1, &[libc::F_GETFD as u64])?),
+        // A virtio-vsock reset (a register write) takes its host sockets
+        // out of the device's epoll set before closing them.
+        (
+            libc::SYS_epoll_ctl,
+            one_of(1, &[libc::EPOLL_CTL_DEL as u64])?,
+        ),
+        // Console log rotation (an append-only reopen), by the thread that
+        // writes the UART.
+        (
+            libc::SYS_openat,
+            vec![SeccompRule::new(vec![eq(2, APPEND_CREATE_FLAGS)?])?],
+        ),
+        any(libc::SYS_rename),
+    ])
+}
+
+/// The main thread's extra rules.
+fn vmm_rules() -> Result<Rules, BackendError> {
+    Ok(vec![
+        // The event loop.
+        any(libc::SYS_epoll_create1),
+        any(libc::SYS_epoll_ctl),
+        any(libc::SYS_epoll_wait),
+        any(libc::SYS_epoll_pwait),
+        any(libc::SYS_readv),
+        // The control socket and virtio-vsock's host side: accepting
+        // clients, data in (recv) and out (send, in the common rules),
+        // half-closing vsock streams, removing the socket paths at the end.
+        any(libc::SYS_accept4),
+        any(libc::SYS_recvfrom),
+        any(libc::SYS_shutdown),
+        // The control socket's per-client timeouts.
+        (
+            libc::SYS_setsockopt,
+            vec![
+                SeccompRule::new(vec![
+                    eq(1, libc::SOL_SOCKET as u64)?,
+                    eq(2, libc::SO_RCVTIMEO as u64)?,
+                ])?,
+                SeccompRule::new(vec![
+                    eq(1, libc::SOL_SOCKET as u64)?,
+                    eq(2, libc::SO_SNDTIMEO as u64)?,
+                ])?,
+            ],
+        ),
+        any(libc::SYS_unlink),
+        // virtio-vsock connecting to host services' Unix sockets: stream
+        // sockets of that family only.
+        (
+            libc::SYS_socket,
+            vec![SeccompRule::new(vec![
+                eq(0, libc::AF_UNIX as u64)?,
+                masked(1, SOCK_TYPE_MASK, libc::SOCK_STREAM as u64)?,
+            ])?],
+        ),
+        any(libc::SYS_connect),
+        // F_GETFD: debug builds' close check; F_DUPFD_CLOEXEC: try_clone
+        // (console attach).
+        (
+            libc::SYS_fcntl,
+            one_of(1, &[libc::F_GETFD as u64, libc::F_DUPFD_CLOEXEC as u64])?,
+        ),
+        // std's set_nonblocking on sockets. No KVM or tap ioctl: interrupts
+        // go through irqfds, and virtio-net changes the tap's offloads on
+        // the vCPU thread that activates or resets the device.
+        (libc::SYS_ioctl, one_of(1, &[libc::FIONBIO])?),
+    ])
+}
+
+fn rule_map(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendError> {
+    let extra = match kind {
+        ThreadKind::Vmm => vmm_rules()?,
+        ThreadKind::Vcpu => vcpu_rules()?,
+    };
+    let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for (nr, rules) in common_rules()?.into_iter().chain(extra) {
+        // A syscall listed twice would otherwise lose its first rules;
+        // an unconditional entry must stay unconditional.
+        debug_assert!(!map.contains_key(&nr), "syscall {nr} listed twice");
+        map.insert(nr, rules);
+    }
+    Ok(map)
+}
+
+/// The compiled filter for `kind` (x86_64): allow-listed system calls are
+/// allowed, everything else kills the process.
+pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
+    let build = |source| SeccompError::Build { kind, source };
+    let rules = rule_map(kind).map_err(build)?;
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::KillProcess,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(build)?;
+    BpfProgram::try_from(filter).map_err(build)
+}
+
+/// Installs the filter for `kind` on the calling thread, and on threads it
+/// creates later (which the filters forbid anyway). Other threads are not
+/// affected. Sets `no_new_privs` on the calling thread, which the kernel
+/// requires for an unprivileged filter. Cannot be undone.
+pub fn apply(kind: ThreadKind) -> Result<(), SeccompError> {
+    let program = filter(kind)?;
+    seccompiler::apply_filter(&program).map_err(|source| SeccompError::Apply { kind, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seccompiler::sock_filter;
+
+    const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+    const AUDIT_ARCH_I386: u32 = 3 | 0x4000_0000;
+
+    /// Runs a compiled filter on a `struct seccomp_data` the way the
+    /// kernel does (the classic-BPF subset seccompiler emits) and returns
+    /// the action.
+    fn run(program: &[sock_filter], arch: u32, nr: i64, args: [u64; 6]) -> u32 {
+        let mut data = Vec::with_capacity(64);
+        data.extend_from_slice(&(nr as i32).to_ne_bytes());
+        data.extend_from_slice(&arch.to_ne_bytes());
+        data.extend_from_slice(&0u64.to_ne_bytes());
+        for a in args {
+            data.extend_from_slice(&a.to_ne_bytes());
+        }
+        let mut acc: u32 = 0;
+        let mut pc = 0usize;
+        loop {
+            let ins = &program[pc];
+            pc += 1;
+            match ins.code {
+                // BPF_LD | BPF_W | BPF_ABS
+                0x20 => {
+                    let k = ins.k as usize;
+                    acc = u32::from_ne_bytes(data[k..k + 4].try_into().expect("4 bytes"));
+                }
+                // BPF_ALU | BPF_AND | BPF_K
+                0x54 => acc &= ins.k,
+                // BPF_JMP | BPF_JA
+                0x05 => pc += ins.k as usize,
+                // BPF_JMP | BPF_JEQ/JGT/JGE | BPF_K
+                0x15 | 0x25 | 0x35 => {
+                    let taken = match ins.code {
+                        0x15 => acc == ins.k,
+                        0x25 => acc > ins.k,
+                        _ => acc >= ins.k,
+                    };
+                    pc += usize::from(if taken { ins.jt } else { ins.jf });
+                }
+                // BPF_RET | BPF_K
+                0x06 => return ins.k,
+                other => panic!("unexpected BPF opcode {other:#x}"),
+            }
+        }
+    }
+
+    fn action(kind: ThreadKind, nr: i64, args: [u64; 6]) -> u32 {
+        run(&filter(kind).expect("filter"), AUDIT_ARCH_X86_64, nr, args)
+    }
+
+    fn allowed(kind: ThreadKind, nr: i64, args: [u64; 6]) -> bool {
+        match action(kind, nr, args) {
+            libc::SECCOMP_RET_ALLOW => true,
+            libc::SECCOMP_RET_KILL_PROCESS => false,
+            other => panic!("unexpected action {other:#x}"),
+        }
+    }
+
+    fn args1(a0: u64) -> [u64; 6] {
+        [a0, 0, 0, 0, 0, 0]
+    }
+
+    fn args2(a1: u64) -> [u64; 6] {
+        [3, a1, 0, 0, 0, 0]
+    }
+
+    const BOTH: [ThreadKind; 2] = [ThreadKind::Vmm, ThreadKind::Vcpu];
+
+    #[test]
+    fn ioctl_numbers_match_the_kernel_headers() {
+        assert_eq!(ioctls::KVM_RUN(), 0xae80);
+        assert_eq!(ioctls::KVM_GET_REGS(), 0x8090_ae81);
+        assert_eq!(ioctls::KVM_TRANSLATE(), 0xc018_ae85);
+        assert_eq!(ioctls::TUNSETOFFLOAD(), 0x4004_54d0);
+        assert_eq!(APPEND_CREATE_FLAGS, 0o2_002_101);
+    }
+
+    #[test]
+    fn both_filters_compile_and_fit() {
+        for kind in BOTH {
+            let program = filter(kind).expect("filter");
+            assert!(
+                program.len() > 50 && program.len() < 1024,
+                "{kind:?}: {}",
+                program.len()
+            );
+        }
+    }
+
+    #[test]
+    fn no_syscall_is_listed_twice() {
+        for kind in BOTH {
+            let extra = match kind {
+                ThreadKind::Vmm => vmm_rules(),
+                ThreadKind::Vcpu => vcpu_rules(),
+            }
+            .expect("rules");
+            let mut seen = std::collections::HashSet::new();
+            for (nr, _) in common_rules().expect("rules").into_iter().chain(extra) {
+                assert!(seen.insert(nr), "{kind:?}: syscall {nr} twice");
+            }
+        }
+    }
+
+    #[test]
+    fn other_architectures_and_x32_are_killed() {
+        for kind in BOTH {
+            let program = filter(kind).expect("filter");
+            // write(2) is allowed on x86_64 ...
+            assert_eq!(
+                run(&program, AUDIT_ARCH_X86_64, libc::SYS_write, args1(1)),
+                libc::SECCOMP_RET_ALLOW
+            );
+            // ... but not through the i386 ABI, nor as an x32 call.
+            assert_eq!(
+                run(&program, AUDIT_ARCH_I386, 4, args1(1)),
+                libc::SECCOMP_RET_KILL_PROCESS
+            );
+            assert_eq!(
+                run(
+                    &program,
+                    AUDIT_ARCH_X86_64,
+                    0x4000_0000 | libc::SYS_write,
+                    args1(1)
+                ),
+                libc::SECCOMP_RET_KILL_PROCESS
+            );
+        }
+    }
+
+    #[test]
+    fn dangerous_syscalls_are_killed_on_both() {
+        for kind in BOTH {
+            for nr in [
+                libc::SYS_execve,
+                libc::SYS_execveat,
+                libc::SYS_fork,
+                libc::SYS_vfork,
+                libc::SYS_clone,
+                libc::SYS_clone3,
+                libc::SYS_ptrace,
+                libc::SYS_process_vm_writev,
+                libc::SYS_open,
+                libc::SYS_mount,
+                libc::SYS_setuid,
+                libc::SYS_bpf,
+                libc::SYS_seccomp,
+                libc::SYS_prctl,
+                libc::SYS_kill,
+                libc::SYS_bind,
+                libc::SYS_listen,
+                libc::SYS_memfd_create,
+                libc::SYS_userfaultfd,
+                libc::SYS_io_uring_setup,
+            ] {
+                assert!(!allowed(kind, nr, [0; 6]), "{kind:?} allows syscall {nr}");
+            }
+        }
+    }
+
+    #[test]
+    fn vcpu_ioctls_are_limited_to_the_run_loop() {
+        let vcpu = ThreadKind::Vcpu;
+        for ok in [
+            ioctls::KVM_RUN(),
+            ioctls::KVM_GET_REGS(),
+            ioctls::KVM_TRANSLATE(),
+            ioctls::TUNSETOFFLOAD(),
+        ] {
+            assert!(allowed(vcpu, libc::SYS_ioctl, args2(ok)));
+            // The kernel takes the request as an unsigned int.
+            assert!(allowed(
+                vcpu,
+                libc::SYS_ioctl,
+                args2(ok | 0xffff_ffff_0000_0000)
+            ));
+        }
+        // KVM_CREATE_VM, KVM_SET_USER_MEMORY_REGION, KVM_SET_REGS,
+        // KVM_SET_SREGS, KVM_GET_SREGS, FIONBIO, TUNSETIFF.
+        for bad in [
+            0xae01u64,
+            0x4020_ae46,
+            0x4090_ae82,
+            0x4138_ae84,
+            0x8138_ae83,
+            libc::FIONBIO,
+            0x4004_54ca,
+        ] {
+            assert!(!allowed(vcpu, libc::SYS_ioctl, args2(bad)), "{bad:#x}");
+        }
+    }
+
+    #[test]
+    fn the_vmm_thread_only_sets_sockets_nonblocking() {
+        let vmm = ThreadKind::Vmm;
+        assert!(allowed(vmm, libc::SYS_ioctl, args2(libc::FIONBIO)));
+        // KVM_RUN, KVM_CREATE_VM, KVM_SET_USER_MEMORY_REGION, KVM_IRQ_LINE,
+        // TUNSETIFF, TUNSETOFFLOAD, TCSETS.
+        for bad in [
+            ioctls::KVM_RUN(),
+            0xae01,
+            0x4020_ae46,
+            0x4008_ae61,
+            0x4004_54ca,
+            ioctls::TUNSETOFFLOAD(),
+            libc::TCSETS,
+        ] {
+            assert!(!allowed(vmm, libc::SYS_ioctl, args2(bad)), "{bad:#x}");
+        }
+    }
+
+    #[test]
+    fn only_unix_stream_sockets_on_the_vmm_thread_and_none_on_vcpus() {
+        let vmm = ThreadKind::Vmm;
+        let unix = libc::AF_UNIX as u64;
+        let stream = (libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) as u64;
+        assert!(allowed(vmm, libc::SYS_socket, [unix, stream, 0, 0, 0, 0]));
+        let dgram = (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as u64;
+        assert!(!allowed(vmm, libc::SYS_socket, [unix, dgram, 0, 0, 0, 0]));
+        for family in [
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::AF_NETLINK,
+            libc::AF_PACKET,
+            libc::AF_VSOCK,
+        ] {
+            let args = [family as u64, stream, 0, 0, 0, 0];
+            assert!(!allowed(vmm, libc::SYS_socket, args), "family {family}");
+        }
+        let vcpu = ThreadKind::Vcpu;
+        assert!(!allowed(vcpu, libc::SYS_socket, [unix, stream, 0, 0, 0, 0]));
+        assert!(!allowed(vcpu, libc::SYS_connect, [0; 6]));
+        assert!(!allowed(vcpu, libc::SYS_accept4, [0; 6]));
+        assert!(!allowed(vcpu, libc::SYS_epoll_wait, [0; 6]));
+    }
+
+    #[test]
+    fn sendto_only_on_connected_sockets() {
+        for kind in BOTH {
+            assert!(allowed(kind, libc::SYS_sendto, [4, 1, 7, 0x4000, 0, 0]));
+            assert!(!allowed(
+                kind,
+                libc::SYS_sendto,
+                [4, 1, 7, 0, 0x7fff_0000, 16]
+            ));
+            // The address is a pointer: all 64 bits count.
+            assert!(!allowed(kind, libc::SYS_sendto, [4, 1, 7, 0, 1 << 40, 16]));
+        }
+    }
+
+    #[test]
+    fn vcpus_may_only_remove_from_an_epoll_set() {
+        let vcpu = ThreadKind::Vcpu;
+        let del = libc::EPOLL_CTL_DEL as u64;
+        assert!(allowed(vcpu, libc::SYS_epoll_ctl, [5, del, 6, 0, 0, 0]));
+        for op in [libc::EPOLL_CTL_ADD, libc::EPOLL_CTL_MOD] {
+            assert!(!allowed(
+                vcpu,
+                libc::SYS_epoll_ctl,
+                [5, op as u64, 6, 0, 0, 0]
+            ));
+            assert!(allowed(
+                ThreadKind::Vmm,
+                libc::SYS_epoll_ctl,
+                [5, op as u64, 6, 0, 0, 0]
+            ));
+        }
+    }
+
+    #[test]
+    fn no_executable_mappings() {
+        for kind in BOTH {
+            for nr in [libc::SYS_mmap, libc::SYS_mprotect] {
+                let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+                let rx = (libc::PROT_READ | libc::PROT_EXEC) as u64;
+                assert!(allowed(kind, nr, [0, 4096, rw, 0, 0, 0]));
+                assert!(allowed(kind, nr, [0, 4096, 0, 0, 0, 0]));
+                assert!(!allowed(kind, nr, [0, 4096, rx, 0, 0, 0]));
+            }
+        }
+    }
+
+    #[test]
+    fn files_open_only_for_appending_and_only_on_vcpus() {
+        let at = [libc::AT_FDCWD as u64, 0, APPEND_CREATE_FLAGS, 0o666, 0, 0];
+        assert!(allowed(ThreadKind::Vcpu, libc::SYS_openat, at));
+        assert!(!allowed(ThreadKind::Vmm, libc::SYS_openat, at));
+        assert!(allowed(ThreadKind::Vcpu, libc::SYS_rename, [0; 6]));
+        assert!(!allowed(ThreadKind::Vmm, libc::SYS_rename, [0; 6]));
+        for kind in BOTH {
+            for flags in [
+                libc::O_RDONLY | libc::O_CLOEXEC,
+                libc::O_RDWR | libc::O_CLOEXEC,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+            ] {
+                let at = [libc::AT_FDCWD as u64, 0, flags as u64, 0o666, 0, 0];
+                assert!(!allowed(kind, libc::SYS_openat, at), "{flags:#o}");
+            }
+        }
+    }
+
+    #[test]
+    fn futex_without_priority_inheritance() {
+        for kind in BOTH {
+            let wait = (libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG) as u64;
+            let wake = (libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG) as u64;
+            assert!(allowed(kind, libc::SYS_futex, [0, wait, 0, 0, 0, 0]));
+            assert!(allowed(kind, libc::SYS_futex, [0, wake, 0, 0, 0, 0]));
+            assert!(allowed(
+                kind,
+                libc::SYS_futex,
+                [0, wait | libc::FUTEX_CLOCK_REALTIME as u64, 0, 0, 0, 0]
+            ));
+            for bad in [
+                libc::FUTEX_LOCK_PI,
+                libc::FUTEX_UNLOCK_PI,
+                libc::FUTEX_TRYLOCK_PI,
+                libc::FUTEX_WAIT_REQUEUE_PI,
+                libc::FUTEX_CMP_REQUEUE_PI,
+                libc::FUTEX_REQUEUE,
+                libc::FUTEX_FD,
+            ] {
+                let op = (bad | libc::FUTEX_PRIVATE_FLAG) as u64;
+                assert!(
+                    !allowed(kind, libc::SYS_futex, [0, op, 0, 0, 0, 0]),
+                    "op {bad}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tgkill_only_kicks_or_aborts() {
+        for kind in BOTH {
+            let kick = libc::SIGRTMIN() as u64;
+            assert!(allowed(kind, libc::SYS_tgkill, [1, 2, kick, 0, 0, 0]));
+            assert!(allowed(
+                kind,
+                libc::SYS_tgkill,
+                [1, 2, libc::SIGABRT as u64, 0, 0, 0]
+            ));
+            assert!(!allowed(
+                kind,
+                libc::SYS_tgkill,
+                [1, 2, libc::SIGKILL as u64, 0, 0, 0]
+            ));
+            assert!(!allowed(
+                kind,
+                libc::SYS_tgkill,
+                [1, 2, libc::SIGSTOP as u64, 0, 0, 0]
+            ));
+        }
+    }
+
+    #[test]
+    fn fcntl_commands() {
+        let getfd = libc::F_GETFD as u64;
+        let dup = libc::F_DUPFD_CLOEXEC as u64;
+        assert!(allowed(ThreadKind::Vcpu, libc::SYS_fcntl, args2(getfd)));
+        assert!(!allowed(ThreadKind::Vcpu, libc::SYS_fcntl, args2(dup)));
+        assert!(allowed(ThreadKind::Vmm, libc::SYS_fcntl, args2(dup)));
+        assert!(!allowed(
+            ThreadKind::Vmm,
+            libc::SYS_fcntl,
+            args2(libc::F_SETFL as u64)
+        ));
+        assert!(!allowed(
+            ThreadKind::Vmm,
+            libc::SYS_fcntl,
+            args2(libc::F_SETOWN as u64)
+        ));
+    }
+
+    #[test]
+    fn setsockopt_only_for_timeouts() {
+        let vmm = ThreadKind::Vmm;
+        let sol = libc::SOL_SOCKET as u64;
+        assert!(allowed(
+            vmm,
+            libc::SYS_setsockopt,
+            [3, sol, libc::SO_RCVTIMEO as u64, 0, 0, 0]
+        ));
+        assert!(allowed(
+            vmm,
+            libc::SYS_setsockopt,
+            [3, sol, libc::SO_SNDTIMEO as u64, 0, 0, 0]
+        ));
+        assert!(!allowed(
+            vmm,
+            libc::SYS_setsockopt,
+            [3, sol, libc::SO_REUSEADDR as u64, 0, 0, 0]
+        ));
+        assert!(!allowed(
+            vmm,
+            libc::SYS_setsockopt,
+            [3, libc::SOL_IP as u64, libc::SO_RCVTIMEO as u64, 0, 0, 0]
+        ));
+    }
+}
