@@ -24,7 +24,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let dir = std::env::temp_dir().join(format!("keel-vmm-guest-bench-{}", std::process::id()));
     let initrd = testbed_initramfs_with_qemu(&dir);
-    let scenarios = vec!["measure,qemu"; RUNS].join(",");
+    let scenarios = ["measure,qemu"; RUNS].join(",");
     let mut options = QemuOptions::new(
         artefact("kernel/bzImage"),
         BootMedia::DirectKernel {

@@ -32,11 +32,12 @@ fn linux_guest_boots_uses_its_devices_and_exits_with_the_right_status() {
         artefact("kernel/bzImage"),
         BootMedia::DirectKernel {
             initrd: initrd.clone(),
-            cmdline: "console=ttyS0 loglevel=3 keel.testbed=poweroff,reboot,panic,control,kill"
+            cmdline: "console=ttyS0 loglevel=3 keel.testbed=poweroff,reboot,panic,control,kill,pvh,bigmem"
                 .into(),
         },
     );
-    options.memory_mib = 2048;
+    // Room for the 4 GiB guest of the bigmem scenario (touched lazily).
+    options.memory_mib = 6144;
     let mut qemu = Qemu::start("linux-guest", &options);
     qemu.wait_for("TESTBED done", Duration::from_secs(600));
     let serial = qemu.serial().replace('\r', "");
@@ -136,6 +137,32 @@ fn linux_guest_boots_uses_its_devices_and_exits_with_the_right_status() {
     );
     assert_eq!(control("exit"), "3", "ctrl-alt-del makes the guest reboot");
     assert_eq!(testbed_line(&serial, "kill", "exit"), "5");
+
+    // The ELF vmlinux boots through its PVH entry point.
+    assert_eq!(
+        testbed_line(&serial, "pvh", "exit"),
+        "0",
+        "console:\n{serial}"
+    );
+    assert!(
+        serial.contains("keel-vmm[pvh]: pvh: 2 vCPU(s), 256 MiB, PVH entry"),
+        "console:\n{serial}"
+    );
+    // A 4 GiB guest: RAM below the 3 GiB hole and above 4 GiB all usable.
+    assert_eq!(
+        testbed_line(&serial, "bigmem", "exit"),
+        "0",
+        "console:\n{serial}"
+    );
+    let mems: Vec<u64> = serial
+        .lines()
+        .filter_map(|l| l.strip_prefix("KEEL-TEST-GUEST mem_kib="))
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    assert!(
+        mems.iter().any(|m| *m > 3_900_000),
+        "no guest saw ~4 GiB: {mems:?}"
+    );
     let _ = qemu.wait_exit(Duration::from_secs(60));
     std::fs::remove_dir_all(&dir).expect("clean up");
 }

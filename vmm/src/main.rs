@@ -88,9 +88,11 @@ fn nets_from_spec(spec: &GuestSpec, tap_fds: &[i32]) -> Result<Vec<NetConfig>, S
                 NetMode::Tap => NetBackendConfig::TapName(nic.tap.clone().unwrap_or_default()),
                 NetMode::Bridge => match fds.next() {
                     Some(fd) => NetBackendConfig::TapFd(*fd),
-                    None => return Err(format!(
+                    None => {
+                        return Err(format!(
                         "net[{i}] is in bridge mode: its tap comes from the supervisor as --tap-fd"
-                    )),
+                    ))
+                    }
                 },
                 NetMode::User => {
                     return Err(format!(

@@ -100,28 +100,37 @@ fn i8042_reset_is_a_reboot() {
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
-#[test]
-fn virtio_blk_write_and_read_through_ioeventfd() {
-    if !kvm_available("virtio_blk_write_and_read_through_ioeventfd") {
-        return;
-    }
-    let dir = scratch("blk");
+/// Runs the virtio_blk payload against a 1 MiB disk whose sector 1 holds
+/// "SECTOR1!". Returns the exit, the console, the image before the run and
+/// the disk file after it.
+fn run_blk_payload(name: &str, read_only: bool) -> (VmExit, String, Vec<u8>, Vec<u8>) {
+    let dir = scratch(name);
     let disk = dir.join("disk.raw");
     let mut image = vec![0u8; 1 << 20];
     image[512..520].copy_from_slice(b"SECTOR1!");
     std::fs::write(&disk, &image).expect("write disk");
     let disks = vec![DiskConfig {
         path: disk.clone(),
-        read_only: false,
+        read_only,
         serial: None,
     }];
-    let (exit, console) = run(config("blk", payload("virtio_blk", &dir), &dir, disks));
+    let (exit, console) = run(config(name, payload("virtio_blk", &dir), &dir, disks));
+    let after = std::fs::read(&disk).expect("read disk");
+    std::fs::remove_dir_all(&dir).expect("clean up");
+    (exit, console, image, after)
+}
+
+#[test]
+fn virtio_blk_write_and_read_through_ioeventfd() {
+    if !kvm_available("virtio_blk_write_and_read_through_ioeventfd") {
+        return;
+    }
+    let (exit, console, _, after) = run_blk_payload("blk", false);
     assert_eq!(exit, VmExit::PowerOff, "console: {console:?}");
     assert_eq!(
         console, "00SECTOR1!\n",
         "status of write, status of read, then the data read"
     );
-    let after = std::fs::read(&disk).expect("read disk");
     assert_eq!(
         &after[..8],
         b"KEELBLK!",
@@ -129,7 +138,6 @@ fn virtio_blk_write_and_read_through_ioeventfd() {
     );
     assert_eq!(&after[504..512], b"KEELBLK!");
     assert_eq!(&after[512..520], b"SECTOR1!", "sector 1 untouched");
-    std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
 #[test]
@@ -137,24 +145,9 @@ fn a_read_only_disk_refuses_the_write() {
     if !kvm_available("a_read_only_disk_refuses_the_write") {
         return;
     }
-    let dir = scratch("blk-ro");
-    let disk = dir.join("disk.raw");
-    let mut image = vec![0u8; 1 << 20];
-    image[512..520].copy_from_slice(b"SECTOR1!");
-    std::fs::write(&disk, &image).expect("write disk");
-    let disks = vec![DiskConfig {
-        path: disk.clone(),
-        read_only: true,
-        serial: None,
-    }];
-    let (exit, console) = run(config("blk-ro", payload("virtio_blk", &dir), &dir, disks));
+    let (exit, console, before, after) = run_blk_payload("blk-ro", true);
     assert_eq!(exit, VmExit::PowerOff, "console: {console:?}");
     // VIRTIO_BLK_S_IOERR (1) for the write, OK for the read.
     assert_eq!(console, "10SECTOR1!\n");
-    assert_eq!(
-        std::fs::read(&disk).expect("read disk"),
-        image,
-        "the read-only disk is unchanged"
-    );
-    std::fs::remove_dir_all(&dir).expect("clean up");
+    assert_eq!(after, before, "the read-only disk is unchanged");
 }

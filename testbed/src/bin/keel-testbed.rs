@@ -34,7 +34,18 @@ fn run(scenario: &str) {
         return;
     }
     let config = format!("/tmp/{scenario}.toml");
-    if let Err(err) = std::fs::write(&config, spec(scenario, 2)) {
+    // `pvh` boots the ELF vmlinux through its PVH entry; `bigmem` gives the
+    // guest 4 GiB, so its RAM continues above the 32-bit MMIO hole.
+    let text = match scenario {
+        "pvh" => spec("poweroff", 2)
+            .replace("/guest/bzImage", "/guest/vmlinux")
+            .replace("\"poweroff\"", "\"pvh\""),
+        "bigmem" => spec("poweroff", 1)
+            .replace("memory_mib = 256", "memory_mib = 4096")
+            .replace("\"poweroff\"", "\"bigmem\""),
+        _ => spec(scenario, 2),
+    };
+    if let Err(err) = std::fs::write(&config, text) {
         println!("TESTBED scenario={scenario} error=cannot-write-spec:{err}");
         return;
     }

@@ -20,7 +20,7 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_T_OUT,
 };
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::bitmap::BitmapSlice;
 use vm_memory::{
     Bytes, GuestMemory, GuestMemoryError, GuestMemoryMmap, Permissions, ReadVolatile,
@@ -28,8 +28,7 @@ use vm_memory::{
 };
 
 use super::{
-    avail_index_sane, read_config_bytes, ActivateError, VirtioDevice, TYPE_BLOCK,
-    VIRTIO_F_VERSION_1,
+    read_config_bytes, serve_queue, ActivateError, VirtioDevice, TYPE_BLOCK, VIRTIO_F_VERSION_1,
 };
 
 /// Size of the request queue offered to the driver.
@@ -288,20 +287,10 @@ impl VirtioDevice for Block {
         if index != 0 {
             return false;
         }
-        if !avail_index_sane(&active.queue, &active.mem) {
-            debug!("virtio-blk: the driver's available index is corrupt");
-            return false;
-        }
-        let mut used_any = false;
-        while let Some(chain) = active.queue.pop_descriptor_chain(&active.mem) {
-            let head = chain.head_index();
-            let len = self.disk.handle_chain(&active.mem, chain);
-            match active.queue.add_used(&active.mem, head, len) {
-                Ok(()) => used_any = true,
-                Err(e) => debug!("virtio-blk: cannot return descriptor {head}: {e}"),
-            }
-        }
-        used_any && active.queue.needs_notification(&active.mem).unwrap_or(true)
+        let mem = &active.mem;
+        serve_queue("virtio-blk", &mut active.queue, mem, |chain| {
+            self.disk.handle_chain(mem, chain)
+        })
     }
 
     fn reset(&mut self) {
@@ -670,6 +659,7 @@ impl WriteVolatile for FileAt<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virtio_queue::QueueT;
     use crate::devices::virtio::testing::{add_chain, guest_mem, used, TempFile, NEXT, R, W};
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;

@@ -22,7 +22,7 @@ use std::io;
 use std::num::Wrapping;
 use std::sync::atomic::Ordering;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -127,6 +127,31 @@ pub(crate) fn avail_index_sane(queue: &Queue, mem: &GuestMemoryMmap) -> bool {
         Ok(idx) => (idx - Wrapping(queue.next_avail())).0 <= queue.size(),
         Err(_) => false,
     }
+}
+
+/// Serves every chain the driver made available on `queue`: `handle` does
+/// the device's work and returns how many bytes it wrote into the chain.
+/// Returns whether the driver wants an interrupt for the chains returned.
+pub(crate) fn serve_queue(
+    device: &str,
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    mut handle: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
+) -> bool {
+    if !avail_index_sane(queue, mem) {
+        log::debug!("{device}: the driver's available index is corrupt");
+        return false;
+    }
+    let mut used_any = false;
+    while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        let head = chain.head_index();
+        let len = handle(chain);
+        match queue.add_used(mem, head, len) {
+            Ok(()) => used_any = true,
+            Err(e) => log::debug!("{device}: cannot return descriptor {head}: {e}"),
+        }
+    }
+    used_any && queue.needs_notification(mem).unwrap_or(true)
 }
 
 /// Copies `src` (a device's config space) into `data` at `offset`, leaving

@@ -4,10 +4,10 @@
 use std::io;
 
 use log::debug;
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Bytes, GuestMemory, GuestMemoryMmap, Permissions};
 
-use super::{avail_index_sane, ActivateError, VirtioDevice, TYPE_RNG, VIRTIO_F_VERSION_1};
+use super::{serve_queue, ActivateError, VirtioDevice, TYPE_RNG, VIRTIO_F_VERSION_1};
 
 /// Size of the request queue offered to the driver.
 pub const QUEUE_SIZE: u16 = 256;
@@ -147,20 +147,11 @@ impl VirtioDevice for Rng {
         if index != 0 {
             return false;
         }
-        if !avail_index_sane(&active.queue, &active.mem) {
-            debug!("virtio-rng: the driver's available index is corrupt");
-            return false;
-        }
-        let mut used_any = false;
-        while let Some(chain) = active.queue.pop_descriptor_chain(&active.mem) {
-            let head = chain.head_index();
-            let len = Self::fill_chain(&mut self.buffer, &mut self.counters, &active.mem, chain);
-            match active.queue.add_used(&active.mem, head, len) {
-                Ok(()) => used_any = true,
-                Err(e) => debug!("virtio-rng: cannot return descriptor {head}: {e}"),
-            }
-        }
-        used_any && active.queue.needs_notification(&active.mem).unwrap_or(true)
+        let mem = &active.mem;
+        let (buffer, counters) = (&mut self.buffer, &mut self.counters);
+        serve_queue("virtio-rng", &mut active.queue, mem, |chain| {
+            Self::fill_chain(buffer, counters, mem, chain)
+        })
     }
 
     fn reset(&mut self) {

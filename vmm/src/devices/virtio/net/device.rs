@@ -37,7 +37,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
 use super::backend::{NetBackend, NetBackendError, OFFLOAD_FEATURES, VNET_HDR_LEN};
 use super::{MAX_PACKET_LEN, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, TYPE_NET};
 use crate::devices::virtio::{
-    avail_index_sane, read_config_bytes, ActivateError, VirtioDevice, VIRTIO_F_VERSION_1,
+    avail_index_sane, read_config_bytes, serve_queue, ActivateError, VirtioDevice,
+    VIRTIO_F_VERSION_1,
 };
 
 /// Features the device implements itself, whatever the backend.
@@ -204,42 +205,39 @@ impl Net {
         let Some(active) = self.active.as_mut() else {
             return false;
         };
-        if !avail_index_sane(&active.tx, &active.mem) {
-            debug!("virtio-net: the driver's transmit available index is corrupt");
-            return false;
-        }
-        let mut used_any = false;
-        while let Some(chain) = active.tx.pop_descriptor_chain(&active.mem) {
-            let head = chain.head_index();
-            let gathered = gather_tx(&active.mem, chain, &mut self.tx_frame).and_then(|len| {
-                if offloads_allowed(&self.tx_frame[..len], self.acked_features, false) {
+        let mem = &active.mem;
+        let (frame, backend, counters, acked) = (
+            &mut self.tx_frame,
+            &mut self.backend,
+            &mut self.counters,
+            self.acked_features,
+        );
+        serve_queue("virtio-net tx", &mut active.tx, mem, |chain| {
+            let gathered = gather_tx(mem, chain, frame).and_then(|len| {
+                if offloads_allowed(&frame[..len], acked, false) {
                     Ok(len)
                 } else {
                     Err(TxError::Offloads)
                 }
             });
             match gathered {
-                Ok(len) => match self.backend.write_frame(&self.tx_frame[..len]) {
+                Ok(len) => match backend.write_frame(&frame[..len]) {
                     Ok(()) => {
-                        self.counters.tx_frames += 1;
-                        self.counters.tx_bytes += (len - VNET_HDR_LEN) as u64;
+                        counters.tx_frames += 1;
+                        counters.tx_bytes += (len - VNET_HDR_LEN) as u64;
                     }
                     Err(e) => {
                         debug!("virtio-net: the backend refused a frame: {e}");
-                        self.counters.tx_dropped += 1;
+                        counters.tx_dropped += 1;
                     }
                 },
                 Err(e) => {
                     debug!("virtio-net: dropping a transmit chain: {e}");
-                    self.counters.tx_dropped += 1;
+                    counters.tx_dropped += 1;
                 }
             }
-            match active.tx.add_used(&active.mem, head, 0) {
-                Ok(()) => used_any = true,
-                Err(e) => debug!("virtio-net: cannot return transmit descriptor {head}: {e}"),
-            }
-        }
-        used_any && active.tx.needs_notification(&active.mem).unwrap_or(true)
+            0
+        })
     }
 }
 

@@ -12,7 +12,8 @@ use super::muxer::Muxer;
 use super::packet::{read_tx_packet, RxBuffer, HDR_LEN, MAX_PAYLOAD};
 use super::{EVENT_QUEUE, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, TYPE_VSOCK};
 use crate::devices::virtio::{
-    avail_index_sane, read_config_bytes, ActivateError, VirtioDevice, VIRTIO_F_VERSION_1,
+    avail_index_sane, read_config_bytes, serve_queue, ActivateError, VirtioDevice,
+    VIRTIO_F_VERSION_1,
 };
 
 /// Config space: `guest_cid` (le64).
@@ -128,35 +129,27 @@ impl Vsock {
         let Some(active) = self.active.as_mut() else {
             return false;
         };
-        if !avail_index_sane(&active.tx, &active.mem) {
-            debug!("virtio-vsock: the driver's transmit available index is corrupt");
-            return false;
-        }
-        let mut used_any = false;
-        while let Some(chain) = active.tx.pop_descriptor_chain(&active.mem) {
-            let head = chain.head_index();
-            match read_tx_packet(&active.mem, chain, &mut self.tx_buf) {
+        let mem = &active.mem;
+        let (tx_buf, counters, muxer) = (&mut self.tx_buf, &mut self.counters, &mut self.muxer);
+        let notify_tx = serve_queue("virtio-vsock tx", &mut active.tx, mem, |chain| {
+            match read_tx_packet(mem, chain, tx_buf) {
                 Ok((header, len)) => {
-                    self.counters.tx_packets += 1;
-                    self.counters.tx_bytes += len as u64;
-                    let payload = &self.tx_buf[HDR_LEN..HDR_LEN + len];
-                    self.muxer.handle_guest_packet(&header, payload);
+                    counters.tx_packets += 1;
+                    counters.tx_bytes += len as u64;
+                    let payload = &tx_buf[HDR_LEN..HDR_LEN + len];
+                    muxer.handle_guest_packet(&header, payload);
                 }
                 Err((header, e)) => {
                     debug!("virtio-vsock: dropping a transmit packet: {e}");
-                    self.counters.tx_malformed += 1;
+                    counters.tx_malformed += 1;
                     // The stream it names lost data: reset it.
                     if let Some(header) = header {
-                        self.muxer.reset_stream(&header);
+                        muxer.reset_stream(&header);
                     }
                 }
             }
-            match active.tx.add_used(&active.mem, head, 0) {
-                Ok(()) => used_any = true,
-                Err(e) => debug!("virtio-vsock: cannot return transmit descriptor {head}: {e}"),
-            }
-        }
-        let notify_tx = used_any && active.tx.needs_notification(&active.mem).unwrap_or(true);
+            0
+        });
         let notify_rx = self.fill_rx();
         notify_tx || notify_rx
     }
