@@ -659,10 +659,10 @@ impl WriteVolatile for FileAt<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use virtio_queue::QueueT;
     use crate::devices::virtio::testing::{add_chain, guest_mem, used, TempFile, NEXT, R, W};
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
+    use virtio_queue::QueueT;
     use vm_memory::GuestAddress;
 
     const MEM_SIZE: usize = 0x10_0000;
