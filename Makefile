@@ -73,7 +73,8 @@ run: image
 test: image
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -q -- -D warnings
-	cargo test --workspace --locked
+	set -o pipefail; cargo test --workspace --locked 2>&1 | tee $(OUT)/test.log
+	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed\n", p, f}' $(OUT)/test.log
 
 ## size: kernel, initramfs, image and ISO sizes.
 size: image

@@ -112,12 +112,13 @@ fn build(dir: &Path, with_qemu: bool) -> PathBuf {
     if with_qemu {
         let qemu = "/usr/bin/qemu-system-x86_64";
         for file in std::iter::once(PathBuf::from(qemu)).chain(shared_libraries(qemu)) {
-            let executable = file.to_string_lossy().contains("bin/");
+            // Libraries too: the kernel needs exec permission on the ELF
+            // interpreter, and the rest do no harm with it.
             l1.insert(
                 &file.to_string_lossy(),
                 Node::File {
                     source: file.clone(),
-                    executable,
+                    executable: true,
                 },
             );
         }

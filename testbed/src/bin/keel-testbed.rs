@@ -336,9 +336,12 @@ fn run_qemu_baseline(scenario: &str) {
             "virtio-blk-device,drive=disk",
         ])
         .spawn();
-    let Ok(mut child) = child else {
-        println!("TESTBED scenario={scenario} error=spawn");
-        return;
+    let mut child = match child {
+        Ok(child) => child,
+        Err(err) => {
+            println!("TESTBED scenario={scenario} error=spawn:{err}");
+            return;
+        }
     };
     let mut marker_ms = None;
     while started.elapsed() < Duration::from_secs(120) {

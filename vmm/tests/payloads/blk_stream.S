@@ -1,6 +1,6 @@
-# COUNT sequential virtio-blk requests of 512 KiB (16 segments of 32 KiB),
+# COUNT sequential virtio-blk requests of SEGS segments of 32 KiB each,
 # reads (REQ=0) or writes (REQ=1), then power off. The disk must hold
-# COUNT * 512 KiB. Symbols come from `as --defsym`.
+# COUNT * SEGS * 32 KiB. Symbols come from `as --defsym`.
         .code32
         .set    MMIO, 0xd0000000
         .set    DESC, 0x10000
@@ -9,7 +9,7 @@
         .set    HDR, 0x13000
         .set    STATUS, 0x15000
         .set    BUF, 0x400000
-        .set    QSIZE, 32
+        .set    QSIZE, 256
         .text
         .global _start
 _start:
@@ -33,7 +33,7 @@ _start:
         movl    $1, 0x44(%ebx)
         movl    $0xf, 0x70(%ebx)
 
-        # Descriptor 0: header; 1..16: 32 KiB segments; 17: status.
+        # Descriptor 0: header; 1..SEGS: 32 KiB segments; SEGS+1: status.
         movl    $HDR, DESC
         movl    $0, DESC + 4
         movl    $16, DESC + 8
@@ -51,7 +51,7 @@ _start:
         add     $0x8000, %eax
         add     $16, %edi
         inc     %ecx
-        cmp     $17, %ecx
+        cmp     $(SEGS + 1), %ecx
         jne     1b
         movl    $STATUS, (%edi)
         movl    $0, 4(%edi)
@@ -65,7 +65,7 @@ _start:
 2:      cmp     $COUNT, %esi
         je      4f
         mov     %esi, %eax
-        shl     $10, %eax               # 1024 sectors per request
+        imul    $(SEGS * 64), %eax      # 64 sectors per 32 KiB segment
         movl    %eax, HDR + 8
         movl    $0, HDR + 12
         mov     %esi, %eax
