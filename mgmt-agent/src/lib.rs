@@ -1,4 +1,24 @@
-//! The signed management channel shared by `keel-agent` and `keelctl`.
-//!
-//! Not built yet: the protocol, agent and client arrive with their own issue.
-//! The crate exists so the workspace layout matches the design from the start.
+//! The signed management channel shared by `keel-agent` and `keelctl`:
+//! framing, the handshake, the encrypted session, the messages, and the
+//! key files. `PROTOCOL.md` in this crate is the specification.
+
+pub mod authorized_keys;
+pub mod framing;
+pub mod handshake;
+pub mod keys;
+pub mod known_hosts;
+pub mod messages;
+pub mod roles;
+pub mod session;
+
+pub use authorized_keys::{AuthorizedKey, AuthorizedKeys, AuthorizedKeysError};
+pub use framing::{FrameError, MAX_FRAME};
+pub use handshake::{
+    client_handshake, client_handshake_with, server_handshake, server_handshake_with,
+    ClientOptions, HandshakeError, Peer, PeerAuth, ServerOptions, SUPPORTED_VERSIONS,
+};
+pub use keys::{ClientKey, Fingerprint, HostKey, KeyError, PublicKey};
+pub use known_hosts::{HostCheck, KnownHosts, KnownHostsError};
+pub use messages::{ClientMessage, ErrorKind, Request, Response, ServerMessage};
+pub use roles::{allowed, Role};
+pub use session::{Session, SessionError};

@@ -1,0 +1,729 @@
+//! The handshake: version negotiation, ephemeral X25519, host signature,
+//! host key check, session keys, then client authentication inside the
+//! encrypted channel. PROTOCOL.md gives the byte layouts and the argument.
+
+use std::io::{Read, Write};
+
+use ring::agreement::{self, EphemeralPrivateKey, UnparsedPublicKey, X25519};
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+use thiserror::Error;
+
+use crate::framing::{self, FrameError, MAX_HANDSHAKE_FRAME};
+use crate::keys::{ClientKey, Fingerprint, HostKey, PublicKey};
+use crate::known_hosts::{HostCheck, KnownHosts};
+use crate::roles::Role;
+use crate::session::{derive_keys, Session, SessionError};
+
+/// Protocol versions this build speaks, lowest first.
+pub const SUPPORTED_VERSIONS: &[u16] = &[1];
+
+/// Domain-separation label that starts every transcript.
+pub const TRANSCRIPT_LABEL: &[u8] = b"keel-mgmt handshake\0";
+/// Prefix of the message the server signs, so a host signature can never
+/// be replayed as a client signature or vice versa.
+pub const SERVER_SIG_CONTEXT: &[u8] = b"keel-mgmt server signature\0";
+/// Prefix of the message the client signs.
+pub const CLIENT_SIG_CONTEXT: &[u8] = b"keel-mgmt client signature\0";
+
+/// Message type bytes.
+pub const MSG_CLIENT_HELLO: u8 = 0x01;
+pub const MSG_SERVER_HELLO: u8 = 0x02;
+pub const MSG_AUTH_KEY: u8 = 0x03;
+pub const MSG_AUTH_PAIRING: u8 = 0x04;
+pub const MSG_AUTH_ACCEPTED: u8 = 0x05;
+pub const MSG_AUTH_REJECTED: u8 = 0x06;
+pub const MSG_ALERT_NO_VERSION: u8 = 0x7f;
+
+/// Most versions a hello may list.
+pub const MAX_VERSIONS: usize = 16;
+/// Longest pairing code, in bytes.
+pub const MAX_PAIRING_CODE: usize = 64;
+
+/// Errors from either side of the handshake.
+#[derive(Debug, Error)]
+pub enum HandshakeError {
+    #[error("Handshake frame error: {0}")]
+    Frame(#[from] FrameError),
+    #[error("Handshake session error: {0}")]
+    Session(#[from] SessionError),
+    #[error("The peer sent a malformed handshake message: {0}.")]
+    Malformed(&'static str),
+    #[error("No common protocol version: we offer {ours:?}, the peer supports {theirs:?}.")]
+    NoCommonVersion { ours: Vec<u16>, theirs: Vec<u16> },
+    #[error("Protocol downgrade detected: the server chose version {chosen}, but {expected} is the highest both sides support.")]
+    Downgrade { chosen: u16, expected: u16 },
+    #[error("The server's signature over the handshake is invalid: the connection was tampered with or the server is broken.")]
+    HostSignatureInvalid,
+    #[error("The host key of {host} is not known. Its fingerprint is {fingerprint}. Check it out of band, then connect again allowing trust on first use.")]
+    UnknownHost {
+        host: String,
+        fingerprint: Fingerprint,
+    },
+    #[error("WARNING: THE HOST KEY OF {host} HAS CHANGED! Someone may be intercepting this connection. Expected {expected} (known_hosts line {line}), got {presented}. Refusing to connect.")]
+    HostKeyChanged {
+        host: String,
+        expected: Fingerprint,
+        presented: Fingerprint,
+        line: usize,
+    },
+    /// What the client sees for every authentication failure.
+    #[error("The server refused the authentication.")]
+    Rejected,
+    /// Server side: the client proved a key that the callback refused.
+    #[error("Client key {fingerprint} is not authorized.")]
+    Unauthorized { fingerprint: Fingerprint },
+    /// Server side: the client's signature did not verify.
+    #[error("The client's signature over the handshake is invalid.")]
+    ClientSignatureInvalid,
+    #[error("The pairing code must be 1 to {MAX_PAIRING_CODE} bytes long.")]
+    BadPairingCode,
+    #[error("The X25519 key agreement failed.")]
+    KeyAgreement,
+    #[error("The system random source failed.")]
+    Random,
+}
+
+/// The first message, client to server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientHello {
+    pub versions: Vec<u16>,
+    pub ephemeral: [u8; 32],
+    pub nonce: [u8; 32],
+}
+
+/// The server's reply. `signature` covers the transcript hash, which
+/// includes every other field of both hellos.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerHello {
+    pub chosen: u16,
+    pub versions: Vec<u16>,
+    pub ephemeral: [u8; 32],
+    pub nonce: [u8; 32],
+    pub host_key: [u8; 32],
+    pub signature: [u8; 64],
+}
+
+/// How the client authenticates, inside the encrypted channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    Key {
+        public_key: [u8; 32],
+        signature: [u8; 64],
+    },
+    Pairing {
+        public_key: [u8; 32],
+        signature: [u8; 64],
+        code: String,
+    },
+}
+
+/// What the server learned about a client whose signature verified, for
+/// the agent's authorisation callback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerAuth {
+    /// Look the key up in authorized_keys.
+    Key { public_key: PublicKey },
+    /// First-boot enrolment: check the one-time code (in constant time),
+    /// expire it, and enrol `public_key`. The client has proved it holds
+    /// the private half.
+    PairingCode { code: String, public_key: PublicKey },
+}
+
+/// An authenticated client, as the server sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub role: Role,
+    pub public_key: PublicKey,
+    pub fingerprint: Fingerprint,
+    /// Whether the client authenticated with a pairing code.
+    pub paired: bool,
+}
+
+/// Client-side options beyond the common case.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Accept and pin an unknown host key. Never accepts a changed one.
+    pub trust_on_first_use: bool,
+    /// Versions to offer; defaults to [`SUPPORTED_VERSIONS`].
+    pub versions: Vec<u16>,
+    /// Authenticate with this one-time pairing code instead of an
+    /// authorized key, enrolling the client key.
+    pub pairing_code: Option<String>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            trust_on_first_use: false,
+            versions: SUPPORTED_VERSIONS.to_vec(),
+            pairing_code: None,
+        }
+    }
+}
+
+/// Server-side options.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Versions to accept; defaults to [`SUPPORTED_VERSIONS`].
+    pub versions: Vec<u16>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            versions: SUPPORTED_VERSIONS.to_vec(),
+        }
+    }
+}
+
+/// A cursor for decoding with bounds checks instead of panics.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], HandshakeError> {
+        if self.buf.len() < n {
+            return Err(HandshakeError::Malformed(what));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, HandshakeError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, HandshakeError> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], HandshakeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, what)?);
+        Ok(out)
+    }
+
+    fn versions(&mut self) -> Result<Vec<u16>, HandshakeError> {
+        let n = self.u8("version count")? as usize;
+        if n == 0 || n > MAX_VERSIONS {
+            return Err(HandshakeError::Malformed("version count out of range"));
+        }
+        (0..n).map(|_| self.u16("version")).collect()
+    }
+
+    fn end(&self) -> Result<(), HandshakeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(HandshakeError::Malformed("trailing bytes"))
+        }
+    }
+}
+
+fn put_versions(out: &mut Vec<u8>, versions: &[u16]) {
+    // Callers cap the list at MAX_VERSIONS, so the count fits in a byte.
+    out.push(versions.len().min(MAX_VERSIONS) as u8);
+    for v in versions.iter().take(MAX_VERSIONS) {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+impl ClientHello {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![MSG_CLIENT_HELLO];
+        put_versions(&mut out, &self.versions);
+        out.extend_from_slice(&self.ephemeral);
+        out.extend_from_slice(&self.nonce);
+        out
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self, HandshakeError> {
+        let mut r = Reader { buf };
+        if r.u8("message type")? != MSG_CLIENT_HELLO {
+            return Err(HandshakeError::Malformed("expected a client hello"));
+        }
+        let hello = ClientHello {
+            versions: r.versions()?,
+            ephemeral: r.array("ephemeral key")?,
+            nonce: r.array("nonce")?,
+        };
+        r.end()?;
+        Ok(hello)
+    }
+}
+
+impl ServerHello {
+    /// Everything but the signature: the part the transcript covers.
+    pub fn encode_unsigned(&self) -> Vec<u8> {
+        let mut out = vec![MSG_SERVER_HELLO];
+        out.extend_from_slice(&self.chosen.to_be_bytes());
+        put_versions(&mut out, &self.versions);
+        out.extend_from_slice(&self.ephemeral);
+        out.extend_from_slice(&self.nonce);
+        out.extend_from_slice(&self.host_key);
+        out
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.encode_unsigned();
+        out.extend_from_slice(&self.signature);
+        out
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self, HandshakeError> {
+        let mut r = Reader { buf };
+        if r.u8("message type")? != MSG_SERVER_HELLO {
+            return Err(HandshakeError::Malformed("expected a server hello"));
+        }
+        let hello = ServerHello {
+            chosen: r.u16("chosen version")?,
+            versions: r.versions()?,
+            ephemeral: r.array("ephemeral key")?,
+            nonce: r.array("nonce")?,
+            host_key: r.array("host key")?,
+            signature: r.array("signature")?,
+        };
+        r.end()?;
+        Ok(hello)
+    }
+}
+
+impl ClientAuth {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            ClientAuth::Key {
+                public_key,
+                signature,
+            } => {
+                let mut out = vec![MSG_AUTH_KEY];
+                out.extend_from_slice(public_key);
+                out.extend_from_slice(signature);
+                out
+            }
+            ClientAuth::Pairing {
+                public_key,
+                signature,
+                code,
+            } => {
+                // The client checks the length up front; this cap only keeps
+                // the length byte honest.
+                let code = &code.as_bytes()[..code.len().min(MAX_PAIRING_CODE)];
+                let mut out = vec![MSG_AUTH_PAIRING];
+                out.extend_from_slice(public_key);
+                out.extend_from_slice(signature);
+                out.push(code.len() as u8);
+                out.extend_from_slice(code);
+                out
+            }
+        }
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self, HandshakeError> {
+        let mut r = Reader { buf };
+        let auth = match r.u8("message type")? {
+            MSG_AUTH_KEY => ClientAuth::Key {
+                public_key: r.array("public key")?,
+                signature: r.array("signature")?,
+            },
+            MSG_AUTH_PAIRING => {
+                let public_key = r.array("public key")?;
+                let signature = r.array("signature")?;
+                let len = r.u8("code length")? as usize;
+                if len == 0 || len > MAX_PAIRING_CODE {
+                    return Err(HandshakeError::Malformed(
+                        "pairing code length out of range",
+                    ));
+                }
+                let code = std::str::from_utf8(r.take(len, "pairing code")?)
+                    .map_err(|_| HandshakeError::Malformed("pairing code is not UTF-8"))?;
+                ClientAuth::Pairing {
+                    public_key,
+                    signature,
+                    code: code.to_string(),
+                }
+            }
+            _ => {
+                return Err(HandshakeError::Malformed(
+                    "expected a client authentication",
+                ))
+            }
+        };
+        r.end()?;
+        Ok(auth)
+    }
+}
+
+/// SHA-256 over the label, then each hello as a length-prefixed frame
+/// (the server hello without its signature).
+pub fn transcript_hash(client_hello: &[u8], server_hello_unsigned: &[u8]) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(TRANSCRIPT_LABEL);
+    for part in [client_hello, server_hello_unsigned] {
+        // Hello messages are far below 4 GiB.
+        ctx.update(&(part.len() as u32).to_be_bytes());
+        ctx.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// The bytes a signer signs: a role-specific context, then the hash.
+pub fn signed_message(context: &[u8], transcript_hash: &[u8; 32]) -> Vec<u8> {
+    [context, transcript_hash.as_slice()].concat()
+}
+
+/// The highest version in both lists.
+pub fn negotiate(ours: &[u16], theirs: &[u16]) -> Option<u16> {
+    ours.iter().filter(|v| theirs.contains(v)).max().copied()
+}
+
+fn random32(rng: &SystemRandom) -> Result<[u8; 32], HandshakeError> {
+    let mut out = [0u8; 32];
+    rng.fill(&mut out).map_err(|_| HandshakeError::Random)?;
+    Ok(out)
+}
+
+fn ephemeral(rng: &SystemRandom) -> Result<(EphemeralPrivateKey, [u8; 32]), HandshakeError> {
+    let private =
+        EphemeralPrivateKey::generate(&X25519, rng).map_err(|_| HandshakeError::Random)?;
+    let public = private
+        .compute_public_key()
+        .map_err(|_| HandshakeError::KeyAgreement)?;
+    let mut out = [0u8; 32];
+    out.copy_from_slice(public.as_ref());
+    Ok((private, out))
+}
+
+fn agree(
+    private: EphemeralPrivateKey,
+    peer: &[u8; 32],
+    transcript: &[u8; 32],
+) -> Result<crate::session::SessionKeys, HandshakeError> {
+    // ring rejects an all-zero shared secret (a low-order peer point).
+    agreement::agree_ephemeral(private, &UnparsedPublicKey::new(&X25519, peer), |shared| {
+        derive_keys(shared, transcript)
+    })
+    .map_err(|_| HandshakeError::KeyAgreement)?
+    .map_err(HandshakeError::from)
+}
+
+/// Runs the client side with default options except trust-on-first-use.
+/// `host` is the known_hosts name, e.g. `hv01:7444`. On trust on first
+/// use the new key is added to `known_hosts`; the caller saves it.
+pub fn client_handshake<S: Read + Write + ?Sized>(
+    stream: &mut S,
+    key: &ClientKey,
+    known_hosts: &mut KnownHosts,
+    host: &str,
+    trust_on_first_use: bool,
+) -> Result<Session, HandshakeError> {
+    let options = ClientOptions {
+        trust_on_first_use,
+        ..ClientOptions::default()
+    };
+    client_handshake_with(stream, key, known_hosts, host, &options)
+}
+
+/// Runs the client side.
+pub fn client_handshake_with<S: Read + Write + ?Sized>(
+    stream: &mut S,
+    key: &ClientKey,
+    known_hosts: &mut KnownHosts,
+    host: &str,
+    options: &ClientOptions,
+) -> Result<Session, HandshakeError> {
+    if let Some(code) = &options.pairing_code {
+        if code.is_empty() || code.len() > MAX_PAIRING_CODE {
+            return Err(HandshakeError::BadPairingCode);
+        }
+    }
+    let rng = SystemRandom::new();
+    let (private, ephemeral_public) = ephemeral(&rng)?;
+    let hello = ClientHello {
+        versions: options
+            .versions
+            .iter()
+            .take(MAX_VERSIONS)
+            .copied()
+            .collect(),
+        ephemeral: ephemeral_public,
+        nonce: random32(&rng)?,
+    };
+    let hello_bytes = hello.encode();
+    framing::write_frame(stream, &hello_bytes, MAX_HANDSHAKE_FRAME)?;
+
+    let reply = framing::read_frame(stream, MAX_HANDSHAKE_FRAME)?;
+    if reply.first() == Some(&MSG_ALERT_NO_VERSION) {
+        let mut r = Reader { buf: &reply[1..] };
+        let theirs = r.versions()?;
+        return Err(HandshakeError::NoCommonVersion {
+            ours: hello.versions,
+            theirs,
+        });
+    }
+    let server = ServerHello::decode(&reply)?;
+    let transcript = transcript_hash(&hello_bytes, &server.encode_unsigned());
+
+    // Authenticity first: everything below trusts the hello's fields.
+    let host_key = PublicKey(server.host_key);
+    if !host_key.verify(
+        &signed_message(SERVER_SIG_CONTEXT, &transcript),
+        &server.signature,
+    ) {
+        return Err(HandshakeError::HostSignatureInvalid);
+    }
+    let expected = negotiate(&hello.versions, &server.versions);
+    if expected != Some(server.chosen) {
+        return Err(HandshakeError::Downgrade {
+            chosen: server.chosen,
+            expected: expected.unwrap_or(0),
+        });
+    }
+    let mut trusted_on_first_use = false;
+    match known_hosts.check(host, &host_key) {
+        HostCheck::Trusted => {}
+        HostCheck::Unknown(fingerprint) if !options.trust_on_first_use => {
+            return Err(HandshakeError::UnknownHost {
+                host: host.to_string(),
+                fingerprint,
+            })
+        }
+        HostCheck::Unknown(_) => {
+            known_hosts.add(host, host_key);
+            trusted_on_first_use = true;
+        }
+        HostCheck::Changed {
+            expected,
+            presented,
+            line,
+        } => {
+            return Err(HandshakeError::HostKeyChanged {
+                host: host.to_string(),
+                expected,
+                presented,
+                line,
+            })
+        }
+    }
+
+    let keys = agree(private, &server.ephemeral, &transcript)?;
+    let mut session = Session::new(&keys, true, transcript, server.chosen, host_key)?;
+    session.trusted_on_first_use = trusted_on_first_use;
+
+    let signature = key.sign(&signed_message(CLIENT_SIG_CONTEXT, &transcript));
+    let public_key = key.public_key().0;
+    let auth = match &options.pairing_code {
+        None => ClientAuth::Key {
+            public_key,
+            signature,
+        },
+        Some(code) => ClientAuth::Pairing {
+            public_key,
+            signature,
+            code: code.clone(),
+        },
+    };
+    session.send_bytes(stream, &auth.encode())?;
+    let result = session.recv_bytes(stream)?;
+    match result.as_slice() {
+        [MSG_AUTH_ACCEPTED, role] => {
+            session.role =
+                Some(Role::from_byte(*role).ok_or(HandshakeError::Malformed("unknown role"))?);
+            Ok(session)
+        }
+        [MSG_AUTH_REJECTED] => Err(HandshakeError::Rejected),
+        _ => Err(HandshakeError::Malformed(
+            "expected an authentication result",
+        )),
+    }
+}
+
+/// Runs the server side with default options. `authorize` is called once,
+/// only after the client has proved possession of the key, and returns
+/// the role to grant or `None` to refuse. The caller should set a read
+/// timeout on the stream first so that a silent client cannot hold a
+/// connection slot.
+pub fn server_handshake<S, F>(
+    stream: &mut S,
+    host_key: &HostKey,
+    authorize: F,
+) -> Result<(Session, Peer), HandshakeError>
+where
+    S: Read + Write + ?Sized,
+    F: FnOnce(&PeerAuth) -> Option<Role>,
+{
+    server_handshake_with(stream, host_key, &ServerOptions::default(), authorize)
+}
+
+/// Runs the server side.
+pub fn server_handshake_with<S, F>(
+    stream: &mut S,
+    host_key: &HostKey,
+    options: &ServerOptions,
+    authorize: F,
+) -> Result<(Session, Peer), HandshakeError>
+where
+    S: Read + Write + ?Sized,
+    F: FnOnce(&PeerAuth) -> Option<Role>,
+{
+    let rng = SystemRandom::new();
+    let hello_bytes = framing::read_frame(stream, MAX_HANDSHAKE_FRAME)?;
+    let hello = ClientHello::decode(&hello_bytes)?;
+    let Some(chosen) = negotiate(&options.versions, &hello.versions) else {
+        // Tell the client what we speak so its error is useful; the list
+        // is no secret.
+        let mut alert = vec![MSG_ALERT_NO_VERSION];
+        put_versions(&mut alert, &options.versions);
+        // Best effort: the handshake has failed either way.
+        let _ = framing::write_frame(stream, &alert, MAX_HANDSHAKE_FRAME);
+        return Err(HandshakeError::NoCommonVersion {
+            ours: options.versions.clone(),
+            theirs: hello.versions,
+        });
+    };
+
+    let (private, ephemeral_public) = ephemeral(&rng)?;
+    let mut server = ServerHello {
+        chosen,
+        versions: options
+            .versions
+            .iter()
+            .take(MAX_VERSIONS)
+            .copied()
+            .collect(),
+        ephemeral: ephemeral_public,
+        nonce: random32(&rng)?,
+        host_key: host_key.public_key().0,
+        signature: [0; 64],
+    };
+    let transcript = transcript_hash(&hello_bytes, &server.encode_unsigned());
+    server.signature = host_key.sign(&signed_message(SERVER_SIG_CONTEXT, &transcript));
+    framing::write_frame(stream, &server.encode(), MAX_HANDSHAKE_FRAME)?;
+
+    let keys = agree(private, &hello.ephemeral, &transcript)?;
+    let client_public_placeholder = PublicKey([0; 32]);
+    let mut session = Session::new(&keys, false, transcript, chosen, client_public_placeholder)?;
+
+    let auth = ClientAuth::decode(&session.recv_bytes(stream)?)?;
+    let (public_key, signature, peer_auth) = match auth {
+        ClientAuth::Key {
+            public_key,
+            signature,
+        } => (
+            public_key,
+            signature,
+            PeerAuth::Key {
+                public_key: PublicKey(public_key),
+            },
+        ),
+        ClientAuth::Pairing {
+            public_key,
+            signature,
+            code,
+        } => (
+            public_key,
+            signature,
+            PeerAuth::PairingCode {
+                code,
+                public_key: PublicKey(public_key),
+            },
+        ),
+    };
+    let public_key = PublicKey(public_key);
+    // Every refusal sends the same single byte, so the client cannot tell
+    // an unknown key from a bad signature or a wrong pairing code.
+    if !public_key.verify(&signed_message(CLIENT_SIG_CONTEXT, &transcript), &signature) {
+        session.send_bytes(stream, &[MSG_AUTH_REJECTED])?;
+        return Err(HandshakeError::ClientSignatureInvalid);
+    }
+    let paired = matches!(peer_auth, PeerAuth::PairingCode { .. });
+    let Some(role) = authorize(&peer_auth) else {
+        session.send_bytes(stream, &[MSG_AUTH_REJECTED])?;
+        return Err(HandshakeError::Unauthorized {
+            fingerprint: public_key.fingerprint(),
+        });
+    };
+    session.send_bytes(stream, &[MSG_AUTH_ACCEPTED, role.to_byte()])?;
+    session.role = Some(role);
+    session.set_peer_key(public_key);
+    Ok((
+        session,
+        Peer {
+            role,
+            public_key,
+            fingerprint: public_key.fingerprint(),
+            paired,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hellos_round_trip() {
+        let c = ClientHello {
+            versions: vec![1, 2],
+            ephemeral: [1; 32],
+            nonce: [2; 32],
+        };
+        assert_eq!(ClientHello::decode(&c.encode()).unwrap(), c);
+        assert_eq!(c.encode().len(), 1 + 1 + 4 + 64);
+        let s = ServerHello {
+            chosen: 2,
+            versions: vec![1, 2],
+            ephemeral: [3; 32],
+            nonce: [4; 32],
+            host_key: [5; 32],
+            signature: [6; 64],
+        };
+        assert_eq!(ServerHello::decode(&s.encode()).unwrap(), s);
+        let a = ClientAuth::Pairing {
+            public_key: [7; 32],
+            signature: [8; 64],
+            code: "123-456".into(),
+        };
+        assert_eq!(ClientAuth::decode(&a.encode()).unwrap(), a);
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        for bad in [&[][..], &[0x01], &[0x01, 0], &[0x01, 17], &[0x09, 1, 0, 1]] {
+            assert!(matches!(
+                ClientHello::decode(bad),
+                Err(HandshakeError::Malformed(_))
+            ));
+        }
+        let mut long = ClientHello {
+            versions: vec![1],
+            ephemeral: [0; 32],
+            nonce: [0; 32],
+        }
+        .encode();
+        long.push(0);
+        assert!(matches!(
+            ClientHello::decode(&long),
+            Err(HandshakeError::Malformed("trailing bytes"))
+        ));
+        assert!(matches!(
+            ClientAuth::decode(&[0x04]),
+            Err(HandshakeError::Malformed(_))
+        ));
+        assert!(matches!(
+            ServerHello::decode(&[0x02, 0, 1]),
+            Err(HandshakeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn negotiation_picks_highest_common() {
+        assert_eq!(negotiate(&[1, 2, 3], &[2, 3, 4]), Some(3));
+        assert_eq!(negotiate(&[1], &[2]), None);
+    }
+}

@@ -1,0 +1,246 @@
+//! Application messages carried inside the encrypted session, encoded
+//! with postcard. Every request carries an id that its response echoes,
+//! so a client can match replies and streams to the request that started
+//! them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::roles::Role;
+
+/// Identifies a request; chosen by the client, echoed by the server.
+pub type RequestId = u64;
+
+/// Largest data chunk in one `UploadChunk` or `ConsoleData`, so that an
+/// encoded message always fits in one frame.
+pub const MAX_CHUNK: usize = 64 * 1024;
+
+/// Bytes an upload may have in flight before the client waits for an
+/// `UploadAck` (the initial credit, also the default window).
+pub const UPLOAD_WINDOW: u64 = 1024 * 1024;
+
+/// A client-to-server message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientMessage {
+    pub id: RequestId,
+    pub request: Request,
+}
+
+/// A server-to-client message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerMessage {
+    pub id: RequestId,
+    pub response: Response,
+}
+
+/// Requests. Stream continuations (`ConsoleInput`, `UploadChunk`, ...)
+/// reuse the id of the request that opened the stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    HostInfo,
+    GuestList,
+    GuestShow {
+        name: String,
+    },
+    GuestDefine {
+        spec_toml: String,
+    },
+    GuestUndefine {
+        name: String,
+    },
+    GuestStart {
+        name: String,
+    },
+    GuestStop {
+        name: String,
+    },
+    GuestKill {
+        name: String,
+    },
+    GuestRestart {
+        name: String,
+    },
+    /// Attach to the serial console; the server then sends `ConsoleData`
+    /// until `ConsoleClosed`.
+    GuestConsole {
+        name: String,
+    },
+    /// Keystrokes for an attached console.
+    ConsoleInput {
+        data: Vec<u8>,
+    },
+    /// Detach from the console; the guest keeps running.
+    ConsoleDetach,
+    /// The host log, or a guest's log if `guest` is set.
+    Logs {
+        guest: Option<String>,
+        tail: u32,
+        follow: bool,
+    },
+    /// The last `tail` entries of the audit log.
+    Audit {
+        tail: u32,
+    },
+    /// Start an upload to a path under /var/lib/keel. The server answers
+    /// `UploadAck { received: 0, window }` and the client may then have
+    /// at most `window` unacknowledged bytes in flight.
+    Upload {
+        path: String,
+        size: u64,
+        sha256: [u8; 32],
+    },
+    /// The next chunk of an upload; `offset` must equal the bytes sent so
+    /// far, which catches client bugs early.
+    UploadChunk {
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// All bytes sent; the server checks size and SHA-256 and answers
+    /// `Ok` or an `Invalid` error.
+    UploadFinish,
+    /// Add another key to authorized_keys. First-boot enrolment does not
+    /// use this: it happens in the handshake with a pairing code.
+    AuthorizeKey {
+        role: Role,
+        public_key: [u8; 32],
+        comment: String,
+    },
+}
+
+/// Responses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Ok,
+    HostInfo(HostInfo),
+    Guests(Vec<GuestSummary>),
+    Guest(GuestDetail),
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
+    ConsoleData(Vec<u8>),
+    ConsoleClosed,
+    LogLines(Vec<String>),
+    Audit(Vec<AuditEntry>),
+    /// Flow control for uploads: `received` bytes are on disk and the
+    /// client may send up to `received + window`.
+    UploadAck {
+        received: u64,
+        window: u64,
+    },
+}
+
+/// Why a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The session's role may not make this request.
+    Unauthorized,
+    NotFound,
+    /// The request is malformed, e.g. a bad guest spec or a hash mismatch.
+    Invalid,
+    /// The request conflicts with current state (already running, exists).
+    Conflict,
+    /// The server is busy or out of a resource; retry later.
+    Unavailable,
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub version: String,
+    pub uptime_secs: u64,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub guests_running: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuestState {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+    Crashed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestSummary {
+    pub name: String,
+    pub state: GuestState,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestDetail {
+    pub summary: GuestSummary,
+    pub spec_toml: String,
+    pub pid: Option<u32>,
+    pub uptime_secs: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub unix_time: u64,
+    pub fingerprint: String,
+    pub role: Role,
+    pub request: String,
+    pub outcome: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postcard_round_trip_and_known_bytes() {
+        let m = ClientMessage {
+            id: 7,
+            request: Request::GuestStart { name: "web".into() },
+        };
+        let bytes = postcard::to_stdvec(&m).unwrap();
+        // id varint 7, variant index 5 (GuestStart), string len 3, "web".
+        assert_eq!(bytes, [7, 5, 3, b'w', b'e', b'b']);
+        assert_eq!(postcard::from_bytes::<ClientMessage>(&bytes).unwrap(), m);
+
+        let r = ServerMessage {
+            id: 300,
+            response: Response::Error {
+                kind: ErrorKind::NotFound,
+                message: "no".into(),
+            },
+        };
+        let bytes = postcard::to_stdvec(&r).unwrap();
+        assert_eq!(bytes, [0xac, 0x02, 4, 1, 2, b'n', b'o']);
+        assert_eq!(postcard::from_bytes::<ServerMessage>(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn variant_indices_match_protocol_md() {
+        let idx =
+            |r: Request| postcard::to_stdvec(&ClientMessage { id: 0, request: r }).unwrap()[1];
+        assert_eq!(idx(Request::HostInfo), 0);
+        assert_eq!(idx(Request::ConsoleDetach), 11);
+        assert_eq!(idx(Request::UploadFinish), 16);
+        let key = Request::AuthorizeKey {
+            role: Role::Admin,
+            public_key: [0; 32],
+            comment: String::new(),
+        };
+        assert_eq!(idx(key), 17);
+        let ack = ServerMessage {
+            id: 0,
+            response: Response::UploadAck {
+                received: 1,
+                window: 2,
+            },
+        };
+        assert_eq!(postcard::to_stdvec(&ack).unwrap(), [0, 9, 1, 2]);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(postcard::from_bytes::<ClientMessage>(&[0, 200]).is_err());
+        assert!(postcard::from_bytes::<ClientMessage>(&[]).is_err());
+    }
+}

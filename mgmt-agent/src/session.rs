@@ -1,0 +1,401 @@
+//! The key schedule and the encrypted session.
+//!
+//! Both are split into pure functions ([`derive_keys`], [`seal`], [`open`])
+//! so that known-answer tests can pin them: ring will not let us fix an
+//! X25519 ephemeral secret, but it does not need to for these steps.
+
+use std::io::{Read, Write};
+
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::hkdf;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::framing::{self, FrameError, MAX_FRAME};
+use crate::keys::PublicKey;
+use crate::roles::Role;
+
+/// HKDF info strings; one per direction so the two keys are independent.
+pub const INFO_C2S: &[u8] = b"keel-mgmt v1 client-to-server key";
+pub const INFO_S2C: &[u8] = b"keel-mgmt v1 server-to-client key";
+
+/// Poly1305 tag length.
+pub const TAG_LEN: usize = 16;
+
+/// Largest plaintext that fits in one frame.
+pub const MAX_PLAINTEXT: usize = MAX_FRAME - TAG_LEN;
+
+/// Errors once the session is up. Any of them ends the session.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error("Frame error: {0}")]
+    Frame(#[from] FrameError),
+    #[error("A frame failed authentication (tampered, replayed, reordered or forged); the session is closed.")]
+    Decrypt,
+    #[error("The message is too large for one frame ({0} bytes).")]
+    TooLarge(usize),
+    #[error("Could not encode the message: {0}")]
+    Encode(#[source] postcard::Error),
+    #[error("Could not decode the message: {0}")]
+    Decode(#[source] postcard::Error),
+    #[error("The frame counter is exhausted; reconnect.")]
+    CounterExhausted,
+    #[error("The session was closed by an earlier error.")]
+    Closed,
+    #[error("The key schedule failed.")]
+    KeySchedule,
+}
+
+/// The two directional keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionKeys {
+    pub client_to_server: [u8; 32],
+    pub server_to_client: [u8; 32],
+}
+
+struct Len32;
+
+impl hkdf::KeyType for Len32 {
+    fn len(&self) -> usize {
+        32
+    }
+}
+
+/// HKDF-SHA256: extract with the transcript hash as salt and the X25519
+/// shared secret as input key material, then expand once per direction.
+pub fn derive_keys(
+    shared_secret: &[u8],
+    transcript_hash: &[u8; 32],
+) -> Result<SessionKeys, SessionError> {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, transcript_hash).extract(shared_secret);
+    let expand = |info: &[u8]| -> Result<[u8; 32], SessionError> {
+        let mut out = [0u8; 32];
+        let infos = [info];
+        prk.expand(&infos, Len32)
+            .and_then(|okm| okm.fill(&mut out))
+            .map_err(|_| SessionError::KeySchedule)?;
+        Ok(out)
+    };
+    Ok(SessionKeys {
+        client_to_server: expand(INFO_C2S)?,
+        server_to_client: expand(INFO_S2C)?,
+    })
+}
+
+/// The nonce for frame number `counter`: 4 zero bytes, then the counter
+/// big-endian.
+pub fn nonce_bytes(counter: u64) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    n
+}
+
+fn aead_key(key: &[u8; 32]) -> Result<LessSafeKey, SessionError> {
+    UnboundKey::new(&CHACHA20_POLY1305, key)
+        .map(LessSafeKey::new)
+        .map_err(|_| SessionError::KeySchedule)
+}
+
+fn seal_with(key: &LessSafeKey, counter: u64, plaintext: &[u8]) -> Result<Vec<u8>, SessionError> {
+    if plaintext.len() > MAX_PLAINTEXT {
+        return Err(SessionError::TooLarge(plaintext.len()));
+    }
+    let header = framing::header(plaintext.len() + TAG_LEN, MAX_FRAME)?;
+    let mut out = Vec::with_capacity(4 + plaintext.len() + TAG_LEN);
+    out.extend_from_slice(&header);
+    out.extend_from_slice(plaintext);
+    let mut body = out.split_off(4);
+    // The length header is the associated data: it is authenticated too.
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce_bytes(counter)),
+        Aad::from(header),
+        &mut body,
+    )
+    .map_err(|_| SessionError::TooLarge(plaintext.len()))?;
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn open_with(key: &LessSafeKey, counter: u64, body: &[u8]) -> Result<Vec<u8>, SessionError> {
+    let header = framing::header(body.len(), MAX_FRAME)?;
+    let mut buf = body.to_vec();
+    let plain = key
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce_bytes(counter)),
+            Aad::from(header),
+            &mut buf,
+        )
+        .map_err(|_| SessionError::Decrypt)?;
+    Ok(plain.to_vec())
+}
+
+/// Encrypts `plaintext` as frame number `counter`: returns the whole
+/// frame, length header included.
+pub fn seal(key: &[u8; 32], counter: u64, plaintext: &[u8]) -> Result<Vec<u8>, SessionError> {
+    seal_with(&aead_key(key)?, counter, plaintext)
+}
+
+/// Decrypts the body (everything after the length header) of frame
+/// number `counter`.
+pub fn open(key: &[u8; 32], counter: u64, body: &[u8]) -> Result<Vec<u8>, SessionError> {
+    open_with(&aead_key(key)?, counter, body)
+}
+
+/// An established session: one key and one counter per direction.
+///
+/// It does not own the stream, so the caller may split reading and
+/// writing between threads by wrapping it as they see fit.
+pub struct Session {
+    send_key: LessSafeKey,
+    recv_key: LessSafeKey,
+    send_counter: u64,
+    recv_counter: u64,
+    transcript_hash: [u8; 32],
+    version: u16,
+    peer_key: PublicKey,
+    pub(crate) role: Option<Role>,
+    pub(crate) trusted_on_first_use: bool,
+    dead: bool,
+}
+
+impl Session {
+    pub(crate) fn new(
+        keys: &SessionKeys,
+        is_client: bool,
+        transcript_hash: [u8; 32],
+        version: u16,
+        peer_key: PublicKey,
+    ) -> Result<Self, SessionError> {
+        let (send, recv) = if is_client {
+            (&keys.client_to_server, &keys.server_to_client)
+        } else {
+            (&keys.server_to_client, &keys.client_to_server)
+        };
+        Ok(Session {
+            send_key: aead_key(send)?,
+            recv_key: aead_key(recv)?,
+            send_counter: 0,
+            recv_counter: 0,
+            transcript_hash,
+            version,
+            peer_key,
+            role: None,
+            trusted_on_first_use: false,
+            dead: false,
+        })
+    }
+
+    /// The role granted in the handshake: the peer's role on the server,
+    /// our own on the client.
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
+    /// On the client: whether the host key was unknown and has just been
+    /// added to known_hosts because trust-on-first-use was allowed. The
+    /// caller should show the fingerprint and save known_hosts.
+    pub fn trusted_on_first_use(&self) -> bool {
+        self.trusted_on_first_use
+    }
+
+    /// The negotiated protocol version.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// The handshake transcript hash: a unique id for this session.
+    pub fn session_id(&self) -> [u8; 32] {
+        self.transcript_hash
+    }
+
+    /// The peer's long-term key: the host key on the client side, the
+    /// client key on the server side.
+    pub fn peer_key(&self) -> PublicKey {
+        self.peer_key
+    }
+
+    pub(crate) fn set_peer_key(&mut self, key: PublicKey) {
+        self.peer_key = key;
+    }
+
+    /// Whether an earlier error has closed the session.
+    pub fn is_closed(&self) -> bool {
+        self.dead
+    }
+
+    fn next(counter: &mut u64) -> Result<u64, SessionError> {
+        let n = *counter;
+        // Never reuse a nonce: stop one short of wrapping.
+        *counter = n.checked_add(1).ok_or(SessionError::CounterExhausted)?;
+        Ok(n)
+    }
+
+    /// Encrypts and sends raw bytes as one frame.
+    pub fn send_bytes<W: Write + ?Sized>(
+        &mut self,
+        w: &mut W,
+        plaintext: &[u8],
+    ) -> Result<(), SessionError> {
+        if self.dead {
+            return Err(SessionError::Closed);
+        }
+        let result = Self::next(&mut self.send_counter)
+            .and_then(|n| seal_with(&self.send_key, n, plaintext))
+            .and_then(|frame| {
+                w.write_all(&frame).map_err(FrameError::from)?;
+                w.flush().map_err(FrameError::from)?;
+                Ok(())
+            });
+        self.dead = result.is_err();
+        result
+    }
+
+    /// Receives and decrypts one frame.
+    pub fn recv_bytes<R: Read + ?Sized>(&mut self, r: &mut R) -> Result<Vec<u8>, SessionError> {
+        if self.dead {
+            return Err(SessionError::Closed);
+        }
+        let result = framing::read_frame(r, MAX_FRAME)
+            .map_err(SessionError::from)
+            .and_then(|body| {
+                let n = Self::next(&mut self.recv_counter)?;
+                open_with(&self.recv_key, n, &body)
+            });
+        self.dead = result.is_err();
+        result
+    }
+
+    /// Encodes `message` with postcard and sends it.
+    pub fn send<W: Write + ?Sized, T: Serialize>(
+        &mut self,
+        w: &mut W,
+        message: &T,
+    ) -> Result<(), SessionError> {
+        if self.dead {
+            return Err(SessionError::Closed);
+        }
+        let bytes = postcard::to_stdvec(message).map_err(SessionError::Encode)?;
+        self.send_bytes(w, &bytes)
+    }
+
+    /// Receives one message and decodes it with postcard. A message that
+    /// authenticates but does not decode also ends the session: the peer
+    /// is authenticated, so it is broken, not an attacker we can ignore.
+    pub fn recv<R: Read + ?Sized, T: DeserializeOwned>(
+        &mut self,
+        r: &mut R,
+    ) -> Result<T, SessionError> {
+        let bytes = self.recv_bytes(r)?;
+        let result = postcard::from_bytes(&bytes).map_err(SessionError::Decode);
+        self.dead = result.is_err();
+        result
+    }
+}
+
+impl std::fmt::Debug for Session {
+    // Never print keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("version", &self.version)
+            .field("peer_key", &self.peer_key)
+            .field("send_counter", &self.send_counter)
+            .field("recv_counter", &self.recv_counter)
+            .field("closed", &self.dead)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (Session, Session) {
+        let keys = derive_keys(&[7; 32], &[9; 32]).unwrap();
+        let pk = PublicKey([0; 32]);
+        (
+            Session::new(&keys, true, [9; 32], 1, pk).unwrap(),
+            Session::new(&keys, false, [9; 32], 1, pk).unwrap(),
+        )
+    }
+
+    #[test]
+    fn round_trip_both_directions() {
+        let (mut c, mut s) = pair();
+        let mut wire = Vec::new();
+        c.send(&mut wire, &("hi", 5u32)).unwrap();
+        c.send(&mut wire, &"again").unwrap();
+        let mut r = wire.as_slice();
+        assert_eq!(
+            s.recv::<_, (String, u32)>(&mut r).unwrap(),
+            ("hi".to_string(), 5)
+        );
+        assert_eq!(s.recv::<_, String>(&mut r).unwrap(), "again");
+        let mut back = Vec::new();
+        s.send(&mut back, &1u8).unwrap();
+        assert_eq!(c.recv::<_, u8>(&mut back.as_slice()).unwrap(), 1);
+    }
+
+    #[test]
+    fn wrong_direction_fails() {
+        let (mut c, _) = pair();
+        let (mut c2, _) = pair();
+        let mut wire = Vec::new();
+        c.send(&mut wire, &1u8).unwrap();
+        // A client's own frame reflected back at it does not decrypt.
+        assert!(matches!(
+            c2.recv::<_, u8>(&mut wire.as_slice()),
+            Err(SessionError::Decrypt)
+        ));
+        assert!(matches!(
+            c2.recv::<_, u8>(&mut wire.as_slice()),
+            Err(SessionError::Closed)
+        ));
+    }
+
+    #[test]
+    fn tamper_replay_reorder_fail_closed() {
+        let (mut c, _) = pair();
+        let mut f0 = Vec::new();
+        let mut f1 = Vec::new();
+        c.send(&mut f0, &0u8).unwrap();
+        c.send(&mut f1, &1u8).unwrap();
+
+        let (_, mut s) = pair();
+        let mut bad = f0.clone();
+        bad[5] ^= 1;
+        assert!(matches!(
+            s.recv_bytes(&mut bad.as_slice()),
+            Err(SessionError::Decrypt)
+        ));
+
+        let (_, mut s) = pair();
+        s.recv_bytes(&mut f0.as_slice()).unwrap();
+        assert!(matches!(
+            s.recv_bytes(&mut f0.as_slice()),
+            Err(SessionError::Decrypt)
+        ));
+
+        let (_, mut s) = pair();
+        assert!(matches!(
+            s.recv_bytes(&mut f1.as_slice()),
+            Err(SessionError::Decrypt)
+        ));
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn length_header_is_authenticated() {
+        let frame = seal(&[1; 32], 0, b"abc").unwrap();
+        assert_eq!(open(&[1; 32], 0, &frame[4..]).unwrap(), b"abc");
+        // Truncating the body changes the header the receiver computes.
+        assert!(matches!(
+            open(&[1; 32], 0, &frame[4..frame.len() - 1]),
+            Err(SessionError::Decrypt)
+        ));
+        assert!(matches!(
+            open(&[1; 32], 1, &frame[4..]),
+            Err(SessionError::Decrypt)
+        ));
+    }
+}
