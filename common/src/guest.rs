@@ -19,6 +19,7 @@
 //! virtio-rng is a boolean, `rng = false` to disable it, rather than an
 //! `[rng]` table: it has no settings today.
 
+use crate::hostfwd::{HostFwd, HostFwdParseError};
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{FileType, Metadata};
@@ -177,6 +178,9 @@ pub struct NetSpec {
     pub tap: Option<String>,
     /// A unicast address; the VMM picks one when unset.
     pub mac: Option<MacAddr>,
+    /// Inbound port forwards for user-mode NAT, in QEMU's syntax:
+    /// `"tcp:127.0.0.1:8022-:22"` (host 127.0.0.1:8022 to guest port 22).
+    pub hostfwd: Option<Vec<String>>,
 }
 
 /// The `[vsock]` table: virtio-vsock in Firecracker's hybrid model, where
@@ -420,6 +424,7 @@ impl GuestSpec {
     fn validate_nets(&self, at: &Locator) -> Result<(), ConfigError> {
         let mut macs: HashMap<MacAddr, usize> = HashMap::new();
         let mut taps: HashMap<&str, usize> = HashMap::new();
+        let mut forwards: Vec<(String, HostFwd)> = Vec::new();
         for (i, net) in self.nets.iter().enumerate() {
             let pos = at.positions.net.get(i);
             let tap_at = pos.and_then(|p| p.tap.as_ref());
@@ -448,6 +453,25 @@ impl GuestSpec {
                     ));
                 }
                 (_, None) => {}
+            }
+            if let Some(rules) = &net.hostfwd {
+                let fwd_at = pos.and_then(|p| p.hostfwd.as_ref());
+                if net.mode != NetMode::User {
+                    let message =
+                        format!("only allowed when mode is \"user\", not \"{}\"", net.mode);
+                    return Err(at.error_opt(fwd_at, &format!("net[{i}].hostfwd"), message));
+                }
+                for (j, rule) in rules.iter().enumerate() {
+                    let field = format!("net[{i}].hostfwd[{j}]");
+                    let fwd: HostFwd = rule.parse().map_err(|e: HostFwdParseError| {
+                        at.error_opt(fwd_at, &field, e.to_string())
+                    })?;
+                    if let Some((other, _)) = forwards.iter().find(|(_, f)| f.overlaps(&fwd)) {
+                        let message = format!("`{rule}` listens on the same host port as {other}");
+                        return Err(at.error_opt(fwd_at, &field, message));
+                    }
+                    forwards.push((field, fwd));
+                }
             }
             if let Some(mac) = net.mac {
                 let mac_at = pos.and_then(|p| p.mac.as_ref());
@@ -737,6 +761,7 @@ struct NetPositions {
     mode: At,
     tap: At,
     mac: At,
+    hostfwd: At,
 }
 
 #[derive(Default, Deserialize)]
@@ -1365,5 +1390,30 @@ uds_path = "vsock/web1.sock"
         let text = FILES.replace("vsock/web1.sock", &long);
         let message = assert_files_refused(&dir, &text, 12, "vsock.uds_path");
         assert!(message.contains("at most 107"), "{message}");
+    }
+
+    #[test]
+    fn hostfwd_rules_are_checked_where_they_stand() {
+        let user =
+            |rules: &str| format!("{MINIMAL}[[net]]\nmode = \"user\"\nhostfwd = [{rules}]\n");
+        let spec =
+            parse(&user("\"tcp:127.0.0.1:8022-:22\", \"udp::5353-:53\"")).expect("valid forwards");
+        assert_eq!(spec.nets[0].hostfwd.as_ref().map(Vec::len), Some(2));
+        let message = assert_refused(
+            &user("\"tcp:127.0.0.1:8022-:22\", \"sctp::1-:2\""),
+            8,
+            "net[0].hostfwd[1]",
+        );
+        assert!(message.contains("sctp"), "{message}");
+        let message = assert_refused(
+            &user("\"tcp::8022-:22\", \"tcp:127.0.0.1:8022-:23\""),
+            8,
+            "net[0].hostfwd[1]",
+        );
+        assert!(message.contains("same host port"), "{message}");
+        let tap = format!(
+            "{MINIMAL}[[net]]\nmode = \"tap\"\ntap = \"tap0\"\nhostfwd = [\"tcp::1-:2\"]\n"
+        );
+        assert_refused(&tap, 9, "net[0].hostfwd");
     }
 }

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod guest;
 pub mod host;
+pub mod hostfwd;
 pub mod vmm_api;
 
 pub use config::ConfigError;

@@ -2,7 +2,9 @@
 //! framing, the handshake, the encrypted session, the messages, and the
 //! key files. `PROTOCOL.md` in this crate is the specification.
 
+pub mod agent;
 pub mod authorized_keys;
+pub mod client;
 pub mod framing;
 pub mod handshake;
 pub mod keys;
@@ -10,6 +12,7 @@ pub mod known_hosts;
 pub mod messages;
 pub mod roles;
 pub mod session;
+pub mod util;
 
 pub use authorized_keys::{AuthorizedKey, AuthorizedKeys, AuthorizedKeysError};
 pub use framing::{FrameError, MAX_FRAME};

@@ -32,7 +32,7 @@ fn linux_guest_boots_uses_its_devices_and_exits_with_the_right_status() {
         artefact("kernel/bzImage"),
         BootMedia::DirectKernel {
             initrd: initrd.clone(),
-            cmdline: "console=ttyS0 loglevel=3 keel.testbed=poweroff,reboot,panic,control,kill,pvh,bigmem"
+            cmdline: "console=ttyS0 loglevel=3 keel.testbed=poweroff,reboot,panic,control,kill,pvh,bigmem,usernet"
                 .into(),
         },
     );
@@ -162,6 +162,24 @@ fn linux_guest_boots_uses_its_devices_and_exits_with_the_right_status() {
     assert!(
         mems.iter().any(|m| *m > 3_900_000),
         "no guest saw ~4 GiB: {mems:?}"
+    );
+
+    // User-mode networking: the guest fetched a page from L1's loopback
+    // through the NAT, and L1 reached the guest's server through the
+    // 127.0.0.1:8022 -> :22 port forward.
+    assert!(
+        serial.contains("KEEL-TEST-GUEST http=hello from the host"),
+        "console:\n{serial}"
+    );
+    assert_eq!(
+        testbed_line(&serial, "usernet", "fwd"),
+        "hello_from_the_guest",
+        "console:\n{serial}"
+    );
+    assert_eq!(
+        testbed_line(&serial, "usernet", "exit"),
+        "0",
+        "console:\n{serial}"
     );
     let _ = qemu.wait_exit(Duration::from_secs(60));
     std::fs::remove_dir_all(&dir).expect("clean up");

@@ -30,6 +30,72 @@ pub fn mount_basics() {
     }
 }
 
+/// Brings interface `name` up, first giving it `address` (IP, netmask) if
+/// set, with the same ioctls `ip` uses.
+pub fn configure_interface(name: &str, address: Option<([u8; 4], [u8; 4])>) -> Result<(), String> {
+    use nix::libc;
+    // SAFETY: a plain socket(2) call; the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+    if fd < 0 {
+        return Err("socket".into());
+    }
+    let mut req: libc::ifreq = unsafe_zeroed_ifreq();
+    for (dst, src) in req
+        .ifr_name
+        .iter_mut()
+        .zip(name.bytes().chain(std::iter::once(0)))
+    {
+        *dst = src as libc::c_char;
+    }
+    let set_addr = |req: &mut libc::ifreq, ip: [u8; 4], request: libc::Ioctl| -> bool {
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(ip),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: sockaddr_in fits in the sockaddr union member it is copied
+        // into, and the ioctl reads the ifreq this call owns.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&sin as *const libc::sockaddr_in).cast::<u8>(),
+                (&mut req.ifr_ifru.ifru_addr as *mut libc::sockaddr).cast::<u8>(),
+                std::mem::size_of::<libc::sockaddr_in>(),
+            );
+            libc::ioctl(fd, request, req as *mut libc::ifreq) == 0
+        }
+    };
+    let ok = match address {
+        Some((ip, mask)) => {
+            set_addr(&mut req, ip, libc::SIOCSIFADDR)
+                && set_addr(&mut req, mask, libc::SIOCSIFNETMASK)
+        }
+        None => true,
+    };
+    // SAFETY: reads and writes the flags of the ifreq this function owns.
+    let up = ok
+        && unsafe {
+            libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req as *mut libc::ifreq) == 0 && {
+                req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+                libc::ioctl(fd, libc::SIOCSIFFLAGS, &mut req as *mut libc::ifreq) == 0
+            }
+        };
+    // SAFETY: closing the socket opened above.
+    unsafe { libc::close(fd) };
+    if up {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().to_string())
+    }
+}
+
+fn unsafe_zeroed_ifreq() -> nix::libc::ifreq {
+    // SAFETY: ifreq is plain old data; all zeroes is a valid (empty) value.
+    unsafe { std::mem::zeroed() }
+}
+
 /// The value of `key=` on the kernel command line.
 pub fn cmdline_value(cmdline: &str, key: &str) -> Option<String> {
     cmdline

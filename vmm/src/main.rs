@@ -95,9 +95,13 @@ fn nets_from_spec(spec: &GuestSpec, tap_fds: &[i32]) -> Result<Vec<NetConfig>, S
                     }
                 },
                 NetMode::User => {
-                    return Err(format!(
-                        "net[{i}]: user-mode networking is not available yet; use mode = \"tap\""
-                    ))
+                    // Validated with the spec; parsing again cannot fail.
+                    let rules = nic.hostfwd.as_deref().unwrap_or_default();
+                    let hostfwd = rules
+                        .iter()
+                        .map(|r| r.parse().map_err(|e| format!("net[{i}].hostfwd: {e}")))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    NetBackendConfig::User { hostfwd }
                 }
             };
             let mac = nic

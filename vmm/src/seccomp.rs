@@ -368,7 +368,46 @@ fn vmm_rules() -> Result<Rules, BackendError> {
     ])
 }
 
-fn rule_map(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendError> {
+/// What the event loop needs on top when a NIC uses user-mode networking:
+/// the NAT opens, binds and polls IPv4/IPv6 sockets to outside hosts and
+/// answers UDP peers by address.
+fn user_net_rules() -> Result<Rules, BackendError> {
+    let mut socket = Vec::new();
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        for kind in [libc::SOCK_STREAM, libc::SOCK_DGRAM] {
+            socket.push(SeccompRule::new(vec![
+                eq(0, family as u64)?,
+                masked(1, SOCK_TYPE_MASK, kind as u64)?,
+            ])?);
+        }
+    }
+    Ok(vec![
+        (libc::SYS_socket, socket),
+        any(libc::SYS_sendto),
+        any(libc::SYS_bind),
+        any(libc::SYS_getsockopt),
+        any(libc::SYS_setsockopt),
+        any(libc::SYS_getpeername),
+        any(libc::SYS_getsockname),
+        any(libc::SYS_timerfd_settime),
+    ])
+}
+
+/// Adds `rules` for `nr`; an unconditional entry stays unconditional.
+fn merge(map: &mut BTreeMap<i64, Vec<SeccompRule>>, nr: i64, rules: Vec<SeccompRule>) {
+    match map.get_mut(&nr) {
+        Some(existing) if existing.is_empty() => {}
+        Some(existing) if !rules.is_empty() => existing.extend(rules),
+        _ => {
+            map.insert(nr, rules);
+        }
+    }
+}
+
+fn rule_map(
+    kind: ThreadKind,
+    policy: Policy,
+) -> Result<BTreeMap<i64, Vec<SeccompRule>>, BackendError> {
     let extra = match kind {
         ThreadKind::Vmm => vmm_rules()?,
         ThreadKind::Vcpu => vcpu_rules()?,
@@ -380,14 +419,31 @@ fn rule_map(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, Backend
         debug_assert!(!map.contains_key(&nr), "syscall {nr} listed twice");
         map.insert(nr, rules);
     }
+    if policy.user_net && kind == ThreadKind::Vmm {
+        for (nr, rules) in user_net_rules()? {
+            merge(&mut map, nr, rules);
+        }
+    }
     Ok(map)
+}
+
+/// Features that widen a filter because the VM's configuration uses them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// A NIC uses user-mode networking (outbound IP sockets).
+    pub user_net: bool,
 }
 
 /// The compiled filter for `kind` (x86_64): allow-listed system calls are
 /// allowed, everything else kills the process.
 pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
+    filter_with(kind, Policy::default())
+}
+
+/// As [`filter`], widened by `policy`.
+pub fn filter_with(kind: ThreadKind, policy: Policy) -> Result<BpfProgram, SeccompError> {
     let build = |source| SeccompError::Build { kind, source };
-    let rules = rule_map(kind).map_err(build)?;
+    let rules = rule_map(kind, policy).map_err(build)?;
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::KillProcess,
@@ -403,7 +459,12 @@ pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
 /// affected. Sets `no_new_privs` on the calling thread, which the kernel
 /// requires for an unprivileged filter. Cannot be undone.
 pub fn apply(kind: ThreadKind) -> Result<(), SeccompError> {
-    let program = filter(kind)?;
+    apply_with(kind, Policy::default())
+}
+
+/// As [`apply`], with the filter widened by `policy`.
+pub fn apply_with(kind: ThreadKind, policy: Policy) -> Result<(), SeccompError> {
+    let program = filter_with(kind, policy)?;
     seccompiler::apply_filter(&program).map_err(|source| SeccompError::Apply { kind, source })
 }
 
@@ -601,6 +662,86 @@ mod tests {
         ] {
             assert!(!allowed(vcpu, libc::SYS_ioctl, args2(bad)), "{bad:#x}");
         }
+    }
+
+    #[test]
+    fn user_net_widens_only_the_event_loop_and_only_for_ip_sockets() {
+        let policy = Policy { user_net: true };
+        let run_with = |kind, nr, args| {
+            run(
+                &filter_with(kind, policy).expect("filter"),
+                AUDIT_ARCH_X86_64,
+                nr,
+                args,
+            )
+        };
+        let allow = libc::SECCOMP_RET_ALLOW;
+        let inet = libc::AF_INET as u64;
+        let stream = (libc::SOCK_STREAM | libc::SOCK_NONBLOCK) as u64;
+        let dgram = libc::SOCK_DGRAM as u64;
+        // Without user networking an IP socket kills the process.
+        assert!(!allowed(
+            ThreadKind::Vmm,
+            libc::SYS_socket,
+            [inet, stream, 0, 0, 0, 0]
+        ));
+        assert_eq!(
+            run_with(
+                ThreadKind::Vmm,
+                libc::SYS_socket,
+                [inet, stream, 0, 0, 0, 0]
+            ),
+            allow
+        );
+        assert_eq!(
+            run_with(ThreadKind::Vmm, libc::SYS_socket, [inet, dgram, 0, 0, 0, 0]),
+            allow
+        );
+        assert_eq!(
+            run_with(ThreadKind::Vmm, libc::SYS_sendto, [4, 1, 7, 0, 1 << 40, 16]),
+            allow
+        );
+        assert_eq!(
+            run_with(ThreadKind::Vmm, libc::SYS_bind, [4, 0, 16, 0, 0, 0]),
+            allow
+        );
+        // Unix stream sockets (vsock) still work; raw and packet sockets do not.
+        let unix = libc::AF_UNIX as u64;
+        assert_eq!(
+            run_with(
+                ThreadKind::Vmm,
+                libc::SYS_socket,
+                [unix, stream, 0, 0, 0, 0]
+            ),
+            allow
+        );
+        let raw = libc::SOCK_RAW as u64;
+        assert_ne!(
+            run_with(ThreadKind::Vmm, libc::SYS_socket, [inet, raw, 0, 0, 0, 0]),
+            allow
+        );
+        let packet = libc::AF_PACKET as u64;
+        assert_ne!(
+            run_with(
+                ThreadKind::Vmm,
+                libc::SYS_socket,
+                [packet, dgram, 0, 0, 0, 0]
+            ),
+            allow
+        );
+        // vCPU threads gain nothing.
+        assert_ne!(
+            run_with(
+                ThreadKind::Vcpu,
+                libc::SYS_socket,
+                [inet, stream, 0, 0, 0, 0]
+            ),
+            allow
+        );
+        assert_ne!(
+            run_with(ThreadKind::Vcpu, libc::SYS_bind, [4, 0, 16, 0, 0, 0]),
+            allow
+        );
     }
 
     #[test]

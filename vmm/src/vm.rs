@@ -28,6 +28,7 @@ use crate::devices::bus::Bus;
 use crate::devices::i8042::I8042;
 use crate::devices::pvpanic::PvPanic;
 use crate::devices::serial::{CappedLog, ConsoleSinks, SerialDevice};
+use crate::devices::virtio::net::user::{HostFwd, UserNet, UserNetConfig};
 use crate::devices::virtio::{
     self, Block, BlockOptions, Interrupt, MmioTransport, Net, Rng, Tap, Vsock,
 };
@@ -50,6 +51,8 @@ pub enum NetBackendConfig {
     /// A tap descriptor handed over by the supervisor, which made the tap
     /// and put it on the bridge.
     TapFd(RawFd),
+    /// User-mode NAT inside the VMM: no tap, no root.
+    User { hostfwd: Vec<HostFwd> },
 }
 
 /// A virtio-net NIC.
@@ -270,17 +273,27 @@ impl Vm {
             devices.push((format!("block{i}"), Box::new(block), None));
         }
         for (i, nic) in config.nets.iter().enumerate() {
-            let tap = match &nic.backend {
-                NetBackendConfig::TapName(name) => Tap::open(name),
+            let nic_err = |e: &dyn std::fmt::Display| VmError::Device(format!("net{i}: {e}"));
+            let backend: Box<dyn virtio::NetBackend> = match &nic.backend {
+                NetBackendConfig::TapName(name) => {
+                    Box::new(Tap::open(name).map_err(|e| nic_err(&e))?)
+                }
                 NetBackendConfig::TapFd(fd) => {
                     // SAFETY: the supervisor handed this descriptor over for
                     // the VMM to own; nothing else in the process uses it.
-                    Tap::from_fd(unsafe { OwnedFd::from_raw_fd(*fd) })
+                    Box::new(
+                        Tap::from_fd(unsafe { OwnedFd::from_raw_fd(*fd) })
+                            .map_err(|e| nic_err(&e))?,
+                    )
                 }
-            }
-            .map_err(|e| VmError::Device(format!("net{i}: {e}")))?;
-            let net = Net::new(Box::new(tap), nic.mac)
-                .map_err(|e| VmError::Device(format!("net{i}: {e}")))?;
+                NetBackendConfig::User { hostfwd } => Box::new(
+                    UserNet::new(UserNetConfig {
+                        hostfwd: hostfwd.clone(),
+                    })
+                    .map_err(|e| nic_err(&e))?,
+                ),
+            };
+            let net = Net::new(backend, nic.mac).map_err(|e| nic_err(&e))?;
             let backend = net
                 .backend_fd()
                 .map(|fd| (fd, virtio::net::RX_QUEUE as u32));
@@ -485,7 +498,13 @@ impl Vm {
         }
         // Every thread exists now: the filters forbid creating more.
         if self.config.seccomp {
-            if let Err(err) = crate::seccomp::apply(crate::seccomp::ThreadKind::Vmm) {
+            let user_net = self
+                .config
+                .nets
+                .iter()
+                .any(|n| matches!(n.backend, NetBackendConfig::User { .. }));
+            let policy = crate::seccomp::Policy { user_net };
+            if let Err(err) = crate::seccomp::apply_with(crate::seccomp::ThreadKind::Vmm, policy) {
                 return VmExit::Error(format!("cannot confine the event loop: {err}"));
             }
         }

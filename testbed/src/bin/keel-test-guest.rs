@@ -86,6 +86,41 @@ fn check_keyboard() {
     report("keyboard", "missing");
 }
 
+/// The user-mode networking scenario: fetch a page from the host through
+/// the NAT, then serve one connection that arrives through a port forward.
+fn network_checks() {
+    if let Err(err) =
+        keel_testbed::configure_interface("eth0", Some(([10, 0, 2, 15], [255, 255, 255, 0])))
+    {
+        report("net", format!("eth0-failed:{err}"));
+        return;
+    }
+    report("net", "eth0-up");
+    let fetched = std::net::TcpStream::connect_timeout(
+        &"10.0.2.2:8080".parse().expect("address"),
+        std::time::Duration::from_secs(20),
+    )
+    .and_then(|mut s| {
+        s.write_all(b"GET / HTTP/1.0\r\nHost: 10.0.2.2\r\n\r\n")?;
+        let mut response = String::new();
+        s.read_to_string(&mut response)?;
+        Ok(response)
+    });
+    match fetched {
+        Ok(response) => report("http", response.lines().last().unwrap_or("").trim()),
+        Err(err) => report("http", format!("failed:{err}")),
+    }
+    match std::net::TcpListener::bind("0.0.0.0:22") {
+        Ok(listener) => {
+            report("listening", "22");
+            if let Ok((mut conn, _)) = listener.accept() {
+                let _ = conn.write_all(b"hello from the guest\n");
+            }
+        }
+        Err(err) => report("listening", format!("failed:{err}")),
+    }
+}
+
 fn main() {
     mount_basics();
     report("booted", "yes");
@@ -106,8 +141,11 @@ fn main() {
     check_disk();
     check_rng();
     check_keyboard();
-    mark_boot_done();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if cmdline_value(&cmdline, "keel.net").as_deref() == Some("user") {
+        network_checks();
+    }
+    mark_boot_done();
     let action = cmdline_value(&cmdline, "keel.action").unwrap_or_else(|| "poweroff".into());
     report("action", &action);
     let _ = std::io::stdout().flush();

@@ -3,6 +3,7 @@
 //! named by `keel.testbed=` (comma-separated: poweroff, reboot, panic),
 //! prints one `TESTBED` line per result, and powers L1 off.
 
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
@@ -188,25 +189,7 @@ fn run_controlled(scenario: &str) {
     }
     println!("TESTBED scenario={scenario} console_bytes={console_bytes}");
     // The guest must end by itself; if it does not, say so and kill it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                println!(
-                    "TESTBED scenario={scenario} exit={}",
-                    status.code().unwrap_or(-1)
-                );
-                return;
-            }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                println!("TESTBED scenario={scenario} exit=did-not-end");
-                return;
-            }
-        }
-    }
+    report_exit(scenario, &mut child);
 }
 
 /// Sums `Rss:` over the mappings in /proc/PID/smaps: (all, guest memory).
@@ -377,6 +360,112 @@ fn run_qemu_baseline(scenario: &str) {
     }
 }
 
+/// Waits up to a minute for keel-vmm to end by itself and prints its exit
+/// status; a VMM that does not end is killed and reported as such.
+fn report_exit(scenario: &str, child: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                println!(
+                    "TESTBED scenario={scenario} exit={}",
+                    status.code().unwrap_or(-1)
+                );
+                return;
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                println!("TESTBED scenario={scenario} exit=did-not-end");
+                return;
+            }
+        }
+    }
+}
+
+/// Serves `hello from the host` over HTTP/1.0 on 127.0.0.1:8080, for the
+/// guest to fetch through user-mode NAT.
+fn start_http_server() -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut request = [0u8; 1024];
+            let _ = conn.read(&mut request);
+            let _ = conn.write_all(
+                b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello from the host\n",
+            );
+        }
+    });
+    Ok(())
+}
+
+/// User-mode networking: the guest fetches a page from L1's loopback
+/// through the NAT, and L1 reaches a server in the guest through a port
+/// forward (127.0.0.1:8022 -> guest port 22).
+fn run_user_net(scenario: &str) {
+    if let Err(err) = keel_testbed::configure_interface("lo", None)
+        .map_err(|e| e.to_string())
+        .and_then(|_| start_http_server().map_err(|e| e.to_string()))
+    {
+        println!("TESTBED scenario={scenario} error=http-server:{err}");
+        return;
+    }
+    let config = format!("/tmp/{scenario}.toml");
+    let text = spec("poweroff", 1)
+        .replace("\"poweroff\"", &format!("\"{scenario}\""))
+        .replace("keel.action=poweroff", "keel.action=poweroff keel.net=user")
+        + "\n[[net]]\nmode = \"user\"\nhostfwd = [\"tcp:127.0.0.1:8022-:22\"]\n";
+    if write_disk()
+        .and_then(|_| std::fs::write(&config, text))
+        .is_err()
+    {
+        println!("TESTBED scenario={scenario} error=setup");
+        return;
+    }
+    let child = Command::new("/usr/bin/keel-vmm")
+        .args(["--config", &config, "--console-stdio"])
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(err) => {
+            println!("TESTBED scenario={scenario} error=spawn:{err}");
+            return;
+        }
+    };
+    // Pass the guest console through, and connect only once the guest
+    // says it listens: an early attempt would leave a half-open
+    // connection for the guest to accept instead of ours.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    if let Some(stdout) = child.stdout.take() {
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                println!("{line}");
+                if line.contains("KEEL-TEST-GUEST listening=22") {
+                    let _ = ready_tx.send(());
+                }
+            }
+        });
+    }
+    let mut answer = String::new();
+    if ready_rx.recv_timeout(Duration::from_secs(120)).is_ok() {
+        if let Ok(mut conn) = std::net::TcpStream::connect("127.0.0.1:8022") {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+            let _ = conn.read_to_string(&mut answer);
+        }
+    }
+    println!(
+        "TESTBED scenario={scenario} fwd={}",
+        answer.trim().replace(' ', "_")
+    );
+    report_exit(scenario, &mut child);
+}
+
 fn main() {
     mount_basics();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
@@ -387,6 +476,7 @@ fn main() {
             "control" | "kill" => run_controlled(scenario),
             "measure" => run_measure(scenario),
             "qemu" => run_qemu_baseline(scenario),
+            "usernet" => run_user_net(scenario),
             _ => run(scenario),
         }
     }

@@ -36,10 +36,12 @@
 pub mod backend;
 pub mod device;
 pub mod tap;
+pub mod user;
 
 pub use backend::{NetBackend, NetBackendError, OFFLOAD_FEATURES, VNET_HDR_LEN};
 pub use device::{Net, NetError};
 pub use tap::{Tap, TapError};
+pub use user::{HostFwd, UserNet, UserNetConfig, UserNetError};
 
 /// Virtio device id of a network device.
 pub const TYPE_NET: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_NET;

@@ -1,0 +1,748 @@
+//! keel-agent: accepts management sessions over TCP, authenticates them
+//! with the handshake, authorises and audits every request, and serves
+//! them. Guest operations go to [`guests::InMemoryGuests`], a stand-in
+//! until init's control socket backs the agent.
+
+pub mod guests;
+
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::framing::FrameError;
+use crate::messages::{AuditEntry, ErrorKind, HostInfo};
+use crate::util::{parse_rfc3339, rfc3339, unix_now, write_atomic};
+use crate::{
+    allowed, server_handshake, AuthorizedKeys, ClientMessage, Fingerprint, HandshakeError, HostKey,
+    Peer, PeerAuth, Request, Response, Role, ServerMessage,
+};
+use guests::InMemoryGuests;
+
+/// Default listen address of keel-agent.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7444";
+/// File names inside the state directory.
+pub const HOST_KEY_FILE: &str = "host_key";
+pub const AUTHORIZED_KEYS_FILE: &str = "authorized_keys";
+pub const AUDIT_LOG_FILE: &str = "audit.log";
+
+/// Agent settings; [`AgentConfig::new`] gives production defaults.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub state_dir: PathBuf,
+    /// Read timeout while the handshake is in progress.
+    pub handshake_timeout: Duration,
+    /// Read timeout between requests of an established session.
+    pub idle_timeout: Duration,
+    /// Most connections (handshaking or established) at once.
+    pub max_sessions: usize,
+    /// How long a first-boot pairing code stays valid.
+    pub pairing_validity: Duration,
+    /// Per source IP: failed or unfinished handshakes allowed in a burst.
+    pub rate_burst: f64,
+    /// Per source IP: failed handshakes forgiven per second.
+    pub rate_per_sec: f64,
+    /// Per source IP: handshakes in progress at once.
+    pub max_pending_per_ip: usize,
+}
+
+impl AgentConfig {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        AgentConfig {
+            state_dir: state_dir.into(),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(600),
+            max_sessions: 64,
+            pairing_validity: Duration::from_secs(15 * 60),
+            rate_burst: 10.0,
+            rate_per_sec: 0.2,
+            max_pending_per_ip: 4,
+        }
+    }
+}
+
+/// A one-time first-boot pairing code.
+struct Pairing {
+    code: String,
+    expires: Instant,
+}
+
+/// Token bucket of one source address.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    pending: usize,
+    refusal_logged: bool,
+}
+
+struct Shared {
+    cfg: AgentConfig,
+    host_key: HostKey,
+    authorized: Mutex<AuthorizedKeys>,
+    pairing: Mutex<Option<Pairing>>,
+    audit: Mutex<File>,
+    guests: Mutex<InMemoryGuests>,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    active: AtomicUsize,
+    stop: AtomicBool,
+    started: Instant,
+    log: Mutex<VecDeque<String>>,
+}
+
+/// Locks a mutex, recovering from poisoning: a panicked session thread
+/// must not take the agent down.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running agent. Dropping it stops accepting connections.
+pub struct AgentHandle {
+    addr: SocketAddr,
+    pairing_code: Option<String>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AgentHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn host_fingerprint(&self) -> Fingerprint {
+        self.shared.host_key.fingerprint()
+    }
+
+    /// The first-boot pairing code, if no admin key existed at start.
+    pub fn pairing_code(&self) -> Option<&str> {
+        self.pairing_code.as_deref()
+    }
+
+    pub fn pairing_validity(&self) -> Duration {
+        self.shared.cfg.pairing_validity
+    }
+
+    /// Stops accepting; sessions already running finish on their own.
+    pub fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(IpAddr::from([127, 0, 0, 1]));
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Blocks until the accept loop ends (never, unless shut down).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.shutdown();
+        }
+    }
+}
+
+/// Errors starting the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AgentError + '_ {
+    move |source| AgentError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Loads the host key from the state directory, generating and saving it
+/// (atomically, mode 0600) on first start.
+pub fn load_or_create_host_key(state_dir: &Path) -> Result<HostKey, AgentError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(io_err(state_dir))?;
+    let path = state_dir.join(HOST_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => HostKey::from_pkcs8(&bytes)
+            .map_err(|e| AgentError::Config(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let key = HostKey::generate().map_err(|e| AgentError::Config(e.to_string()))?;
+            write_atomic(&path, key.pkcs8(), 0o600).map_err(io_err(&path))?;
+            Ok(key)
+        }
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+fn new_pairing_code() -> Option<String> {
+    let mut b = [0u8; 8];
+    SystemRandom::new().fill(&mut b).ok()?;
+    let n = u64::from_le_bytes(b) % 100_000_000;
+    Some(format!("{:04}-{:04}", n / 10_000, n % 10_000))
+}
+
+fn normalize_code(code: &str) -> Vec<u8> {
+    code.bytes()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b'-')
+        .collect()
+}
+
+/// Compares without an early exit, so timing does not reveal how many
+/// leading characters matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
+}
+
+/// Starts serving on `listener` in background threads.
+pub fn serve(listener: TcpListener, cfg: AgentConfig) -> Result<AgentHandle, AgentError> {
+    let host_key = load_or_create_host_key(&cfg.state_dir)?;
+    let ak_path = cfg.state_dir.join(AUTHORIZED_KEYS_FILE);
+    let authorized = match AuthorizedKeys::load(&ak_path) {
+        Ok(k) => k,
+        Err(crate::AuthorizedKeysError::Read { source, .. })
+            if source.kind() == io::ErrorKind::NotFound =>
+        {
+            AuthorizedKeys::default()
+        }
+        Err(e) => return Err(AgentError::Config(e.to_string())),
+    };
+    let audit_path = cfg.state_dir.join(AUDIT_LOG_FILE);
+    let audit = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&audit_path)
+        .map_err(io_err(&audit_path))?;
+    let has_admin = authorized.entries().iter().any(|e| e.role == Role::Admin);
+    let pairing_code =
+        if has_admin {
+            None
+        } else {
+            Some(new_pairing_code().ok_or_else(|| {
+                AgentError::Config("The system random source failed.".to_string())
+            })?)
+        };
+    let addr = listener
+        .local_addr()
+        .map_err(io_err(Path::new("listener")))?;
+    let shared = Arc::new(Shared {
+        pairing: Mutex::new(pairing_code.clone().map(|code| Pairing {
+            code,
+            expires: Instant::now() + cfg.pairing_validity,
+        })),
+        cfg,
+        host_key,
+        authorized: Mutex::new(authorized),
+        audit: Mutex::new(audit),
+        guests: Mutex::new(InMemoryGuests::default()),
+        buckets: Mutex::new(HashMap::new()),
+        active: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        started: Instant::now(),
+        log: Mutex::new(VecDeque::new()),
+    });
+    shared.event(&format!(
+        "keel-agent {} listening on {addr}, host key {}",
+        keel_common::VERSION,
+        shared.host_key.fingerprint()
+    ));
+    if pairing_code.is_some() {
+        shared.event("no admin key: first-boot pairing is open");
+    }
+    let s = shared.clone();
+    let thread = thread::Builder::new()
+        .name("keel-agent-accept".into())
+        .spawn(move || accept_loop(listener, s))
+        .map_err(io_err(Path::new("thread")))?;
+    Ok(AgentHandle {
+        addr,
+        pairing_code,
+        shared,
+        thread: Some(thread),
+    })
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for conn in listener.incoming() {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                // Out of file descriptors and the like: do not spin.
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let Ok(mut peer) = stream.peer_addr() else {
+            continue;
+        };
+        // An IPv4 client of a dual-stack listener is one source, however
+        // it is spelled.
+        peer.set_ip(peer.ip().to_canonical());
+        if !shared.admit(peer.ip()) {
+            continue;
+        }
+        if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.cfg.max_sessions {
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+            shared.finish(peer.ip(), false);
+            shared.audit_handshake(peer, None, "too many sessions");
+            continue;
+        }
+        let s = shared.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("keel-session-{peer}"))
+            .spawn(move || {
+                handle_connection(&s, stream, peer);
+                s.active.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+            shared.finish(peer.ip(), false);
+        }
+    }
+}
+
+impl Shared {
+    /// Appends to the in-memory agent log served by `Logs`.
+    fn event(&self, line: &str) {
+        log::info!("{line}");
+        let mut log = lock(&self.log);
+        if log.len() >= 1000 {
+            log.pop_front();
+        }
+        log.push_back(format!("{} {line}", rfc3339(unix_now())));
+    }
+
+    fn audit_line(&self, line: &str) {
+        let mut f = lock(&self.audit);
+        if let Err(e) = writeln!(f, "{} {line}", rfc3339(unix_now())) {
+            log::error!("cannot write the audit log: {e}");
+        }
+    }
+
+    fn audit_handshake(&self, peer: SocketAddr, fp: Option<Fingerprint>, reason: &str) {
+        let fp = fp.map_or_else(|| "-".to_string(), |f| f.to_string());
+        self.audit_line(&format!(
+            "{fp} - handshake refused peer={peer} reason={reason}"
+        ));
+    }
+
+    /// Rate limiting: whether a new connection from `ip` may handshake.
+    fn admit(&self, ip: IpAddr) -> bool {
+        let mut buckets = lock(&self.buckets);
+        let now = Instant::now();
+        if buckets.len() > 10_000 {
+            let burst = self.cfg.rate_burst;
+            buckets.retain(|_, b| b.pending > 0 || b.tokens < burst);
+        }
+        let b = buckets.entry(ip).or_insert(Bucket {
+            tokens: self.cfg.rate_burst,
+            last: now,
+            pending: 0,
+            refusal_logged: false,
+        });
+        let dt = now.duration_since(b.last).as_secs_f64();
+        b.tokens = (b.tokens + dt * self.cfg.rate_per_sec).min(self.cfg.rate_burst);
+        b.last = now;
+        if b.tokens < 1.0 || b.pending >= self.cfg.max_pending_per_ip {
+            // One audit line per episode, so a flood cannot fill the disk.
+            let log_it = !b.refusal_logged;
+            b.refusal_logged = true;
+            drop(buckets);
+            if log_it {
+                self.audit_handshake(
+                    SocketAddr::new(ip, 0),
+                    None,
+                    "rate limited (further refusals from this address are not logged)",
+                );
+            }
+            return false;
+        }
+        b.refusal_logged = false;
+        b.pending += 1;
+        true
+    }
+
+    /// Ends a handshake from `ip`; a failed one costs a token.
+    fn finish(&self, ip: IpAddr, ok: bool) {
+        if let Some(b) = lock(&self.buckets).get_mut(&ip) {
+            b.pending = b.pending.saturating_sub(1);
+            if !ok {
+                b.tokens -= 1.0;
+            }
+        }
+    }
+
+    fn authorize(&self, auth: &PeerAuth, reason: &Cell<&'static str>) -> Option<Role> {
+        match auth {
+            PeerAuth::Key { public_key } => {
+                let role = lock(&self.authorized).lookup(public_key).map(|(r, _)| r);
+                if role.is_none() {
+                    reason.set("unknown key");
+                }
+                role
+            }
+            PeerAuth::PairingCode { code, public_key } => {
+                // One attempt only: the code is gone whatever happens next.
+                let Some(pairing) = lock(&self.pairing).take() else {
+                    reason.set("pairing not available");
+                    return None;
+                };
+                if Instant::now() > pairing.expires {
+                    reason.set("pairing code expired");
+                    return None;
+                }
+                if !constant_time_eq(&normalize_code(code), &normalize_code(&pairing.code)) {
+                    reason.set("wrong pairing code");
+                    self.event("a pairing attempt used a wrong code; pairing is now closed");
+                    return None;
+                }
+                let mut keys = lock(&self.authorized);
+                let mut updated = keys.clone();
+                updated.add(Role::Admin, *public_key, "enrolled-by-pairing");
+                let path = self.cfg.state_dir.join(AUTHORIZED_KEYS_FILE);
+                if let Err(e) = write_atomic(&path, updated.to_text().as_bytes(), 0o600) {
+                    log::error!("cannot save {}: {e}", path.display());
+                    reason.set("internal error saving authorized_keys");
+                    return None;
+                }
+                *keys = updated;
+                self.event(&format!(
+                    "enrolled admin key {} by pairing",
+                    public_key.fingerprint()
+                ));
+                Some(Role::Admin)
+            }
+        }
+    }
+}
+
+fn handshake_reason(e: &HandshakeError, reason: &Cell<&'static str>) -> &'static str {
+    match e {
+        HandshakeError::Frame(FrameError::TimedOut) => "handshake timed out",
+        HandshakeError::Frame(FrameError::Io(io))
+            if matches!(
+                io.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            "handshake timed out"
+        }
+        HandshakeError::Frame(FrameError::Closed | FrameError::Truncated { .. }) => {
+            "connection closed during handshake"
+        }
+        HandshakeError::Unauthorized { .. } => reason.get(),
+        HandshakeError::ClientSignatureInvalid => "bad client signature",
+        HandshakeError::NoCommonVersion { .. } => "no common protocol version",
+        _ => "protocol error",
+    }
+}
+
+fn handle_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
+    let timeout = Some(shared.cfg.handshake_timeout);
+    if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
+        shared.finish(peer.ip(), false);
+        return;
+    }
+    let reason = Cell::new("refused");
+    let result = server_handshake(&mut stream, &shared.host_key, |auth| {
+        shared.authorize(auth, &reason)
+    });
+    let (mut session, who) = match result {
+        Ok(ok) => ok,
+        Err(e) => {
+            shared.finish(peer.ip(), false);
+            let fp = match &e {
+                HandshakeError::Unauthorized { fingerprint } => Some(*fingerprint),
+                _ => None,
+            };
+            shared.audit_handshake(peer, fp, handshake_reason(&e, &reason));
+            return;
+        }
+    };
+    shared.finish(peer.ip(), true);
+    shared.event(&format!(
+        "session from {peer}: {} as {}{}",
+        who.fingerprint,
+        who.role,
+        if who.paired { " (paired)" } else { "" }
+    ));
+    let idle = Some(shared.cfg.idle_timeout);
+    let _ = stream.set_read_timeout(idle);
+    let _ = stream.set_write_timeout(idle);
+    while let Ok(msg) = session.recv::<_, ClientMessage>(&mut stream) {
+        let response = dispatch(shared, &who, &msg.request);
+        let reply = ServerMessage {
+            id: msg.id,
+            response,
+        };
+        if session.send(&mut stream, &reply).is_err() {
+            break;
+        }
+    }
+}
+
+/// A short single-token name of a request for the audit log.
+fn request_name(request: &Request) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .take(64)
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect()
+    };
+    match request {
+        Request::HostInfo => "HostInfo".into(),
+        Request::GuestList => "GuestList".into(),
+        Request::GuestShow { name } => format!("GuestShow({})", clean(name)),
+        Request::GuestDefine { .. } => "GuestDefine".into(),
+        Request::GuestUndefine { name } => format!("GuestUndefine({})", clean(name)),
+        Request::GuestStart { name } => format!("GuestStart({})", clean(name)),
+        Request::GuestStop { name } => format!("GuestStop({})", clean(name)),
+        Request::GuestKill { name } => format!("GuestKill({})", clean(name)),
+        Request::GuestRestart { name } => format!("GuestRestart({})", clean(name)),
+        Request::GuestConsole { name } => format!("GuestConsole({})", clean(name)),
+        Request::ConsoleInput { .. } => "ConsoleInput".into(),
+        Request::ConsoleDetach => "ConsoleDetach".into(),
+        Request::Logs { .. } => "Logs".into(),
+        Request::Audit { .. } => "Audit".into(),
+        Request::Upload { path, .. } => format!("Upload({})", clean(path)),
+        Request::UploadChunk { .. } => "UploadChunk".into(),
+        Request::UploadFinish => "UploadFinish".into(),
+        Request::AuthorizeKey { role, .. } => format!("AuthorizeKey({role})"),
+    }
+}
+
+fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// Authorises, serves and audits one request.
+fn dispatch(shared: &Shared, peer: &Peer, request: &Request) -> Response {
+    let response = if allowed(peer.role, request) {
+        serve_request(shared, peer, request)
+    } else {
+        error(
+            ErrorKind::Unauthorized,
+            format!(
+                "The {} role may not make this request ({}).",
+                peer.role,
+                request_name(request)
+            ),
+        )
+    };
+    let outcome = match &response {
+        Response::Error {
+            kind: ErrorKind::Unauthorized,
+            ..
+        } => "refused",
+        Response::Error { .. } => "error",
+        _ => "ok",
+    };
+    shared.audit_line(&format!(
+        "{} {} {} {outcome}",
+        peer.fingerprint,
+        peer.role,
+        request_name(request)
+    ));
+    response
+}
+
+fn guest_result(r: Result<(), guests::GuestError>) -> Response {
+    match r {
+        Ok(()) => Response::Ok,
+        Err((kind, message)) => error(kind, message),
+    }
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn host_info(shared: &Shared) -> HostInfo {
+    let hostname = read_trimmed("/proc/sys/kernel/hostname")
+        .or_else(|| read_trimmed("/etc/hostname"))
+        .unwrap_or_else(|| "unknown".into());
+    let uptime_secs = read_trimmed("/proc/uptime")
+        .and_then(|s| s.split('.').next()?.parse().ok())
+        .unwrap_or_else(|| shared.started.elapsed().as_secs());
+    let memory_mib = read_trimmed("/proc/meminfo")
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib / 1024);
+    HostInfo {
+        hostname,
+        version: keel_common::VERSION.to_string(),
+        uptime_secs,
+        cpus: thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        memory_mib,
+        guests_running: lock(&shared.guests).running(),
+    }
+}
+
+fn read_audit(shared: &Shared, tail: u32) -> Response {
+    let path = shared.cfg.state_dir.join(AUDIT_LOG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            return error(
+                ErrorKind::Internal,
+                format!("Cannot read the audit log: {e}"),
+            )
+        }
+    };
+    // Only request lines fit AuditEntry; refused handshakes (no role) are
+    // in the file but not in this view.
+    let mut entries: Vec<AuditEntry> = text
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            let [time, fp, role, request, outcome] = f[..] else {
+                return None;
+            };
+            Some(AuditEntry {
+                unix_time: parse_rfc3339(time)?,
+                fingerprint: fp.to_string(),
+                role: role.parse().ok()?,
+                request: request.to_string(),
+                outcome: outcome.to_string(),
+            })
+        })
+        .collect();
+    let skip = entries.len().saturating_sub(tail as usize);
+    entries.drain(..skip);
+    Response::Audit(entries)
+}
+
+const STAND_IN: &str = "not available until init's control socket backs the agent";
+
+fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
+    let guests = || lock(&shared.guests);
+    match request {
+        Request::HostInfo => Response::HostInfo(host_info(shared)),
+        Request::GuestList => Response::Guests(guests().list()),
+        Request::GuestShow { name } => match guests().show(name) {
+            Ok(d) => Response::Guest(d),
+            Err((kind, message)) => error(kind, message),
+        },
+        Request::GuestDefine { spec_toml } => match guests().define(spec_toml) {
+            Ok(name) => {
+                shared.event(&format!("guest {name} defined by {}", peer.fingerprint));
+                Response::Ok
+            }
+            Err((kind, message)) => error(kind, message),
+        },
+        Request::GuestUndefine { name } => guest_result(guests().undefine(name)),
+        Request::GuestStart { name } => guest_result(guests().start(name)),
+        Request::GuestStop { name } | Request::GuestKill { name } => {
+            guest_result(guests().stop(name))
+        }
+        Request::GuestRestart { name } => guest_result(guests().restart(name)),
+        Request::Logs { guest: Some(_), .. } => error(
+            ErrorKind::Unavailable,
+            format!("Guest logs are {STAND_IN}."),
+        ),
+        Request::Logs {
+            guest: None, tail, ..
+        } => {
+            let log = lock(&shared.log);
+            let skip = log.len().saturating_sub(*tail as usize);
+            Response::LogLines(log.iter().skip(skip).cloned().collect())
+        }
+        Request::Audit { tail } => read_audit(shared, *tail),
+        Request::AuthorizeKey {
+            role,
+            public_key,
+            comment,
+        } => {
+            let comment: String = comment
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect();
+            let mut keys = lock(&shared.authorized);
+            let mut updated = keys.clone();
+            updated.add(*role, crate::PublicKey(*public_key), &comment);
+            let path = shared.cfg.state_dir.join(AUTHORIZED_KEYS_FILE);
+            match write_atomic(&path, updated.to_text().as_bytes(), 0o600) {
+                Ok(()) => {
+                    *keys = updated;
+                    Response::Ok
+                }
+                Err(e) => error(ErrorKind::Internal, format!("Cannot save keys: {e}")),
+            }
+        }
+        Request::GuestConsole { .. } | Request::ConsoleInput { .. } | Request::ConsoleDetach => {
+            error(
+                ErrorKind::Unavailable,
+                format!("The console is {STAND_IN}."),
+            )
+        }
+        Request::Upload { .. } | Request::UploadChunk { .. } | Request::UploadFinish => {
+            error(ErrorKind::Unavailable, format!("Uploads are {STAND_IN}."))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_compare() {
+        assert!(constant_time_eq(b"12345678", b"12345678"));
+        assert!(!constant_time_eq(b"12345678", b"12345679"));
+        assert!(!constant_time_eq(b"1234567", b"12345678"));
+        assert!(!constant_time_eq(b"", b"1"));
+        assert_eq!(normalize_code("1234-5678"), b"12345678");
+        let c = new_pairing_code().unwrap();
+        assert_eq!(c.len(), 9);
+        assert_eq!(&c[4..5], "-");
+    }
+}

@@ -1,0 +1,66 @@
+//! keel-agent: the management daemon. See `keel_mgmt::agent`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use keel_mgmt::agent::{self, AgentConfig, DEFAULT_LISTEN};
+
+/// Keel management agent: serves keelctl over the signed channel.
+#[derive(Parser, Debug)]
+#[command(name = "keel-agent", version = keel_common::VERSION)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: String,
+    /// Directory for the host key, authorized_keys and audit.log.
+    #[arg(long, default_value = "/var/lib/keel/mgmt")]
+    state_dir: PathBuf,
+    /// Most concurrent sessions.
+    #[arg(long, default_value_t = 64)]
+    max_sessions: usize,
+    /// Seconds a client has to complete the handshake.
+    #[arg(long, default_value_t = 10)]
+    handshake_timeout: u64,
+    /// Minutes the first-boot pairing code stays valid.
+    #[arg(long, default_value_t = 15)]
+    pairing_minutes: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut cfg = AgentConfig::new(&args.state_dir);
+    cfg.max_sessions = args.max_sessions.max(1);
+    cfg.handshake_timeout = Duration::from_secs(args.handshake_timeout.max(1));
+    cfg.pairing_validity = Duration::from_secs(args.pairing_minutes.max(1) * 60);
+    let listener = match TcpListener::bind(&args.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("keel-agent: cannot listen on {}: {e}", args.listen);
+            return ExitCode::from(1);
+        }
+    };
+    let handle = match agent::serve(listener, cfg) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("keel-agent: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "keel-agent {} listening on {}, host key {}",
+        keel_common::VERSION,
+        handle.local_addr(),
+        handle.host_fingerprint()
+    );
+    if let Some(code) = handle.pairing_code() {
+        let minutes = handle.pairing_validity().as_secs() / 60;
+        println!("pairing code: {code}, valid for {minutes} minutes");
+        println!("on your workstation: keelctl pair HOST {code}");
+        log::warn!("pairing code: {code}, valid for {minutes} minutes");
+    }
+    handle.join();
+    ExitCode::SUCCESS
+}

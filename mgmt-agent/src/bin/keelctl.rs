@@ -1,0 +1,398 @@
+//! keelctl: the command-line client for keel-agent.
+//!
+//! Exit codes: 0 ok, 1 the host returned an error, 2 usage, 3 connection
+//! or handshake failure (including an unknown host key), 4 host key
+//! mismatch, 5 not authorised, 6 local problem (key or config files).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use keel_mgmt::client::{Client, ClientError, ConfigDir, ConnectOptions};
+use keel_mgmt::messages::{GuestDetail, GuestSummary, HostInfo};
+use keel_mgmt::util::rfc3339;
+use keel_mgmt::{HandshakeError, Request, Response};
+
+/// Manage a Keel host over its signed management channel.
+#[derive(Parser, Debug)]
+#[command(name = "keelctl", version = keel_common::VERSION)]
+struct Cli {
+    /// Host to manage: a name from hosts.toml or HOST[:PORT] (port 7444).
+    #[arg(long, global = true, env = "KEEL_HOST")]
+    host: Option<String>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate this workstation's client key.
+    Keygen {
+        /// Replace an existing key.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Enrol this key as admin with the host's first-boot pairing code.
+    Pair { host: String, code: String },
+    /// Pin a host's key on first use, printing its fingerprint.
+    Trust { host: String },
+    /// Host commands.
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
+    /// Guest commands.
+    Guest {
+        #[command(subcommand)]
+        command: GuestCommand,
+    },
+    /// Show the host log.
+    Logs {
+        /// Show this guest's log instead.
+        #[arg(long)]
+        guest: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        tail: u32,
+    },
+    /// Show the audit log (admin only).
+    Audit {
+        #[arg(long, default_value_t = 100)]
+        tail: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HostCommand {
+    /// Hostname, version, uptime and resources.
+    Info,
+}
+
+#[derive(Subcommand, Debug)]
+enum GuestCommand {
+    List,
+    Show {
+        name: String,
+    },
+    /// Define (or redefine) a guest from a TOML spec file.
+    Define {
+        file: PathBuf,
+    },
+    Undefine {
+        name: String,
+    },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    Kill {
+        name: String,
+    },
+    Restart {
+        name: String,
+    },
+    /// Print the guest's serial console output.
+    Console {
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keelctl: {e}");
+            if let ClientError::Handshake(HandshakeError::UnknownHost { host, .. }) = &e {
+                eprintln!("keelctl: to pin it, run: keelctl trust {host}");
+            }
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn json_out<T: serde::Serialize>(value: &T) -> Result<(), ClientError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| ClientError::Local(format!("JSON encoding failed: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn connect(
+    dir: &ConfigDir,
+    typed: Option<&str>,
+    options: &ConnectOptions,
+) -> Result<Client, ClientError> {
+    let target = dir.resolve(typed)?;
+    let key = dir.load_key()?;
+    let mut kh = dir.load_known_hosts()?;
+    let client = Client::connect(&target, &key, &mut kh, options)?;
+    if client.session().trusted_on_first_use() {
+        dir.save_known_hosts(&kh)?;
+        eprintln!(
+            "keelctl: pinned host key of {} ({})",
+            target.known_hosts_name,
+            client.session().peer_key().fingerprint()
+        );
+    }
+    Ok(client)
+}
+
+fn run(cli: &Cli) -> Result<(), ClientError> {
+    let dir = ConfigDir::from_env()?;
+    match &cli.command {
+        Command::Keygen { force } => {
+            let key = dir.keygen(*force)?;
+            if cli.json {
+                json_out(&serde_json::json!({
+                    "path": dir.key_path(),
+                    "public_key": key.public_key().to_string(),
+                    "fingerprint": key.fingerprint().to_string(),
+                }))?;
+            } else {
+                println!("wrote {}", dir.key_path().display());
+                println!("public key: {}", key.public_key());
+                println!("fingerprint: {}", key.fingerprint());
+            }
+            Ok(())
+        }
+        Command::Pair { host, code } => {
+            let options = ConnectOptions {
+                trust_on_first_use: true,
+                pairing_code: Some(code.clone()),
+                timeout: None,
+            };
+            let client = connect(&dir, Some(host), &options)?;
+            let fp = client.session().peer_key().fingerprint();
+            let role = client
+                .session()
+                .role()
+                .map_or("?".into(), |r| r.to_string());
+            if cli.json {
+                json_out(&serde_json::json!({"host_fingerprint": fp.to_string(), "role": role}))
+            } else {
+                println!("paired with {host} as {role}; host key {fp}");
+                println!("compare this fingerprint with the one keel-agent printed");
+                Ok(())
+            }
+        }
+        Command::Trust { host } => {
+            let target = dir.resolve(Some(host))?;
+            let key = dir.load_key()?;
+            let mut kh = dir.load_known_hosts()?;
+            let options = ConnectOptions {
+                trust_on_first_use: true,
+                ..ConnectOptions::default()
+            };
+            // The host may refuse our key; the host key is known as soon
+            // as its signature verified, so pin it either way.
+            let result = Client::connect(&target, &key, &mut kh, &options);
+            let fp = match &result {
+                Ok(c) => Some(c.session().peer_key().fingerprint()),
+                Err(_) => None,
+            };
+            match result {
+                Ok(_) | Err(ClientError::Handshake(HandshakeError::Rejected)) => {
+                    dir.save_known_hosts(&kh)?;
+                    let fp = fp.map_or_else(|| "(see known_hosts)".to_string(), |f| f.to_string());
+                    if cli.json {
+                        json_out(
+                            &serde_json::json!({"host": target.known_hosts_name, "fingerprint": fp}),
+                        )
+                    } else {
+                        println!("trusted {} with host key {fp}", target.known_hosts_name);
+                        Ok(())
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Command::Host {
+            command: HostCommand::Info,
+        } => {
+            let mut c = connect(&dir, cli.host.as_deref(), &ConnectOptions::default())?;
+            match c.call(Request::HostInfo)? {
+                Response::HostInfo(info) => print_host_info(cli.json, &info),
+                _ => Err(ClientError::Unexpected),
+            }
+        }
+        Command::Guest { command } => guest(cli, &dir, command),
+        Command::Logs { guest, tail } => {
+            let mut c = connect(&dir, cli.host.as_deref(), &ConnectOptions::default())?;
+            let request = Request::Logs {
+                guest: guest.clone(),
+                tail: *tail,
+                follow: false,
+            };
+            match c.call(request)? {
+                Response::LogLines(lines) if cli.json => json_out(&lines),
+                Response::LogLines(lines) => {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                    Ok(())
+                }
+                _ => Err(ClientError::Unexpected),
+            }
+        }
+        Command::Audit { tail } => {
+            let mut c = connect(&dir, cli.host.as_deref(), &ConnectOptions::default())?;
+            match c.call(Request::Audit { tail: *tail })? {
+                Response::Audit(entries) if cli.json => json_out(&entries),
+                Response::Audit(entries) => {
+                    println!(
+                        "{:<20}  {:<52}  {:<8}  {:<24}  RESULT",
+                        "TIME", "KEY", "ROLE", "REQUEST"
+                    );
+                    for e in entries {
+                        println!(
+                            "{:<20}  {:<52}  {:<8}  {:<24}  {}",
+                            rfc3339(e.unix_time),
+                            e.fingerprint,
+                            e.role.to_string(),
+                            e.request,
+                            e.outcome
+                        );
+                    }
+                    Ok(())
+                }
+                _ => Err(ClientError::Unexpected),
+            }
+        }
+    }
+}
+
+fn print_host_info(json: bool, info: &HostInfo) -> Result<(), ClientError> {
+    if json {
+        return json_out(info);
+    }
+    println!("hostname:       {}", info.hostname);
+    println!("version:        {}", info.version);
+    println!("uptime:         {}s", info.uptime_secs);
+    println!("cpus:           {}", info.cpus);
+    println!("memory:         {} MiB", info.memory_mib);
+    println!("guests running: {}", info.guests_running);
+    Ok(())
+}
+
+fn print_guests(guests: &[GuestSummary]) {
+    println!(
+        "{:<24}  {:<9}  {:>5}  {:>10}",
+        "NAME", "STATE", "VCPUS", "MEMORY"
+    );
+    for g in guests {
+        println!(
+            "{:<24}  {:<9}  {:>5}  {:>6} MiB",
+            g.name,
+            format!("{:?}", g.state).to_lowercase(),
+            g.vcpus,
+            g.memory_mib
+        );
+    }
+}
+
+fn print_guest(d: &GuestDetail) {
+    println!("name:    {}", d.summary.name);
+    println!(
+        "state:   {}",
+        format!("{:?}", d.summary.state).to_lowercase()
+    );
+    println!("vcpus:   {}", d.summary.vcpus);
+    println!("memory:  {} MiB", d.summary.memory_mib);
+    if let Some(pid) = d.pid {
+        println!("pid:     {pid}");
+    }
+    if let Some(up) = d.uptime_secs {
+        println!("uptime:  {up}s");
+    }
+    println!("spec:");
+    for l in d.spec_toml.lines() {
+        println!("  {l}");
+    }
+}
+
+fn guest(cli: &Cli, dir: &ConfigDir, command: &GuestCommand) -> Result<(), ClientError> {
+    // Read local files before connecting, so a typo fails fast.
+    let spec = match command {
+        GuestCommand::Define { file } => Some(
+            std::fs::read_to_string(file)
+                .map_err(|e| ClientError::Local(format!("Cannot read {}: {e}", file.display())))?,
+        ),
+        _ => None,
+    };
+    let mut c = connect(dir, cli.host.as_deref(), &ConnectOptions::default())?;
+    let (request, done) = match command {
+        GuestCommand::List => {
+            return match c.call(Request::GuestList)? {
+                Response::Guests(g) if cli.json => json_out(&g),
+                Response::Guests(g) => {
+                    print_guests(&g);
+                    Ok(())
+                }
+                _ => Err(ClientError::Unexpected),
+            }
+        }
+        GuestCommand::Show { name } => {
+            return match c.call(Request::GuestShow { name: name.clone() })? {
+                Response::Guest(d) if cli.json => json_out(&d),
+                Response::Guest(d) => {
+                    print_guest(&d);
+                    Ok(())
+                }
+                _ => Err(ClientError::Unexpected),
+            }
+        }
+        GuestCommand::Console { name } => return console(&mut c, name),
+        GuestCommand::Define { .. } => (
+            Request::GuestDefine {
+                spec_toml: spec.unwrap_or_default(),
+            },
+            "defined",
+        ),
+        GuestCommand::Undefine { name } => {
+            (Request::GuestUndefine { name: name.clone() }, "undefined")
+        }
+        GuestCommand::Start { name } => (Request::GuestStart { name: name.clone() }, "started"),
+        GuestCommand::Stop { name } => (Request::GuestStop { name: name.clone() }, "stopped"),
+        GuestCommand::Kill { name } => (Request::GuestKill { name: name.clone() }, "killed"),
+        GuestCommand::Restart { name } => {
+            (Request::GuestRestart { name: name.clone() }, "restarted")
+        }
+    };
+    match c.call(request)? {
+        Response::Ok if cli.json => json_out(&serde_json::json!({"result": "ok"})),
+        Response::Ok => {
+            println!("{done}");
+            Ok(())
+        }
+        _ => Err(ClientError::Unexpected),
+    }
+}
+
+/// Prints console output until the host closes it. Keystrokes are not
+/// forwarded yet.
+fn console(c: &mut Client, name: &str) -> Result<(), ClientError> {
+    let first = c.call(Request::GuestConsole {
+        name: name.to_string(),
+    })?;
+    let id = c.last_id();
+    c.set_read_timeout(None);
+    let mut out = std::io::stdout();
+    let mut next = first;
+    loop {
+        match next {
+            Response::ConsoleData(data) => {
+                let _ = out.write_all(&data);
+                let _ = out.flush();
+            }
+            Response::ConsoleClosed => return Ok(()),
+            _ => return Err(ClientError::Unexpected),
+        }
+        next = c.recv(id)?;
+    }
+}

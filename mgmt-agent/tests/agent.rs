@@ -1,0 +1,625 @@
+//! keel-agent end to end over real TCP on loopback: the agent runs
+//! in-process on an ephemeral port with a temporary state directory and
+//! is driven with the client library behind keelctl (and, at the end,
+//! with the keelctl binary itself).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use keel_mgmt::agent::{serve, AgentConfig, AgentHandle};
+use keel_mgmt::client::{exit, Client, ClientError, ConnectOptions, Target};
+use keel_mgmt::messages::{ErrorKind, GuestState};
+use keel_mgmt::{ClientKey, HandshakeError, KnownHosts, Request, Response, Role};
+
+const SPEC: &str =
+    "name = \"web1\"\nvcpus = 1\nmemory_mib = 64\n[boot]\nkernel = \"images/vmlinux\"\n";
+
+fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "keel-agent-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+struct Agent {
+    handle: AgentHandle,
+    state: PathBuf,
+}
+
+impl Agent {
+    fn start_with(bind: &str, tweak: impl FnOnce(&mut AgentConfig)) -> Agent {
+        let state = temp_dir("state");
+        let mut cfg = AgentConfig::new(&state);
+        cfg.handshake_timeout = Duration::from_secs(2);
+        tweak(&mut cfg);
+        let listener = TcpListener::bind(bind).unwrap();
+        Agent {
+            handle: serve(listener, cfg).unwrap(),
+            state,
+        }
+    }
+
+    fn start() -> Agent {
+        Agent::start_with("127.0.0.1:0", |_| {})
+    }
+
+    fn port(&self) -> u16 {
+        self.handle.local_addr().port()
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port()))
+    }
+
+    fn target(&self) -> Target {
+        Target {
+            known_hosts_name: format!("127.0.0.1:{}", self.port()),
+            host: "127.0.0.1".into(),
+            port: self.port(),
+        }
+    }
+
+    fn code(&self) -> String {
+        self.handle.pairing_code().unwrap().to_string()
+    }
+
+    fn audit(&self) -> String {
+        std::fs::read_to_string(self.state.join("audit.log")).unwrap()
+    }
+
+    /// Waits for a line containing all of `parts` (session threads write
+    /// the audit line just after replying).
+    fn wait_audit(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.audit();
+            if let Some(l) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return l.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no audit line with {parts:?} in:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn connect(&self, key: &ClientKey, code: Option<&str>) -> Result<Client, ClientError> {
+        let mut kh = KnownHosts::default();
+        let options = ConnectOptions {
+            trust_on_first_use: true,
+            pairing_code: code.map(str::to_string),
+            timeout: Some(Duration::from_secs(5)),
+        };
+        Client::connect(&self.target(), key, &mut kh, &options)
+    }
+
+    /// Pairs a fresh key as admin.
+    fn admin(&self) -> (ClientKey, Client) {
+        let key = ClientKey::generate().unwrap();
+        let c = self.connect(&key, Some(&self.code())).unwrap();
+        (key, c)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+fn rejected(r: Result<Client, ClientError>) -> ClientError {
+    match r {
+        Ok(_) => panic!("expected the handshake to be refused"),
+        Err(e) => {
+            assert!(
+                matches!(e, ClientError::Handshake(HandshakeError::Rejected)),
+                "{e:?}"
+            );
+            assert_eq!(e.exit_code(), exit::NOT_AUTHORIZED);
+            e
+        }
+    }
+}
+
+#[test]
+fn pairing_code_works_once() {
+    let agent = Agent::start();
+    let code = agent.code();
+    assert_eq!(code.len(), 9);
+    let key = ClientKey::generate().unwrap();
+    let c = agent.connect(&key, Some(&code)).unwrap();
+    assert_eq!(c.session().role(), Some(Role::Admin));
+    drop(c);
+
+    // Enrolled and saved atomically with mode 0600.
+    let ak = std::fs::read_to_string(agent.state.join("authorized_keys")).unwrap();
+    assert!(
+        ak.starts_with(&format!("admin {}", key.public_key())),
+        "{ak}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["authorized_keys", "host_key"] {
+        let mode = std::fs::metadata(agent.state.join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    // The enrolled key now works without a code.
+    agent.connect(&key, None).unwrap();
+
+    // The code cannot be reused, by anyone.
+    let other = ClientKey::generate().unwrap();
+    rejected(agent.connect(&other, Some(&code)));
+    agent.wait_audit(&["handshake refused", "reason=pairing not available"]);
+    rejected(agent.connect(&key, Some(&code)));
+}
+
+#[test]
+fn wrong_pairing_code_burns_the_code() {
+    let agent = Agent::start();
+    let code = agent.code();
+    let key = ClientKey::generate().unwrap();
+    rejected(agent.connect(&key, Some("0000-0000x")));
+    agent.wait_audit(&["reason=wrong pairing code"]);
+    rejected(agent.connect(&key, Some(&code)));
+}
+
+#[test]
+fn pairing_code_expires() {
+    let agent = Agent::start_with("127.0.0.1:0", |c| {
+        c.pairing_validity = Duration::from_millis(200)
+    });
+    let code = agent.code();
+    std::thread::sleep(Duration::from_millis(400));
+    rejected(agent.connect(&ClientKey::generate().unwrap(), Some(&code)));
+    agent.wait_audit(&["reason=pairing code expired"]);
+}
+
+#[test]
+fn no_pairing_code_when_an_admin_exists() {
+    let state = temp_dir("pre");
+    let key = ClientKey::generate().unwrap();
+    std::fs::write(
+        state.join("authorized_keys"),
+        format!("admin {} alice\n", key.public_key()),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut h = serve(listener, AgentConfig::new(&state)).unwrap();
+    assert!(h.pairing_code().is_none());
+    // The host key persists across restarts.
+    let fp = h.host_fingerprint();
+    h.shutdown();
+    let h2 = serve(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        AgentConfig::new(&state),
+    )
+    .unwrap();
+    assert_eq!(h2.host_fingerprint(), fp);
+    drop(h2);
+    std::fs::remove_dir_all(&state).unwrap();
+}
+
+fn host_err(r: Result<Response, ClientError>) -> (ErrorKind, String) {
+    match r {
+        Err(ClientError::Host { kind, message }) => (kind, message),
+        other => panic!("expected an error from the host, got {other:?}"),
+    }
+}
+
+#[test]
+fn happy_path_for_every_request() {
+    let agent = Agent::start();
+    let (_, mut c) = agent.admin();
+    let name = || "web1".to_string();
+
+    match c.call(Request::HostInfo).unwrap() {
+        Response::HostInfo(info) => {
+            assert_eq!(info.version, keel_common::VERSION);
+            assert!(!info.hostname.is_empty());
+            assert_eq!(info.guests_running, 0);
+        }
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(
+        c.call(Request::GuestList).unwrap(),
+        Response::Guests(vec![])
+    );
+
+    // A bad spec is refused with the parser's message.
+    let (kind, message) = host_err(c.call(Request::GuestDefine {
+        spec_toml: SPEC.replace("vcpus = 1", "vcpus = 0"),
+    }));
+    assert_eq!(kind, ErrorKind::Invalid);
+    assert!(message.contains("vcpus"), "{message}");
+
+    let define = Request::GuestDefine {
+        spec_toml: SPEC.into(),
+    };
+    assert_eq!(c.call(define).unwrap(), Response::Ok);
+    let state = |c: &mut Client| match c.call(Request::GuestShow { name: name() }).unwrap() {
+        Response::Guest(d) => {
+            assert_eq!(d.spec_toml, SPEC);
+            d.summary.state
+        }
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(state(&mut c), GuestState::Stopped);
+    assert_eq!(
+        c.call(Request::GuestStart { name: name() }).unwrap(),
+        Response::Ok
+    );
+    assert_eq!(state(&mut c), GuestState::Running);
+    let (kind, _) = host_err(c.call(Request::GuestStart { name: name() }));
+    assert_eq!(kind, ErrorKind::Conflict);
+    let (kind, _) = host_err(c.call(Request::GuestUndefine { name: name() }));
+    assert_eq!(kind, ErrorKind::Conflict);
+    match c.call(Request::HostInfo).unwrap() {
+        Response::HostInfo(info) => assert_eq!(info.guests_running, 1),
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(
+        c.call(Request::GuestStop { name: name() }).unwrap(),
+        Response::Ok
+    );
+    assert_eq!(state(&mut c), GuestState::Stopped);
+    assert_eq!(
+        c.call(Request::GuestRestart { name: name() }).unwrap(),
+        Response::Ok
+    );
+    assert_eq!(state(&mut c), GuestState::Running);
+    assert_eq!(
+        c.call(Request::GuestKill { name: name() }).unwrap(),
+        Response::Ok
+    );
+    assert_eq!(state(&mut c), GuestState::Stopped);
+    match c.call(Request::GuestList).unwrap() {
+        Response::Guests(g) => {
+            assert_eq!(g.len(), 1);
+            assert_eq!(
+                (g[0].name.as_str(), g[0].vcpus, g[0].memory_mib),
+                ("web1", 1, 64)
+            );
+        }
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(
+        c.call(Request::GuestUndefine { name: name() }).unwrap(),
+        Response::Ok
+    );
+    let (kind, _) = host_err(c.call(Request::GuestShow { name: name() }));
+    assert_eq!(kind, ErrorKind::NotFound);
+
+    let logs = Request::Logs {
+        guest: None,
+        tail: 50,
+        follow: false,
+    };
+    match c.call(logs).unwrap() {
+        Response::LogLines(l) => assert!(l.iter().any(|l| l.contains("guest web1 defined"))),
+        r => panic!("{r:?}"),
+    }
+    let (kind, _) = host_err(c.call(Request::GuestConsole { name: name() }));
+    assert_eq!(kind, ErrorKind::Unavailable);
+    match c.call(Request::Audit { tail: 3 }).unwrap() {
+        Response::Audit(entries) => {
+            assert_eq!(entries.len(), 3);
+            assert_eq!(entries[2].request, "GuestConsole(web1)");
+            assert_eq!(entries[2].outcome, "error");
+            assert_eq!(entries[2].role, Role::Admin);
+        }
+        r => panic!("{r:?}"),
+    }
+    let reader = ClientKey::generate().unwrap();
+    let add = Request::AuthorizeKey {
+        role: Role::Reader,
+        public_key: reader.public_key().0,
+        comment: "monitoring".into(),
+    };
+    assert_eq!(c.call(add).unwrap(), Response::Ok);
+    let rc = agent.connect(&reader, None).unwrap();
+    assert_eq!(rc.session().role(), Some(Role::Reader));
+    agent.wait_audit(&["admin GuestStart(web1) ok"]);
+}
+
+#[test]
+fn reader_cannot_make_admin_requests() {
+    let agent = Agent::start();
+    let (_, mut admin) = agent.admin();
+    let reader = ClientKey::generate().unwrap();
+    let add = Request::AuthorizeKey {
+        role: Role::Reader,
+        public_key: reader.public_key().0,
+        comment: "ro".into(),
+    };
+    admin.call(add).unwrap();
+    let mut c = agent.connect(&reader, None).unwrap();
+    assert!(matches!(
+        c.call(Request::GuestList).unwrap(),
+        Response::Guests(_)
+    ));
+    let err = c
+        .call(Request::GuestDefine {
+            spec_toml: SPEC.into(),
+        })
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ClientError::Host {
+            kind: ErrorKind::Unauthorized,
+            ..
+        }
+    ));
+    assert_eq!(err.exit_code(), exit::NOT_AUTHORIZED);
+    let err = c
+        .call(Request::GuestStart {
+            name: "web1".into(),
+        })
+        .unwrap_err();
+    assert_eq!(err.exit_code(), exit::NOT_AUTHORIZED);
+    let fp = reader.fingerprint().to_string();
+    let line = agent.wait_audit(&[&fp, "reader GuestDefine refused"]);
+    // RFC 3339 UTC time first.
+    assert_eq!(&line[10..11], "T");
+    assert_eq!(&line[19..20], "Z");
+    agent.wait_audit(&[&fp, "reader GuestList ok"]);
+    agent.wait_audit(&[&fp, "reader GuestStart(web1) refused"]);
+    // Nothing was defined.
+    assert_eq!(
+        admin.call(Request::GuestList).unwrap(),
+        Response::Guests(vec![])
+    );
+}
+
+#[test]
+fn unknown_key_is_refused_and_audited() {
+    let agent = Agent::start();
+    let _admin = agent.admin();
+    let stranger = ClientKey::generate().unwrap();
+    rejected(agent.connect(&stranger, None));
+    agent.wait_audit(&[
+        &stranger.fingerprint().to_string(),
+        "handshake refused peer=127.0.0.1:",
+        "reason=unknown key",
+    ]);
+}
+
+#[test]
+fn handshake_that_never_completes_times_out() {
+    let agent = Agent::start_with("127.0.0.1:0", |c| {
+        c.handshake_timeout = Duration::from_millis(300)
+    });
+    let mut s = TcpStream::connect(agent.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    // The agent hangs up on us: EOF or reset.
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    agent.wait_audit(&[
+        "- - handshake refused peer=127.0.0.1:",
+        "reason=handshake timed out",
+    ]);
+    // Half a hello then silence also times out.
+    let mut s = TcpStream::connect(agent.addr()).unwrap();
+    s.write_all(&[0, 0, 0, 70, 1, 1]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(s.read(&mut buf).unwrap_or(0), 0);
+}
+
+/// The flood comes from ::1 and the good client from 127.0.0.1: two
+/// source addresses on loopback, which needs a dual-stack listener on
+/// [::] for the duration of this test.
+#[test]
+fn flood_of_bad_handshakes_does_not_starve_a_good_client() {
+    let agent = Agent::start_with("[::]:0", |c| {
+        c.handshake_timeout = Duration::from_millis(500);
+        c.rate_burst = 5.0;
+        c.rate_per_sec = 0.01;
+        c.max_pending_per_ip = 3;
+        c.max_sessions = 16;
+    });
+    let (admin_key, _) = agent.admin();
+    let flood = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, agent.port()));
+    // Garbage hellos: each fails at once and costs a token.
+    for _ in 0..40 {
+        if let Ok(mut s) = TcpStream::connect(flood) {
+            let _ = s.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.read(&mut [0u8; 8]);
+        }
+    }
+    // Silent connections: would hold session slots until the timeout.
+    let silent: Vec<TcpStream> = (0..30)
+        .filter_map(|_| TcpStream::connect(flood).ok())
+        .collect();
+    agent.wait_audit(&["peer=[::1]:0 reason=rate limited"]);
+
+    // The good client from 127.0.0.1 gets through, repeatedly.
+    for _ in 0..3 {
+        let mut c = agent.connect(&admin_key, None).unwrap();
+        assert!(matches!(
+            c.call(Request::HostInfo).unwrap(),
+            Response::HostInfo(_)
+        ));
+    }
+    // The flooder is now cut off straight away, even with a valid key.
+    let mut kh = KnownHosts::default();
+    let t = Target {
+        known_hosts_name: "x".into(),
+        host: "::1".into(),
+        port: agent.port(),
+    };
+    let r = Client::connect(&t, &admin_key, &mut kh, &ConnectOptions::default());
+    assert!(r.is_err());
+    // Far fewer refusals logged than connections made.
+    let refused = agent
+        .audit()
+        .lines()
+        .filter(|l| l.contains("[::1]"))
+        .count();
+    assert!(refused <= 10, "{refused} lines:\n{}", agent.audit());
+    drop(silent);
+}
+
+// ---- the keelctl binary, exactly as the README shows it ----
+
+fn keelctl(config: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_keelctl"))
+        .args(args)
+        .env("XDG_CONFIG_HOME", config)
+        .env_remove("KEEL_HOST")
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ keelctl {}\n{}{}[exit {:?}]",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status.code()
+    );
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn keelctl_binary_end_to_end() {
+    let agent = Agent::start();
+    let config = temp_dir("xdg");
+    let host = format!("127.0.0.1:{}", agent.port());
+    let code = agent.code();
+
+    // No key yet: a local error.
+    assert_eq!(
+        keelctl(&config, &["--host", &host, "host", "info"])
+            .status
+            .code(),
+        Some(6)
+    );
+
+    let out = keelctl(&config, &["keygen"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("fingerprint: SHA256:"));
+    assert_eq!(keelctl(&config, &["keygen"]).status.code(), Some(6));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(config.join("keel/key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let out = keelctl(&config, &["pair", &host, &code]);
+    assert!(out.status.success());
+    let fp = agent.handle.host_fingerprint().to_string();
+    assert!(stdout(&out).contains(&fp));
+    assert!(std::fs::read_to_string(config.join("keel/known_hosts"))
+        .unwrap()
+        .contains(&host));
+    // The code is spent.
+    assert_eq!(
+        keelctl(&config, &["pair", &host, &code]).status.code(),
+        Some(5)
+    );
+
+    let out = keelctl(&config, &["--host", &host, "host", "info", "--json"]);
+    assert!(out.status.success());
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["version"], keel_common::VERSION);
+
+    let spec = config.join("web1.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    let out = keelctl(
+        &config,
+        &["--host", &host, "guest", "define", spec.to_str().unwrap()],
+    );
+    assert!(out.status.success());
+    let out = keelctl(&config, &["--host", &host, "guest", "list"]);
+    assert!(out.status.success());
+    let table = stdout(&out);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.lines().nth(1).unwrap().starts_with("web1"), "{table}");
+    assert!(table.contains("stopped"));
+    let out = keelctl(&config, &["--json", "--host", &host, "guest", "list"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["name"], "web1");
+    assert_eq!(list[0]["state"], "Stopped");
+    assert!(
+        keelctl(&config, &["--host", &host, "guest", "start", "web1"])
+            .status
+            .success()
+    );
+    assert_eq!(
+        keelctl(&config, &["--host", &host, "guest", "show", "nope"])
+            .status
+            .code(),
+        Some(1)
+    );
+    let out = keelctl(&config, &["--host", &host, "audit"]);
+    assert!(stdout(&out).contains("GuestStart(web1)"));
+
+    // Usage error.
+    assert_eq!(
+        keelctl(&config, &["guest", "frobnicate"]).status.code(),
+        Some(2)
+    );
+    // Unknown host key: no trust yet under another name for the same host.
+    let other = format!("localhost:{}", agent.port());
+    assert_eq!(
+        keelctl(&config, &["--host", &other, "host", "info"])
+            .status
+            .code(),
+        Some(3)
+    );
+    let out = keelctl(&config, &["trust", &other]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains(&fp));
+    assert!(keelctl(&config, &["--host", &other, "host", "info"])
+        .status
+        .success());
+    // A different key pinned for the host: mismatch.
+    let kh = config.join("keel/known_hosts");
+    let text = std::fs::read_to_string(&kh).unwrap();
+    let bogus = ClientKey::generate().unwrap().public_key();
+    let first = text
+        .lines()
+        .next()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(&kh, format!("{first} {bogus}\n")).unwrap();
+    assert_eq!(
+        keelctl(&config, &["--host", &first, "host", "info"])
+            .status
+            .code(),
+        Some(4)
+    );
+    // Connection refused.
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap().to_string();
+    drop(dead);
+    assert_eq!(
+        keelctl(&config, &["--host", &dead_addr, "host", "info"])
+            .status
+            .code(),
+        Some(3)
+    );
+    std::fs::remove_dir_all(&config).unwrap();
+}
