@@ -86,6 +86,43 @@ fn check_keyboard() {
     report("keyboard", "missing");
 }
 
+/// Sends `mib` MiB over TCP to the gateway's port 9000 (the test bed
+/// times it on its side): user-mode NAT (10.0.2.2) or a tap (10.0.3.1).
+fn network_bench(mode: &str, mib: usize) {
+    let (ip, gateway) = if mode == "tap-bench" {
+        ([10, 0, 3, 2], "10.0.3.1:9000")
+    } else {
+        ([10, 0, 2, 15], "10.0.2.2:9000")
+    };
+    if let Err(err) = keel_testbed::configure_interface("eth0", Some((ip, [255, 255, 255, 0]))) {
+        report("netbench", format!("eth0-failed:{err}"));
+        return;
+    }
+    let chunk = vec![0x5au8; 64 << 10];
+    let sent = std::net::TcpStream::connect_timeout(
+        &gateway.parse().expect("address"),
+        std::time::Duration::from_secs(20),
+    )
+    .and_then(|mut s| {
+        for _ in 0..mib * 16 {
+            s.write_all(&chunk)?;
+        }
+        s.shutdown(std::net::Shutdown::Write)?;
+        // Wait for the server's close so every byte was taken.
+        let mut sink = [0u8; 16];
+        let _ = s.read(&mut sink);
+        Ok(())
+    });
+    report(
+        "netbench",
+        if sent.is_ok() {
+            "sent".to_string()
+        } else {
+            format!("failed:{sent:?}")
+        },
+    );
+}
+
 /// The user-mode networking scenario: fetch a page from the host through
 /// the NAT, then serve one connection that arrives through a port forward.
 fn network_checks() {
@@ -142,8 +179,15 @@ fn main() {
     check_rng();
     check_keyboard();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    if cmdline_value(&cmdline, "keel.net").as_deref() == Some("user") {
-        network_checks();
+    match cmdline_value(&cmdline, "keel.net").as_deref() {
+        Some("user") => network_checks(),
+        Some(mode @ ("user-bench" | "tap-bench")) => {
+            let mib = cmdline_value(&cmdline, "keel.netbench")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(32);
+            network_bench(mode, mib);
+        }
+        _ => {}
     }
     mark_boot_done();
     let action = cmdline_value(&cmdline, "keel.action").unwrap_or_else(|| "poweroff".into());

@@ -384,6 +384,119 @@ fn report_exit(scenario: &str, child: &mut std::process::Child) {
     }
 }
 
+/// Counts the bytes of each connection to port 9000 and reports them with
+/// the time from accept to the sender's close.
+fn start_sink_server() -> std::io::Result<std::sync::mpsc::Receiver<(u64, f64)>> {
+    let listener = std::net::TcpListener::bind("0.0.0.0:9000")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let started = Instant::now();
+            let mut buf = vec![0u8; 256 << 10];
+            let mut total = 0u64;
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+            let _ = tx.send((total, started.elapsed().as_secs_f64()));
+        }
+    });
+    Ok(rx)
+}
+
+const NETBENCH_MIB: u64 = 32;
+
+fn report_throughput(scenario: &str, result: Option<(u64, f64)>) {
+    match result {
+        Some((bytes, secs)) if bytes > 0 => println!(
+            "TESTBED scenario={scenario} bytes={bytes} ms={:.0} mib_s={:.1}",
+            secs * 1000.0,
+            bytes as f64 / (1 << 20) as f64 / secs
+        ),
+        other => println!("TESTBED scenario={scenario} error=no-transfer:{other:?}"),
+    }
+}
+
+/// Network throughput, guest to host: over user-mode NAT, over a tap, and
+/// the same transfer on L1's own loopback as the baseline.
+fn run_net_bench(scenario: &str) {
+    if let Err(err) = keel_testbed::configure_interface("lo", None) {
+        println!("TESTBED scenario={scenario} error=lo:{err}");
+        return;
+    }
+    let sink = match start_sink_server() {
+        Ok(rx) => rx,
+        Err(err) => {
+            println!("TESTBED scenario={scenario} error=sink:{err}");
+            return;
+        }
+    };
+    // Baseline: L1 to itself.
+    let chunk = vec![0x5au8; 64 << 10];
+    let sent = std::net::TcpStream::connect("127.0.0.1:9000").and_then(|mut s| {
+        for _ in 0..NETBENCH_MIB * 16 {
+            s.write_all(&chunk)?;
+        }
+        Ok(())
+    });
+    if sent.is_err() {
+        println!("TESTBED scenario=netloop error=send");
+    }
+    report_throughput("netloop", sink.recv_timeout(Duration::from_secs(120)).ok());
+
+    for (name, mode, nic) in [
+        ("netuser", "user-bench", "[[net]]\nmode = \"user\"\n"),
+        (
+            "nettap",
+            "tap-bench",
+            "[[net]]\nmode = \"tap\"\ntap = \"keeltap0\"\n",
+        ),
+    ] {
+        let config = format!("/tmp/{name}.toml");
+        let text = spec("poweroff", 1)
+            .replace("\"poweroff\"", &format!("\"{name}\""))
+            .replace(
+                "keel.action=poweroff",
+                &format!("keel.action=poweroff keel.net={mode} keel.netbench={NETBENCH_MIB}"),
+            )
+            + "\n"
+            + nic;
+        if write_disk()
+            .and_then(|_| std::fs::write(&config, text))
+            .is_err()
+        {
+            println!("TESTBED scenario={name} error=setup");
+            continue;
+        }
+        let Ok(mut child) = Command::new("/usr/bin/keel-vmm")
+            .args(["--config", &config])
+            .spawn()
+        else {
+            println!("TESTBED scenario={name} error=spawn");
+            continue;
+        };
+        if mode == "tap-bench" {
+            // keel-vmm creates the tap; give it the host side's address.
+            let started = Instant::now();
+            while !Path::new("/sys/class/net/keeltap0").exists()
+                && started.elapsed() < Duration::from_secs(30)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Err(err) = keel_testbed::configure_interface(
+                "keeltap0",
+                Some(([10, 0, 3, 1], [255, 255, 255, 0])),
+            ) {
+                println!("TESTBED scenario={name} error=tap:{err}");
+            }
+        }
+        report_throughput(name, sink.recv_timeout(Duration::from_secs(300)).ok());
+        report_exit(name, &mut child);
+    }
+}
+
 /// Serves `hello from the host` over HTTP/1.0 on 127.0.0.1:8080, for the
 /// guest to fetch through user-mode NAT.
 fn start_http_server() -> std::io::Result<()> {
@@ -477,6 +590,7 @@ fn main() {
             "measure" => run_measure(scenario),
             "qemu" => run_qemu_baseline(scenario),
             "usernet" => run_user_net(scenario),
+            "netbench" => run_net_bench(scenario),
             _ => run(scenario),
         }
     }
