@@ -100,15 +100,12 @@ fn run_controlled(scenario: &str) {
         return;
     }
     let started = Instant::now();
-    let child = Command::new("/usr/bin/keel-vmm")
-        .args(["--config", &config, "--api-socket", &socket])
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(err) => {
-            println!("TESTBED scenario={scenario} error=cannot-run-keel-vmm:{err}");
-            return;
-        }
+    let Some(mut child) = spawn_vmm(
+        scenario,
+        &["--config", &config, "--api-socket", &socket],
+        false,
+    ) else {
+        return;
     };
     while !Path::new(&socket).exists() && started.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(5));
@@ -229,11 +226,11 @@ fn run_measure(scenario: &str) {
         return;
     }
     let started = Instant::now();
-    let Ok(mut child) = Command::new("/usr/bin/keel-vmm")
-        .args(["--config", &config, "--api-socket", &socket])
-        .spawn()
-    else {
-        println!("TESTBED scenario={scenario} error=spawn");
+    let Some(mut child) = spawn_vmm(
+        scenario,
+        &["--config", &config, "--api-socket", &socket],
+        false,
+    ) else {
         return;
     };
     while !Path::new(&socket).exists() && started.elapsed() < Duration::from_secs(10) {
@@ -360,6 +357,23 @@ fn run_qemu_baseline(scenario: &str) {
     }
 }
 
+/// Starts keel-vmm with `args` (its stdout piped when asked); reports a
+/// failure to start as the scenario's result.
+fn spawn_vmm(scenario: &str, args: &[&str], pipe_stdout: bool) -> Option<std::process::Child> {
+    let mut cmd = Command::new("/usr/bin/keel-vmm");
+    cmd.args(args);
+    if pipe_stdout {
+        cmd.stdout(std::process::Stdio::piped());
+    }
+    match cmd.spawn() {
+        Ok(child) => Some(child),
+        Err(err) => {
+            println!("TESTBED scenario={scenario} error=cannot-run-keel-vmm:{err}");
+            None
+        }
+    }
+}
+
 /// Waits up to a minute for keel-vmm to end by itself and prints its exit
 /// status; a VMM that does not end is killed and reported as such.
 fn report_exit(scenario: &str, child: &mut std::process::Child) {
@@ -470,11 +484,7 @@ fn run_net_bench(scenario: &str) {
             println!("TESTBED scenario={name} error=setup");
             continue;
         }
-        let Ok(mut child) = Command::new("/usr/bin/keel-vmm")
-            .args(["--config", &config])
-            .spawn()
-        else {
-            println!("TESTBED scenario={name} error=spawn");
+        let Some(mut child) = spawn_vmm(name, &["--config", &config], false) else {
             continue;
         };
         if mode == "tap-bench" {
@@ -536,16 +546,9 @@ fn run_user_net(scenario: &str) {
         println!("TESTBED scenario={scenario} error=setup");
         return;
     }
-    let child = Command::new("/usr/bin/keel-vmm")
-        .args(["--config", &config, "--console-stdio"])
-        .stdout(std::process::Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(err) => {
-            println!("TESTBED scenario={scenario} error=spawn:{err}");
-            return;
-        }
+    let Some(mut child) = spawn_vmm(scenario, &["--config", &config, "--console-stdio"], true)
+    else {
+        return;
     };
     // Pass the guest console through, and connect only once the guest
     // says it listens: an early attempt would leave a half-open
