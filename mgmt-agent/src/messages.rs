@@ -11,12 +11,35 @@ use crate::roles::Role;
 pub type RequestId = u64;
 
 /// Largest data chunk in one `UploadChunk` or `ConsoleData`, so that an
-/// encoded message always fits in one frame.
-pub const MAX_CHUNK: usize = 64 * 1024;
+/// encoded message always fits in one frame: 255 KiB leaves room for the
+/// postcard prefix (at most 24 bytes) and the tag within `MAX_FRAME`.
+pub const MAX_CHUNK: usize = 255 * 1024;
 
 /// Bytes an upload may have in flight before the client waits for an
 /// `UploadAck` (the initial credit, also the default window).
-pub const UPLOAD_WINDOW: u64 = 1024 * 1024;
+pub const UPLOAD_WINDOW: u64 = 4 * 1024 * 1024;
+
+/// Request variant index of `UploadChunk` in postcard (see PROTOCOL.md).
+pub const UPLOAD_CHUNK_INDEX: u8 = 15;
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends the postcard encoding of
+/// `ClientMessage { id, request: UploadChunk { offset, data } }` up to,
+/// but not including, the `len` data bytes, so that a sender can read the
+/// data straight into the same buffer. Byte-identical to postcard.
+pub fn encode_upload_chunk_prefix(out: &mut Vec<u8>, id: RequestId, offset: u64, len: usize) {
+    put_varint(out, id);
+    out.push(UPLOAD_CHUNK_INDEX);
+    put_varint(out, offset);
+    put_varint(out, len as u64);
+}
 
 /// A client-to-server message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +103,8 @@ pub enum Request {
     Audit {
         tail: u32,
     },
-    /// Start an upload to a path under /var/lib/keel. The server answers
+    /// Start an upload to `path`, relative to `<state-dir>/uploads` on the
+    /// host (absolute paths and `..` are refused). The server answers
     /// `UploadAck { received: 0, window }` and the client may then have
     /// at most `window` unacknowledged bytes in flight.
     Upload {
@@ -236,6 +260,31 @@ mod tests {
             },
         };
         assert_eq!(postcard::to_stdvec(&ack).unwrap(), [0, 9, 1, 2]);
+    }
+
+    #[test]
+    fn a_full_chunk_fits_in_a_frame() {
+        let mut v = Vec::new();
+        encode_upload_chunk_prefix(&mut v, u64::MAX, u64::MAX, MAX_CHUNK);
+        assert!(v.len() + MAX_CHUNK <= crate::session::MAX_PLAINTEXT);
+    }
+
+    #[test]
+    fn upload_chunk_prefix_matches_postcard() {
+        for (id, offset, len) in [(1u64, 0u64, 0usize), (300, 1 << 40, 65536), (7, 127, 128)] {
+            let data = vec![0xabu8; len];
+            let m = ClientMessage {
+                id,
+                request: Request::UploadChunk {
+                    offset,
+                    data: data.clone(),
+                },
+            };
+            let mut mine = Vec::new();
+            encode_upload_chunk_prefix(&mut mine, id, offset, len);
+            mine.extend_from_slice(&data);
+            assert_eq!(mine, postcard::to_stdvec(&m).unwrap());
+        }
     }
 
     #[test]

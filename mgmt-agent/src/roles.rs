@@ -13,9 +13,9 @@ use crate::messages::Request;
 pub enum Role {
     /// Read-only: host info, guest list and details, logs.
     Reader,
-    /// Reader plus guest power control and the console.
+    /// Reader plus guest power control, the console and uploads.
     Operator,
-    /// Everything: define, undefine, upload, audit log, key management.
+    /// Everything: define, undefine, audit log, key management.
     Admin,
 }
 
@@ -76,14 +76,13 @@ pub fn required_role(request: &Request) -> Role {
         | GuestRestart { .. }
         | GuestConsole { .. }
         | ConsoleInput { .. }
-        | ConsoleDetach => Role::Operator,
-        GuestDefine { .. }
-        | GuestUndefine { .. }
+        | ConsoleDetach
         | Upload { .. }
         | UploadChunk { .. }
-        | UploadFinish
-        | Audit { .. }
-        | AuthorizeKey { .. } => Role::Admin,
+        | UploadFinish => Role::Operator,
+        GuestDefine { .. } | GuestUndefine { .. } | Audit { .. } | AuthorizeKey { .. } => {
+            Role::Admin
+        }
     }
 }
 
@@ -117,6 +116,16 @@ mod tests {
         ));
         assert!(!allowed(Role::Operator, &define));
         assert!(!allowed(Role::Operator, &Request::Audit { tail: 10 }));
+        let upload = Request::Upload {
+            path: "images/a.img".into(),
+            size: 1,
+            sha256: [0; 32],
+        };
+        for r in [upload, Request::UploadFinish] {
+            assert!(!allowed(Role::Reader, &r));
+            assert!(allowed(Role::Operator, &r));
+            assert!(allowed(Role::Admin, &r));
+        }
         assert!(allowed(Role::Admin, &define));
         assert!(allowed(Role::Admin, &read));
     }

@@ -98,36 +98,56 @@ fn aead_key(key: &[u8; 32]) -> Result<LessSafeKey, SessionError> {
 }
 
 fn seal_with(key: &LessSafeKey, counter: u64, plaintext: &[u8]) -> Result<Vec<u8>, SessionError> {
-    if plaintext.len() > MAX_PLAINTEXT {
-        return Err(SessionError::TooLarge(plaintext.len()));
-    }
-    let header = framing::header(plaintext.len() + TAG_LEN, MAX_FRAME)?;
     let mut out = Vec::with_capacity(4 + plaintext.len() + TAG_LEN);
-    out.extend_from_slice(&header);
+    out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(plaintext);
-    let mut body = out.split_off(4);
-    // The length header is the associated data: it is authenticated too.
-    key.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce_bytes(counter)),
-        Aad::from(header),
-        &mut body,
-    )
-    .map_err(|_| SessionError::TooLarge(plaintext.len()))?;
-    out.extend_from_slice(&body);
+    seal_frame_in_place(key, counter, &mut out)?;
     Ok(out)
 }
 
+/// Seals `frame` in place: on entry it is 4 placeholder bytes then the
+/// plaintext; on return it is the whole frame (header, ciphertext, tag).
+/// No copy of the plaintext is made.
+fn seal_frame_in_place(
+    key: &LessSafeKey,
+    counter: u64,
+    frame: &mut Vec<u8>,
+) -> Result<(), SessionError> {
+    let plain_len = frame.len().saturating_sub(4);
+    if frame.len() < 4 || plain_len > MAX_PLAINTEXT {
+        return Err(SessionError::TooLarge(plain_len));
+    }
+    let header = framing::header(plain_len + TAG_LEN, MAX_FRAME)?;
+    frame[..4].copy_from_slice(&header);
+    // The length header is the associated data: it is authenticated too.
+    let tag = key
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce_bytes(counter)),
+            Aad::from(header),
+            &mut frame[4..],
+        )
+        .map_err(|_| SessionError::TooLarge(plain_len))?;
+    frame.extend_from_slice(tag.as_ref());
+    Ok(())
+}
+
 fn open_with(key: &LessSafeKey, counter: u64, body: &[u8]) -> Result<Vec<u8>, SessionError> {
-    let header = framing::header(body.len(), MAX_FRAME)?;
-    let mut buf = body.to_vec();
-    let plain = key
+    open_owned(key, counter, body.to_vec())
+}
+
+/// Decrypts in place, reusing the body's allocation for the plaintext.
+fn open_owned(key: &LessSafeKey, counter: u64, mut buf: Vec<u8>) -> Result<Vec<u8>, SessionError> {
+    let header = framing::header(buf.len(), MAX_FRAME)?;
+    let plain_len = key
         .open_in_place(
             Nonce::assume_unique_for_key(nonce_bytes(counter)),
             Aad::from(header),
             &mut buf,
         )
-        .map_err(|_| SessionError::Decrypt)?;
-    Ok(plain.to_vec())
+        .map_err(|_| SessionError::Decrypt)?
+        .len();
+    buf.truncate(plain_len);
+    Ok(buf)
 }
 
 /// Encrypts `plaintext` as frame number `counter`: returns the whole
@@ -251,6 +271,37 @@ impl Session {
         result
     }
 
+    /// Sends one frame whose plaintext `fill` appends to `buf`, which is
+    /// cleared first and reused between calls: the plaintext is built,
+    /// sealed in place and written with a single `write_all`, with no
+    /// intermediate copy (the bulk upload path uses this).
+    pub fn send_with<W, F>(
+        &mut self,
+        w: &mut W,
+        buf: &mut Vec<u8>,
+        fill: F,
+    ) -> Result<(), SessionError>
+    where
+        W: Write + ?Sized,
+        F: FnOnce(&mut Vec<u8>) -> Result<(), SessionError>,
+    {
+        if self.dead {
+            return Err(SessionError::Closed);
+        }
+        buf.clear();
+        buf.extend_from_slice(&[0; 4]);
+        let result = fill(buf)
+            .and_then(|()| Self::next(&mut self.send_counter))
+            .and_then(|n| seal_frame_in_place(&self.send_key, n, buf))
+            .and_then(|()| {
+                w.write_all(buf).map_err(FrameError::from)?;
+                w.flush().map_err(FrameError::from)?;
+                Ok(())
+            });
+        self.dead = result.is_err();
+        result
+    }
+
     /// Receives and decrypts one frame.
     pub fn recv_bytes<R: Read + ?Sized>(&mut self, r: &mut R) -> Result<Vec<u8>, SessionError> {
         if self.dead {
@@ -260,7 +311,7 @@ impl Session {
             .map_err(SessionError::from)
             .and_then(|body| {
                 let n = Self::next(&mut self.recv_counter)?;
-                open_with(&self.recv_key, n, &body)
+                open_owned(&self.recv_key, n, body)
             });
         self.dead = result.is_err();
         result
@@ -382,6 +433,29 @@ mod tests {
             Err(SessionError::Decrypt)
         ));
         assert!(s.is_closed());
+    }
+
+    #[test]
+    fn send_with_matches_send_bytes() {
+        let (mut a, _) = pair();
+        let (mut b, mut s) = pair();
+        let mut w1 = Vec::new();
+        a.send_bytes(&mut w1, b"payload").unwrap();
+        let mut w2 = Vec::new();
+        let mut buf = Vec::new();
+        b.send_with(&mut w2, &mut buf, |v| {
+            v.extend_from_slice(b"payload");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(w1, w2);
+        assert_eq!(s.recv_bytes(&mut w2.as_slice()).unwrap(), b"payload");
+        let too_big = vec![0u8; MAX_PLAINTEXT + 1];
+        let r = b.send_with(&mut Vec::new(), &mut buf, |v| {
+            v.extend_from_slice(&too_big);
+            Ok(())
+        });
+        assert!(matches!(r, Err(SessionError::TooLarge(_))));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! until init's control socket backs the agent.
 
 pub mod guests;
+pub mod upload;
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -27,6 +28,7 @@ use crate::{
     Peer, PeerAuth, Request, Response, Role, ServerMessage,
 };
 use guests::InMemoryGuests;
+use upload::Upload;
 
 /// Default listen address of keel-agent.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7444";
@@ -474,6 +476,8 @@ fn handshake_reason(e: &HandshakeError, reason: &Cell<&'static str>) -> &'static
 
 fn handle_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
     let timeout = Some(shared.cfg.handshake_timeout);
+    // Frames are written whole; see Client::connect.
+    let _ = stream.set_nodelay(true);
     if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
         shared.finish(peer.ip(), false);
         return;
@@ -504,8 +508,24 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
     let idle = Some(shared.cfg.idle_timeout);
     let _ = stream.set_read_timeout(idle);
     let _ = stream.set_write_timeout(idle);
+    let mut upload = UploadSlot::Idle;
     while let Ok(msg) = session.recv::<_, ClientMessage>(&mut stream) {
-        let response = dispatch(shared, &who, &msg.request);
+        let response = match &msg.request {
+            Request::Upload { .. } | Request::UploadChunk { .. } | Request::UploadFinish => {
+                match upload_step(shared, &who, &mut upload, msg.id, msg.request) {
+                    Some(r) => r,
+                    None => continue,
+                }
+            }
+            request => {
+                if let UploadSlot::Active { upload: u, .. } =
+                    std::mem::replace(&mut upload, UploadSlot::Idle)
+                {
+                    audit_upload(shared, &who, &u.path, u.received, "aborted");
+                }
+                dispatch(shared, &who, request)
+            }
+        };
         let reply = ServerMessage {
             id: msg.id,
             response,
@@ -513,6 +533,148 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
         if session.send(&mut stream, &reply).is_err() {
             break;
         }
+    }
+    if let UploadSlot::Active { upload: u, .. } = upload {
+        audit_upload(shared, &who, &u.path, u.received, "aborted");
+    }
+}
+
+/// The upload state of one session.
+enum UploadSlot {
+    Idle,
+    Active {
+        id: u64,
+        upload: Box<Upload>,
+    },
+    /// The upload with this id failed with this error: its remaining
+    /// in-flight chunks are dropped silently and `UploadFinish` repeats
+    /// the error.
+    Failed {
+        id: u64,
+        error: upload::UploadError,
+    },
+}
+
+fn audit_upload(shared: &Shared, peer: &Peer, path: &str, size: u64, outcome: &str) {
+    shared.audit_line(&format!(
+        "{} {} {} {outcome}",
+        peer.fingerprint,
+        peer.role,
+        upload_name(path, size)
+    ));
+}
+
+/// `Upload(<path>,size=<bytes>)`, one token like every request name.
+fn upload_name(path: &str, size: u64) -> String {
+    let name = request_name(&Request::Upload {
+        path: path.to_string(),
+        size,
+        sha256: [0; 32],
+    });
+    format!("{},size={size})", name.trim_end_matches(')'))
+}
+
+/// Serves one message of an upload stream. Returns `None` when there is
+/// nothing to answer (a chunk that does not complete an ack period).
+/// One audit line per upload, written when it ends.
+fn upload_step(
+    shared: &Shared,
+    peer: &Peer,
+    slot: &mut UploadSlot,
+    id: u64,
+    request: Request,
+) -> Option<Response> {
+    let window = crate::messages::UPLOAD_WINDOW;
+    if !allowed(peer.role, &request) {
+        if let Request::Upload { path, size, .. } = &request {
+            audit_upload(shared, peer, path, *size, "refused");
+            return Some(error(
+                ErrorKind::Unauthorized,
+                format!("The {} role may not upload.", peer.role),
+            ));
+        }
+        // Refuses and audits like any other request.
+        return Some(dispatch(shared, peer, &request));
+    }
+    match request {
+        Request::Upload { path, size, sha256 } => {
+            if let UploadSlot::Active { upload: u, .. } = std::mem::replace(slot, UploadSlot::Idle)
+            {
+                audit_upload(shared, peer, &u.path, u.received, "aborted");
+            }
+            match Upload::start(&shared.cfg.state_dir, &path, size, sha256) {
+                Ok(upload) => {
+                    *slot = UploadSlot::Active {
+                        id,
+                        upload: Box::new(upload),
+                    };
+                    Some(Response::UploadAck {
+                        received: 0,
+                        window,
+                    })
+                }
+                Err((kind, message)) => {
+                    audit_upload(shared, peer, &path, size, "error");
+                    Some(error(kind, message))
+                }
+            }
+        }
+        Request::UploadChunk { offset, data } => match slot {
+            UploadSlot::Active { id: open, upload } if *open == id => {
+                match upload.write(offset, &data, window) {
+                    Ok(()) if upload.ack_due() => Some(Response::UploadAck {
+                        received: upload.received,
+                        window,
+                    }),
+                    Ok(()) => None,
+                    Err(e) => {
+                        audit_upload(shared, peer, &upload.path, upload.size, "error");
+                        *slot = UploadSlot::Failed {
+                            id,
+                            error: e.clone(),
+                        };
+                        Some(error(e.0, e.1))
+                    }
+                }
+            }
+            UploadSlot::Failed { id: failed, .. } if *failed == id => None,
+            _ => Some(error(
+                ErrorKind::Invalid,
+                "No upload is in progress with this id.",
+            )),
+        },
+        Request::UploadFinish => match std::mem::replace(slot, UploadSlot::Idle) {
+            UploadSlot::Active { id: open, upload } if open == id => {
+                let (path, size) = (upload.path.clone(), upload.size);
+                match upload.finish() {
+                    Ok(n) => {
+                        audit_upload(shared, peer, &path, n, "ok");
+                        shared.event(&format!(
+                            "upload {path} ({n} bytes) by {}",
+                            peer.fingerprint
+                        ));
+                        Some(Response::Ok)
+                    }
+                    Err((kind, message)) => {
+                        audit_upload(shared, peer, &path, size, "error");
+                        shared.event(&format!("upload {path} failed: {message}"));
+                        Some(error(kind, message))
+                    }
+                }
+            }
+            UploadSlot::Failed {
+                id: failed,
+                error: e,
+            } if failed == id => Some(error(e.0, e.1)),
+            other => {
+                *slot = other;
+                Some(error(
+                    ErrorKind::Invalid,
+                    "No upload is in progress with this id.",
+                ))
+            }
+        },
+        _ => None,
     }
 }
 
@@ -724,9 +886,11 @@ fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
                 format!("The console is {STAND_IN}."),
             )
         }
-        Request::Upload { .. } | Request::UploadChunk { .. } | Request::UploadFinish => {
-            error(ErrorKind::Unavailable, format!("Uploads are {STAND_IN}."))
-        }
+        // handle_connection routes the upload stream to upload_step.
+        Request::Upload { .. } | Request::UploadChunk { .. } | Request::UploadFinish => error(
+            ErrorKind::Internal,
+            "Upload messages are only served inside a session.",
+        ),
     }
 }
 

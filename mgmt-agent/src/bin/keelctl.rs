@@ -58,6 +58,13 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         tail: u32,
     },
+    /// Upload a file to the host's uploads directory (operator or admin).
+    Upload {
+        /// The local file.
+        local_file: PathBuf,
+        /// Destination, relative to <state-dir>/uploads on the host.
+        remote_path: String,
+    },
     /// Show the audit log (admin only).
     Audit {
         #[arg(long, default_value_t = 100)]
@@ -240,6 +247,10 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
                 _ => Err(ClientError::Unexpected),
             }
         }
+        Command::Upload {
+            local_file,
+            remote_path,
+        } => upload(cli, &dir, local_file, remote_path),
         Command::Audit { tail } => {
             let mut c = connect(&dir, cli.host.as_deref(), &ConnectOptions::default())?;
             match c.call(Request::Audit { tail: *tail })? {
@@ -371,6 +382,55 @@ fn guest(cli: &Cli, dir: &ConfigDir, command: &GuestCommand) -> Result<(), Clien
             Ok(())
         }
         _ => Err(ClientError::Unexpected),
+    }
+}
+
+fn upload(
+    cli: &Cli,
+    dir: &ConfigDir,
+    local: &std::path::Path,
+    remote: &str,
+) -> Result<(), ClientError> {
+    use std::io::IsTerminal;
+    // Hash before connecting, so a missing file fails fast and the idle
+    // timeout does not run while a large file is hashed.
+    let (size, sha256) = keel_mgmt::client::sha256_file(local)?;
+    let mut file = std::fs::File::open(local)
+        .map_err(|e| ClientError::Local(format!("Cannot read {}: {e}", local.display())))?;
+    let mut c = connect(dir, cli.host.as_deref(), &ConnectOptions::default())?;
+    let bar = if cli.json || !std::io::stdout().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new(size);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    };
+    let started = std::time::Instant::now();
+    let result = c.upload(
+        remote,
+        size,
+        sha256,
+        &mut file,
+        keel_mgmt::messages::MAX_CHUNK,
+        &mut |sent| bar.set_position(sent),
+    );
+    bar.finish_and_clear();
+    result?;
+    let secs = started.elapsed().as_secs_f64();
+    if cli.json {
+        json_out(&serde_json::json!({
+            "result": "ok",
+            "path": remote,
+            "bytes": size,
+            "seconds": secs,
+        }))
+    } else {
+        println!("uploaded {} ({size} bytes) to {remote}", local.display());
+        Ok(())
     }
 }
 

@@ -1,13 +1,15 @@
 //! The client library behind keelctl: configuration files, host address
 //! resolution, connecting with the handshake, and request/response calls.
 
+use std::fs::File;
+use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::messages::ErrorKind;
+use crate::messages::{encode_upload_chunk_prefix, ErrorKind, MAX_CHUNK};
 use crate::util::write_atomic;
 use crate::{
     client_handshake_with, ClientKey, ClientMessage, ClientOptions, HandshakeError, KnownHosts,
@@ -306,6 +308,9 @@ impl Client {
             }
         }
         let mut stream = stream.ok_or_else(|| connect_err(last))?;
+        // Frames are written whole; Nagle would only delay the tail of
+        // each one (and small requests) waiting for the peer's ACK.
+        let _ = stream.set_nodelay(true);
         stream
             .set_read_timeout(Some(timeout))
             .and_then(|()| stream.set_write_timeout(Some(timeout)))
@@ -361,10 +366,122 @@ impl Client {
         }
     }
 
+    /// Uploads `size` bytes read from `data` to `remote` (relative to the
+    /// host's uploads directory), announcing `sha256`, in chunks of at
+    /// most `chunk` bytes (clamped to [`MAX_CHUNK`]), never with more
+    /// than the granted window unacknowledged. `progress` is called with
+    /// the bytes sent so far. Each chunk is built, sealed and written in
+    /// one buffer, with the file data read straight into it.
+    pub fn upload<R: Read + ?Sized>(
+        &mut self,
+        remote: &str,
+        size: u64,
+        sha256: [u8; 32],
+        data: &mut R,
+        chunk: usize,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ClientError> {
+        let chunk = chunk.clamp(1, MAX_CHUNK) as u64;
+        let opened = self.call(Request::Upload {
+            path: remote.to_string(),
+            size,
+            sha256,
+        })?;
+        let id = self.last_id();
+        let mut limit = match opened {
+            Response::UploadAck { received, window } => received.saturating_add(window),
+            _ => return Err(ClientError::Unexpected),
+        };
+        let mut buf = Vec::with_capacity(chunk as usize + 64);
+        let mut sent = 0u64;
+        while sent < size {
+            while sent >= limit {
+                match self.recv(id)? {
+                    Response::UploadAck { received, window } => {
+                        limit = received.saturating_add(window)
+                    }
+                    _ => return Err(ClientError::Unexpected),
+                }
+            }
+            let n = chunk.min(size - sent).min(limit - sent) as usize;
+            let mut local_err = None;
+            let r = self.session.send_with(&mut self.stream, &mut buf, |v| {
+                encode_upload_chunk_prefix(v, id, sent, n);
+                let start = v.len();
+                v.resize(start + n, 0);
+                if let Err(e) = data.read_exact(&mut v[start..]) {
+                    local_err = Some(e);
+                    return Err(crate::SessionError::Closed);
+                }
+                Ok(())
+            });
+            if let Some(e) = local_err {
+                return Err(ClientError::Local(format!(
+                    "Cannot read the upload data: {e}"
+                )));
+            }
+            r?;
+            sent += n as u64;
+            progress(sent);
+        }
+        self.session.send(
+            &mut self.stream,
+            &ClientMessage {
+                id,
+                request: Request::UploadFinish,
+            },
+        )?;
+        loop {
+            match self.recv(id)? {
+                Response::UploadAck { .. } => {}
+                Response::Ok => return Ok(()),
+                _ => return Err(ClientError::Unexpected),
+            }
+        }
+    }
+
+    /// Uploads a local file: hashes it, then streams it with
+    /// [`Client::upload`]. Returns its size.
+    pub fn upload_file(
+        &mut self,
+        local: &Path,
+        remote: &str,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, ClientError> {
+        let (size, sha256) = sha256_file(local)?;
+        let mut f = File::open(local)
+            .map_err(|e| ClientError::Local(format!("Cannot read {}: {e}", local.display())))?;
+        self.upload(remote, size, sha256, &mut f, MAX_CHUNK, progress)?;
+        Ok(size)
+    }
+
     /// Changes the read timeout (e.g. none for an attached console).
     pub fn set_read_timeout(&self, t: Option<Duration>) {
         let _ = self.stream.set_read_timeout(t);
     }
+}
+
+/// The size and SHA-256 of a local file.
+pub fn sha256_file(path: &Path) -> Result<(u64, [u8; 32]), ClientError> {
+    let local =
+        |e: std::io::Error| ClientError::Local(format!("Cannot read {}: {e}", path.display()));
+    let mut f = File::open(path).map_err(local)?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(local(e)),
+        };
+        ctx.update(&buf[..n]);
+        size += n as u64;
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    Ok((size, out))
 }
 
 #[cfg(test)]
