@@ -23,7 +23,7 @@ DEBIAN_PACKAGES := qemu-system-x86 ovmf linux-source-6.1 xorriso mtools dosfstoo
 	e2fsprogs systemd-boot-efi sbsigntool busybox-static binutils make gcc libc6-dev \
 	flex bison bc libelf-dev libssl-dev cpio zstd xz-utils python3 git
 
-.PHONY: all run test deps kernel binaries image size check bench clean
+.PHONY: all run test deps kernel binaries image size check bench fuzz clean
 
 all: image
 
@@ -97,6 +97,11 @@ bench: image
 	cargo bench --locked -p keel-ovmf-tests --bench boot
 	cargo bench --locked -p keel-ovmf-tests --bench vmm_guest
 	cargo bench --locked -p keel-ovmf-tests --bench net_guest
+
+## fuzz: every management-protocol decoder under cargo-fuzz (nightly), FUZZ_SECONDS each; fails on a crash.
+FUZZ_SECONDS ?= 30
+fuzz: deps
+	mgmt-agent/fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(OUT) target

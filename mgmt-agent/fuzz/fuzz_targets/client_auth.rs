@@ -1,0 +1,24 @@
+//! `ClientAuth::decode` on arbitrary bytes: never panics, and whatever
+//! decodes re-encodes to exactly the input.
+#![no_main]
+
+use keel_mgmt::handshake::{ClientAuth, MAX_PAIRING_CODE, MSG_AUTH_KEY, MSG_AUTH_PAIRING};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(auth) = ClientAuth::decode(data) {
+        match &auth {
+            ClientAuth::Key { .. } => {
+                assert_eq!(data[0], MSG_AUTH_KEY);
+                assert_eq!(data.len(), 1 + 32 + 64);
+            }
+            ClientAuth::Pairing { code, .. } => {
+                assert_eq!(data[0], MSG_AUTH_PAIRING);
+                assert!(!code.is_empty() && code.len() <= MAX_PAIRING_CODE);
+            }
+        }
+        let encoded = auth.encode();
+        assert_eq!(encoded, data, "ClientAuth does not round-trip");
+        assert_eq!(ClientAuth::decode(&encoded).unwrap(), auth);
+    }
+});
