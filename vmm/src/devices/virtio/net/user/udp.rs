@@ -96,8 +96,8 @@ impl UdpNat {
                 }
             }
             let any: SocketAddr = match target {
-                SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("valid address"),
-                SocketAddr::V6(_) => "[::]:0".parse().expect("valid address"),
+                SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+                SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
             };
             let sock = UdpSocket::bind(any)?;
             sock.set_nonblocking(true)?;
@@ -113,7 +113,9 @@ impl UdpNat {
             );
             self.by_token.insert(token, key);
         }
-        let flow = self.flows.get_mut(&key).expect("inserted above");
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return Ok(());
+        };
         flow.last = now;
         match flow.sock.send(payload) {
             Ok(_) => Ok(()),
