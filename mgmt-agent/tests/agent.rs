@@ -623,3 +623,84 @@ fn keelctl_binary_end_to_end() {
     );
     std::fs::remove_dir_all(&config).unwrap();
 }
+
+#[test]
+fn keelctl_key_add_gives_a_second_operator_a_role() {
+    let agent = Agent::start();
+    let host = format!("127.0.0.1:{}", agent.port());
+    let admin = temp_dir("xdg-admin");
+    let reader = temp_dir("xdg-reader");
+    assert!(keelctl(&admin, &["keygen"]).status.success());
+    assert!(keelctl(&admin, &["pair", &host, &agent.code()])
+        .status
+        .success());
+
+    // The reader hands its public key to the admin.
+    assert!(keelctl(&reader, &["keygen"]).status.success());
+    let out = keelctl(&reader, &["key", "show"]);
+    assert!(out.status.success());
+    let public_key = stdout(&out).trim().to_string();
+    assert!(public_key.starts_with("ed25519:"), "{public_key}");
+    assert!(keelctl(&reader, &["trust", &host]).status.success());
+    // Not authorised yet.
+    assert_eq!(
+        keelctl(&reader, &["--host", &host, "host", "info"])
+            .status
+            .code(),
+        Some(5)
+    );
+
+    // A malformed key and a bad role are refused locally; the admin then authorises it.
+    assert_eq!(
+        keelctl(
+            &admin,
+            &["--host", &host, "key", "add", "reader", "ed25519:nope"]
+        )
+        .status
+        .code(),
+        Some(6)
+    );
+    assert_eq!(
+        keelctl(
+            &admin,
+            &["--host", &host, "key", "add", "root", &public_key]
+        )
+        .status
+        .code(),
+        Some(2)
+    );
+    let out = keelctl(
+        &admin,
+        &["--host", &host, "key", "add", "reader", &public_key, "bob"],
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("as reader"), "{}", stdout(&out));
+
+    // The reader may read but not change anything.
+    assert!(keelctl(&reader, &["--host", &host, "host", "info"])
+        .status
+        .success());
+    let spec = reader.join("web1.toml");
+    std::fs::write(&spec, SPEC).expect("write spec");
+    let out = keelctl(
+        &reader,
+        &[
+            "--host",
+            &host,
+            "guest",
+            "define",
+            spec.to_str().expect("utf-8 path"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(5));
+    // Only the admin may add keys.
+    assert_eq!(
+        keelctl(
+            &reader,
+            &["--host", &host, "key", "add", "admin", &public_key]
+        )
+        .status
+        .code(),
+        Some(5)
+    );
+}

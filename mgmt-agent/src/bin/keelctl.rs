@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use keel_mgmt::client::{Client, ClientError, ConfigDir, ConnectOptions};
 use keel_mgmt::messages::{GuestDetail, GuestSummary, HostInfo};
 use keel_mgmt::util::rfc3339;
-use keel_mgmt::{HandshakeError, Request, Response};
+use keel_mgmt::{HandshakeError, PublicKey, Request, Response, Role};
 
 /// Manage a Keel host over its signed management channel.
 #[derive(Parser, Debug)]
@@ -65,10 +65,32 @@ enum Command {
         /// Destination, relative to <state-dir>/uploads on the host.
         remote_path: String,
     },
+    /// Operator keys: show this workstation's, or authorise another.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Show the audit log (admin only).
     Audit {
         #[arg(long, default_value_t = 100)]
         tail: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Print this workstation's public key, to hand to an admin.
+    Show,
+    /// Authorise a key on the host with a role (admin only).
+    Add {
+        /// admin, operator or reader.
+        #[arg(value_parser = parse_role)]
+        role: Role,
+        /// The key, as `keelctl key show` prints it (`ed25519:...`).
+        public_key: String,
+        /// Who the key belongs to.
+        #[arg(default_value = "")]
+        comment: String,
     },
 }
 
@@ -251,6 +273,43 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
             local_file,
             remote_path,
         } => upload(cli, &dir, local_file, remote_path),
+        Command::Key {
+            command: KeyCommand::Show,
+        } => {
+            let key = dir.load_key()?;
+            if cli.json {
+                json_out(&serde_json::json!({
+                    "public_key": key.public_key().to_string(),
+                    "fingerprint": key.fingerprint().to_string(),
+                }))
+            } else {
+                println!("{}", key.public_key());
+                Ok(())
+            }
+        }
+        Command::Key {
+            command:
+                KeyCommand::Add {
+                    role,
+                    public_key,
+                    comment,
+                },
+        } => {
+            let key = PublicKey::parse(public_key).map_err(|e| {
+                ClientError::Local(format!("{public_key} is not a public key: {e}"))
+            })?;
+            let mut c = connect(&dir, cli.host.as_deref(), &ConnectOptions::default())?;
+            let request = Request::AuthorizeKey {
+                role: *role,
+                public_key: key.0,
+                comment: comment.clone(),
+            };
+            report_ok(
+                cli,
+                c.call(request)?,
+                &format!("authorised {} as {role}", key.fingerprint()),
+            )
+        }
         Command::Audit { tail } => {
             let mut c = connect(&dir, cli.host.as_deref(), &ConnectOptions::default())?;
             match c.call(Request::Audit { tail: *tail })? {
@@ -375,7 +434,17 @@ fn guest(cli: &Cli, dir: &ConfigDir, command: &GuestCommand) -> Result<(), Clien
             (Request::GuestRestart { name: name.clone() }, "restarted")
         }
     };
-    match c.call(request)? {
+    report_ok(cli, c.call(request)?, done)
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    text.parse()
+        .map_err(|_| format!("`{text}` is not a role (admin, operator or reader)"))
+}
+
+/// Prints the outcome of a request whose answer is a plain `Ok`.
+fn report_ok(cli: &Cli, response: Response, done: &str) -> Result<(), ClientError> {
+    match response {
         Response::Ok if cli.json => json_out(&serde_json::json!({"result": "ok"})),
         Response::Ok => {
             println!("{done}");
