@@ -9,7 +9,7 @@ OUT       := out
 TARGET    := x86_64-unknown-linux-gnu
 # Appliance binaries are static so the initramfs needs no shared libraries.
 BIN_DIR   := target/$(TARGET)/release
-APPLIANCE_BINS := keel-init
+APPLIANCE_BINS := keel-init keel-agent
 # Static binaries for the Linux-guest test bed (QEMU TCG, see ovmf-tests/tests/linux_guest.rs).
 TESTBED_BINS := keel-vmm keel-testbed keel-test-guest
 KERNEL    := $(OUT)/kernel/bzImage
@@ -46,7 +46,7 @@ kernel: deps
 ## binaries: the static release binaries for the image and the test bed.
 binaries: deps
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-		cargo build --release --locked --target $(TARGET) -p keel-init -p keel-vmm -p keel-testbed
+		cargo build --release --locked --target $(TARGET) -p keel-init -p keel-mgmt -p keel-vmm -p keel-testbed
 
 ## image: out/keel.img (GPT disk for USB sticks) and out/keel.iso (hybrid ISO).
 image: kernel binaries

@@ -16,9 +16,11 @@
 
 pub mod logger;
 pub mod mounts;
+pub mod net;
 pub mod power_button;
 pub mod reaper;
 pub mod shutdown;
+pub mod supervisor;
 pub mod uptime;
 
 use std::os::fd::AsFd;
@@ -33,6 +35,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use power_button::PowerButton;
 use shutdown::Action;
+use supervisor::{Service, Supervisor};
 
 /// The host configuration baked into the image.
 pub const HOST_CONFIG: &str = "/etc/keel/host.toml";
@@ -95,9 +98,13 @@ pub fn run() -> ! {
         .unwrap_or_else(|| "?".into());
     logger::announce(&format!("keel {} up in {ms} ms", keel_common::VERSION));
 
+    start_management_network();
+    let mut services = appliance_services();
     let mut panics: Vec<Instant> = Vec::new();
     loop {
-        let result = panic::catch_unwind(AssertUnwindSafe(|| main_loop(&signals, &mut power)));
+        let result = panic::catch_unwind(AssertUnwindSafe(|| {
+            main_loop(&signals, &mut power, &mut services)
+        }));
         // main_loop only comes back by panicking; the hook has logged it.
         let _ = result;
         let now = Instant::now();
@@ -108,6 +115,52 @@ pub fn run() -> ! {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// Where the agent keeps its host key, authorized keys and audit log. On
+/// tmpfs until the data partition is mounted (persistent configuration
+/// is the next piece of work), so pairing does not survive a reboot yet.
+pub const AGENT_STATE_DIR: &str = "/run/keel/agent";
+
+/// Brings the management uplink up with DHCP on a thread of its own, so a
+/// slow or absent DHCP server never holds up PID 1's signal loop. Static
+/// addresses and host.toml's [[network]] tables come with persistent
+/// configuration.
+fn start_management_network() {
+    let spawned =
+        std::thread::Builder::new()
+            .name("net".into())
+            .spawn(|| match net::bring_up(None) {
+                Ok(lease) => log::info!(
+                    "management address: {}/{} on {} (router {})",
+                    lease.address,
+                    lease.prefix_len,
+                    lease.ifname,
+                    lease
+                        .router
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "none".into())
+                ),
+                Err(err) => log::error!("no management address: {err}"),
+            });
+    if let Err(err) = spawned {
+        log::error!("cannot start the network thread: {err}");
+    }
+}
+
+/// The long-running services of the appliance.
+fn appliance_services() -> Supervisor {
+    let mut services = Supervisor::default();
+    if Path::new("/usr/bin/keel-agent").exists() {
+        services.add(Service::new(
+            "keel-agent",
+            "/usr/bin/keel-agent",
+            &["--state-dir", AGENT_STATE_DIR, "--listen", "0.0.0.0:7444"],
+        ));
+    } else {
+        log::warn!("/usr/bin/keel-agent is missing: the management channel will not be available");
+    }
+    services
 }
 
 fn apply_host_config(path: &Path) {
@@ -126,7 +179,7 @@ fn apply_host_config(path: &Path) {
 }
 
 /// Waits for signals and power-key presses. Returns only by panicking.
-fn main_loop(signals: &SigSet, power: &mut PowerButton) -> ! {
+fn main_loop(signals: &SigSet, power: &mut PowerButton, services: &mut Supervisor) -> ! {
     let signal_fd = loop {
         match SignalFd::with_flags(signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
             Ok(fd) => break fd,
@@ -145,7 +198,12 @@ fn main_loop(signals: &SigSet, power: &mut PowerButton) -> ! {
                     .into_iter()
                     .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
             );
-            match poll(&mut fds, PollTimeout::from(RESCAN_INTERVAL_MS)) {
+            // Wake for the next service restart, or to rescan input devices.
+            let restart_in = services
+                .tick()
+                .map(|d| d.as_millis().min(u128::from(RESCAN_INTERVAL_MS)) as u16);
+            let timeout = restart_in.unwrap_or(RESCAN_INTERVAL_MS).max(1);
+            match poll(&mut fds, PollTimeout::from(timeout)) {
                 Ok(0) => (false, Vec::new()),
                 Ok(_) => {
                     let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
@@ -166,7 +224,7 @@ fn main_loop(signals: &SigSet, power: &mut PowerButton) -> ! {
             }
         };
         if signal_ready {
-            handle_signals(&signal_fd);
+            handle_signals(&signal_fd, services);
         }
         // Highest index first: a failing device is removed from the list.
         for index in ready_devices.into_iter().rev() {
@@ -178,7 +236,7 @@ fn main_loop(signals: &SigSet, power: &mut PowerButton) -> ! {
     }
 }
 
-fn handle_signals(signal_fd: &SignalFd) {
+fn handle_signals(signal_fd: &SignalFd, services: &mut Supervisor) {
     let mut reap = false;
     while let Ok(Some(info)) = signal_fd.read_signal() {
         let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
@@ -195,6 +253,7 @@ fn handle_signals(signal_fd: &SignalFd) {
     if reap {
         for status in reaper::reap_all().exited {
             log::debug!("reaped {status:?}");
+            services.reaped(&status);
         }
     }
 }

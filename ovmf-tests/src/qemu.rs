@@ -33,6 +33,9 @@ pub struct QemuOptions {
     pub cpus: u32,
     /// Exit instead of rebooting, so a reboot request ends the test run.
     pub no_reboot: bool,
+    /// Give the appliance a NIC on QEMU's user network and forward this
+    /// host port on 127.0.0.1 to the agent's port 7444.
+    pub agent_port: Option<u16>,
 }
 
 impl QemuOptions {
@@ -43,6 +46,7 @@ impl QemuOptions {
             memory_mib: 1024,
             cpus: 2,
             no_reboot: true,
+            agent_port: None,
         }
     }
 }
@@ -133,6 +137,11 @@ impl Qemu {
         }
         if options.no_reboot {
             cmd.arg("-no-reboot");
+        }
+        if let Some(port) = options.agent_port {
+            cmd.arg("-nic").arg(format!(
+                "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:7444"
+            ));
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())

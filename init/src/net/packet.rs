@@ -1,0 +1,183 @@
+//! A smoltcp [`Device`] over an `AF_PACKET` socket bound to one interface.
+//!
+//! This replaces `smoltcp::phy::RawSocket`, which opens the same kind of
+//! socket but panics on any send/receive error other than `EAGAIN` (e.g.
+//! `ENETDOWN` when the link drops, `ENXIO` when the device goes away). A
+//! panic in PID 1 is not acceptable, so errors are recorded here and the
+//! DHCP loop decides what to do with them.
+
+use std::cell::Cell;
+use std::ffi::CString;
+use std::io;
+use std::mem;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+use super::NetError;
+
+/// Ethernet header (14) on top of the IP MTU.
+const ETH_HEADER: usize = 14;
+
+pub struct PacketDevice {
+    fd: OwnedFd,
+    mtu: usize,
+    /// The last errno of a failed send or receive, for the caller to look at.
+    error: Cell<Option<i32>>,
+}
+
+impl PacketDevice {
+    /// Opens a non-blocking `AF_PACKET` socket bound to `ifname`.
+    /// `ip_mtu` is the interface MTU (as in `/sys/class/net/<if>/mtu`).
+    pub fn open(ifname: &str, ip_mtu: usize) -> Result<Self, NetError> {
+        let fail = |source: io::Error| NetError::PacketSocket {
+            ifname: ifname.to_owned(),
+            source,
+        };
+        let name = CString::new(ifname).map_err(|_| NetError::BadName {
+            ifname: ifname.to_owned(),
+        })?;
+        // SAFETY: `name` is a valid NUL-terminated string.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(fail(io::Error::last_os_error()));
+        }
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: socket(2) takes no pointers; the result is checked below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::c_int::from(proto),
+            )
+        };
+        if fd < 0 {
+            return Err(fail(io::Error::last_os_error()));
+        }
+        // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as libc::c_ushort;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = libc::c_int::try_from(index)
+            .map_err(|_| fail(io::Error::from(io::ErrorKind::InvalidInput)))?;
+        // SAFETY: `sll` is a sockaddr_ll and the length passed matches it.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sll as *const libc::sockaddr_ll).cast(),
+                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(fail(io::Error::last_os_error()));
+        }
+        Ok(Self {
+            fd,
+            mtu: ip_mtu.saturating_add(ETH_HEADER),
+            error: Cell::new(None),
+        })
+    }
+
+    /// Returns and clears the last I/O error seen by the device.
+    pub fn take_error(&self) -> Option<io::Error> {
+        self.error.take().map(io::Error::from_raw_os_error)
+    }
+}
+
+impl AsFd for PacketDevice {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Device for PacketDevice {
+    type RxToken<'a> = RxToken;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = self.mtu;
+        caps
+    }
+
+    fn receive(&mut self, _now: Instant) -> Option<(RxToken, TxToken<'_>)> {
+        let mut buffer = vec![0u8; self.mtu];
+        loop {
+            // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+            let mut from: libc::sockaddr_ll = unsafe { mem::zeroed() };
+            let mut from_len = mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            // SAFETY: buffer/from are valid for the lengths passed.
+            let n = unsafe {
+                libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                    0,
+                    (&mut from as *mut libc::sockaddr_ll).cast(),
+                    &mut from_len,
+                )
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => {}
+                    errno => self.error.set(errno),
+                }
+                return None;
+            }
+            // The socket also sees our own transmissions; skip them.
+            if from.sll_pkttype == libc::PACKET_OUTGOING {
+                continue;
+            }
+            buffer.truncate(usize::try_from(n).unwrap_or(0));
+            let tx = TxToken {
+                fd: self.fd.as_fd(),
+                error: &self.error,
+            };
+            return Some((RxToken { buffer }, tx));
+        }
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
+        Some(TxToken {
+            fd: self.fd.as_fd(),
+            error: &self.error,
+        })
+    }
+}
+
+pub struct RxToken {
+    buffer: Vec<u8>,
+}
+
+impl phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.buffer)
+    }
+}
+
+pub struct TxToken<'a> {
+    fd: BorrowedFd<'a>,
+    error: &'a Cell<Option<i32>>,
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buffer = vec![0u8; len];
+        let result = f(&mut buffer);
+        // SAFETY: buffer is valid for its length; the socket is bound, so no
+        // destination address is needed.
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), buffer.as_ptr().cast(), buffer.len(), 0) };
+        if n < 0 {
+            // A lost frame is like a lost packet: DHCP retransmits. Record it
+            // so the caller can notice a dead interface.
+            self.error.set(io::Error::last_os_error().raw_os_error());
+        }
+        result
+    }
+}

@@ -1,0 +1,181 @@
+//! Supervision: init starts long-running services and restarts them with
+//! exponential backoff when they exit.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::wait::WaitStatus;
+
+/// Shortest and longest wait before a restart.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A run this long resets the backoff: the service was healthy.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// One supervised program.
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    pub program: String,
+    pub args: Vec<String>,
+    pid: Option<i32>,
+    started: Option<Instant>,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+}
+
+impl Service {
+    pub fn new(name: &str, program: &str, args: &[&str]) -> Self {
+        Service {
+            name: name.to_string(),
+            program: program.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            pid: None,
+            started: None,
+            backoff: BACKOFF_MIN,
+            restart_at: Some(Instant::now()),
+        }
+    }
+
+    /// The delay before the next restart after a run of `ran`, and the
+    /// backoff that follows it.
+    pub fn next_backoff(current: Duration, ran: Duration) -> (Duration, Duration) {
+        if ran >= HEALTHY_RUN {
+            (BACKOFF_MIN, BACKOFF_MIN * 2)
+        } else {
+            (current, (current * 2).min(BACKOFF_MAX))
+        }
+    }
+}
+
+/// The services init keeps running.
+#[derive(Debug, Default)]
+pub struct Supervisor {
+    services: Vec<Service>,
+}
+
+impl Supervisor {
+    pub fn add(&mut self, service: Service) {
+        self.services.push(service);
+    }
+
+    /// Starts every service whose restart time has come. Returns how long
+    /// until the next pending restart, if any.
+    pub fn tick(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        for service in &mut self.services {
+            match service.restart_at {
+                Some(at) if at <= now => start(service, now),
+                _ => {}
+            }
+        }
+        self.services
+            .iter()
+            .filter_map(|s| s.restart_at)
+            .min()
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Records that a child exited; schedules a restart if it was a service.
+    pub fn reaped(&mut self, status: &WaitStatus) {
+        let Some(pid) = status.pid().map(|p| p.as_raw()) else {
+            return;
+        };
+        let now = Instant::now();
+        for service in &mut self.services {
+            if service.pid != Some(pid) {
+                continue;
+            }
+            let ran = service
+                .started
+                .map(|s| now.duration_since(s))
+                .unwrap_or_default();
+            let (delay, next) = Service::next_backoff(service.backoff, ran);
+            log::error!(
+                "{} exited ({}) after {} s; restarting in {} s",
+                service.name,
+                describe(status),
+                ran.as_secs(),
+                delay.as_secs()
+            );
+            service.pid = None;
+            service.backoff = next;
+            service.restart_at = Some(now + delay);
+        }
+    }
+}
+
+fn start(service: &mut Service, now: Instant) {
+    // The service's output goes to init's stdout and stderr: the console.
+    let spawned = Command::new(&service.program)
+        .args(&service.args)
+        .stdin(Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(child) => {
+            log::info!("started {} (pid {})", service.name, child.id());
+            service.pid = i32::try_from(child.id()).ok();
+            service.started = Some(now);
+            service.restart_at = None;
+        }
+        Err(err) => {
+            let (delay, next) = Service::next_backoff(service.backoff, Duration::ZERO);
+            log::error!(
+                "cannot start {}: {err}; retrying in {} s",
+                service.name,
+                delay.as_secs()
+            );
+            service.backoff = next;
+            service.restart_at = Some(now + delay);
+        }
+    }
+}
+
+fn describe(status: &WaitStatus) -> String {
+    match status {
+        WaitStatus::Exited(_, code) => format!("status {code}"),
+        WaitStatus::Signaled(_, signal, _) => format!("killed by {}", signal.as_str()),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::unistd::Pid;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets_after_a_healthy_run() {
+        let (delay, next) = Service::next_backoff(BACKOFF_MIN, Duration::from_secs(1));
+        assert_eq!((delay, next), (BACKOFF_MIN, BACKOFF_MIN * 2));
+        let (delay, next) = Service::next_backoff(Duration::from_secs(16), Duration::ZERO);
+        assert_eq!((delay, next), (Duration::from_secs(16), BACKOFF_MAX));
+        let (_, next) = Service::next_backoff(BACKOFF_MAX, Duration::ZERO);
+        assert_eq!(next, BACKOFF_MAX);
+        let (delay, _) = Service::next_backoff(BACKOFF_MAX, HEALTHY_RUN);
+        assert_eq!(delay, BACKOFF_MIN);
+    }
+
+    #[test]
+    fn a_crashed_service_is_restarted_after_its_backoff() {
+        let mut sup = Supervisor::default();
+        sup.add(Service::new("true", "/bin/true", &[]));
+        assert_eq!(sup.tick(), None, "started at once, nothing pending");
+        let pid = sup.services[0].pid.expect("started");
+        let status = nix::sys::wait::waitpid(Pid::from_raw(pid), None).expect("wait");
+        sup.reaped(&status);
+        let pending = sup.tick().expect("a restart is pending");
+        assert!(pending <= BACKOFF_MIN);
+        // Another process's exit changes nothing.
+        sup.reaped(&WaitStatus::Exited(Pid::from_raw(1), 0));
+        assert_eq!(sup.services[0].backoff, BACKOFF_MIN * 2);
+    }
+
+    #[test]
+    fn a_missing_program_is_retried_not_fatal() {
+        let mut sup = Supervisor::default();
+        sup.add(Service::new("ghost", "/nonexistent/keel-ghost", &[]));
+        assert!(sup.tick().is_some(), "retry scheduled");
+        assert!(sup.services[0].pid.is_none());
+    }
+}
