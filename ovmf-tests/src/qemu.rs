@@ -33,8 +33,8 @@ pub struct QemuOptions {
     pub cpus: u32,
     /// Exit instead of rebooting, so a reboot request ends the test run.
     pub no_reboot: bool,
-    /// Give the appliance a NIC on QEMU's user network and forward this
-    /// host port on 127.0.0.1 to the agent's port 7444.
+    /// Forward this host port on 127.0.0.1 to the agent's port 7444 (the
+    /// appliance always gets a NIC on QEMU's user network).
     pub agent_port: Option<u16>,
 }
 
@@ -138,10 +138,15 @@ impl Qemu {
         if options.no_reboot {
             cmd.arg("-no-reboot");
         }
-        if let Some(port) = options.agent_port {
-            cmd.arg("-nic").arg(format!(
-                "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:7444"
-            ));
+        // The appliance expects a management NIC (it asks DHCP for an
+        // address at boot); QEMU's user network provides one.
+        if !matches!(options.media, BootMedia::DirectKernel { .. }) {
+            let forward = options
+                .agent_port
+                .map(|port| format!(",hostfwd=tcp:127.0.0.1:{port}-:7444"))
+                .unwrap_or_default();
+            cmd.arg("-nic")
+                .arg(format!("user,model=virtio-net-pci{forward}"));
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
