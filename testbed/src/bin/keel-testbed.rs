@@ -99,21 +99,10 @@ fn run_controlled(scenario: &str) {
         println!("TESTBED scenario={scenario} error=cannot-write-spec:{err}");
         return;
     }
-    let started = Instant::now();
-    let Some(mut child) = spawn_vmm(
-        scenario,
-        &["--config", &config, "--api-socket", &socket],
-        false,
-    ) else {
+    let Some((mut child, started, ready_ms)) = spawn_with_socket(scenario, &config, &socket) else {
         return;
     };
-    while !Path::new(&socket).exists() && started.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    println!(
-        "TESTBED scenario={scenario} socket_ready_ms={}",
-        started.elapsed().as_millis()
-    );
+    println!("TESTBED scenario={scenario} socket_ready_ms={ready_ms:.0}");
     // Wait for the guest to report its boot marker.
     let mut booted = false;
     while started.elapsed() < Duration::from_secs(120) {
@@ -225,18 +214,9 @@ fn run_measure(scenario: &str) {
         println!("TESTBED scenario={scenario} error=setup");
         return;
     }
-    let started = Instant::now();
-    let Some(mut child) = spawn_vmm(
-        scenario,
-        &["--config", &config, "--api-socket", &socket],
-        false,
-    ) else {
+    let Some((mut child, started, ready_ms)) = spawn_with_socket(scenario, &config, &socket) else {
         return;
     };
-    while !Path::new(&socket).exists() && started.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    let ready_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut marker = None;
     while started.elapsed() < Duration::from_secs(120) && marker.is_none() {
         if let Ok(VmmResponse::Info(info)) = request(&socket, &VmmRequest::Info) {
@@ -372,6 +352,26 @@ fn spawn_vmm(scenario: &str, args: &[&str], pipe_stdout: bool) -> Option<std::pr
             None
         }
     }
+}
+
+/// Starts keel-vmm with a control socket and waits (up to 10 s) for the
+/// socket to appear. Returns the child, when it was started, and how many
+/// milliseconds the socket took.
+fn spawn_with_socket(
+    scenario: &str,
+    config: &str,
+    socket: &str,
+) -> Option<(std::process::Child, Instant, f64)> {
+    let started = Instant::now();
+    let child = spawn_vmm(
+        scenario,
+        &["--config", config, "--api-socket", socket],
+        false,
+    )?;
+    while !Path::new(socket).exists() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Some((child, started, started.elapsed().as_secs_f64() * 1000.0))
 }
 
 /// Waits up to a minute for keel-vmm to end by itself and prints its exit
