@@ -5,14 +5,13 @@
 
 use std::time::Duration;
 
-use keel_ovmf_tests::testbed::testbed_initramfs;
+use keel_ovmf_tests::testbed::{report_field, reports, testbed_initramfs};
 use keel_ovmf_tests::{artefact, BootMedia, Qemu, QemuOptions};
 
 fn throughput(serial: &str, scenario: &str) -> Option<f64> {
-    serial
-        .lines()
-        .filter(|l| l.starts_with(&format!("TESTBED scenario={scenario} ")))
-        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("mib_s=")))
+    reports(serial, scenario)
+        .into_iter()
+        .find_map(|r| report_field(r, "mib_s"))
         .and_then(|v| v.parse().ok())
 }
 

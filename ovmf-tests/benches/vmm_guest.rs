@@ -6,15 +6,10 @@
 
 use std::time::Duration;
 
-use keel_ovmf_tests::testbed::testbed_initramfs_with_qemu;
+use keel_ovmf_tests::testbed::{report_field, reports, testbed_initramfs_with_qemu};
 use keel_ovmf_tests::{artefact, BootMedia, Qemu, QemuOptions};
 
 const RUNS: usize = 3;
-
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -36,16 +31,13 @@ fn main() {
     let mut qemu = Qemu::start("vmm-guest-bench", &options);
     qemu.wait_for("TESTBED done", Duration::from_secs(900));
     let serial = qemu.serial();
-    let lines: Vec<&str> = serial
-        .lines()
-        .filter(|l| l.starts_with("TESTBED scenario=measure "))
-        .collect();
+    let lines = reports(&serial, "measure");
     assert_eq!(lines.len(), RUNS, "console:\n{serial}");
     let values = |key: &str| -> Vec<f64> {
         lines
             .iter()
             .map(|l| {
-                field(l, key)
+                report_field(l, key)
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(f64::NAN)
             })
@@ -72,11 +64,10 @@ fn main() {
         median(overhead) / 1024.0,
         median(guest)
     );
-    let qemu: Vec<f64> = serial
-        .lines()
-        .filter(|l| l.starts_with("TESTBED scenario=qemu "))
+    let qemu: Vec<f64> = reports(&serial, "qemu")
+        .into_iter()
         .map(|l| {
-            field(l, "boot_marker_ms")
+            report_field(l, "boot_marker_ms")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(f64::NAN)
         })
@@ -89,10 +80,7 @@ fn main() {
             keel_ms / qemu_ms
         );
     } else {
-        let errors: Vec<&str> = serial
-            .lines()
-            .filter(|l| l.starts_with("TESTBED scenario=qemu "))
-            .collect();
+        let errors = reports(&serial, "qemu");
         println!("  baseline: QEMU microvm did not produce a boot time: {errors:?}");
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -144,3 +144,38 @@ fn build(dir: &Path, with_qemu: bool) -> PathBuf {
     std::fs::write(&path, image).expect("write L1 initramfs");
     path
 }
+
+/// The `TESTBED scenario=NAME ...` reports in `serial`, each taken from its
+/// tag on: keel-vmm's log on stderr shares L1's console and can land in
+/// front of a report on the same line.
+pub fn reports<'a>(serial: &'a str, scenario: &str) -> Vec<&'a str> {
+    let tag = format!("TESTBED scenario={scenario} ");
+    serial
+        .lines()
+        .filter_map(|l| l.find(&tag).map(|at| &l[at..]))
+        .collect()
+}
+
+/// The value of `key=` in one report.
+pub fn report_field<'a>(report: &'a str, key: &str) -> Option<&'a str> {
+    report
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_are_found_behind_interleaved_log_output() {
+        let serial = "TESTBED scenario=a x=1\nkeel-vmm[a]: boot marker TESTBED scenario=a y=2\nTESTBED scenario=ab x=9\n";
+        let found = reports(serial, "a");
+        assert_eq!(
+            found,
+            vec!["TESTBED scenario=a x=1", "TESTBED scenario=a y=2"]
+        );
+        assert_eq!(report_field(found[1], "y"), Some("2"));
+        assert_eq!(report_field(found[1], "x"), None);
+    }
+}

@@ -7,20 +7,14 @@
 
 use std::time::Duration;
 
-use keel_ovmf_tests::testbed::testbed_initramfs;
+use keel_ovmf_tests::testbed::{report_field, reports, testbed_initramfs};
 use keel_ovmf_tests::{artefact, BootMedia, Qemu, QemuOptions};
 
-/// The value of `key=` on the console line that starts with `prefix`.
-fn field(line: &str, key: &str) -> Option<String> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
-}
-
 fn testbed_line(serial: &str, scenario: &str, key: &str) -> String {
-    serial
-        .lines()
-        .filter(|l| l.starts_with(&format!("TESTBED scenario={scenario} ")))
-        .find_map(|l| field(l, key))
+    reports(serial, scenario)
+        .into_iter()
+        .find_map(|r| report_field(r, key))
+        .map(str::to_string)
         .unwrap_or_else(|| panic!("no TESTBED {key} for {scenario}; console:\n{serial}"))
 }
 
