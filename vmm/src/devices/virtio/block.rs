@@ -383,13 +383,7 @@ impl Disk {
         match request_type {
             VIRTIO_BLK_T_IN => {
                 let len = self.check_transfer(mem, data, true, sector)?;
-                if !self.transfer_vectored(mem, data, sector * SECTOR_SIZE, len, true)? {
-                    let mut src = FileAt::new(&self.file, sector * SECTOR_SIZE);
-                    for d in data {
-                        mem.read_exact_volatile_from(d.addr(), &mut src, d.len() as usize)
-                            .map_err(RequestError::Transfer)?;
-                    }
-                }
+                self.transfer(mem, data, sector * SECTOR_SIZE, len, true)?;
                 self.counters.read_requests += 1;
                 self.counters.read_bytes += len;
                 // len <= MAX_REQUEST_BYTES, far below u32::MAX.
@@ -400,13 +394,7 @@ impl Disk {
                     return Err(RequestError::ReadOnly);
                 }
                 let len = self.check_transfer(mem, data, false, sector)?;
-                if !self.transfer_vectored(mem, data, sector * SECTOR_SIZE, len, false)? {
-                    let mut dst = FileAt::new(&self.file, sector * SECTOR_SIZE);
-                    for d in data {
-                        mem.write_all_volatile_to(d.addr(), &mut dst, d.len() as usize)
-                            .map_err(RequestError::Transfer)?;
-                    }
-                }
+                self.transfer(mem, data, sector * SECTOR_SIZE, len, false)?;
                 self.counters.write_requests += 1;
                 self.counters.write_bytes += len;
                 Ok(0)
@@ -434,6 +422,32 @@ impl Disk {
             }
             other => Err(RequestError::Unsupported(other)),
         }
+    }
+
+    /// Moves `len` bytes between the file at `offset` and the checked
+    /// buffers `data`: into guest memory when `to_guest`, else out of it.
+    fn transfer(
+        &self,
+        mem: &GuestMemoryMmap,
+        data: &[Descriptor],
+        offset: u64,
+        len: u64,
+        to_guest: bool,
+    ) -> Result<(), RequestError> {
+        if self.transfer_vectored(mem, data, offset, len, to_guest)? {
+            return Ok(());
+        }
+        // A buffer spans two memory regions: one segment at a time.
+        let mut file = FileAt::new(&self.file, offset);
+        for d in data {
+            let result = if to_guest {
+                mem.read_exact_volatile_from(d.addr(), &mut file, d.len() as usize)
+            } else {
+                mem.write_all_volatile_to(d.addr(), &mut file, d.len() as usize)
+            };
+            result.map_err(RequestError::Transfer)?;
+        }
+        Ok(())
     }
 
     /// Moves a whole request with one preadv/pwritev, as the host would do
