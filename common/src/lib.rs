@@ -4,6 +4,7 @@
 //! validate it the same way, and every error names the file, line and field.
 
 pub mod config;
+pub mod fsutil;
 pub mod guest;
 pub mod host;
 pub mod hostfwd;
