@@ -20,6 +20,7 @@ pub mod net;
 pub mod power_button;
 pub mod reaper;
 pub mod shutdown;
+pub mod storage;
 pub mod supervisor;
 pub mod uptime;
 

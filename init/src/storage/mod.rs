@@ -1,0 +1,360 @@
+//! Persistent storage at boot: the ESP (read-only, for the seed
+//! configuration and later the UKI) and the KEEL-DATA partition (checked,
+//! grown to fill its disk, mounted at `/var/lib/keel`), then the seeds
+//! imported from the first into the second.
+//!
+//! Devices are found by file-system label by reading superblocks directly
+//! ([`probe`]); no blkid or udev is needed. [`bring_up`] is the entry point
+//! for init: it never fails and never panics, and says what it got.
+
+pub mod fsck;
+pub mod grow;
+pub mod probe;
+pub mod seeds;
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+
+pub use fsck::FsckVerdict;
+pub use grow::GrowOutcome;
+pub use probe::{find_by_label, BlockDevice, FsKind, Probe};
+pub use seeds::{import_seeds, SeedReport};
+
+/// Label of the FAT EFI system partition.
+pub const ESP_LABEL: &str = "KEEL-ESP";
+/// Label of the ext4 data partition.
+pub const DATA_LABEL: &str = "KEEL-DATA";
+/// Where the data partition is mounted.
+pub const DATA_MOUNT: &str = "/var/lib/keel";
+/// Where the ESP is mounted, read-only.
+pub const ESP_MOUNT: &str = "/run/keel/esp";
+/// The seed folder on the ESP.
+pub const SEED_DIR: &str = "keel";
+/// e2fsck in the image (the static build from Debian's e2fsck-static).
+pub const E2FSCK: &str = "/usr/sbin/e2fsck";
+
+/// A storage failure. Each message is a sentence naming what and where.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("Cannot {what} {path}: {source}.")]
+    Io {
+        what: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("The partition table of {disk} cannot be used: {message}.")]
+    Gpt { disk: PathBuf, message: String },
+    #[error("The primary GPT header of {disk} is damaged; the disk is left untouched.")]
+    GptPrimaryDamaged { disk: PathBuf },
+    #[error("{disk} has no ext4 partition labelled {label}; the disk is left untouched.")]
+    NoDataPartition { disk: PathBuf, label: String },
+    #[error(
+        "{disk} has more than one ext4 partition labelled {label}; the disk is left untouched."
+    )]
+    AmbiguousDataPartition { disk: PathBuf, label: String },
+    #[error("Partition {partition} of {disk} is not the last partition, so it is not grown.")]
+    NotLastPartition { disk: PathBuf, partition: u32 },
+    #[error("Partition {partition} of {disk} ends at sector {end}, past the disk's last usable sector {last_usable}; it is not shrunk.")]
+    WouldShrink {
+        disk: PathBuf,
+        partition: u32,
+        end: u64,
+        last_usable: u64,
+    },
+    #[error("{what} on {path} failed: {source}.")]
+    Ioctl {
+        what: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{device} does not hold an ext file system.")]
+    NotExt { device: PathBuf },
+    #[error("Cannot mount {device} ({fstype}) on {target}: {source}.")]
+    Mount {
+        device: PathBuf,
+        target: PathBuf,
+        fstype: String,
+        source: nix::errno::Errno,
+    },
+    #[error("{target} is already a mount point.")]
+    AlreadyMounted { target: PathBuf },
+    #[error("e2fsck found errors on {device} it could not repair (exit status {code}), and mounting it read-only failed too.")]
+    Unrepaired { device: PathBuf, code: i32 },
+}
+
+/// How the data partition was prepared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataMount {
+    pub device: PathBuf,
+    pub mount_point: PathBuf,
+    /// Mounted read-only because e2fsck could not repair it.
+    pub read_only: bool,
+    pub fsck: FsckVerdict,
+    /// What growing the partition table did, when it was tried.
+    pub grown: Option<GrowOutcome>,
+    /// Old and new block counts when the file system was grown.
+    pub fs_resized: Option<(u64, u64)>,
+}
+
+/// Where things are on the running system; tests point them elsewhere.
+#[derive(Debug, Clone)]
+pub struct DataOptions {
+    pub mount_point: PathBuf,
+    pub e2fsck: PathBuf,
+    /// The directory holding whole-disk nodes (`/dev`).
+    pub dev_root: PathBuf,
+}
+
+impl DataOptions {
+    pub fn system(mount_point: &Path) -> Self {
+        DataOptions {
+            mount_point: mount_point.to_path_buf(),
+            e2fsck: PathBuf::from(E2FSCK),
+            dev_root: PathBuf::from("/dev"),
+        }
+    }
+}
+
+fn io_err(what: &str, path: &Path) -> impl Fn(std::io::Error) -> StorageError {
+    let what = what.to_string();
+    let path = path.to_path_buf();
+    move |source| StorageError::Io {
+        what: what.clone(),
+        path: path.clone(),
+        source,
+    }
+}
+
+/// Whether `target` is a mount point now.
+fn is_mounted(target: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mounts") else {
+        return false;
+    };
+    let target = target.to_string_lossy();
+    crate::mounts::parse_mounts(&text)
+        .iter()
+        .any(|m| m.target == target)
+}
+
+/// Finds the KEEL-DATA ext4 file system (preferring the ESP's disk when
+/// there are several), checks, grows and mounts it at `mount_point`.
+/// `Ok(None)` when there is no such file system (an ISO boot without a disk).
+pub fn prepare_data(mount_point: &Path) -> Result<Option<DataMount>, StorageError> {
+    let probe = Probe::system();
+    let esp_disk = probe
+        .find(ESP_LABEL, Some(FsKind::Fat), None)
+        .map(|d| d.disk);
+    let Some(device) = probe.find(DATA_LABEL, Some(FsKind::Ext), esp_disk.as_deref()) else {
+        log::info!("no {DATA_LABEL} partition: configuration and guests will not persist");
+        return Ok(None);
+    };
+    prepare_device(&device, &DataOptions::system(mount_point)).map(Some)
+}
+
+/// Checks, grows and mounts one KEEL-DATA device.
+///
+/// 1. `e2fsck -p`: exit 0-2 continue; 4 and above mount read-only and grow
+///    nothing.
+/// 2. When the device is a partition: grow the GPT of its disk (last
+///    partition only) and tell the kernel. A failure is logged; the
+///    partition is still mounted at its old size.
+/// 3. Mount ext4 with noatime,nodev,nosuid.
+/// 4. Grow the mounted file system online to fill the partition.
+pub fn prepare_device(
+    device: &BlockDevice,
+    options: &DataOptions,
+) -> Result<DataMount, StorageError> {
+    let target = &options.mount_point;
+    if is_mounted(target) {
+        return Err(StorageError::AlreadyMounted {
+            target: target.clone(),
+        });
+    }
+    log::info!("data partition: {}", device.path.display());
+    let fsck = fsck::run_e2fsck(&options.e2fsck, &device.path);
+    let read_write = fsck.allows_read_write();
+
+    let mut grown = None;
+    if read_write && device.is_partition() {
+        let disk = grow::disk_node(&options.dev_root, &device.disk);
+        match grow::grow_disk(&disk, DATA_LABEL) {
+            Ok(outcome) => {
+                if let GrowOutcome::Grown {
+                    partition,
+                    old_len,
+                    new_len,
+                    ..
+                } = &outcome
+                {
+                    log::info!(
+                        "grew partition {partition} of {} from {} MiB to {} MiB",
+                        disk.display(),
+                        old_len >> 20,
+                        new_len >> 20
+                    );
+                }
+                grown = Some(outcome);
+            }
+            Err(err) => log::error!("{err} The data partition keeps its size."),
+        }
+    }
+
+    std::fs::create_dir_all(target).map_err(io_err("create", target))?;
+    let mut flags = MsFlags::MS_NOATIME | MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
+    if !read_write {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    let mounted = mount(
+        Some(device.path.as_path()),
+        target.as_path(),
+        Some("ext4"),
+        flags,
+        None::<&str>,
+    );
+    if let Err(source) = mounted {
+        if let FsckVerdict::Failed(code) = fsck {
+            log::error!(
+                "cannot mount the damaged {} even read-only: {source}",
+                device.path.display()
+            );
+            return Err(StorageError::Unrepaired {
+                device: device.path.clone(),
+                code,
+            });
+        }
+        return Err(StorageError::Mount {
+            device: device.path.clone(),
+            target: target.clone(),
+            fstype: "ext4".into(),
+            source,
+        });
+    }
+    if read_write {
+        log::info!("mounted {} on {}", device.path.display(), target.display());
+    } else {
+        log::error!(
+            "mounted the damaged {} READ-ONLY on {}: nothing will be saved until it is repaired",
+            device.path.display(),
+            target.display()
+        );
+    }
+
+    let mut fs_resized = None;
+    if read_write {
+        match grow::resize_mounted_ext4(target, &device.path) {
+            Ok(Some((old, new))) => {
+                log::info!(
+                    "grew the file system on {} from {old} to {new} blocks",
+                    device.path.display()
+                );
+                fs_resized = Some((old, new));
+            }
+            Ok(None) => {}
+            Err(err) => log::error!("{err} The file system keeps its size."),
+        }
+    }
+    Ok(DataMount {
+        device: device.path.clone(),
+        mount_point: target.clone(),
+        read_only: !read_write,
+        fsck,
+        grown,
+        fs_resized,
+    })
+}
+
+/// Mounts the FAT file system labelled KEEL-ESP read-only at
+/// `mount_point`. `Ok(None)` when there is none (booted from an ISO on a
+/// virtual CD, whose ESP is not a partition the kernel sees).
+pub fn mount_esp(mount_point: &Path) -> Result<Option<PathBuf>, StorageError> {
+    let Some(device) = Probe::system().find(ESP_LABEL, Some(FsKind::Fat), None) else {
+        log::info!("no {ESP_LABEL} partition found: no seed configuration to import");
+        return Ok(None);
+    };
+    mount_esp_device(&device.path, mount_point).map(Some)
+}
+
+/// Mounts one FAT device read-only at `mount_point`.
+pub fn mount_esp_device(device: &Path, mount_point: &Path) -> Result<PathBuf, StorageError> {
+    if is_mounted(mount_point) {
+        return Err(StorageError::AlreadyMounted {
+            target: mount_point.to_path_buf(),
+        });
+    }
+    std::fs::create_dir_all(mount_point).map_err(io_err("create", mount_point))?;
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount(
+        Some(device),
+        mount_point,
+        Some("vfat"),
+        flags,
+        Some("umask=0077"),
+    )
+    .map_err(|source| StorageError::Mount {
+        device: device.to_path_buf(),
+        target: mount_point.to_path_buf(),
+        fstype: "vfat".into(),
+        source,
+    })?;
+    log::info!(
+        "mounted {} read-only on {}",
+        device.display(),
+        mount_point.display()
+    );
+    Ok(mount_point.to_path_buf())
+}
+
+/// What [`bring_up`] achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Storage {
+    /// The data directory (`/var/lib/keel`), `None` when there is no
+    /// KEEL-DATA partition or it could not be mounted: state then lives on
+    /// tmpfs and does not survive a reboot.
+    pub data: Option<PathBuf>,
+    /// The data partition is mounted read-only (e2fsck could not repair it).
+    pub data_read_only: bool,
+    /// Where the ESP is mounted (`/run/keel/esp`), if it is.
+    pub esp: Option<PathBuf>,
+    /// What the seed import did, when it ran.
+    pub seeds: Option<SeedReport>,
+}
+
+/// Brings storage up at boot: mounts the ESP read-only, checks, grows and
+/// mounts KEEL-DATA, then imports the ESP's seeds. Never fails and never
+/// panics; every problem is logged and the result says what is available.
+pub fn bring_up() -> Storage {
+    std::panic::catch_unwind(|| bring_up_at(Path::new(ESP_MOUNT), Path::new(DATA_MOUNT)))
+        .unwrap_or_else(|_| {
+            log::error!("internal error while bringing up storage; continuing without it");
+            Storage::default()
+        })
+}
+
+fn bring_up_at(esp_mount: &Path, data_mount: &Path) -> Storage {
+    let mut storage = Storage::default();
+    match mount_esp(esp_mount) {
+        Ok(esp) => storage.esp = esp,
+        Err(err) => log::error!("{err}"),
+    }
+    match prepare_data(data_mount) {
+        Ok(Some(data)) => {
+            storage.data_read_only = data.read_only;
+            storage.data = Some(data.mount_point);
+        }
+        Ok(None) => {}
+        Err(err) => log::error!("{err} Configuration and guests will not persist."),
+    }
+    if let (Some(esp), Some(data)) = (&storage.esp, &storage.data) {
+        if storage.data_read_only {
+            log::warn!("the data partition is read-only: seeds are not imported");
+        } else {
+            storage.seeds = Some(import_seeds(&esp.join(SEED_DIR), data));
+        }
+    } else if let Some(data) = &storage.data {
+        if !storage.data_read_only {
+            seeds::create_data_dirs(data);
+        }
+    }
+    storage
+}

@@ -1,0 +1,457 @@
+//! Importing the seed configuration from the ESP's `keel/` folder, which an
+//! operator can edit from any laptop, into the data partition.
+//!
+//! - `host.toml` replaces `data/host.toml` when it differs and parses;
+//! - `authorized_keys` lines whose key is new are appended to
+//!   `data/agent/authorized_keys`;
+//! - `guests/NAME.toml` becomes `data/guests/NAME.toml` when no guest of
+//!   that file name exists yet and the spec validates.
+//!
+//! An invalid seed is logged with its file, line and field and otherwise
+//! ignored: the copy on the data partition stays as it was.
+
+use std::path::{Path, PathBuf};
+
+use keel_common::fsutil::atomic_write;
+use keel_common::{GuestSpec, HostConfig};
+
+/// What an import did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SeedReport {
+    /// `host.toml` was copied.
+    pub host_config_updated: bool,
+    /// Lines appended to `agent/authorized_keys`.
+    pub keys_added: usize,
+    /// Guest file names imported.
+    pub guests_imported: Vec<String>,
+    /// One sentence per seed that was refused or could not be copied; each
+    /// names the file (and line and field for configuration errors).
+    pub errors: Vec<String>,
+}
+
+/// The directories the data partition must have.
+pub const DATA_SUBDIRS: [&str; 5] = ["guests", "images", "disks", "logs", "agent"];
+
+/// Creates the standard directories on the data partition.
+pub fn create_data_dirs(data_dir: &Path) -> Vec<String> {
+    let mut errors = Vec::new();
+    for sub in DATA_SUBDIRS {
+        let dir = data_dir.join(sub);
+        if let Err(err) = std::fs::create_dir_all(&dir) {
+            let msg = format!("Cannot create {}: {err}.", dir.display());
+            log::error!("{msg}");
+            errors.push(msg);
+        }
+    }
+    // The agent's keys are secret.
+    let agent = data_dir.join("agent");
+    if agent.is_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(err) = std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o700)) {
+            log::warn!("cannot restrict {}: {err}", agent.display());
+        }
+    }
+    errors
+}
+
+/// Imports the seeds in `esp_keel_dir` into `data_dir`. Never fails: every
+/// problem is logged and listed in the report.
+pub fn import_seeds(esp_keel_dir: &Path, data_dir: &Path) -> SeedReport {
+    let mut report = SeedReport {
+        errors: create_data_dirs(data_dir),
+        ..SeedReport::default()
+    };
+    import_host_config(esp_keel_dir, data_dir, &mut report);
+    import_authorized_keys(esp_keel_dir, data_dir, &mut report);
+    import_guests(esp_keel_dir, data_dir, &mut report);
+    report
+}
+
+/// Reads a seed file; `None` when it does not exist (nothing to import).
+fn read_seed(path: &Path, report: &mut SeedReport) -> Option<String> {
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Some(text),
+            Err(_) => {
+                fail(
+                    report,
+                    format!("{} is not UTF-8 text; it is ignored.", path.display()),
+                );
+                None
+            }
+        },
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => {
+            fail(report, format!("Cannot read {}: {err}.", path.display()));
+            None
+        }
+    }
+}
+
+fn fail(report: &mut SeedReport, message: String) {
+    log::error!("{message}");
+    report.errors.push(message);
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32, report: &mut SeedReport) -> bool {
+    match atomic_write(path, bytes, mode) {
+        Ok(()) => true,
+        Err(err) => {
+            fail(report, format!("Cannot write {}: {err}.", path.display()));
+            false
+        }
+    }
+}
+
+fn import_host_config(esp: &Path, data: &Path, report: &mut SeedReport) {
+    let seed = esp.join("host.toml");
+    let Some(text) = read_seed(&seed, report) else {
+        return;
+    };
+    let target = data.join("host.toml");
+    if std::fs::read(&target).is_ok_and(|old| old == text.as_bytes()) {
+        return;
+    }
+    if let Err(err) = HostConfig::parse(&seed, &text) {
+        fail(
+            report,
+            format!("The seed {err}; {} is kept as it was.", target.display()),
+        );
+        return;
+    }
+    if write(&target, text.as_bytes(), 0o644, report) {
+        log::info!("imported {} into {}", seed.display(), target.display());
+        report.host_config_updated = true;
+    }
+}
+
+/// The key field of an `authorized_keys` line (`ROLE KEY [COMMENT]`), or
+/// `None` for blank lines and comments.
+fn key_field(line: &str) -> Option<&str> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    line.split_whitespace().nth(1)
+}
+
+/// Why a seed line is unfit for the agent's file, which refuses to load at
+/// all when one line is bad.
+fn line_problem(line: &str) -> Option<&'static str> {
+    let mut fields = line.split_whitespace();
+    let role = fields.next().unwrap_or_default();
+    if !["admin", "operator", "reader"].contains(&role) {
+        return Some("unknown role (expected admin, operator or reader)");
+    }
+    let Some(key) = fields.next() else {
+        return Some("missing the public key");
+    };
+    let Some(b64) = key.strip_prefix("ed25519:") else {
+        return Some("the key does not start with ed25519:");
+    };
+    // 32 bytes in standard base64: 43 characters and one `=`.
+    let valid = b64.len() == 44
+        && b64.ends_with('=')
+        && b64[..43]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if !valid {
+        return Some("the key is not 32 bytes of base64");
+    }
+    None
+}
+
+fn import_authorized_keys(esp: &Path, data: &Path, report: &mut SeedReport) {
+    let seed = esp.join("authorized_keys");
+    let Some(text) = read_seed(&seed, report) else {
+        return;
+    };
+    let target = data.join("agent/authorized_keys");
+    let existing = match std::fs::read_to_string(&target) {
+        Ok(existing) => existing,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(err) => {
+            fail(
+                report,
+                format!(
+                    "Cannot read {}: {err}; the seed keys are not merged.",
+                    target.display()
+                ),
+            );
+            return;
+        }
+    };
+    let mut known: Vec<String> = existing
+        .lines()
+        .filter_map(key_field)
+        .map(str::to_string)
+        .collect();
+    let mut additions = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let Some(key) = key_field(line) else {
+            if !line.trim().is_empty() && !line.trim().starts_with('#') {
+                fail(
+                    report,
+                    format!(
+                        "{}:{}: missing the public key; the line is skipped.",
+                        seed.display(),
+                        i + 1
+                    ),
+                );
+            }
+            continue;
+        };
+        if known.iter().any(|k| k == key) {
+            continue;
+        }
+        if let Some(problem) = line_problem(line) {
+            fail(
+                report,
+                format!(
+                    "{}:{}: {problem}; the line is skipped.",
+                    seed.display(),
+                    i + 1
+                ),
+            );
+            continue;
+        }
+        known.push(key.to_string());
+        additions.push(line.trim().to_string());
+    }
+    if additions.is_empty() {
+        return;
+    }
+    let mut merged = existing;
+    if !merged.is_empty() && !merged.ends_with('\n') {
+        merged.push('\n');
+    }
+    for line in &additions {
+        merged.push_str(line);
+        merged.push('\n');
+    }
+    if write(&target, merged.as_bytes(), 0o600, report) {
+        log::info!(
+            "added {} key(s) from {} to {}",
+            additions.len(),
+            seed.display(),
+            target.display()
+        );
+        report.keys_added += additions.len();
+    }
+}
+
+fn import_guests(esp: &Path, data: &Path, report: &mut SeedReport) {
+    let dir = esp.join("guests");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+        Err(err) => {
+            fail(report, format!("Cannot list {}: {err}.", dir.display()));
+            return;
+        }
+    };
+    let mut seeds: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("toml"))
+                && p.is_file()
+        })
+        .collect();
+    seeds.sort();
+    for seed in seeds {
+        let Some(file_name) = seed.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let target = data.join("guests").join(&file_name);
+        if target.exists() {
+            log::debug!(
+                "{} exists; seed {} not imported",
+                target.display(),
+                seed.display()
+            );
+            continue;
+        }
+        let Some(text) = read_seed(&seed, report) else {
+            continue;
+        };
+        if let Err(err) = GuestSpec::parse(&seed, &text) {
+            fail(report, format!("The seed {err}; it is not imported."));
+            continue;
+        }
+        if write(&target, text.as_bytes(), 0o644, report) {
+            log::info!("imported guest {}", target.display());
+            report.guests_imported.push(file_name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::probe::tests::Scratch;
+
+    const KEY_A: &str = "ed25519:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    const KEY_B: &str = "ed25519:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=";
+
+    const GUEST: &str = r#"name = "web1"
+vcpus = 2
+memory_mib = 512
+[boot]
+kernel = "images/vmlinux"
+"#;
+
+    fn dirs() -> (Scratch, PathBuf, PathBuf) {
+        let s = Scratch::new("seeds");
+        let esp = s.0.join("esp/keel");
+        let data = s.0.join("data");
+        std::fs::create_dir_all(&esp).expect("mkdir");
+        std::fs::create_dir_all(&data).expect("mkdir");
+        (s, esp, data)
+    }
+
+    #[test]
+    fn creates_the_data_directories() {
+        let (_s, esp, data) = dirs();
+        let report = import_seeds(&esp, &data);
+        assert_eq!(report, SeedReport::default());
+        for sub in DATA_SUBDIRS {
+            assert!(data.join(sub).is_dir(), "{sub}");
+        }
+    }
+
+    #[test]
+    fn a_valid_host_config_is_imported_when_it_differs() {
+        let (_s, esp, data) = dirs();
+        std::fs::write(esp.join("host.toml"), "hostname = \"hv01\"\n").expect("seed");
+        let report = import_seeds(&esp, &data);
+        assert!(report.host_config_updated, "{report:?}");
+        assert_eq!(
+            std::fs::read_to_string(data.join("host.toml")).expect("copied"),
+            "hostname = \"hv01\"\n"
+        );
+        // Same content again: nothing to do.
+        let report = import_seeds(&esp, &data);
+        assert!(!report.host_config_updated);
+        assert!(report.errors.is_empty(), "{report:?}");
+    }
+
+    #[test]
+    fn an_invalid_host_config_keeps_the_old_copy_and_names_file_and_line() {
+        let (_s, esp, data) = dirs();
+        std::fs::write(data.join("host.toml"), "hostname = \"old\"\n").expect("old");
+        std::fs::write(
+            esp.join("host.toml"),
+            "hostname = \"hv01\"\n[agent]\nlisten = 7\n",
+        )
+        .expect("seed");
+        let report = import_seeds(&esp, &data);
+        assert!(!report.host_config_updated);
+        assert_eq!(report.errors.len(), 1, "{report:?}");
+        let err = &report.errors[0];
+        let seed = esp.join("host.toml");
+        assert!(err.contains(&format!("{}:3", seed.display())), "{err}");
+        assert!(err.contains("listen"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(data.join("host.toml")).expect("old"),
+            "hostname = \"old\"\n"
+        );
+    }
+
+    #[test]
+    fn authorized_keys_merge_is_idempotent_and_keeps_the_format() {
+        let (_s, esp, data) = dirs();
+        std::fs::create_dir_all(data.join("agent")).expect("mkdir");
+        std::fs::write(
+            data.join("agent/authorized_keys"),
+            format!("# keys\nadmin {KEY_A} alice@laptop"),
+        )
+        .expect("existing");
+        std::fs::write(
+            esp.join("authorized_keys"),
+            format!(
+                "# seed\n\nreader {KEY_A} same key other role\noperator {KEY_B} bob\nadmin ed25519:short bad\nroot {KEY_B}x nope\n"
+            ),
+        )
+        .expect("seed");
+        let report = import_seeds(&esp, &data);
+        assert_eq!(report.keys_added, 1, "{report:?}");
+        assert_eq!(report.errors.len(), 2, "{report:?}");
+        assert!(report.errors[0].contains("authorized_keys:5"), "{report:?}");
+        assert!(report.errors[1].contains("authorized_keys:6"), "{report:?}");
+        let merged = std::fs::read_to_string(data.join("agent/authorized_keys")).expect("read");
+        assert_eq!(
+            merged,
+            format!("# keys\nadmin {KEY_A} alice@laptop\noperator {KEY_B} bob\n")
+        );
+        let again = import_seeds(&esp, &data);
+        assert_eq!(again.keys_added, 0);
+        assert_eq!(
+            std::fs::read_to_string(data.join("agent/authorized_keys")).expect("read"),
+            merged
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("agent/authorized_keys"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn authorized_keys_are_created_when_absent() {
+        let (_s, esp, data) = dirs();
+        std::fs::write(esp.join("authorized_keys"), format!("admin {KEY_B}\n")).expect("seed");
+        let report = import_seeds(&esp, &data);
+        assert_eq!(report.keys_added, 1);
+        assert_eq!(
+            std::fs::read_to_string(data.join("agent/authorized_keys")).expect("read"),
+            format!("admin {KEY_B}\n")
+        );
+    }
+
+    #[test]
+    fn guests_are_imported_once_and_never_overwritten() {
+        let (_s, esp, data) = dirs();
+        std::fs::create_dir_all(esp.join("guests")).expect("mkdir");
+        std::fs::create_dir_all(data.join("guests")).expect("mkdir");
+        std::fs::write(esp.join("guests/web1.toml"), GUEST).expect("seed");
+        std::fs::write(esp.join("guests/db.toml"), GUEST.replace("web1", "db")).expect("seed");
+        std::fs::write(
+            esp.join("guests/bad.toml"),
+            "name = \"bad\"\nvcpus = \"two\"\n",
+        )
+        .expect("seed");
+        std::fs::write(esp.join("guests/notes.txt"), "ignored").expect("other");
+        std::fs::write(data.join("guests/db.toml"), "# operator's own\n").expect("existing");
+
+        let report = import_seeds(&esp, &data);
+        assert_eq!(report.guests_imported, vec!["web1.toml".to_string()]);
+        assert_eq!(report.errors.len(), 1, "{report:?}");
+        let bad = esp.join("guests/bad.toml");
+        assert!(
+            report.errors[0].contains(&format!("{}:2", bad.display())),
+            "{report:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(data.join("guests/web1.toml")).expect("read"),
+            GUEST
+        );
+        assert_eq!(
+            std::fs::read_to_string(data.join("guests/db.toml")).expect("read"),
+            "# operator's own\n"
+        );
+        assert!(!data.join("guests/bad.toml").exists());
+        assert!(!data.join("guests/notes.txt").exists());
+
+        // The operator edits the imported guest; a second boot keeps it.
+        std::fs::write(data.join("guests/web1.toml"), "# edited\n").expect("edit");
+        let again = import_seeds(&esp, &data);
+        assert!(again.guests_imported.is_empty());
+        assert_eq!(
+            std::fs::read_to_string(data.join("guests/web1.toml")).expect("read"),
+            "# edited\n"
+        );
+    }
+}
