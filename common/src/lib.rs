@@ -4,10 +4,12 @@
 //! validate it the same way, and every error names the file, line and field.
 
 pub mod config;
+pub mod frame;
 pub mod fsutil;
 pub mod guest;
 pub mod host;
 pub mod hostfwd;
+pub mod init_api;
 pub mod vmm_api;
 
 pub use config::ConfigError;

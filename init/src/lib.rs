@@ -14,6 +14,8 @@
 //! | SIGUSR1, SIGUSR2, SIGPWR | power off |
 //! | ACPI power button | power off |
 
+pub mod control;
+pub mod guests;
 pub mod logger;
 pub mod mounts;
 pub mod net;
@@ -26,7 +28,8 @@ pub mod uptime;
 
 use std::os::fd::AsFd;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_common::HostConfig;
@@ -99,12 +102,14 @@ pub fn run() -> ! {
         .unwrap_or_else(|| "?".into());
     logger::announce(&format!("keel {} up in {ms} ms", keel_common::VERSION));
 
+    let data = data_dir();
     start_management_network();
-    let mut services = appliance_services();
+    let guests = start_guest_supervision(&data);
+    let mut services = appliance_services(&data);
     let mut panics: Vec<Instant> = Vec::new();
     loop {
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            main_loop(&signals, &mut power, &mut services)
+            main_loop(&signals, &mut power, &mut services, &guests)
         }));
         // main_loop only comes back by panicking; the hook has logged it.
         let _ = result;
@@ -112,16 +117,90 @@ pub fn run() -> ! {
         panics.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
         panics.push(now);
         if panics.len() >= 10 {
-            shutdown::shutdown(Action::Reboot, "repeated internal errors in init");
+            shutdown_host(&guests, Action::Reboot, "repeated internal errors in init");
         }
         std::thread::sleep(Duration::from_secs(1));
     }
 }
 
-/// Where the agent keeps its host key, authorized keys and audit log. On
-/// tmpfs until the data partition is mounted (persistent configuration
-/// is the next piece of work), so pairing does not survive a reboot yet.
-pub const AGENT_STATE_DIR: &str = "/run/keel/agent";
+/// Where the data partition is mounted.
+pub const DATA_DIR: &str = "/var/lib/keel";
+/// Stand-in for the data partition when there is none (an ISO boot
+/// without a disk): tmpfs, so nothing survives a reboot.
+pub const VOLATILE_DATA_DIR: &str = "/run/keel/data";
+/// The VMM binary in the image.
+pub const VMM_BINARY: &str = "/usr/bin/keel-vmm";
+/// Parent cgroup of the guests' cgroups.
+pub const GUEST_CGROUP: &str = "/sys/fs/cgroup/keel";
+
+/// Mounts the data partition (and the ESP, importing its seeds). Without
+/// one, guests and keys live on tmpfs, loudly.
+fn data_dir() -> PathBuf {
+    let storage = storage::bring_up();
+    match storage.data {
+        Some(dir) => dir,
+        None => {
+            log::warn!(
+                "no KEEL-DATA partition: guests, keys and logs are kept in memory and lost at reboot"
+            );
+            let dir = PathBuf::from(VOLATILE_DATA_DIR);
+            for sub in ["guests", "images", "disks", "logs", "agent"] {
+                if let Err(e) = std::fs::create_dir_all(dir.join(sub)) {
+                    log::error!("cannot create {}: {e}", dir.join(sub).display());
+                }
+            }
+            dir
+        }
+    }
+}
+
+/// Loads the guest specs, opens init's control socket and starts the
+/// autostart guests.
+fn start_guest_supervision(data: &Path) -> Arc<guests::Shared> {
+    let cgroup = PathBuf::from(GUEST_CGROUP);
+    let paths = guests::Paths {
+        data: data.to_path_buf(),
+        sockets: PathBuf::from(keel_common::init_api::VMM_SOCKET_DIR),
+        vmm: PathBuf::from(VMM_BINARY),
+        cgroup: guests::cgroup::setup_root(&cgroup).then_some(cgroup),
+        drop_privileges: true,
+        bridge: None,
+    };
+    let shared = Arc::new(guests::Shared::new(guests::GuestManager::load(paths)));
+    let control = control::Control {
+        shared: Arc::clone(&shared),
+        host_action: Arc::new(|action| {
+            // The main loop shuts down in order, as for the same signal.
+            let signal = match action {
+                Action::Reboot => Signal::SIGTERM,
+                Action::PowerOff => Signal::SIGUSR2,
+            };
+            let _ = nix::sys::signal::raise(signal);
+        }),
+        stop_timeout: guests::STOP_TIMEOUT,
+    };
+    let socket = Path::new(keel_common::init_api::INIT_SOCKET);
+    if let Err(e) = control::serve(socket, control) {
+        log::error!(
+            "cannot serve {}: {e}; the agent cannot manage guests",
+            socket.display()
+        );
+    }
+    if Path::new(VMM_BINARY).exists() {
+        shared.lock().autostart();
+    } else {
+        log::error!("{VMM_BINARY} is missing: guests cannot run");
+    }
+    shared
+}
+
+/// Stops the guests (newest first), then everything else, and reboots or
+/// powers off.
+fn shutdown_host(guests: &guests::Shared, action: Action, reason: &str) -> ! {
+    log::info!("shutdown requested by {reason}");
+    guests::stop_all_for_shutdown(guests, guests::STOP_TIMEOUT);
+    shutdown::shutdown(action, reason)
+}
 
 /// Brings the management uplink up with DHCP on a thread of its own, so a
 /// slow or absent DHCP server never holds up PID 1's signal loop. Static
@@ -150,13 +229,22 @@ fn start_management_network() {
 }
 
 /// The long-running services of the appliance.
-fn appliance_services() -> Supervisor {
+fn appliance_services(data: &Path) -> Supervisor {
     let mut services = Supervisor::default();
     if Path::new("/usr/bin/keel-agent").exists() {
+        let state = data.join("agent");
+        let state = state.to_string_lossy();
         services.add(Service::new(
             "keel-agent",
             "/usr/bin/keel-agent",
-            &["--state-dir", AGENT_STATE_DIR, "--listen", "0.0.0.0:7444"],
+            &[
+                "--state-dir",
+                &state,
+                "--init-socket",
+                keel_common::init_api::INIT_SOCKET,
+                "--listen",
+                "0.0.0.0:7444",
+            ],
         ));
     } else {
         log::warn!("/usr/bin/keel-agent is missing: the management channel will not be available");
@@ -180,7 +268,12 @@ fn apply_host_config(path: &Path) {
 }
 
 /// Waits for signals and power-key presses. Returns only by panicking.
-fn main_loop(signals: &SigSet, power: &mut PowerButton, services: &mut Supervisor) -> ! {
+fn main_loop(
+    signals: &SigSet,
+    power: &mut PowerButton,
+    services: &mut Supervisor,
+    guests: &guests::Shared,
+) -> ! {
     let signal_fd = loop {
         match SignalFd::with_flags(signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
             Ok(fd) => break fd,
@@ -200,9 +293,12 @@ fn main_loop(signals: &SigSet, power: &mut PowerButton, services: &mut Superviso
                     .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
             );
             // Wake for the next service restart, or to rescan input devices.
-            let restart_in = services
-                .tick()
-                .map(|d| d.as_millis().min(u128::from(RESCAN_INTERVAL_MS)) as u16);
+            let next = [services.tick(), guests.lock().tick()]
+                .into_iter()
+                .flatten()
+                .min();
+            guests.notify();
+            let restart_in = next.map(|d| d.as_millis().min(u128::from(RESCAN_INTERVAL_MS)) as u16);
             let timeout = restart_in.unwrap_or(RESCAN_INTERVAL_MS).max(1);
             match poll(&mut fds, PollTimeout::from(timeout)) {
                 Ok(0) => (false, Vec::new()),
@@ -225,19 +321,19 @@ fn main_loop(signals: &SigSet, power: &mut PowerButton, services: &mut Superviso
             }
         };
         if signal_ready {
-            handle_signals(&signal_fd, services);
+            handle_signals(&signal_fd, services, guests);
         }
         // Highest index first: a failing device is removed from the list.
         for index in ready_devices.into_iter().rev() {
             if power.read_pressed(index) {
-                shutdown::shutdown(Action::PowerOff, "the power button");
+                shutdown_host(guests, Action::PowerOff, "the power button");
             }
         }
         power.rescan();
     }
 }
 
-fn handle_signals(signal_fd: &SignalFd, services: &mut Supervisor) {
+fn handle_signals(signal_fd: &SignalFd, services: &mut Supervisor, guests: &guests::Shared) {
     let mut reap = false;
     while let Ok(Some(info)) = signal_fd.read_signal() {
         let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
@@ -246,16 +342,21 @@ fn handle_signals(signal_fd: &SignalFd, services: &mut Supervisor) {
         if signal == Signal::SIGCHLD {
             reap = true;
         } else if let Some(action) = action_for_signal(signal) {
-            shutdown::shutdown(action, &format!("signal {}", signal.as_str()));
+            shutdown_host(guests, action, &format!("signal {}", signal.as_str()));
         } else {
             log::info!("ignoring {}", signal.as_str());
         }
     }
     if reap {
+        let mut manager = guests.lock();
         for status in reaper::reap_all().exited {
             log::debug!("reaped {status:?}");
-            services.reaped(&status);
+            if !manager.reaped(&status) {
+                services.reaped(&status);
+            }
         }
+        drop(manager);
+        guests.notify();
     }
 }
 

@@ -4,6 +4,7 @@
 //! The kernel command line sets `loglevel=3`, so the kernel does not echo
 //! our `/dev/kmsg` lines to the consoles a second time.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::Mutex;
@@ -26,6 +27,26 @@ static LOGGER: InitLogger = InitLogger {
         kmsg: None,
     }),
 };
+
+/// Lines kept for `keelctl logs` (init's control socket serves them).
+const RECENT_LINES: usize = 1000;
+
+static RECENT: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+
+/// The last `tail` lines init logged, oldest first.
+pub fn recent(tail: usize) -> Vec<String> {
+    let recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    let skip = recent.len().saturating_sub(tail);
+    recent.iter().skip(skip).cloned().collect()
+}
+
+fn remember(line: &str) {
+    let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    if recent.len() == RECENT_LINES {
+        recent.pop_front();
+    }
+    recent.push_back(line.to_string());
+}
 
 /// Installs the logger. Safe to call again after `/dev` is mounted: it then
 /// reopens the sinks, which may not have existed the first time.
@@ -62,6 +83,7 @@ impl InitLogger {
     }
 
     fn write(&self, level: Level, line: &str) {
+        remember(line);
         let Ok(mut sinks) = self.sinks.lock() else {
             return;
         };
@@ -130,6 +152,22 @@ mod tests {
     fn parses_active_consoles() {
         assert_eq!(parse_active_consoles("tty0 ttyS0\n"), vec!["tty0", "ttyS0"]);
         assert!(parse_active_consoles("\n").is_empty());
+    }
+
+    #[test]
+    fn recent_lines_are_kept_oldest_first_and_capped() {
+        for i in 0..RECENT_LINES + 5 {
+            remember(&format!("line {i}"));
+        }
+        let last = recent(2);
+        assert_eq!(
+            last,
+            vec![
+                format!("line {}", RECENT_LINES + 3),
+                format!("line {}", RECENT_LINES + 4)
+            ]
+        );
+        assert_eq!(recent(usize::MAX).len(), RECENT_LINES);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::WaitStatus;
 
 /// Shortest and longest wait before a restart.
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A run this long resets the backoff: the service was healthy.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);

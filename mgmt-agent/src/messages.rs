@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::roles::Role;
 
+/// Shared with init's control socket, so both speak of guests alike.
+pub use keel_common::init_api::{ErrorKind, GuestState};
+
 /// Identifies a request; chosen by the client, echoed by the server.
 pub type RequestId = u64;
 
@@ -128,6 +131,11 @@ pub enum Request {
         public_key: [u8; 32],
         comment: String,
     },
+    /// Stop every guest cleanly (newest first), then reboot the host.
+    /// Answered `Ok` before the shutdown begins.
+    HostReboot,
+    /// As `HostReboot`, then power off.
+    HostPowerOff,
 }
 
 /// Responses.
@@ -153,21 +161,6 @@ pub enum Response {
     },
 }
 
-/// Why a request failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ErrorKind {
-    /// The session's role may not make this request.
-    Unauthorized,
-    NotFound,
-    /// The request is malformed, e.g. a bad guest spec or a hash mismatch.
-    Invalid,
-    /// The request conflicts with current state (already running, exists).
-    Conflict,
-    /// The server is busy or out of a resource; retry later.
-    Unavailable,
-    Internal,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostInfo {
     pub hostname: String,
@@ -176,15 +169,6 @@ pub struct HostInfo {
     pub cpus: u32,
     pub memory_mib: u64,
     pub guests_running: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GuestState {
-    Stopped,
-    Starting,
-    Running,
-    Stopping,
-    Crashed,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +185,13 @@ pub struct GuestDetail {
     pub spec_toml: String,
     pub pid: Option<u32>,
     pub uptime_secs: Option<u64>,
+    pub autostart: bool,
+    /// The restart policy: `always`, `on-failure` or `never`.
+    pub restart: String,
+    /// Restarts by policy since the guest was last started by hand.
+    pub restarts: u32,
+    /// How the VMM last ended, e.g. `crashed (status 4)`.
+    pub last_exit: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,6 +243,8 @@ mod tests {
             comment: String::new(),
         };
         assert_eq!(idx(key), 17);
+        assert_eq!(idx(Request::HostReboot), 18);
+        assert_eq!(idx(Request::HostPowerOff), 19);
         let ack = ServerMessage {
             id: 0,
             response: Response::UploadAck {

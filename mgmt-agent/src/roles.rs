@@ -80,9 +80,12 @@ pub fn required_role(request: &Request) -> Role {
         | Upload { .. }
         | UploadChunk { .. }
         | UploadFinish => Role::Operator,
-        GuestDefine { .. } | GuestUndefine { .. } | Audit { .. } | AuthorizeKey { .. } => {
-            Role::Admin
-        }
+        GuestDefine { .. }
+        | GuestUndefine { .. }
+        | Audit { .. }
+        | AuthorizeKey { .. }
+        | HostReboot
+        | HostPowerOff => Role::Admin,
     }
 }
 
@@ -128,6 +131,10 @@ mod tests {
         }
         assert!(allowed(Role::Admin, &define));
         assert!(allowed(Role::Admin, &read));
+        for r in [Request::HostReboot, Request::HostPowerOff] {
+            assert!(!allowed(Role::Operator, &r));
+            assert!(allowed(Role::Admin, &r));
+        }
     }
 
     #[test]

@@ -2,13 +2,23 @@
 //! in-process on an ephemeral port with a temporary state directory and
 //! is driven with the client library behind keelctl (and, at the end,
 //! with the keelctl binary itself).
+//!
+//! Behind the agent runs init's real control server (keel_init::control)
+//! over a Unix socket in a temporary directory. No guest can boot on this
+//! host's KVM (see DESIGN.md), so these tests cover definitions, refusals
+//! and errors; guests that really run are driven end to end in
+//! ovmf-tests/tests/appliance.rs.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use keel_init::guests::{GuestManager, Paths, Shared};
+use keel_init::shutdown::Action;
 
 use keel_mgmt::agent::{serve, AgentConfig, AgentHandle};
 use keel_mgmt::client::{exit, Client, ClientError, ConnectOptions, Target};
@@ -33,18 +43,48 @@ fn temp_dir(tag: &str) -> PathBuf {
 struct Agent {
     handle: AgentHandle,
     state: PathBuf,
+    data: PathBuf,
+    /// Host reboots and power-offs init was asked for.
+    host_actions: Arc<Mutex<Vec<Action>>>,
+}
+
+/// Serves init's control socket for a data directory, as PID 1 does.
+fn start_init(data: &Path, host_actions: Arc<Mutex<Vec<Action>>>) -> PathBuf {
+    let run = data.join("run");
+    let paths = Paths {
+        data: data.to_path_buf(),
+        sockets: run.join("vm"),
+        vmm: PathBuf::from("/usr/bin/keel-vmm"),
+        cgroup: None,
+        drop_privileges: false,
+        bridge: None,
+    };
+    let socket = run.join("init.sock");
+    let control = keel_init::control::Control {
+        shared: Arc::new(Shared::new(GuestManager::load(paths))),
+        host_action: Arc::new(move |a| host_actions.lock().unwrap().push(a)),
+        stop_timeout: Duration::from_secs(2),
+    };
+    keel_init::control::serve(&socket, control).unwrap();
+    socket
 }
 
 impl Agent {
     fn start_with(bind: &str, tweak: impl FnOnce(&mut AgentConfig)) -> Agent {
         let state = temp_dir("state");
+        let data = temp_dir("data");
+        let host_actions = Arc::new(Mutex::new(Vec::new()));
         let mut cfg = AgentConfig::new(&state);
         cfg.handshake_timeout = Duration::from_secs(2);
+        cfg.init_socket = start_init(&data, Arc::clone(&host_actions));
+        cfg.vmm_socket_dir = data.join("run/vm");
         tweak(&mut cfg);
         let listener = TcpListener::bind(bind).unwrap();
         Agent {
             handle: serve(listener, cfg).unwrap(),
             state,
+            data,
+            host_actions,
         }
     }
 
@@ -115,6 +155,7 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.handle.shutdown();
         let _ = std::fs::remove_dir_all(&self.state);
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 
@@ -257,34 +298,38 @@ fn happy_path_for_every_request() {
         r => panic!("{r:?}"),
     };
     assert_eq!(state(&mut c), GuestState::Stopped);
+    // init stored the spec on the data partition, byte for byte.
     assert_eq!(
-        c.call(Request::GuestStart { name: name() }).unwrap(),
-        Response::Ok
+        std::fs::read_to_string(agent.data.join("guests/web1.toml")).unwrap(),
+        SPEC
     );
-    assert_eq!(state(&mut c), GuestState::Running);
-    let (kind, _) = host_err(c.call(Request::GuestStart { name: name() }));
-    assert_eq!(kind, ErrorKind::Conflict);
-    let (kind, _) = host_err(c.call(Request::GuestUndefine { name: name() }));
-    assert_eq!(kind, ErrorKind::Conflict);
+    // Its kernel is not there: start says which file and field, and
+    // nothing runs.
+    let (kind, message) = host_err(c.call(Request::GuestStart { name: name() }));
+    assert_eq!(kind, ErrorKind::Invalid);
+    assert!(message.contains("guests/web1.toml"), "{message}");
+    assert!(message.contains("boot.kernel"), "{message}");
+    assert_eq!(state(&mut c), GuestState::Stopped);
+    let (kind, _) = host_err(c.call(Request::GuestRestart { name: name() }));
+    assert_eq!(kind, ErrorKind::Invalid);
+    for stop in [
+        Request::GuestStop { name: name() },
+        Request::GuestKill { name: name() },
+    ] {
+        let (kind, message) = host_err(c.call(stop));
+        assert_eq!(kind, ErrorKind::Conflict);
+        assert!(message.contains("not running"), "{message}");
+    }
     match c.call(Request::HostInfo).unwrap() {
-        Response::HostInfo(info) => assert_eq!(info.guests_running, 1),
+        Response::HostInfo(info) => assert_eq!(info.guests_running, 0),
         r => panic!("{r:?}"),
     }
-    assert_eq!(
-        c.call(Request::GuestStop { name: name() }).unwrap(),
-        Response::Ok
-    );
-    assert_eq!(state(&mut c), GuestState::Stopped);
-    assert_eq!(
-        c.call(Request::GuestRestart { name: name() }).unwrap(),
-        Response::Ok
-    );
-    assert_eq!(state(&mut c), GuestState::Running);
-    assert_eq!(
-        c.call(Request::GuestKill { name: name() }).unwrap(),
-        Response::Ok
-    );
-    assert_eq!(state(&mut c), GuestState::Stopped);
+    let (kind, _) = host_err(c.call(Request::Logs {
+        guest: Some("nope".into()),
+        tail: 10,
+        follow: false,
+    }));
+    assert_eq!(kind, ErrorKind::NotFound);
     match c.call(Request::GuestList).unwrap() {
         Response::Guests(g) => {
             assert_eq!(g.len(), 1);
@@ -308,11 +353,11 @@ fn happy_path_for_every_request() {
         follow: false,
     };
     match c.call(logs).unwrap() {
-        Response::LogLines(l) => assert!(l.iter().any(|l| l.contains("guest web1 defined"))),
+        Response::LogLines(l) => assert!(l.iter().any(|l| l.contains("guest spec defined by"))),
         r => panic!("{r:?}"),
     }
     let (kind, _) = host_err(c.call(Request::GuestConsole { name: name() }));
-    assert_eq!(kind, ErrorKind::Unavailable);
+    assert_eq!(kind, ErrorKind::NotFound);
     match c.call(Request::Audit { tail: 3 }).unwrap() {
         Response::Audit(entries) => {
             assert_eq!(entries.len(), 3);
@@ -331,7 +376,17 @@ fn happy_path_for_every_request() {
     assert_eq!(c.call(add).unwrap(), Response::Ok);
     let rc = agent.connect(&reader, None).unwrap();
     assert_eq!(rc.session().role(), Some(Role::Reader));
-    agent.wait_audit(&["admin GuestStart(web1) ok"]);
+    agent.wait_audit(&["admin GuestStart(web1) error"]);
+
+    // Host power requests reach init (which, in the appliance, stops the
+    // guests and shuts down after answering).
+    assert_eq!(c.call(Request::HostReboot).unwrap(), Response::Ok);
+    assert_eq!(c.call(Request::HostPowerOff).unwrap(), Response::Ok);
+    assert_eq!(
+        *agent.host_actions.lock().unwrap(),
+        vec![Action::Reboot, Action::PowerOff]
+    );
+    agent.wait_audit(&["admin HostPowerOff ok"]);
 }
 
 #[test]
@@ -559,11 +614,10 @@ fn keelctl_binary_end_to_end() {
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list[0]["name"], "web1");
     assert_eq!(list[0]["state"], "Stopped");
-    assert!(
-        keelctl(&config, &["--host", &host, "guest", "start", "web1"])
-            .status
-            .success()
-    );
+    // Its kernel is missing: refused by init with the field named.
+    let out = keelctl(&config, &["--host", &host, "guest", "start", "web1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("boot.kernel"));
     assert_eq!(
         keelctl(&config, &["--host", &host, "guest", "show", "nope"])
             .status

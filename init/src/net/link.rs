@@ -226,6 +226,36 @@ impl Control {
         Ok(())
     }
 
+    /// Creates the bridge `name`; an existing one is kept.
+    pub fn create_bridge(&self, name: &str) -> Result<(), NetError> {
+        check_name(name)?;
+        let cname = CString::new(name).map_err(|_| NetError::BadName {
+            ifname: name.to_owned(),
+        })?;
+        // SAFETY: SIOCBRADDBR reads a NUL-terminated name, alive for the call.
+        let rc = unsafe { libc::ioctl(self.fd.as_raw_fd(), SIOCBRADDBR as _, cname.as_ptr()) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EEXIST) {
+                return Ok(());
+            }
+            return Err(NetError::Ioctl {
+                ifname: name.to_owned(),
+                what: "create the bridge",
+                source: err,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes `port` a port of `bridge`.
+    pub fn add_to_bridge(&self, bridge: &str, port: &str) -> Result<(), NetError> {
+        let index = interface_index(port)?;
+        let mut req = ifreq(bridge)?;
+        req.ifr_ifru.ifru_ifindex = index;
+        self.ioctl(bridge, SIOCBRADDIF as _, &mut req, "add a port to")
+    }
+
     fn ioctl(
         &self,
         ifname: &str,
@@ -245,6 +275,29 @@ impl Control {
         }
         Ok(())
     }
+}
+
+/// Bridge ioctls from <linux/sockios.h>, which the libc crate lacks.
+const SIOCBRADDBR: IoctlRequest = 0x89a0;
+const SIOCBRADDIF: IoctlRequest = 0x89a2;
+
+/// The kernel's index of `ifname`.
+pub fn interface_index(ifname: &str) -> Result<i32, NetError> {
+    let cname = CString::new(ifname).map_err(|_| NetError::BadName {
+        ifname: ifname.to_owned(),
+    })?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string alive for the call.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if index == 0 {
+        return Err(NetError::Ioctl {
+            ifname: ifname.to_owned(),
+            what: "find the index of",
+            source: io::Error::last_os_error(),
+        });
+    }
+    i32::try_from(index).map_err(|_| NetError::BadName {
+        ifname: ifname.to_owned(),
+    })
 }
 
 // glibc declares ioctl's request as c_ulong, musl as c_int.

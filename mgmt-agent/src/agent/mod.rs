@@ -1,9 +1,11 @@
 //! keel-agent: accepts management sessions over TCP, authenticates them
 //! with the handshake, authorises and audits every request, and serves
-//! them. Guest operations go to [`guests::InMemoryGuests`], a stand-in
-//! until init's control socket backs the agent.
+//! them. Guest and host operations are forwarded to init's control socket
+//! ([`init_client::InitClient`]); an attached console talks to the guest's
+//! VMM socket directly.
 
-pub mod guests;
+mod console;
+pub mod init_client;
 pub mod upload;
 
 use std::cell::Cell;
@@ -27,7 +29,8 @@ use crate::{
     allowed, server_handshake, AuthorizedKeys, ClientMessage, Fingerprint, HandshakeError, HostKey,
     Peer, PeerAuth, Request, Response, Role, ServerMessage,
 };
-use guests::InMemoryGuests;
+use init_client::InitClient;
+use keel_common::init_api::InitRequest;
 use upload::Upload;
 
 /// Default listen address of keel-agent.
@@ -55,6 +58,10 @@ pub struct AgentConfig {
     pub rate_per_sec: f64,
     /// Per source IP: handshakes in progress at once.
     pub max_pending_per_ip: usize,
+    /// init's control socket, which owns the guests.
+    pub init_socket: PathBuf,
+    /// Where the VMMs' API sockets are (`<dir>/<guest>.sock`), for consoles.
+    pub vmm_socket_dir: PathBuf,
 }
 
 impl AgentConfig {
@@ -68,6 +75,8 @@ impl AgentConfig {
             rate_burst: 10.0,
             rate_per_sec: 0.2,
             max_pending_per_ip: 4,
+            init_socket: PathBuf::from(keel_common::init_api::INIT_SOCKET),
+            vmm_socket_dir: PathBuf::from(keel_common::init_api::VMM_SOCKET_DIR),
         }
     }
 }
@@ -92,7 +101,7 @@ struct Shared {
     authorized: Mutex<AuthorizedKeys>,
     pairing: Mutex<Option<Pairing>>,
     audit: Mutex<File>,
-    guests: Mutex<InMemoryGuests>,
+    init: InitClient,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
     active: AtomicUsize,
     stop: AtomicBool,
@@ -258,7 +267,9 @@ pub fn serve(listener: TcpListener, cfg: AgentConfig) -> Result<AgentHandle, Age
     let addr = listener
         .local_addr()
         .map_err(io_err(Path::new("listener")))?;
+    let init = InitClient::new(&cfg.init_socket);
     let shared = Arc::new(Shared {
+        init,
         pairing: Mutex::new(pairing_code.clone().map(|code| Pairing {
             code,
             expires: Instant::now() + cfg.pairing_validity,
@@ -267,7 +278,6 @@ pub fn serve(listener: TcpListener, cfg: AgentConfig) -> Result<AgentHandle, Age
         host_key,
         authorized: Mutex::new(authorized),
         audit: Mutex::new(audit),
-        guests: Mutex::new(InMemoryGuests::default()),
         buckets: Mutex::new(HashMap::new()),
         active: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
@@ -354,6 +364,14 @@ impl Shared {
         if let Err(e) = writeln!(f, "{} {line}", rfc3339(unix_now())) {
             log::error!("cannot write the audit log: {e}");
         }
+    }
+
+    /// The audit line of one request: who, as what, which, and the outcome.
+    fn audit_request(&self, peer: &Peer, request: &str, outcome: &str) {
+        self.audit_line(&format!(
+            "{} {} {request} {outcome}",
+            peer.fingerprint, peer.role
+        ));
     }
 
     fn audit_handshake(&self, peer: SocketAddr, fp: Option<Fingerprint>, reason: &str) {
@@ -523,7 +541,15 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
                 {
                     audit_upload(shared, &who, &u.path, u.received, "aborted");
                 }
-                dispatch(shared, &who, request)
+                match request {
+                    Request::GuestConsole { name } if allowed(who.role, request) => {
+                        match console::run(shared, &who, &mut session, &mut stream, msg.id, name) {
+                            console::Ended::Detached => continue,
+                            console::Ended::SessionClosed => break,
+                        }
+                    }
+                    _ => dispatch(shared, &who, request),
+                }
             }
         };
         let reply = ServerMessage {
@@ -556,12 +582,7 @@ enum UploadSlot {
 }
 
 fn audit_upload(shared: &Shared, peer: &Peer, path: &str, size: u64, outcome: &str) {
-    shared.audit_line(&format!(
-        "{} {} {} {outcome}",
-        peer.fingerprint,
-        peer.role,
-        upload_name(path, size)
-    ));
+    shared.audit_request(peer, &upload_name(path, size), outcome);
 }
 
 /// `Upload(<path>,size=<bytes>)`, one token like every request name.
@@ -711,6 +732,8 @@ fn request_name(request: &Request) -> String {
         Request::UploadChunk { .. } => "UploadChunk".into(),
         Request::UploadFinish => "UploadFinish".into(),
         Request::AuthorizeKey { role, .. } => format!("AuthorizeKey({role})"),
+        Request::HostReboot => "HostReboot".into(),
+        Request::HostPowerOff => "HostPowerOff".into(),
     }
 }
 
@@ -743,16 +766,11 @@ fn dispatch(shared: &Shared, peer: &Peer, request: &Request) -> Response {
         Response::Error { .. } => "error",
         _ => "ok",
     };
-    shared.audit_line(&format!(
-        "{} {} {} {outcome}",
-        peer.fingerprint,
-        peer.role,
-        request_name(request)
-    ));
+    shared.audit_request(peer, &request_name(request), outcome);
     response
 }
 
-fn guest_result(r: Result<(), guests::GuestError>) -> Response {
+fn guest_result(r: Result<(), init_client::GuestError>) -> Response {
     match r {
         Ok(()) => Response::Ok,
         Err((kind, message)) => error(kind, message),
@@ -784,7 +802,7 @@ fn host_info(shared: &Shared) -> HostInfo {
         uptime_secs,
         cpus: thread::available_parallelism().map_or(1, |n| n.get() as u32),
         memory_mib,
-        guests_running: lock(&shared.guests).running(),
+        guests_running: shared.init.running(),
     }
 }
 
@@ -822,40 +840,66 @@ fn read_audit(shared: &Shared, tail: u32) -> Response {
     Response::Audit(entries)
 }
 
-const STAND_IN: &str = "not available until init's control socket backs the agent";
+/// Largest console-log tail `keelctl logs --guest` gets.
+const GUEST_LOG_BYTES: u32 = 256 * 1024;
 
 fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
-    let guests = || lock(&shared.guests);
+    let init = &shared.init;
+    let simple = |r: InitRequest| guest_result(init.simple(&r));
     match request {
         Request::HostInfo => Response::HostInfo(host_info(shared)),
-        Request::GuestList => Response::Guests(guests().list()),
-        Request::GuestShow { name } => match guests().show(name) {
+        Request::GuestList => match init.list() {
+            Ok(list) => Response::Guests(list),
+            Err((kind, message)) => error(kind, message),
+        },
+        Request::GuestShow { name } => match init.show(name) {
             Ok(d) => Response::Guest(d),
             Err((kind, message)) => error(kind, message),
         },
-        Request::GuestDefine { spec_toml } => match guests().define(spec_toml) {
-            Ok(name) => {
-                shared.event(&format!("guest {name} defined by {}", peer.fingerprint));
-                Response::Ok
+        Request::GuestDefine { spec_toml } => {
+            let r = init.simple(&InitRequest::GuestDefine {
+                spec_toml: spec_toml.clone(),
+            });
+            if r.is_ok() {
+                shared.event(&format!("guest spec defined by {}", peer.fingerprint));
+            }
+            guest_result(r)
+        }
+        Request::GuestUndefine { name } => {
+            simple(InitRequest::GuestUndefine { name: name.clone() })
+        }
+        Request::GuestStart { name } => simple(InitRequest::GuestStart { name: name.clone() }),
+        Request::GuestStop { name } => simple(InitRequest::GuestStop { name: name.clone() }),
+        Request::GuestKill { name } => simple(InitRequest::GuestKill { name: name.clone() }),
+        Request::GuestRestart { name } => simple(InitRequest::GuestRestart { name: name.clone() }),
+        Request::HostReboot => simple(InitRequest::HostReboot),
+        Request::HostPowerOff => simple(InitRequest::HostPowerOff),
+        Request::Logs {
+            guest: Some(name),
+            tail,
+            ..
+        } => match init.console_log(name, GUEST_LOG_BYTES) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                let lines: Vec<String> = text
+                    .lines()
+                    .map(|l| l.trim_end_matches('\r').to_string())
+                    .collect();
+                let skip = lines.len().saturating_sub(*tail as usize);
+                Response::LogLines(lines.into_iter().skip(skip).collect())
             }
             Err((kind, message)) => error(kind, message),
         },
-        Request::GuestUndefine { name } => guest_result(guests().undefine(name)),
-        Request::GuestStart { name } => guest_result(guests().start(name)),
-        Request::GuestStop { name } | Request::GuestKill { name } => {
-            guest_result(guests().stop(name))
-        }
-        Request::GuestRestart { name } => guest_result(guests().restart(name)),
-        Request::Logs { guest: Some(_), .. } => error(
-            ErrorKind::Unavailable,
-            format!("Guest logs are {STAND_IN}."),
-        ),
         Request::Logs {
             guest: None, tail, ..
         } => {
+            // init's log (guest state changes among it) when init is
+            // there, then the agent's own events.
+            let mut lines = init.host_log(*tail).unwrap_or_default();
             let log = lock(&shared.log);
-            let skip = log.len().saturating_sub(*tail as usize);
-            Response::LogLines(log.iter().skip(skip).cloned().collect())
+            lines.extend(log.iter().map(|l| format!("keel-agent: {l}")));
+            let skip = lines.len().saturating_sub(*tail as usize);
+            Response::LogLines(lines.into_iter().skip(skip).collect())
         }
         Request::Audit { tail } => read_audit(shared, *tail),
         Request::AuthorizeKey {
@@ -880,10 +924,11 @@ fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
                 Err(e) => error(ErrorKind::Internal, format!("Cannot save keys: {e}")),
             }
         }
+        // handle_connection turns the session into a console stream.
         Request::GuestConsole { .. } | Request::ConsoleInput { .. } | Request::ConsoleDetach => {
             error(
-                ErrorKind::Unavailable,
-                format!("The console is {STAND_IN}."),
+                ErrorKind::Invalid,
+                "No console is attached in this session.",
             )
         }
         // handle_connection routes the upload stream to upload_step.

@@ -18,6 +18,12 @@ struct Args {
     /// Directory for the host key, authorized_keys and audit.log.
     #[arg(long, default_value = "/var/lib/keel/mgmt")]
     state_dir: PathBuf,
+    /// init's control socket, which owns the guests.
+    #[arg(long, default_value = keel_common::init_api::INIT_SOCKET)]
+    init_socket: PathBuf,
+    /// Directory of the VMMs' API sockets, for attached consoles.
+    #[arg(long, default_value = keel_common::init_api::VMM_SOCKET_DIR)]
+    vmm_socket_dir: PathBuf,
     /// Most concurrent sessions.
     #[arg(long, default_value_t = 64)]
     max_sessions: usize,
@@ -33,6 +39,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let mut cfg = AgentConfig::new(&args.state_dir);
     cfg.max_sessions = args.max_sessions.max(1);
+    cfg.init_socket = args.init_socket;
+    cfg.vmm_socket_dir = args.vmm_socket_dir;
     cfg.handshake_timeout = Duration::from_secs(args.handshake_timeout.max(1));
     cfg.pairing_validity = Duration::from_secs(args.pairing_minutes.max(1) * 60);
     let listener = match TcpListener::bind(&args.listen) {

@@ -98,6 +98,10 @@ enum KeyCommand {
 enum HostCommand {
     /// Hostname, version, uptime and resources.
     Info,
+    /// Stop every guest cleanly, then reboot the host (admin only).
+    Reboot,
+    /// Stop every guest cleanly, then power the host off (admin only).
+    Poweroff,
 }
 
 #[derive(Subcommand, Debug)]
@@ -125,7 +129,8 @@ enum GuestCommand {
     Restart {
         name: String,
     },
-    /// Print the guest's serial console output.
+    /// Attach to the guest's serial console (recent output first).
+    /// Keystrokes go to the guest; Ctrl-] detaches.
     Console {
         name: String,
     },
@@ -241,14 +246,19 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
                 Err(e) => Err(e),
             }
         }
-        Command::Host {
-            command: HostCommand::Info,
-        } => {
+        Command::Host { command } => {
             let mut c = connect(&dir, cli.host.as_deref(), &ConnectOptions::default())?;
-            match c.call(Request::HostInfo)? {
-                Response::HostInfo(info) => print_host_info(cli.json, &info),
-                _ => Err(ClientError::Unexpected),
-            }
+            let (request, done) = match command {
+                HostCommand::Info => {
+                    return match c.call(Request::HostInfo)? {
+                        Response::HostInfo(info) => print_host_info(cli.json, &info),
+                        _ => Err(ClientError::Unexpected),
+                    }
+                }
+                HostCommand::Reboot => (Request::HostReboot, "rebooting: guests stop first"),
+                HostCommand::Poweroff => (Request::HostPowerOff, "powering off: guests stop first"),
+            };
+            report_ok(cli, c.call(request)?, done)
         }
         Command::Guest { command } => guest(cli, &dir, command),
         Command::Logs { guest, tail } => {
@@ -380,6 +390,11 @@ fn print_guest(d: &GuestDetail) {
     if let Some(up) = d.uptime_secs {
         println!("uptime:  {up}s");
     }
+    println!("autostart: {}", if d.autostart { "yes" } else { "no" });
+    println!("restart: {} ({} restarts)", d.restart, d.restarts);
+    if let Some(exit) = &d.last_exit {
+        println!("last exit: {exit}");
+    }
     println!("spec:");
     for l in d.spec_toml.lines() {
         println!("  {l}");
@@ -503,25 +518,116 @@ fn upload(
     }
 }
 
-/// Prints console output until the host closes it. Keystrokes are not
-/// forwarded yet.
+/// The byte that detaches an interactive console: Ctrl-], as in telnet
+/// and virsh.
+const DETACH: u8 = 0x1d;
+
+/// Puts a terminal into raw mode and restores it when dropped.
+struct RawTerminal {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawTerminal {
+    fn enter() -> Option<Self> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        use nix::sys::termios::{tcsetattr, SetArg};
+        let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// Attaches to a guest console: output to stdout, stdin to the guest.
+/// On a terminal, Ctrl-] detaches; otherwise stdin is sent until it ends
+/// and output is printed until the host closes the console.
 fn console(c: &mut Client, name: &str) -> Result<(), ClientError> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::io::{IsTerminal, Read};
+    use std::os::fd::AsFd;
+
     let first = c.call(Request::GuestConsole {
         name: name.to_string(),
     })?;
     let id = c.last_id();
     c.set_read_timeout(None);
     let mut out = std::io::stdout();
-    let mut next = first;
+    let mut print = |data: &[u8]| {
+        let _ = out.write_all(data);
+        let _ = out.flush();
+    };
+    match first {
+        Response::ConsoleData(data) => print(&data),
+        Response::ConsoleClosed => return Ok(()),
+        _ => return Err(ClientError::Unexpected),
+    }
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    let _raw = if interactive {
+        eprint!("keelctl: attached to {name}; Ctrl-] detaches\r\n");
+        RawTerminal::enter()
+    } else {
+        None
+    };
+    let mut stdin_open = true;
+    let mut buf = [0u8; 4096];
     loop {
-        match next {
-            Response::ConsoleData(data) => {
-                let _ = out.write_all(&data);
-                let _ = out.flush();
+        let (net_ready, stdin_ready) = {
+            let stdin_fd = stdin.as_fd();
+            let mut fds = vec![PollFd::new(c.as_fd(), PollFlags::POLLIN)];
+            if stdin_open {
+                fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
             }
-            Response::ConsoleClosed => return Ok(()),
-            _ => return Err(ClientError::Unexpected),
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(ClientError::Local(format!("poll failed: {e}"))),
+            }
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), fds.get(1).is_some_and(ready))
+        };
+        if net_ready {
+            match c.recv(id)? {
+                Response::ConsoleData(data) => print(&data),
+                Response::ConsoleClosed => {
+                    if interactive {
+                        eprint!("\r\nkeelctl: console closed\r\n");
+                    }
+                    return Ok(());
+                }
+                _ => return Err(ClientError::Unexpected),
+            }
         }
-        next = c.recv(id)?;
+        if stdin_ready {
+            let n = stdin.lock().read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                stdin_open = false;
+                continue;
+            }
+            let data = &buf[..n];
+            let detach_at = interactive
+                .then(|| data.iter().position(|b| *b == DETACH))
+                .flatten();
+            let input = &data[..detach_at.unwrap_or(n)];
+            if !input.is_empty() {
+                c.send_on(
+                    id,
+                    Request::ConsoleInput {
+                        data: input.to_vec(),
+                    },
+                )?;
+            }
+            if detach_at.is_some() {
+                c.send_on(id, Request::ConsoleDetach)?;
+                stdin_open = false;
+            }
+        }
     }
 }

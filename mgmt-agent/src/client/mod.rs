@@ -455,6 +455,19 @@ impl Client {
         Ok(size)
     }
 
+    /// Sends a message that continues request `id` (console input, detach)
+    /// without waiting for an answer.
+    pub fn send_on(&mut self, id: u64, request: Request) -> Result<(), ClientError> {
+        self.session
+            .send(&mut self.stream, &ClientMessage { id, request })?;
+        Ok(())
+    }
+
+    /// The connection, to poll it alongside other input.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.stream)
+    }
+
     /// Changes the read timeout (e.g. none for an attached console).
     pub fn set_read_timeout(&self, t: Option<Duration>) {
         let _ = self.stream.set_read_timeout(t);

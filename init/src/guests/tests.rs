@@ -1,0 +1,243 @@
+//! The manager's life-cycle rules, with real child processes standing in
+//! for keel-vmm (a shell script that exits as the real one would): the
+//! rules are init's, whatever runs the guest.
+
+use super::*;
+use std::os::unix::fs::PermissionsExt;
+
+use nix::sys::wait::waitpid;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    manager: GuestManager,
+}
+
+const SPEC: &str =
+    "name = \"web1\"\nvcpus = 1\nmemory_mib = 64\n[boot]\nkernel = \"images/vmlinux\"\n";
+
+/// A manager whose "VMM" runs `script` (sh).
+fn fixture(script: &str) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("images")).expect("mkdir");
+    std::fs::write(data.join("images/vmlinux"), b"kernel").expect("kernel");
+    let vmm = dir.path().join("fake-vmm");
+    std::fs::write(&vmm, format!("#!/bin/sh\n{script}\n")).expect("script");
+    std::fs::set_permissions(&vmm, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let paths = Paths {
+        data,
+        sockets: dir.path().join("vm"),
+        vmm,
+        cgroup: None,
+        drop_privileges: false,
+        bridge: None,
+    };
+    Fixture {
+        manager: GuestManager::load(paths),
+        dir,
+    }
+}
+
+/// The spec with `restart = policy` placed before the [boot] table.
+fn spec_with(policy: &str) -> String {
+    SPEC.replace("[boot]", &format!("restart = \"{policy}\"\n[boot]"))
+}
+
+fn reap(m: &mut GuestManager, name: &str) -> WaitStatus {
+    let pid = m.show(name).expect("show").pid.expect("running") as i32;
+    let status = waitpid(Pid::from_raw(pid), None).expect("waitpid");
+    assert!(m.reaped(&status), "the VMM's exit is the manager's");
+    status
+}
+
+#[test]
+fn a_bad_spec_is_refused_and_nothing_is_written() {
+    let mut f = fixture("exit 0");
+    let (kind, message) = f
+        .manager
+        .define(&SPEC.replace("vcpus = 1", "vcpus = 0"))
+        .expect_err("vcpus = 0");
+    assert_eq!(kind, ErrorKind::Invalid);
+    assert!(message.contains("vcpus"), "{message}");
+    assert!(!f.dir.path().join("data/guests/web1.toml").exists());
+    assert!(f.manager.list().is_empty());
+}
+
+#[test]
+fn definitions_are_stored_and_survive_a_reload() {
+    let mut f = fixture("exit 0");
+    assert_eq!(f.manager.define(SPEC).expect("define"), "web1");
+    let file = f.dir.path().join("data/guests/web1.toml");
+    assert_eq!(std::fs::read_to_string(&file).expect("stored"), SPEC);
+    let again = GuestManager::load(f.manager.paths().clone());
+    let status = again.show("web1").expect("reloaded");
+    assert_eq!((status.state, status.vcpus), (GuestState::Stopped, 1));
+    // A file whose name differs from the guest's is skipped, not fatal.
+    std::fs::write(f.dir.path().join("data/guests/other.toml"), SPEC).expect("write");
+    let again = GuestManager::load(f.manager.paths().clone());
+    assert_eq!(again.list().len(), 1);
+    f.manager.undefine("web1").expect("undefine");
+    assert!(!file.exists());
+}
+
+#[test]
+fn a_crash_is_restarted_with_backoff_under_on_failure() {
+    let mut f = fixture("exit 4");
+    f.manager.define(&spec_with("on-failure")).expect("define");
+    f.manager.start("web1").expect("start");
+    assert_eq!(
+        f.manager.show("web1").expect("show").state,
+        GuestState::Running
+    );
+    reap(&mut f.manager, "web1");
+    let s = f.manager.show("web1").expect("show");
+    assert_eq!(s.state, GuestState::Restarting);
+    assert_eq!(s.restarts, 1);
+    assert_eq!(
+        s.last_exit.as_deref(),
+        Some("crashed (guest panic, status 4)")
+    );
+    let wait = f.manager.tick().expect("a restart is pending");
+    assert!(wait <= crate::supervisor::BACKOFF_MIN);
+    std::thread::sleep(wait);
+    f.manager.tick();
+    assert_eq!(
+        f.manager.show("web1").expect("show").state,
+        GuestState::Running
+    );
+    reap(&mut f.manager, "web1");
+    // The second backoff is longer.
+    let wait = f.manager.tick().expect("pending");
+    assert!(wait > crate::supervisor::BACKOFF_MIN, "{wait:?}");
+    // A stop cancels the pending restart.
+    f.manager
+        .request_stop("web1", Duration::from_secs(1))
+        .expect("stop");
+    assert_eq!(
+        f.manager.show("web1").expect("show").state,
+        GuestState::Stopped
+    );
+    assert_eq!(f.manager.tick(), None);
+}
+
+#[test]
+fn policies_decide_what_follows_each_exit() {
+    for (policy, script, state) in [
+        ("never", "exit 4", GuestState::Crashed),
+        ("on-failure", "exit 0", GuestState::Stopped),
+        ("always", "exit 0", GuestState::Restarting),
+        ("never", "exit 3", GuestState::Stopped),
+        ("on-failure", "exit 3", GuestState::Restarting),
+        ("on-failure", "kill -9 $$", GuestState::Restarting),
+    ] {
+        let mut f = fixture(script);
+        f.manager.define(&spec_with(policy)).expect("define");
+        f.manager.start("web1").expect("start");
+        reap(&mut f.manager, "web1");
+        let s = f.manager.show("web1").expect("show");
+        assert_eq!(
+            s.state, state,
+            "{policy} after `{script}`: {:?}",
+            s.last_exit
+        );
+    }
+}
+
+#[test]
+fn a_guest_that_ignores_stop_is_killed_after_the_timeout() {
+    let mut f = fixture("exec sleep 30");
+    f.manager.define(SPEC).expect("define");
+    f.manager.start("web1").expect("start");
+    let (kind, _) = f.manager.start("web1").expect_err("already running");
+    assert_eq!(kind, ErrorKind::Conflict);
+    let (kind, _) = f.manager.undefine("web1").expect_err("running");
+    assert_eq!(kind, ErrorKind::Conflict);
+    // No VMM socket answers: the stop request cannot be delivered, and
+    // the kill timer ends the guest.
+    f.manager
+        .request_stop("web1", Duration::from_millis(100))
+        .expect("stop");
+    assert_eq!(
+        f.manager.show("web1").expect("show").state,
+        GuestState::Stopping
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    f.manager.tick();
+    let status = reap(&mut f.manager, "web1");
+    assert!(matches!(
+        status,
+        WaitStatus::Signaled(_, Signal::SIGKILL, _)
+    ));
+    let s = f.manager.show("web1").expect("show");
+    assert_eq!(
+        s.state,
+        GuestState::Stopped,
+        "a requested stop is never restarted"
+    );
+    assert_eq!(s.pid, None);
+}
+
+#[test]
+fn host_shutdown_stops_newest_first_and_blocks_starts() {
+    let mut f = fixture("exec sleep 30");
+    for name in ["b", "a", "c"] {
+        f.manager
+            .define(&SPEC.replace("web1", name))
+            .expect("define");
+    }
+    for name in ["b", "a", "c"] {
+        f.manager.start(name).expect("start");
+    }
+    let order: Vec<String> = f
+        .manager
+        .begin_host_shutdown()
+        .into_iter()
+        .map(|(n, pid)| {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            n
+        })
+        .collect();
+    assert_eq!(order, ["c", "a", "b"]);
+    let (kind, _) = f.manager.start("a").expect_err("shutting down");
+    assert_eq!(kind, ErrorKind::Unavailable);
+    for name in ["a", "b", "c"] {
+        reap(&mut f.manager, name);
+        assert_eq!(
+            f.manager.show(name).expect("show").state,
+            GuestState::Stopped
+        );
+    }
+}
+
+#[test]
+fn console_log_tails_span_the_rotated_copy() {
+    let mut f = fixture("exit 0");
+    f.manager.define(SPEC).expect("define");
+    let dir = f.manager.paths().log_dir("web1");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("console.log.1"), b"older\n").expect("write");
+    std::fs::write(dir.join("console.log"), b"newer\n").expect("write");
+    assert_eq!(
+        f.manager.console_log("web1", 1024).expect("log"),
+        b"older\nnewer\n"
+    );
+    assert_eq!(f.manager.console_log("web1", 6).expect("log"), b"newer\n");
+    assert_eq!(
+        f.manager.console_log("nope", 6).expect_err("unknown").0,
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn exits_are_classified_as_keel_vmm_reports_them() {
+    let pid = Pid::from_raw(1);
+    assert_eq!(classify(&WaitStatus::Exited(pid, 0)).0, VmmEnd::PowerOff);
+    assert_eq!(classify(&WaitStatus::Exited(pid, 3)).0, VmmEnd::Reboot);
+    for code in [1, 2, 4, 5] {
+        assert_eq!(classify(&WaitStatus::Exited(pid, code)).0, VmmEnd::Failure);
+    }
+    assert_eq!(
+        classify(&WaitStatus::Signaled(pid, Signal::SIGKILL, false)).1,
+        "VMM killed by SIGKILL"
+    );
+}

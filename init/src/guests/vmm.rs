@@ -1,0 +1,134 @@
+//! Starting one confined `keel-vmm` process for a guest.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use keel_common::guest::NetMode;
+use keel_common::GuestSpec;
+
+use super::{cgroup, tap, Paths};
+
+/// First uid of the range guests run under; see [`guest_uid`].
+const GUEST_UID_BASE: u32 = 100_000;
+const GUEST_UID_SPAN: u32 = 60_000;
+
+/// The uid (and gid) a guest's VMM runs as: derived from its name, so it
+/// is stable across restarts and reboots without a table to keep.
+pub fn guest_uid(name: &str) -> u32 {
+    // FNV-1a: tiny, and stable across Rust releases, unlike DefaultHasher.
+    let hash = name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    GUEST_UID_BASE + hash % GUEST_UID_SPAN
+}
+
+/// Starts the VMM for `spec` (stored at `spec_file`). Returns its pid.
+pub fn spawn(paths: &Paths, spec: &GuestSpec, spec_file: &Path) -> Result<i32, String> {
+    let name = &spec.name;
+    let socket = paths.socket(name);
+    std::fs::create_dir_all(&paths.sockets)
+        .map_err(|e| format!("cannot create {}: {e}", paths.sockets.display()))?;
+    // A socket left by a VMM that was killed would make the bind fail.
+    match std::fs::remove_file(&socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot remove the old {}: {e}", socket.display())),
+    }
+    let log_dir = paths.log_dir(name);
+    std::fs::create_dir_all(&log_dir)
+        .map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
+
+    let mut cmd = Command::new(&paths.vmm);
+    cmd.arg("--config")
+        .arg(spec_file)
+        .arg("--base-dir")
+        .arg(&paths.data)
+        .arg("--api-socket")
+        .arg(&socket)
+        .arg("--console-log")
+        .arg(paths.console_log(name))
+        .stdin(Stdio::null());
+
+    // Bridge-mode NICs get a tap made here and handed over by number: the
+    // VMM never needs the rights to create one.
+    let mut taps: Vec<OwnedFd> = Vec::new();
+    for (i, nic) in spec.nets.iter().enumerate() {
+        if nic.mode != NetMode::Bridge {
+            continue;
+        }
+        let bridge = paths.bridge.as_deref().ok_or_else(|| {
+            format!("net[{i}] is in bridge mode but the host has no bridge (see host.toml [[network]] bridge)")
+        })?;
+        let fd = tap::create_on_bridge(bridge).map_err(|e| format!("net[{i}]: {e}"))?;
+        cmd.arg("--tap-fd").arg(fd.as_raw_fd().to_string());
+        taps.push(fd);
+    }
+
+    if paths.drop_privileges {
+        let uid = guest_uid(name);
+        // The VMM rotates its console log as that uid.
+        std::os::unix::fs::chown(&log_dir, Some(uid), Some(uid))
+            .map_err(|e| format!("cannot hand {} to uid {uid}: {e}", log_dir.display()))?;
+        for file in ["console.log", "console.log.1"] {
+            let _ = std::os::unix::fs::chown(log_dir.join(file), Some(uid), Some(uid));
+        }
+        cmd.arg("--uid")
+            .arg(uid.to_string())
+            .arg("--gid")
+            .arg(uid.to_string());
+    }
+
+    let procs: Option<File> = cgroup::prepare(paths.cgroup.as_deref(), spec);
+    let procs_fd = procs.as_ref().map(|f| f.as_raw_fd());
+    let tap_fds: Vec<i32> = taps.iter().map(|t| t.as_raw_fd()).collect();
+    // SAFETY: the closure runs in the child between fork and exec. It only
+    // makes async-signal-safe system calls (write, fcntl) on descriptors the
+    // parent opened and keeps open until spawn returns, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(fd) = procs_fd {
+                // "0" moves the writing process: the VMM starts inside its
+                // cgroup, before it allocates guest memory.
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for &fd in &tap_fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", paths.vmm.display()))?;
+    // The child holds the taps now; ours close with `taps`.
+    drop(taps);
+    i32::try_from(child.id()).map_err(|_| "the VMM's pid is out of range".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_uids_are_stable_and_in_range() {
+        let a = guest_uid("web1");
+        assert_eq!(a, guest_uid("web1"));
+        assert_ne!(a, guest_uid("web2"));
+        for name in [
+            "a",
+            "demo",
+            "a-very-long-guest-name-that-is-still-one-dns-label",
+        ] {
+            let uid = guest_uid(name);
+            assert!((GUEST_UID_BASE..GUEST_UID_BASE + GUEST_UID_SPAN).contains(&uid));
+        }
+    }
+}

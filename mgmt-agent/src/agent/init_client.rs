@@ -1,0 +1,140 @@
+//! The agent's side of init's control socket: guest operations are
+//! forwarded to PID 1, which owns the VMMs. One connection per request
+//! keeps a wedged request from holding up the others.
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keel_common::init_api::{read_frame, write_frame, GuestStatus, InitRequest, InitResponse};
+
+use crate::messages::{ErrorKind, GuestDetail, GuestSummary};
+
+/// A failed guest operation: the error kind and a message for the user.
+pub type GuestError = (ErrorKind, String);
+
+/// Long enough for a guest stop: init's clean-shutdown timeout plus the kill.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Client of init's control socket.
+#[derive(Clone, Debug)]
+pub struct InitClient {
+    socket: PathBuf,
+}
+
+impl InitClient {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        InitClient {
+            socket: socket.into(),
+        }
+    }
+
+    /// Sends one request; an `Error` response becomes `Err`.
+    pub fn call(&self, request: &InitRequest) -> Result<InitResponse, GuestError> {
+        let unavailable = |e: &dyn std::fmt::Display| {
+            (
+                ErrorKind::Unavailable,
+                format!(
+                    "init's control socket ({}) is not reachable: {e}.",
+                    self.socket.display()
+                ),
+            )
+        };
+        let mut stream = UnixStream::connect(&self.socket).map_err(|e| unavailable(&e))?;
+        let _ = stream.set_read_timeout(Some(CALL_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(CALL_TIMEOUT));
+        write_frame(&mut stream, request).map_err(|e| unavailable(&e))?;
+        match read_frame(&mut stream).map_err(|e| unavailable(&e))? {
+            InitResponse::Error { kind, message } => Err((kind, message)),
+            other => Ok(other),
+        }
+    }
+
+    /// A request answered by `Ok`.
+    pub fn simple(&self, request: &InitRequest) -> Result<(), GuestError> {
+        match self.call(request)? {
+            InitResponse::Ok => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<GuestSummary>, GuestError> {
+        match self.call(&InitRequest::GuestList)? {
+            InitResponse::Guests(guests) => Ok(guests.iter().map(summary).collect()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn status(&self, name: &str) -> Result<GuestStatus, GuestError> {
+        match self.call(&InitRequest::GuestShow {
+            name: name.to_string(),
+        })? {
+            InitResponse::Guest(status) => Ok(status),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn show(&self, name: &str) -> Result<GuestDetail, GuestError> {
+        self.status(name).map(|s| detail(&s))
+    }
+
+    /// The last `max_bytes` of a guest's console log.
+    pub fn console_log(&self, name: &str, max_bytes: u32) -> Result<Vec<u8>, GuestError> {
+        match self.call(&InitRequest::GuestLog {
+            name: name.to_string(),
+            max_bytes,
+        })? {
+            InitResponse::Log(bytes) => Ok(bytes),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// init's recent log lines.
+    pub fn host_log(&self, tail: u32) -> Result<Vec<String>, GuestError> {
+        match self.call(&InitRequest::HostLog { tail })? {
+            InitResponse::Lines(lines) => Ok(lines),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub fn running(&self) -> u32 {
+        self.call(&InitRequest::GuestList)
+            .ok()
+            .and_then(|r| match r {
+                InitResponse::Guests(g) => {
+                    Some(g.iter().filter(|g| g.pid.is_some()).count() as u32)
+                }
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+}
+
+fn unexpected(response: &InitResponse) -> GuestError {
+    (
+        ErrorKind::Internal,
+        format!("init answered unexpectedly: {response:?}"),
+    )
+}
+
+fn summary(s: &GuestStatus) -> GuestSummary {
+    GuestSummary {
+        name: s.name.clone(),
+        state: s.state,
+        vcpus: s.vcpus,
+        memory_mib: s.memory_mib,
+    }
+}
+
+fn detail(s: &GuestStatus) -> GuestDetail {
+    GuestDetail {
+        summary: summary(s),
+        spec_toml: s.spec_toml.clone(),
+        pid: s.pid,
+        uptime_secs: s.uptime_secs,
+        autostart: s.autostart,
+        restart: s.restart.clone(),
+        restarts: s.restarts,
+        last_exit: s.last_exit.clone(),
+    }
+}
