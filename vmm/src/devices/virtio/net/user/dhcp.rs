@@ -1,88 +1,73 @@
-//! A DHCP server for exactly one client: every DISCOVER is offered
-//! 10.0.2.15/24, every REQUEST for it (or for nothing in particular) is
-//! acknowledged, a REQUEST for another address is refused (NAK).
+//! A DHCP server for exactly one client (smoltcp has only a client):
+//! every DISCOVER is offered 10.0.2.15/24, every REQUEST for it (or for
+//! nothing in particular) is acknowledged, a REQUEST for another address
+//! is refused (NAK). Messages are parsed and built with smoltcp's
+//! [`DhcpPacket`] and [`DhcpRepr`].
 
-use std::net::Ipv4Addr;
+use smoltcp::wire::{DhcpMessageType, DhcpOpCode, DhcpOption, DhcpPacket, DhcpRepr, Ipv4Address};
+
+/// The DNS servers option (smoltcp's own field needs `heapless`).
+const OPT_DNS: u8 = 6;
 
 use super::{DNS_IP, GATEWAY_IP, GUEST_IP, LEASE_SECS, NETMASK};
 
-const MAGIC: [u8; 4] = [99, 130, 83, 99];
-const OPTIONS_AT: usize = 240;
-
-pub const DISCOVER: u8 = 1;
-pub const OFFER: u8 = 2;
-pub const REQUEST: u8 = 3;
-pub const ACK: u8 = 5;
-pub const NAK: u8 = 6;
-
-/// Finds option `code` in a DHCP message's options.
-pub fn option(msg: &[u8], code: u8) -> Option<&[u8]> {
-    let mut i = OPTIONS_AT;
-    while i < msg.len() {
-        match msg[i] {
-            0 => i += 1,
-            255 => return None,
-            c => {
-                let len = usize::from(*msg.get(i + 1)?);
-                let data = msg.get(i + 2..i + 2 + len)?;
-                if c == code {
-                    return Some(data);
-                }
-                i += 2 + len;
-            }
-        }
-    }
-    None
-}
-
 /// The server's answer to a client message, or `None` to ignore it.
 pub fn reply(msg: &[u8]) -> Option<Vec<u8>> {
-    if msg.len() < OPTIONS_AT || msg[0] != 1 || msg[1] != 1 || msg[2] != 6 {
+    let packet = DhcpPacket::new_checked(msg).ok()?;
+    if packet.opcode() != DhcpOpCode::Request {
         return None;
     }
-    if msg[236..240] != MAGIC {
-        return None;
-    }
-    let kind = match *option(msg, 53)?.first()? {
-        DISCOVER => OFFER,
-        REQUEST => {
-            let wanted = match option(msg, 50) {
-                Some(ip) => <[u8; 4]>::try_from(ip).ok().map(Ipv4Addr::from),
-                None => Some(Ipv4Addr::new(msg[12], msg[13], msg[14], msg[15])),
-            };
-            match wanted {
-                Some(ip) if ip == GUEST_IP || ip.is_unspecified() => ACK,
-                _ => NAK,
+    let request = DhcpRepr::parse(&packet).ok()?;
+    let kind = match request.message_type {
+        DhcpMessageType::Discover => DhcpMessageType::Offer,
+        DhcpMessageType::Request => {
+            let wanted = request.requested_ip.unwrap_or(request.client_ip);
+            if wanted == GUEST_IP || wanted.is_unspecified() {
+                DhcpMessageType::Ack
+            } else {
+                DhcpMessageType::Nak
             }
         }
         _ => return None,
     };
-    let mut r = vec![0u8; OPTIONS_AT];
-    r[0] = 2;
-    r[1] = 1;
-    r[2] = 6;
-    r[4..8].copy_from_slice(&msg[4..8]); // xid
-    r[10..12].copy_from_slice(&msg[10..12]); // flags
-    if kind != NAK {
-        r[16..20].copy_from_slice(&GUEST_IP.octets());
-        r[20..24].copy_from_slice(&GATEWAY_IP.octets());
-    }
-    r[24..28].copy_from_slice(&msg[24..28]); // giaddr
-    r[28..44].copy_from_slice(&msg[28..44]); // chaddr
-    r[236..240].copy_from_slice(&MAGIC);
-    r.extend_from_slice(&[53, 1, kind]);
-    r.extend_from_slice(&[54, 4]);
-    r.extend_from_slice(&GATEWAY_IP.octets());
-    if kind != NAK {
-        r.extend_from_slice(&[51, 4]);
-        r.extend_from_slice(&LEASE_SECS.to_be_bytes());
-        r.extend_from_slice(&[1, 4]);
-        r.extend_from_slice(&NETMASK.octets());
-        r.extend_from_slice(&[3, 4]);
-        r.extend_from_slice(&GATEWAY_IP.octets());
-        r.extend_from_slice(&[6, 4]);
-        r.extend_from_slice(&DNS_IP.octets());
-    }
-    r.push(255);
-    Some(r)
+    let granted = kind != DhcpMessageType::Nak;
+    let dns_ip = DNS_IP.octets();
+    let dns = [DhcpOption {
+        kind: OPT_DNS,
+        data: &dns_ip,
+    }];
+    let answer = DhcpRepr {
+        message_type: kind,
+        transaction_id: request.transaction_id,
+        secs: 0,
+        client_hardware_address: request.client_hardware_address,
+        client_ip: Ipv4Address::UNSPECIFIED,
+        your_ip: if granted {
+            GUEST_IP
+        } else {
+            Ipv4Address::UNSPECIFIED
+        },
+        server_ip: if granted {
+            GATEWAY_IP
+        } else {
+            Ipv4Address::UNSPECIFIED
+        },
+        router: granted.then_some(GATEWAY_IP),
+        subnet_mask: granted.then_some(NETMASK),
+        relay_agent_ip: request.relay_agent_ip,
+        broadcast: request.broadcast,
+        requested_ip: None,
+        client_identifier: None,
+        server_identifier: Some(GATEWAY_IP),
+        parameter_request_list: None,
+        dns_servers: None,
+        max_size: None,
+        lease_duration: granted.then_some(LEASE_SECS),
+        renew_duration: None,
+        rebind_duration: None,
+        additional_options: if granted { &dns } else { &[] },
+    };
+    let mut out = vec![0u8; answer.buffer_len()];
+    answer.emit(&mut DhcpPacket::new_unchecked(&mut out)).ok()?;
+    Some(out)
 }

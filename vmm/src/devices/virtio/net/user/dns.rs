@@ -3,8 +3,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::wire::be16;
-
 /// The first `nameserver` of a resolv.conf, port 53.
 pub fn first_nameserver(resolv_conf: &str) -> Option<SocketAddr> {
     resolv_conf.lines().find_map(|line| {
@@ -59,4 +57,8 @@ fn question_end(q: &[u8]) -> Option<usize> {
     }
     let end = i + 4;
     (end <= q.len()).then_some(end)
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }

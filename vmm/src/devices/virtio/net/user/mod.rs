@@ -17,46 +17,67 @@
 //! - inbound forwards ([`HostFwd`]): host ports bound at construction, each
 //!   connection or datagram appearing to come from 10.0.2.2.
 //!
+//! The TCP/IP stack is [smoltcp](smoltcp): one `Interface` with the
+//! gateway's MAC and both addresses, in "any IP" mode with a default route
+//! through itself, so that it accepts packets for every destination. It
+//! answers ARP and ICMP echo, speaks TCP to the guest (one smoltcp socket
+//! per connection, see [`tcp`]), resets segments that belong to no
+//! connection, and builds every frame it sends. Its device ([`link`]) is
+//! the frame being handled on the way in and a bounded queue of frames for
+//! the guest on the way out.
+//!
+//! What is ours: a filter in front of smoltcp (it would otherwise answer
+//! ARP and ping for any address, and ICMP port-unreachable for UDP), the
+//! NAT glue between smoltcp sockets and host sockets, the DHCP server
+//! replies ([`dhcp`], with smoltcp's DHCP wire types), the DNS forwarder
+//! ([`dns`]) and the UDP relay ([`udp`]). UDP keeps no protocol state, so
+//! datagrams are parsed and built with smoltcp's wire types rather than
+//! through a smoltcp socket per flow: that keeps datagrams larger than the
+//! MTU whole and costs no socket buffers.
+//!
 //! Not supported (dropped): IPv6, IP fragments (never reassembled, so a
-//! fragment flood costs nothing), IP options are skipped, VLAN tags, ICMP
-//! other than echo to the gateway, TCP from sources other than 10.0.2.15,
-//! UDP datagrams larger than the guest's MTU are passed on unfragmented.
-//! Frames are complete with checksums both ways: no offloads.
+//! fragment flood costs nothing), VLAN tags, ICMP other than echo to the
+//! gateway, TCP and UDP from sources other than 10.0.2.15, frames for
+//! other MACs. Frames are complete with checksums both ways: no offloads.
 //!
 //! One fd for the event loop ([`NetBackend::raw_fd`]): an epoll set over
 //! every host socket, an eventfd rung when frames for the guest were queued
-//! outside of `read_frame`, and a timerfd for TCP retransmission. All inner
-//! registrations are edge-triggered and every `read_frame` that finds the
-//! queue empty drains the set, so the outer (edge-triggered) registration
-//! fires again on the next event. Guest-bound frames are queued in memory,
-//! at most [`MAX_QUEUED`]; beyond that they are dropped and TCP
-//! retransmits.
+//! outside of `read_frame`, and a timerfd for smoltcp's timers
+//! (retransmission, delayed ACKs). All inner registrations are
+//! edge-triggered and every `read_frame` that finds the queue empty drains
+//! the set, so the outer (edge-triggered) registration fires again on the
+//! next event. Guest-bound frames are queued in memory, at most
+//! [`link::MAX_QUEUED`]; smoltcp waits while the queue is full.
 
 mod dhcp;
 mod dns;
+mod link;
 mod tcp;
 mod udp;
-mod wire;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use log::debug;
+use smoltcp::iface::{Config, Interface};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpCidr,
+    IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, UdpPacket, UdpRepr,
+};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 pub use keel_common::hostfwd::{FwdProto, HostFwd, HostFwdParseError, GUEST_IP};
 
 use super::backend::{NetBackend, NetBackendError, VNET_HDR_LEN};
-use wire::{
-    Tcp, TcpHdr, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HLEN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-};
+use link::Stack;
 
 /// The gateway's (and host's) address on the guest network.
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
@@ -66,9 +87,8 @@ pub const GATEWAY_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
 pub const DNS_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
 /// The guest network's mask (a /24).
 pub const NETMASK: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 0);
+const PREFIX_LEN: u8 = 24;
 pub const LEASE_SECS: u32 = 86_400;
-/// Frames waiting for the guest, at most.
-pub const MAX_QUEUED: usize = 4096;
 
 const TOKEN_EVENT: u64 = 0;
 const TOKEN_TIMER: u64 = 1;
@@ -77,6 +97,8 @@ const TOKEN_FWD: u64 = 2;
 const TOKEN_DYNAMIC: u64 = 1 << 32;
 /// Remote peers remembered per UDP forward.
 const MAX_UDP_FWD_PEERS: usize = 256;
+/// The largest UDP payload read from a host socket.
+const MAX_DATAGRAM: usize = 65_536;
 
 /// How to build a [`UserNet`].
 #[derive(Debug, Clone, Default)]
@@ -100,55 +122,6 @@ pub enum UserNetError {
 
 fn setup(what: &'static str) -> impl FnOnce(io::Error) -> UserNetError {
     move |source| UserNetError::Setup { what, source }
-}
-
-/// Frames for the guest, built with the gateway as Ethernet source.
-pub(crate) struct Emitter {
-    queue: VecDeque<Vec<u8>>,
-    guest_mac: Option<[u8; 6]>,
-    ip_id: u16,
-    dropped: u64,
-}
-
-impl Emitter {
-    fn eth(&mut self, dst: [u8; 6], ethertype: u16, payload: &[u8]) {
-        if self.queue.len() >= MAX_QUEUED {
-            self.dropped += 1;
-            return;
-        }
-        let mut f = Vec::with_capacity(VNET_HDR_LEN + ETH_HLEN + payload.len());
-        f.resize(VNET_HDR_LEN, 0);
-        f.extend_from_slice(&dst);
-        f.extend_from_slice(&GATEWAY_MAC);
-        f.extend_from_slice(&ethertype.to_be_bytes());
-        f.extend_from_slice(payload);
-        self.queue.push_back(f);
-    }
-
-    fn ipv4(&mut self, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) {
-        self.ip_id = self.ip_id.wrapping_add(1);
-        let pkt = wire::build_ipv4(self.ip_id, src, dst, proto, l4);
-        let mac = if dst.is_broadcast() {
-            wire::BROADCAST_MAC
-        } else {
-            self.guest_mac.unwrap_or(wire::BROADCAST_MAC)
-        };
-        self.eth(mac, ETHERTYPE_IPV4, &pkt);
-    }
-
-    fn udp(&mut self, src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) {
-        if payload.len() > usize::from(u16::MAX) - 28 {
-            self.dropped += 1;
-            return;
-        }
-        let l4 = wire::build_udp(src, dst, payload);
-        self.ipv4(*src.ip(), *dst.ip(), IPPROTO_UDP, &l4);
-    }
-
-    fn tcp(&mut self, h: &TcpHdr, payload: &[u8]) {
-        let l4 = wire::build_tcp(h, payload);
-        self.ipv4(*h.src.ip(), *h.dst.ip(), IPPROTO_TCP, &l4);
-    }
 }
 
 /// The epoll set behind [`UserNet::raw_fd`], handing out tokens.
@@ -199,13 +172,15 @@ pub struct UserNet {
     event: EventFd,
     timer: OwnedFd,
     timer_armed: Option<Instant>,
-    out: Emitter,
+    stack: Stack,
     dns: Option<SocketAddr>,
     tcp: tcp::TcpNat,
     udp: udp::UdpNat,
     forwards: Vec<Forward>,
     next_udp_gw_port: u16,
     stats: UserNetStats,
+    /// Where datagrams from host sockets are read.
+    datagram: Vec<u8>,
 }
 
 impl std::fmt::Debug for UserNet {
@@ -214,10 +189,31 @@ impl std::fmt::Debug for UserNet {
             .field("dns", &self.dns)
             .field("tcp_conns", &self.tcp.len())
             .field("udp_flows", &self.udp.len())
-            .field("queued", &self.out.queue.len())
+            .field("queued", &self.stack.tx.len())
             .field("stats", &self.stats)
             .finish()
     }
+}
+
+/// The smoltcp interface: the gateway's MAC and addresses, accepting
+/// packets for any destination routed through itself.
+fn interface(link: &mut link::Link<'_>, now: smoltcp::time::Instant) -> Interface {
+    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(GATEWAY_MAC)));
+    config.random_seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0x1234_5678)
+        ^ u64::from(std::process::id());
+    let mut iface = Interface::new(config, link, now);
+    iface.update_ip_addrs(|addrs| {
+        for ip in [GATEWAY_IP, DNS_IP] {
+            // Two addresses fit the default capacity.
+            let _ = addrs.push(IpCidr::new(ip.into(), PREFIX_LEN));
+        }
+    });
+    let _ = iface.routes_mut().add_default_ipv4_route(GATEWAY_IP);
+    iface.set_any_ip(true);
+    iface
 }
 
 impl UserNet {
@@ -308,18 +304,14 @@ impl UserNet {
             event,
             timer,
             timer_armed: None,
-            out: Emitter {
-                queue: VecDeque::new(),
-                guest_mac: None,
-                ip_id: 0,
-                dropped: 0,
-            },
+            stack: Stack::new(interface),
             dns: resolver,
             tcp: tcp::TcpNat::new(),
             udp: udp::UdpNat::new(),
             forwards,
             next_udp_gw_port: 50_000,
             stats: UserNetStats::default(),
+            datagram: vec![0; MAX_DATAGRAM],
         })
     }
 
@@ -341,7 +333,7 @@ impl UserNet {
     /// What was dropped so far.
     pub fn stats(&self) -> UserNetStats {
         UserNetStats {
-            tx_dropped: self.out.dropped,
+            tx_dropped: self.stack.tx.dropped,
             ..self.stats
         }
     }
@@ -351,129 +343,156 @@ impl UserNet {
         self.stats.rx_dropped += 1;
     }
 
-    /// Handles one Ethernet frame from the guest.
+    /// Handles one Ethernet frame from the guest: what smoltcp is to see
+    /// goes to it, the rest is answered here or dropped.
     fn handle_frame(&mut self, frame: &[u8], now: Instant) {
-        if frame.len() < ETH_HLEN {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
             return self.drop_frame("shorter than an Ethernet header");
+        };
+        let dst = eth.dst_addr();
+        if dst != EthernetAddress(GATEWAY_MAC) && !dst.is_broadcast() {
+            return self.drop_frame("not for the gateway");
         }
-        let src_mac: [u8; 6] = frame[6..12].try_into().expect("6 bytes");
-        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-        let payload = &frame[ETH_HLEN..];
-        if src_mac[0] & 1 == 0 && src_mac != [0; 6] {
-            self.out.guest_mac = Some(src_mac);
+        let src = eth.src_addr();
+        if src.is_unicast() && src != EthernetAddress([0; 6]) {
+            self.stack.tx.guest_mac = Some(src);
         }
-        match ethertype {
-            ETHERTYPE_ARP => self.handle_arp(payload),
-            ETHERTYPE_IPV4 => self.handle_ipv4(payload, now),
+        match eth.ethertype() {
+            EthernetProtocol::Arp => self.handle_arp(frame, eth.payload()),
+            EthernetProtocol::Ipv4 => self.handle_ipv4(frame, eth.payload(), now),
             _ => self.drop_frame("not IPv4 or ARP"),
         }
     }
 
-    fn handle_arp(&mut self, p: &[u8]) {
-        let Some(arp) = wire::parse_arp(p) else {
+    fn handle_arp(&mut self, frame: &[u8], p: &[u8]) {
+        let Some(ArpRepr::EthernetIpv4 {
+            target_protocol_addr,
+            ..
+        }) = ArpPacket::new_checked(p)
+            .ok()
+            .and_then(|a| ArpRepr::parse(&a).ok())
+        else {
             return self.drop_frame("bad ARP");
         };
-        if arp.op != 1 || !(arp.target_ip == GATEWAY_IP || arp.target_ip == DNS_IP) {
-            return; // replies, gratuitous ARP, probes for others: nothing to say
+        // In any-IP mode smoltcp would claim every address: only the
+        // gateway's two are ours (probes for others get no answer).
+        if target_protocol_addr == GATEWAY_IP || target_protocol_addr == DNS_IP {
+            self.stack.poll(Some(frame));
         }
-        let reply =
-            wire::build_arp_reply(GATEWAY_MAC, arp.target_ip, arp.sender_mac, arp.sender_ip);
-        self.out.eth(arp.sender_mac, ETHERTYPE_ARP, &reply);
     }
 
-    fn handle_ipv4(&mut self, p: &[u8], now: Instant) {
-        let ip = match wire::parse_ipv4(p) {
-            Ok(ip) => ip,
-            Err(wire::IpDrop::Fragment) => {
-                self.stats.fragments += 1;
-                return self.drop_frame("IP fragment");
-            }
-            Err(wire::IpDrop::Malformed) => return self.drop_frame("bad IPv4 header"),
+    fn handle_ipv4(&mut self, frame: &[u8], p: &[u8], now: Instant) {
+        let checksums = ChecksumCapabilities::default();
+        let Ok(packet) = Ipv4Packet::new_checked(p) else {
+            return self.drop_frame("bad IPv4 header");
         };
-        match ip.proto {
-            IPPROTO_UDP => {
-                let Some(udp) = wire::parse_udp(ip.payload) else {
-                    return self.drop_frame("bad UDP header");
+        if packet.version() != 4 || !packet.verify_checksum() {
+            return self.drop_frame("bad IPv4 header");
+        }
+        if packet.more_frags() || packet.frag_offset() != 0 {
+            self.stats.fragments += 1;
+            return self.drop_frame("IP fragment");
+        }
+        let Ok(ip) = Ipv4Repr::parse(&packet, &checksums) else {
+            return self.drop_frame("bad IPv4 header");
+        };
+        let (src, dst) = (ip.src_addr, ip.dst_addr);
+        match ip.next_header {
+            IpProtocol::Udp => {
+                let Some((udp, payload)) =
+                    UdpPacket::new_checked(packet.payload()).ok().and_then(|u| {
+                        let repr = UdpRepr::parse(&u, &src.into(), &dst.into(), &checksums);
+                        Some((repr.ok()?, u.payload()))
+                    })
+                else {
+                    return self.drop_frame("bad UDP datagram");
                 };
-                if udp.dport == 67 && udp.sport == 68 {
-                    return self.handle_dhcp(udp.payload);
+                if udp.dst_port == 67 && udp.src_port == 68 {
+                    return self.handle_dhcp(payload);
                 }
-                if ip.src != GUEST_IP {
+                if src != GUEST_IP {
                     return self.drop_frame("UDP from an address other than the guest's");
                 }
-                self.handle_udp(ip.dst, udp, now);
+                self.handle_udp(dst, udp, payload, now);
             }
-            IPPROTO_TCP => {
-                let Some(seg) = wire::parse_tcp(ip.payload) else {
-                    return self.drop_frame("bad TCP header");
-                };
-                if ip.src != GUEST_IP {
+            IpProtocol::Tcp => {
+                if src != GUEST_IP {
                     return self.drop_frame("TCP from an address other than the guest's");
                 }
-                self.handle_tcp(ip.dst, &seg, now);
+                let Some(seg) = TcpPacket::new_checked(packet.payload())
+                    .ok()
+                    .and_then(|t| TcpRepr::parse(&t, &src.into(), &dst.into(), &checksums).ok())
+                else {
+                    return self.drop_frame("bad TCP segment");
+                };
+                let key = tcp::Key {
+                    guest_port: seg.src_port,
+                    remote: SocketAddrV4::new(dst, seg.dst_port),
+                };
+                let syn = seg.control == TcpControl::Syn && seg.ack_number.is_none();
+                let rst = seg.control == TcpControl::Rst;
+                let target = host_target(dst).map(|ip| SocketAddrV4::new(ip, seg.dst_port));
+                self.tcp.on_guest_segment(
+                    key,
+                    syn,
+                    rst,
+                    target,
+                    frame,
+                    &mut self.stack,
+                    &mut self.poller,
+                );
             }
-            IPPROTO_ICMP => self.handle_icmp(ip.src, ip.dst, ip.payload),
+            // smoltcp answers echo requests to its own addresses (and, in
+            // any-IP mode, would to every other: not done here).
+            IpProtocol::Icmp if src == GUEST_IP && (dst == GATEWAY_IP || dst == DNS_IP) => {
+                self.stack.poll(Some(frame));
+            }
+            IpProtocol::Icmp => self.drop_frame("ICMP other than to the gateway"),
             _ => self.drop_frame("unsupported IP protocol"),
         }
-    }
-
-    fn handle_icmp(&mut self, src: Ipv4Addr, dst: Ipv4Addr, p: &[u8]) {
-        // Echo requests to the gateway or DNS address are answered here.
-        if p.len() < 8 || p[0] != 8 || (dst != GATEWAY_IP && dst != DNS_IP) || src != GUEST_IP {
-            return self.drop_frame("ICMP other than echo to the gateway");
-        }
-        let mut reply = p.to_vec();
-        reply[0] = 0;
-        reply[2..4].copy_from_slice(&[0, 0]);
-        let sum = wire::checksum(&[&reply]);
-        reply[2..4].copy_from_slice(&sum.to_be_bytes());
-        self.out.ipv4(dst, src, IPPROTO_ICMP, &reply);
     }
 
     fn handle_dhcp(&mut self, msg: &[u8]) {
         let Some(reply) = dhcp::reply(msg) else {
             return self.drop_frame("DHCP message not answered");
         };
-        self.out.udp(
+        self.stack.tx.udp_to_guest(
             SocketAddrV4::new(GATEWAY_IP, 67),
             SocketAddrV4::new(Ipv4Addr::BROADCAST, 68),
             &reply,
         );
     }
 
-    fn handle_udp(&mut self, dst: Ipv4Addr, udp: wire::Udp<'_>, now: Instant) {
-        let remote = SocketAddrV4::new(dst, udp.dport);
-        if dst == GATEWAY_IP && self.udp_forward_reply(remote, udp.sport, udp.payload) {
+    fn handle_udp(&mut self, dst: Ipv4Addr, udp: UdpRepr, payload: &[u8], now: Instant) {
+        let remote = SocketAddrV4::new(dst, udp.dst_port);
+        if dst == GATEWAY_IP && self.udp_forward_reply(remote, udp.src_port, payload) {
             return;
         }
         let target = if dst == DNS_IP {
-            if udp.dport != 53 {
+            if udp.dst_port != 53 {
                 return self.drop_frame("UDP to the DNS address, not port 53");
             }
             match self.dns {
                 Some(resolver) => resolver,
                 None => {
-                    if let Some(reply) = dns::servfail(udp.payload) {
-                        self.out
-                            .udp(remote, SocketAddrV4::new(GUEST_IP, udp.sport), &reply);
+                    if let Some(reply) = dns::servfail(payload) {
+                        let guest = SocketAddrV4::new(GUEST_IP, udp.src_port);
+                        self.stack.tx.udp_to_guest(remote, guest, &reply);
                     }
                     return;
                 }
             }
         } else {
             match host_target(dst) {
-                Some(ip) => SocketAddr::V4(SocketAddrV4::new(ip, udp.dport)),
+                Some(ip) => SocketAddr::V4(SocketAddrV4::new(ip, udp.dst_port)),
                 None => return self.drop_frame("UDP to an address not routed"),
             }
         };
         let key = udp::Key {
-            guest_port: udp.sport,
+            guest_port: udp.src_port,
             remote,
         };
-        if let Err(e) = self
-            .udp
-            .send(key, target, udp.payload, &mut self.poller, now)
-        {
+        if let Err(e) = self.udp.send(key, target, payload, &mut self.poller, now) {
             debug!("user-net: UDP to {target}: {e}");
         }
     }
@@ -492,13 +511,6 @@ impl UserNet {
             }
         }
         false
-    }
-
-    fn handle_tcp(&mut self, dst: Ipv4Addr, seg: &Tcp<'_>, now: Instant) {
-        let remote = SocketAddrV4::new(dst, seg.dport);
-        let target = host_target(dst).map(|ip| SocketAddrV4::new(ip, seg.dport));
-        self.tcp
-            .on_guest_segment(seg, remote, target, &mut self.out, &mut self.poller, now);
     }
 
     /// Handles whatever the host sockets, the eventfd and the timer report.
@@ -526,10 +538,16 @@ impl UserNet {
                             libc::read(self.timer.as_raw_fd(), buf.as_mut_ptr().cast(), 8)
                         };
                         self.timer_armed = None;
+                        // Retransmissions, delayed ACKs, timeouts.
+                        self.stack.poll(None);
+                        self.tcp.sweep(&mut self.stack);
                     }
-                    t if t < TOKEN_DYNAMIC => self.on_forward(t - TOKEN_FWD, now),
-                    t if self.tcp.owns(t) => self.tcp.on_host_event(t, set, &mut self.out, now),
-                    t if self.udp.owns(t) => self.udp.on_readable(t, &mut self.out, now),
+                    t if t < TOKEN_DYNAMIC => self.on_forward(t - TOKEN_FWD),
+                    t if self.tcp.owns(t) => self.tcp.on_host_event(t, set, &mut self.stack),
+                    t if self.udp.owns(t) => {
+                        self.udp
+                            .on_readable(t, &mut self.stack.tx, &mut self.datagram, now)
+                    }
                     _ => {}
                 }
             }
@@ -537,10 +555,13 @@ impl UserNet {
                 break;
             }
         }
-        self.run_timers(now);
+        // Whatever the guest made room for since the last poll.
+        self.stack.poll(None);
+        self.udp.sweep(now);
+        self.arm_timer(now);
     }
 
-    fn on_forward(&mut self, index: u64, now: Instant) {
+    fn on_forward(&mut self, index: u64) {
         let Some(fwd) = self.forwards.get_mut(index as usize) else {
             return;
         };
@@ -551,9 +572,8 @@ impl UserNet {
                     Ok((stream, _)) => self.tcp.accept_forward(
                         stream,
                         guest_port,
-                        &mut self.out,
+                        &mut self.stack,
                         &mut self.poller,
-                        now,
                     ),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -564,9 +584,8 @@ impl UserNet {
                 }
             },
             Listener::Udp { sock, peers, ports } => {
-                let mut buf = vec![0u8; 65_536];
                 for _ in 0..4096 {
-                    let (n, peer) = match sock.recv_from(&mut buf) {
+                    let (n, peer) = match sock.recv_from(&mut self.datagram) {
                         Ok(r) => r,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(_) => continue,
@@ -587,28 +606,32 @@ impl UserNet {
                             p
                         }
                     };
-                    self.out.udp(
+                    self.stack.tx.udp_to_guest(
                         SocketAddrV4::new(GATEWAY_IP, port),
                         SocketAddrV4::new(GUEST_IP, guest_port),
-                        &buf[..n],
+                        &self.datagram[..n],
                     );
                 }
             }
         }
     }
 
-    /// Retransmissions and flow expiry, then the timerfd set for the next.
-    fn run_timers(&mut self, now: Instant) {
-        self.tcp.on_timer(&mut self.out, now);
-        self.udp.sweep(now);
-        let next = self.tcp.next_deadline();
-        if next == self.timer_armed {
+    /// Sets the timerfd for when smoltcp next wants polling.
+    fn arm_timer(&mut self, now: Instant) {
+        let next = self
+            .stack
+            .poll_delay()
+            .map(|d| now + d.max(Duration::from_millis(1)));
+        // Within a millisecond of what is armed is close enough.
+        let same = match (next, self.timer_armed) {
+            (Some(a), Some(b)) => a.max(b) - a.min(b) < Duration::from_millis(1),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
             return;
         }
-        let delay = next.map(|at| {
-            at.saturating_duration_since(now)
-                .max(Duration::from_millis(1))
-        });
+        let delay = next.map(|at| at.saturating_duration_since(now));
         let mut spec = libc::itimerspec {
             it_interval: libc::timespec {
                 tv_sec: 0,
@@ -654,27 +677,25 @@ fn host_target(dst: Ipv4Addr) -> Option<Ipv4Addr> {
 
 impl NetBackend for UserNet {
     fn read_frame(&mut self, buf: &mut [u8]) -> Result<usize, NetBackendError> {
-        if self.out.queue.is_empty() {
+        if self.stack.tx.is_empty() {
             self.poll_host(Instant::now());
         }
-        let frame = self
-            .out
-            .queue
-            .pop_front()
-            .ok_or(NetBackendError::WouldBlock)?;
-        let n = frame.len().min(buf.len());
-        buf[..n].copy_from_slice(&frame[..n]);
-        Ok(n)
+        self.stack
+            .tx
+            .pop_into(buf)
+            .ok_or(NetBackendError::WouldBlock)
     }
 
     fn write_frame(&mut self, hdr_and_frame: &[u8]) -> Result<(), NetBackendError> {
         let now = Instant::now();
+        let was_empty = self.stack.tx.is_empty();
         match hdr_and_frame.get(VNET_HDR_LEN..) {
             Some(frame) => self.handle_frame(frame, now),
             None => self.drop_frame("shorter than the virtio-net header"),
         }
-        self.run_timers(now);
-        if !self.out.queue.is_empty() {
+        self.arm_timer(now);
+        // Frames queued here: the event loop learns it from the fd.
+        if was_empty && !self.stack.tx.is_empty() {
             let _ = self.event.write(1);
         }
         Ok(())

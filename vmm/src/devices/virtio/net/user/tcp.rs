@@ -1,37 +1,44 @@
-//! TCP NAT: each guest connection is terminated here and carried on over an
-//! ordinary non-blocking host socket.
+//! TCP NAT glue: each guest connection is terminated by a smoltcp TCP
+//! socket and carried on over an ordinary non-blocking host socket.
 //!
-//! The link to the guest is a memory queue, so the TCP spoken to the guest
-//! is kept minimal: no window scaling, no SACK, no timestamps (our SYN
-//! carries only an MSS option, which turns them off), out-of-order segments
-//! are dropped and re-ACKed, and data the guest has not acknowledged is
-//! retransmitted go-back-N on a doubling timeout. Flow control is real in
-//! both directions: we advertise the free space of a bounded buffer in
-//! front of the host socket, and read from the host socket only as far as
-//! a bounded send buffer allows, sending within the guest's window.
+//! smoltcp speaks TCP to the guest (handshake, window scaling, windows,
+//! retransmission, delayed ACKs, FIN and RST). What is ours:
+//!
+//! - A guest SYN opening a new flow is held back while the host connect
+//!   runs. Once it succeeds, a socket listening on exactly the address the
+//!   guest dialled is created and the SYN handed to smoltcp, which answers
+//!   SYN-ACK. If it fails, the SYN goes to smoltcp with nothing listening
+//!   and smoltcp answers RST, so the guest sees "connection refused".
+//! - Bytes are shovelled between the two sockets only as far as the other
+//!   side takes them: guest data stays in the smoltcp receive buffer
+//!   (closing the window) while the host socket is full, and the host
+//!   socket is read only as far as the smoltcp send buffer has room.
+//! - Half-closes are passed on both ways; a host error aborts (RST).
+//! - Inbound forwards: an accepted host connection gets a smoltcp socket
+//!   connecting to the guest from a gateway port.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddrV4, TcpStream};
 use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::wire::IpListenEndpoint;
 use vmm_sys_util::epoll::EventSet;
 
-use super::wire::{Tcp, TcpHdr, TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
-use super::{Emitter, Poller, GATEWAY_IP, GUEST_IP};
+use super::link::Stack;
+use super::{Poller, GATEWAY_IP, GUEST_IP};
 
-/// Connections at once; further SYNs are refused with RST.
-pub const MAX_CONNS: usize = 4096;
-/// Host data read ahead of the guest's acknowledgements, per connection.
-const SND_CAP: usize = 128 * 1024;
-/// Guest data buffered in front of the host socket: our receive window.
-const RCV_CAP: usize = 65_535;
-const OUR_MSS: u16 = 1460;
-const DEFAULT_MSS: usize = 536;
-const RTO_INITIAL: Duration = Duration::from_millis(500);
-const RTO_MAX: Duration = Duration::from_secs(8);
-const MAX_RETRIES: u32 = 10;
+/// Connections at once, including those still connecting on the host;
+/// further SYNs are refused with RST.
+pub const MAX_CONNS: usize = 1024;
+/// Each smoltcp socket's receive and send buffer: the window offered to
+/// the guest, and the host data read ahead of the guest's ACKs.
+const BUF_LEN: usize = 256 * 1024;
+/// A guest that leaves data unacknowledged this long loses the connection.
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A connection as the guest sees it: its port and the remote end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,372 +47,353 @@ pub struct Key {
     pub remote: SocketAddrV4,
 }
 
-impl Key {
-    fn guest(&self) -> SocketAddrV4 {
-        SocketAddrV4::new(GUEST_IP, self.guest_port)
-    }
+enum Phase {
+    /// The host connect is in progress; the guest's SYN waits here.
+    Connecting { syn: Vec<u8> },
+    Open {
+        handle: SocketHandle,
+        /// The host sent EOF (and the smoltcp socket was closed).
+        host_eof: bool,
+        /// The guest's FIN was passed on (host socket shut for writing).
+        host_shut: bool,
+    },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Guest sent SYN; the host connect is in progress.
-    Connecting,
-    /// Host connected, SYN-ACK sent to the guest, waiting for its ACK.
-    SynRcvd,
-    /// Forwarded inbound connection: SYN sent to the guest.
-    SynSent,
-    Established,
-}
-
-struct Conn {
+struct Flow {
     stream: TcpStream,
     token: u64,
-    state: State,
-    iss: u32,
-    /// Oldest sequence number the guest has not acknowledged; once
-    /// established, that of `unacked[0]`.
-    snd_una: u32,
-    rcv_nxt: u32,
-    guest_wnd: usize,
-    mss: usize,
-    /// Host data not yet acknowledged by the guest; `sent` bytes of it went out.
-    unacked: VecDeque<u8>,
-    sent: usize,
-    /// Guest data not yet written to the host socket.
-    to_host: VecDeque<u8>,
-    host_eof: bool,
-    fin_sent: bool,
-    fin_acked: bool,
-    guest_fin: bool,
-    host_shut: bool,
-    rto: Duration,
-    rto_at: Option<Instant>,
-    retries: u32,
-    last_ack_sent: u32,
-    last_wnd_sent: usize,
-    reset_sent: bool,
+    phase: Phase,
 }
 
-impl Conn {
-    fn new(stream: TcpStream, token: u64, state: State, iss: u32) -> Self {
-        Conn {
-            stream,
-            token,
-            state,
-            iss,
-            snd_una: iss,
-            rcv_nxt: 0,
-            guest_wnd: 0,
-            mss: DEFAULT_MSS,
-            unacked: VecDeque::new(),
-            sent: 0,
-            to_host: VecDeque::new(),
-            host_eof: false,
-            fin_sent: false,
-            fin_acked: false,
-            guest_fin: false,
-            host_shut: false,
-            rto: RTO_INITIAL,
-            rto_at: None,
-            retries: 0,
-            last_ack_sent: 0,
-            last_wnd_sent: 0,
-            reset_sent: false,
+/// All TCP connections between the guest and the host.
+pub struct TcpNat {
+    flows: HashMap<Key, Flow>,
+    by_token: HashMap<u64, Key>,
+    next_gw_port: u16,
+}
+
+fn new_socket() -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; BUF_LEN]),
+        tcp::SocketBuffer::new(vec![0; BUF_LEN]),
+    );
+    // The link is a memory queue: coalescing small writes only adds latency.
+    s.set_nagle_enabled(false);
+    s.set_timeout(Some(TIMEOUT.into()));
+    s
+}
+
+/// The guest has sent its FIN (or the connection is over).
+fn guest_closed(state: State) -> bool {
+    matches!(
+        state,
+        State::CloseWait | State::LastAck | State::Closing | State::TimeWait | State::Closed
+    )
+}
+
+/// Nothing more to do on this connection: forgotten (a socket in
+/// TIME-WAIT has nothing left to carry, and LISTEN here means the SYN it
+/// was made for was not taken).
+fn finished(state: State) -> bool {
+    matches!(state, State::Closed | State::TimeWait | State::Listen)
+}
+
+impl TcpNat {
+    pub fn new() -> Self {
+        TcpNat {
+            flows: HashMap::new(),
+            by_token: HashMap::new(),
+            next_gw_port: 40_000,
         }
     }
 
-    fn window(&self) -> usize {
-        RCV_CAP - self.to_host.len()
+    pub fn len(&self) -> usize {
+        self.flows.len()
     }
 
-    fn emit(&mut self, key: &Key, out: &mut Emitter, seq: u32, flags: u8, payload: &[u8]) {
-        let mss = (flags & TCP_SYN != 0).then_some(OUR_MSS);
-        let window = self.window();
-        if flags & TCP_ACK != 0 {
-            self.last_ack_sent = self.rcv_nxt;
-            self.last_wnd_sent = window;
+    pub fn owns(&self, token: u64) -> bool {
+        self.by_token.contains_key(&token)
+    }
+
+    fn remove(&mut self, key: &Key, stack: &mut Stack) {
+        if let Some(flow) = self.flows.remove(key) {
+            self.by_token.remove(&flow.token);
+            if let Phase::Open { handle, .. } = flow.phase {
+                stack.sockets.remove(handle);
+            }
         }
-        let h = TcpHdr {
-            src: key.remote,
-            dst: key.guest(),
-            seq,
-            ack: if flags & TCP_ACK != 0 {
-                self.rcv_nxt
-            } else {
-                0
-            },
-            flags,
-            window: window as u16,
-            mss,
-        };
-        out.tcp(&h, payload);
     }
 
-    fn reset(&mut self, key: &Key, out: &mut Emitter) {
-        let seq = self.snd_una.wrapping_add(self.sent as u32);
-        self.emit(key, out, seq, TCP_RST | TCP_ACK, &[]);
-        self.reset_sent = true;
-    }
-
-    fn outstanding(&self) -> bool {
-        self.sent > 0 || (self.fin_sent && !self.fin_acked)
-    }
-
-    fn on_ack(&mut self, ack: u32, window: u16, now: Instant) {
-        let acked = ack.wrapping_sub(self.snd_una) as usize;
-        let max = self.sent + usize::from(self.fin_sent && !self.fin_acked);
-        if acked > max {
-            return; // old or from the future: ignore
+    /// A valid TCP segment from the guest to `key.remote` in `frame`;
+    /// `syn` if it is a bare SYN (opening a connection), `rst` if it
+    /// resets one. `target` is where a new connection goes on the host,
+    /// `None` for nowhere (smoltcp refuses it with RST).
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_guest_segment(
+        &mut self,
+        key: Key,
+        syn: bool,
+        rst: bool,
+        target: Option<SocketAddrV4>,
+        frame: &[u8],
+        stack: &mut Stack,
+        poller: &mut Poller,
+    ) {
+        if let Some(flow) = self.flows.get(&key) {
+            match flow.phase {
+                // SYN retransmissions wait with the first; a reset cancels.
+                Phase::Connecting { .. } => {
+                    if rst {
+                        self.remove(&key, stack);
+                    }
+                    return;
+                }
+                Phase::Open { handle, .. } => {
+                    let state = stack.sockets.get::<tcp::Socket>(handle).state();
+                    if !(syn && finished(state)) {
+                        stack.poll(Some(frame));
+                        self.service(&key, stack);
+                        return;
+                    }
+                    // A new connection reusing the port of a finished one.
+                    self.remove(&key, stack);
+                }
+            }
         }
-        self.guest_wnd = usize::from(window);
-        if acked == 0 {
+        if !syn {
+            // No connection: smoltcp resets it (or ignores an RST).
+            stack.poll(Some(frame));
             return;
         }
-        let bytes = acked.min(self.sent);
-        self.unacked.drain(..bytes);
-        self.sent -= bytes;
-        self.snd_una = self.snd_una.wrapping_add(bytes as u32);
-        if acked > bytes {
-            self.fin_acked = true;
-            self.snd_una = self.snd_una.wrapping_add(1);
-        }
-        self.retries = 0;
-        self.rto = RTO_INITIAL;
-        self.rto_at = self.outstanding().then(|| now + self.rto);
-    }
-
-    /// Writes buffered guest data to the host socket. False on a failed socket.
-    fn flush_to_host(&mut self) -> bool {
-        while !self.to_host.is_empty() {
-            let (front, _) = self.to_host.as_slices();
-            match self.stream.write(front) {
-                Ok(0) => return false,
-                Ok(n) => {
-                    self.to_host.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
+        let stream = match target {
+            Some(t) if self.flows.len() < MAX_CONNS => connect_nonblocking(t),
+            _ => Err(io::ErrorKind::ConnectionRefused.into()),
+        };
+        let registered = stream.and_then(|s| {
+            let token = poller.add(
+                s.as_raw_fd(),
+                EventSet::IN | EventSet::OUT | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED,
+            )?;
+            Ok((s, token))
+        });
+        match registered {
+            Ok((stream, token)) => {
+                let syn = frame.to_vec();
+                let phase = Phase::Connecting { syn };
+                self.flows.insert(
+                    key,
+                    Flow {
+                        stream,
+                        token,
+                        phase,
+                    },
+                );
+                self.by_token.insert(token, key);
             }
-        }
-        if self.guest_fin && self.to_host.is_empty() && !self.host_shut {
-            let _ = self.stream.shutdown(Shutdown::Write);
-            self.host_shut = true;
-        }
-        true
-    }
-
-    /// Moves data both ways as far as buffers and windows allow. Returns
-    /// false when the connection is over (reset sent, or closed both ways).
-    fn pump(&mut self, key: &Key, out: &mut Emitter, now: Instant) -> bool {
-        if self.state != State::Established {
-            return true;
-        }
-        if !self.flush_to_host() {
-            self.reset(key, out);
-            return false;
-        }
-        // Our window opened up a lot since we last said: tell the guest.
-        if self.last_wnd_sent < RCV_CAP / 4 && self.window() >= RCV_CAP / 2 && !self.guest_fin {
-            self.emit(key, out, self.snd_nxt(), TCP_ACK, &[]);
-        }
-        let mut buf = [0u8; 16 * 1024];
-        while !self.host_eof && self.unacked.len() < SND_CAP {
-            let want = (SND_CAP - self.unacked.len()).min(buf.len());
-            match self.stream.read(&mut buf[..want]) {
-                Ok(0) => self.host_eof = true,
-                Ok(n) => self.unacked.extend(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.reset(key, out);
-                    return false;
-                }
-            }
-        }
-        self.send_pending(key, out, now);
-        !(self.guest_fin && self.host_shut && self.fin_acked)
-    }
-
-    fn snd_nxt(&self) -> u32 {
-        self.snd_una
-            .wrapping_add(self.sent as u32)
-            .wrapping_add(u32::from(self.fin_sent && !self.fin_acked))
-    }
-
-    fn send_pending(&mut self, key: &Key, out: &mut Emitter, now: Instant) {
-        let wnd = self.guest_wnd;
-        let mut payload = Vec::new();
-        while self.sent < self.unacked.len() && self.sent < wnd {
-            let n = (self.unacked.len() - self.sent)
-                .min(wnd - self.sent)
-                .min(self.mss);
-            payload.clear();
-            payload.extend(self.unacked.range(self.sent..self.sent + n));
-            let seq = self.snd_una.wrapping_add(self.sent as u32);
-            self.emit(key, out, seq, TCP_ACK | TCP_PSH, &payload);
-            self.sent += n;
-        }
-        if self.host_eof && !self.fin_sent && self.sent == self.unacked.len() {
-            let seq = self.snd_una.wrapping_add(self.sent as u32);
-            self.emit(key, out, seq, TCP_FIN | TCP_ACK, &[]);
-            self.fin_sent = true;
-        }
-        if self.outstanding() && self.rto_at.is_none() {
-            self.rto_at = Some(now + self.rto);
+            Err(_) => stack.poll(Some(frame)),
         }
     }
 
-    fn on_segment(&mut self, key: &Key, seg: &Tcp<'_>, out: &mut Emitter, now: Instant) -> bool {
-        if seg.flags & TCP_RST != 0 {
-            return false;
-        }
-        match self.state {
-            State::Connecting => return true,
-            State::SynSent => {
-                if seg.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
-                    && seg.ack == self.iss.wrapping_add(1)
-                {
-                    self.rcv_nxt = seg.seq.wrapping_add(1);
-                    self.snd_una = seg.ack;
-                    self.guest_wnd = usize::from(seg.window);
-                    self.mss =
-                        usize::from(seg.mss.unwrap_or(DEFAULT_MSS as u16).clamp(64, OUR_MSS));
-                    self.state = State::Established;
-                    self.rto_at = None;
-                    self.retries = 0;
-                    self.emit(key, out, self.snd_una, TCP_ACK, &[]);
-                    return self.pump(key, out, now);
-                }
-                if seg.flags & TCP_ACK != 0 {
-                    out.tcp(&rst_for(key, seg), &[]);
-                }
-                return true;
-            }
-            State::SynRcvd => {
-                if seg.flags & TCP_ACK == 0 {
-                    if seg.flags & TCP_SYN != 0 {
-                        self.emit(key, out, self.iss, TCP_SYN | TCP_ACK, &[]);
-                    }
-                    return true;
-                }
-                if seg.ack != self.iss.wrapping_add(1) {
-                    out.tcp(&rst_for(key, seg), &[]);
-                    return true;
-                }
-                self.state = State::Established;
-                self.snd_una = seg.ack;
-                self.rto_at = None;
-                self.retries = 0;
-            }
-            State::Established => {
-                if seg.flags & TCP_SYN != 0 {
-                    self.emit(key, out, self.snd_nxt(), TCP_ACK, &[]);
-                    return true;
-                }
-            }
-        }
-        if seg.flags & TCP_ACK != 0 {
-            self.on_ack(seg.ack, seg.window, now);
-        }
-        let fin = seg.flags & TCP_FIN != 0;
-        let len = seg.payload.len();
-        let mut must_ack = false;
-        if len > 0 || fin {
-            must_ack = true;
-            let off = self.rcv_nxt.wrapping_sub(seg.seq) as i32;
-            if off >= 0 && off as usize <= len && !self.guest_fin {
-                let off = off as usize;
-                let take = (len - off).min(self.window());
-                self.to_host.extend(&seg.payload[off..off + take]);
-                self.rcv_nxt = self.rcv_nxt.wrapping_add(take as u32);
-                if fin && off + take == len {
-                    self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
-                    self.guest_fin = true;
-                }
-            }
-        }
-        let keep = self.pump(key, out, now);
-        // Also when that was the last segment: its ACK closes the guest side.
-        if must_ack && !self.reset_sent {
-            self.emit(key, out, self.snd_nxt(), TCP_ACK, &[]);
-        }
-        keep
-    }
-
-    /// Called when the host socket signals. False when the connection is over.
-    fn on_host_event(
+    /// A connection accepted on a forwarded host port: smoltcp connects
+    /// to the guest's `guest_port` from a gateway port.
+    pub fn accept_forward(
         &mut self,
-        key: &Key,
-        events: EventSet,
-        out: &mut Emitter,
-        now: Instant,
-    ) -> bool {
-        if self.state == State::Connecting {
-            if !events.intersects(EventSet::OUT | EventSet::ERROR | EventSet::HANG_UP) {
-                return true;
-            }
-            let ok =
-                matches!(self.stream.take_error(), Ok(None)) && self.stream.peer_addr().is_ok();
-            if !ok {
-                self.emit(key, out, 0, TCP_RST | TCP_ACK, &[]);
-                return false;
-            }
-            self.state = State::SynRcvd;
-            self.emit(key, out, self.iss, TCP_SYN | TCP_ACK, &[]);
-            self.rto_at = Some(now + self.rto);
-            return true;
+        stream: TcpStream,
+        guest_port: u16,
+        stack: &mut Stack,
+        poller: &mut Poller,
+    ) {
+        if self.flows.len() >= MAX_CONNS || stream.set_nonblocking(true).is_err() {
+            return;
         }
-        self.pump(key, out, now)
+        let _ = stream.set_nodelay(true);
+        let mut key = None;
+        for _ in 0..u16::MAX {
+            let port = self.next_gw_port;
+            self.next_gw_port = if port == u16::MAX { 1024 } else { port + 1 };
+            let k = Key {
+                guest_port,
+                remote: SocketAddrV4::new(GATEWAY_IP, port),
+            };
+            if !self.flows.contains_key(&k) {
+                key = Some(k);
+                break;
+            }
+        }
+        let Some(key) = key else { return };
+        let mut socket = new_socket();
+        let remote = (GUEST_IP, guest_port);
+        let local = (GATEWAY_IP, key.remote.port());
+        if socket
+            .connect(stack.iface.context(), remote, local)
+            .is_err()
+        {
+            return;
+        }
+        let Ok(token) = poller.add(
+            stream.as_raw_fd(),
+            EventSet::IN | EventSet::OUT | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED,
+        ) else {
+            return;
+        };
+        let handle = stack.sockets.add(socket);
+        let phase = Phase::Open {
+            handle,
+            host_eof: false,
+            host_shut: false,
+        };
+        self.flows.insert(
+            key,
+            Flow {
+                stream,
+                token,
+                phase,
+            },
+        );
+        self.by_token.insert(token, key);
+        stack.poll(None);
     }
 
-    /// Retransmits on timeout. False when the guest stopped answering.
-    fn on_timer(&mut self, key: &Key, out: &mut Emitter, now: Instant) -> bool {
-        match self.rto_at {
-            Some(at) if at <= now => {}
-            _ => return true,
+    /// The host socket behind `token` signalled `events`.
+    pub fn on_host_event(&mut self, token: u64, events: EventSet, stack: &mut Stack) {
+        let Some(key) = self.by_token.get(&token).copied() else {
+            return;
+        };
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        let Phase::Connecting { syn } = &mut flow.phase else {
+            return self.service(&key, stack);
+        };
+        if !events.intersects(EventSet::OUT | EventSet::ERROR | EventSet::HANG_UP) {
+            return;
         }
-        self.retries += 1;
-        if self.retries > MAX_RETRIES {
-            self.reset(key, out);
-            return false;
+        let syn = std::mem::take(syn);
+        let connected =
+            matches!(flow.stream.take_error(), Ok(None)) && flow.stream.peer_addr().is_ok();
+        let mut socket = new_socket();
+        let endpoint = IpListenEndpoint {
+            addr: Some((*key.remote.ip()).into()),
+            port: key.remote.port(),
+        };
+        if !connected || socket.listen(endpoint).is_err() {
+            // Nothing listens: smoltcp answers the SYN with RST.
+            self.remove(&key, stack);
+            stack.poll(Some(&syn));
+            return;
         }
-        self.rto = (self.rto * 2).min(RTO_MAX);
-        self.rto_at = Some(now + self.rto);
-        match self.state {
-            State::Connecting => self.rto_at = None,
-            State::SynRcvd => self.emit(key, out, self.iss, TCP_SYN | TCP_ACK, &[]),
-            State::SynSent => self.emit(key, out, self.iss, TCP_SYN, &[]),
-            State::Established => {
-                self.sent = 0;
-                if !self.fin_acked {
-                    self.fin_sent = false;
+        let handle = stack.sockets.add(socket);
+        flow.phase = Phase::Open {
+            handle,
+            host_eof: false,
+            host_shut: false,
+        };
+        stack.poll(Some(&syn));
+        self.service(&key, stack);
+    }
+
+    /// Moves data both ways, lets smoltcp send what that produced, and
+    /// forgets the connection if it is over.
+    fn service(&mut self, key: &Key, stack: &mut Stack) {
+        let Some(flow) = self.flows.get_mut(key) else {
+            return;
+        };
+        let Phase::Open {
+            handle,
+            host_eof,
+            host_shut,
+        } = &mut flow.phase
+        else {
+            return;
+        };
+        let handle = *handle;
+        let socket = stack.sockets.get_mut::<tcp::Socket>(handle);
+        pump(&mut flow.stream, socket, host_eof, host_shut);
+        stack.poll(None);
+        if finished(stack.sockets.get::<tcp::Socket>(handle).state()) {
+            self.remove(key, stack);
+        }
+    }
+
+    /// Forgets every connection that is over (after smoltcp timers ran:
+    /// a timeout or a retransmitted SYN to the guest giving up).
+    pub fn sweep(&mut self, stack: &mut Stack) {
+        let done: Vec<Key> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| match f.phase {
+                Phase::Open { handle, .. } => {
+                    finished(stack.sockets.get::<tcp::Socket>(handle).state())
                 }
-                self.send_pending(key, out, now);
-            }
+                Phase::Connecting { .. } => false,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in done {
+            self.remove(&key, stack);
         }
-        true
     }
 }
 
-/// The RST answering a segment that belongs to no connection (RFC 793).
-fn rst_for(key: &Key, seg: &Tcp<'_>) -> TcpHdr {
-    let (seq, ack, flags) = if seg.flags & TCP_ACK != 0 {
-        (seg.ack, 0, TCP_RST)
-    } else {
-        let len = seg.payload.len() as u32
-            + u32::from(seg.flags & TCP_SYN != 0)
-            + u32::from(seg.flags & TCP_FIN != 0);
-        (0, seg.seq.wrapping_add(len), TCP_RST | TCP_ACK)
-    };
-    TcpHdr {
-        src: key.remote,
-        dst: key.guest(),
-        seq,
-        ack,
-        flags,
-        window: 0,
-        mss: None,
+/// Shovels bytes between the host socket and the smoltcp socket as far as
+/// either takes them, and passes closes on. A failed host socket aborts
+/// the connection (smoltcp sends RST on its next poll).
+fn pump(
+    stream: &mut TcpStream,
+    socket: &mut tcp::Socket<'_>,
+    host_eof: &mut bool,
+    host_shut: &mut bool,
+) {
+    // Guest to host.
+    while socket.can_recv() {
+        let written = socket.recv(|data| match write_some(stream, data) {
+            Ok(n) => (n, Ok(n)),
+            Err(e) => (0, Err(e)),
+        });
+        match written {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => return socket.abort(),
+        }
+    }
+    if !*host_shut && socket.recv_queue() == 0 && guest_closed(socket.state()) {
+        let _ = stream.shutdown(Shutdown::Write);
+        *host_shut = true;
+    }
+    // Host to guest.
+    while !*host_eof && socket.can_send() {
+        let read = socket.send(|room| match read_some(stream, room) {
+            Ok(n) => (n, Ok(n)),
+            Err(e) => (0, Err(e)),
+        });
+        match read {
+            Ok(Ok(0)) => {
+                *host_eof = true;
+                // FIN once the buffered data is out.
+                socket.close();
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Ok(Err(_)) | Err(_) => return socket.abort(),
+        }
+    }
+}
+
+fn write_some(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
+    loop {
+        match stream.write(data) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
+fn read_some(stream: &mut TcpStream, room: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match stream.read(room) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
     }
 }
 
@@ -447,195 +435,4 @@ fn connect_nonblocking(addr: SocketAddrV4) -> io::Result<TcpStream> {
         }
     }
     Ok(TcpStream::from(fd))
-}
-
-/// All TCP connections between the guest and the host.
-pub struct TcpNat {
-    conns: HashMap<Key, Conn>,
-    by_token: HashMap<u64, Key>,
-    next_gw_port: u16,
-    iss_seed: u32,
-    /// No retransmission is due before this (a lower bound: ACKs only
-    /// push deadlines later), so most calls need not look at every
-    /// connection.
-    due: Option<Instant>,
-}
-
-impl TcpNat {
-    pub fn new() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
-            .unwrap_or(0x1234_5678);
-        TcpNat {
-            conns: HashMap::new(),
-            by_token: HashMap::new(),
-            next_gw_port: 40_000,
-            iss_seed: seed,
-            due: None,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.conns.len()
-    }
-
-    pub fn owns(&self, token: u64) -> bool {
-        self.by_token.contains_key(&token)
-    }
-
-    fn next_iss(&mut self) -> u32 {
-        self.iss_seed = self
-            .iss_seed
-            .wrapping_mul(1_664_525)
-            .wrapping_add(1_013_904_223);
-        self.iss_seed
-    }
-
-    fn note(&mut self, key: &Key) {
-        if let Some(at) = self.conns.get(key).and_then(|c| c.rto_at) {
-            self.due = Some(self.due.map_or(at, |d| d.min(at)));
-        }
-    }
-
-    fn remove(&mut self, key: &Key) {
-        if let Some(conn) = self.conns.remove(key) {
-            self.by_token.remove(&conn.token);
-        }
-    }
-
-    /// A segment from the guest to `remote` (as the guest addressed it);
-    /// `target` is where a new connection goes on the host, `None` if
-    /// nowhere (refused with RST).
-    pub fn on_guest_segment(
-        &mut self,
-        seg: &Tcp<'_>,
-        remote: SocketAddrV4,
-        target: Option<SocketAddrV4>,
-        out: &mut Emitter,
-        poller: &mut Poller,
-        now: Instant,
-    ) {
-        let key = Key {
-            guest_port: seg.sport,
-            remote,
-        };
-        if let Some(conn) = self.conns.get_mut(&key) {
-            if conn.on_segment(&key, seg, out, now) {
-                self.note(&key);
-            } else {
-                self.remove(&key);
-            }
-            return;
-        }
-        if seg.flags & TCP_RST != 0 {
-            return;
-        }
-        if seg.flags & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST) != TCP_SYN {
-            out.tcp(&rst_for(&key, seg), &[]);
-            return;
-        }
-        let stream = match target {
-            Some(t) if self.conns.len() < MAX_CONNS => connect_nonblocking(t),
-            _ => Err(io::ErrorKind::ConnectionRefused.into()),
-        };
-        let registered = stream.and_then(|s| {
-            let token = poller.add(
-                s.as_raw_fd(),
-                EventSet::IN | EventSet::OUT | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED,
-            )?;
-            Ok((s, token))
-        });
-        let Ok((stream, token)) = registered else {
-            out.tcp(&rst_for(&key, seg), &[]);
-            return;
-        };
-        let iss = self.next_iss();
-        let mut conn = Conn::new(stream, token, State::Connecting, iss);
-        conn.rcv_nxt = seg.seq.wrapping_add(1);
-        conn.guest_wnd = usize::from(seg.window);
-        conn.mss = usize::from(seg.mss.unwrap_or(DEFAULT_MSS as u16).clamp(64, OUR_MSS));
-        self.conns.insert(key, conn);
-        self.by_token.insert(token, key);
-    }
-
-    /// A connection accepted on a forwarded host port: SYN the guest's
-    /// `guest_port` from the gateway address.
-    pub fn accept_forward(
-        &mut self,
-        stream: TcpStream,
-        guest_port: u16,
-        out: &mut Emitter,
-        poller: &mut Poller,
-        now: Instant,
-    ) {
-        if self.conns.len() >= MAX_CONNS || stream.set_nonblocking(true).is_err() {
-            return;
-        }
-        let _ = stream.set_nodelay(true);
-        let mut key = None;
-        for _ in 0..u16::MAX {
-            let port = self.next_gw_port;
-            self.next_gw_port = if port == u16::MAX { 1024 } else { port + 1 };
-            let k = Key {
-                guest_port,
-                remote: SocketAddrV4::new(GATEWAY_IP, port),
-            };
-            if !self.conns.contains_key(&k) {
-                key = Some(k);
-                break;
-            }
-        }
-        let Some(key) = key else { return };
-        let Ok(token) = poller.add(
-            stream.as_raw_fd(),
-            EventSet::IN | EventSet::OUT | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED,
-        ) else {
-            return;
-        };
-        let iss = self.next_iss();
-        let mut conn = Conn::new(stream, token, State::SynSent, iss);
-        conn.emit(&key, out, iss, TCP_SYN, &[]);
-        conn.rto_at = Some(now + conn.rto);
-        self.conns.insert(key, conn);
-        self.by_token.insert(token, key);
-        self.note(&key);
-    }
-
-    pub fn on_host_event(&mut self, token: u64, events: EventSet, out: &mut Emitter, now: Instant) {
-        let Some(key) = self.by_token.get(&token).copied() else {
-            return;
-        };
-        let keep = match self.conns.get_mut(&key) {
-            Some(conn) => conn.on_host_event(&key, events, out, now),
-            None => false,
-        };
-        if keep {
-            self.note(&key);
-        } else {
-            self.remove(&key);
-        }
-    }
-
-    pub fn on_timer(&mut self, out: &mut Emitter, now: Instant) {
-        match self.due {
-            Some(due) if due <= now => {}
-            _ => return,
-        }
-        let mut dead = Vec::new();
-        for (key, conn) in self.conns.iter_mut() {
-            if !conn.on_timer(key, out, now) {
-                dead.push(*key);
-            }
-        }
-        for key in dead {
-            self.remove(&key);
-        }
-        self.due = self.conns.values().filter_map(|c| c.rto_at).min();
-    }
-
-    /// When [`TcpNat::on_timer`] may have something to do.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.due
-    }
 }

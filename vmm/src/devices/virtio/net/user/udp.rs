@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::EventSet;
 
-use super::{Emitter, Poller, GUEST_IP};
+use super::link::TxQueue;
+use super::{Poller, GUEST_IP};
 
 pub const MAX_FLOWS: usize = 1024;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -125,19 +126,18 @@ impl UdpNat {
     }
 
     /// Reads everything waiting on a flow's socket and hands it to the guest.
-    pub fn on_readable(&mut self, token: u64, out: &mut Emitter, now: Instant) {
+    pub fn on_readable(&mut self, token: u64, out: &mut TxQueue, buf: &mut [u8], now: Instant) {
         let Some(key) = self.by_token.get(&token).copied() else {
             return;
         };
         let Some(flow) = self.flows.get_mut(&key) else {
             return;
         };
-        let mut buf = vec![0u8; 65_536];
         for _ in 0..MAX_READS {
-            match flow.sock.recv(&mut buf) {
+            match flow.sock.recv(buf) {
                 Ok(n) => {
                     flow.last = now;
-                    out.udp(
+                    out.udp_to_guest(
                         key.remote,
                         SocketAddrV4::new(GUEST_IP, key.guest_port),
                         &buf[..n],
