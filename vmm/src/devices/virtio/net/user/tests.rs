@@ -1039,3 +1039,38 @@ fn tcp_respects_the_guest_window_and_guest_first_close() {
         .unwrap();
     assert_eq!(net.tcp.len(), 0);
 }
+
+#[test]
+fn a_forward_to_a_guest_not_yet_heard_from_resolves_it_first() {
+    let cfg = UserNetConfig {
+        hostfwd: vec!["tcp:127.0.0.1:0-:22".parse().unwrap()],
+    };
+    let mut net = UserNet::with_resolver(cfg, None).unwrap();
+    let _client = TcpStream::connect(net.hostfwd_addrs()[0]).unwrap();
+    // smoltcp asks who has 10.0.2.15 (from the gateway's address) ...
+    let who = wait_for(&mut net, as_arp);
+    let ArpRepr::EthernetIpv4 {
+        operation,
+        source_protocol_addr,
+        target_protocol_addr,
+        ..
+    } = who
+    else {
+        panic!("{who:?}")
+    };
+    assert_eq!(operation, ArpOperation::Request);
+    assert_eq!(
+        (source_protocol_addr, target_protocol_addr),
+        (GATEWAY_IP, GUEST_IP)
+    );
+    // ... and once the guest answers, the SYN follows at once.
+    let mut reply = vec![0, 1, 8, 0, 6, 4, 0, 2];
+    reply.extend_from_slice(&GUEST_MAC);
+    reply.extend_from_slice(&GUEST_IP.octets());
+    reply.extend_from_slice(&GATEWAY_MAC);
+    reply.extend_from_slice(&GATEWAY_IP.octets());
+    net.write_frame(&eth(GATEWAY_MAC, EthernetProtocol::Arp, &reply))
+        .unwrap();
+    let syn = wait_tcp(&mut net, |s| s.flags & TCP_SYN != 0);
+    assert_eq!(syn.dst, SocketAddrV4::new(GUEST_IP, 22));
+}
