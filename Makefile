@@ -20,7 +20,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 export SOURCE_DATE_EPOCH
 
 DEBIAN_PACKAGES := qemu-system-x86 ovmf linux-source-6.1 xorriso mtools dosfstools \
-	e2fsprogs systemd-boot-efi sbsigntool busybox-static binutils make gcc libc6-dev \
+	e2fsprogs e2fsck-static systemd-boot-efi sbsigntool busybox-static binutils make gcc libc6-dev \
 	flex bison bc libelf-dev libssl-dev cpio zstd xz-utils python3 git
 
 .PHONY: all run test deps kernel binaries image size check bench fuzz clean

@@ -21,6 +21,12 @@ const DISK_ESP_BYTES: u64 = 128 << 20;
 /// Size of the KEEL-DATA partition as built; init grows it on first boot.
 const DATA_BYTES: u64 = 64 << 20;
 
+/// Debian's static e2fsck (package `e2fsck-static`): init checks
+/// KEEL-DATA with it before mounting.
+pub const E2FSCK_SOURCE: &str = "/sbin/e2fsck.static";
+/// Where it goes in the initramfs (`keel_init::storage::E2FSCK`).
+pub const E2FSCK_TARGET: &str = "usr/sbin/e2fsck";
+
 /// The artefacts a build writes into its output directory.
 pub const ARTEFACTS: [&str; 4] = ["initramfs.cpio.zst", "keel.efi", "keel.img", "keel.iso"];
 
@@ -42,6 +48,27 @@ fn write(path: &Path, data: &[u8]) -> Result<(), ImageError> {
 
 fn read(path: &Path) -> Result<Vec<u8>, ImageError> {
     std::fs::read(path).map_err(|e| ImageError::io(path, e))
+}
+
+/// Puts the host's static e2fsck at [`E2FSCK_TARGET`]; the build fails
+/// when it is missing, since an image that cannot check its data
+/// partition must not ship.
+pub fn add_e2fsck(tree: &mut Tree, source: &Path) -> Result<(), ImageError> {
+    if !source.is_file() {
+        return Err(ImageError::Input(format!(
+            "{} is missing: the image needs it to check the data partition at boot \
+             (install the Debian package e2fsck-static, or run `make deps`)",
+            source.display()
+        )));
+    }
+    tree.insert(
+        E2FSCK_TARGET,
+        Node::File {
+            source: source.to_path_buf(),
+            executable: true,
+        },
+    );
+    Ok(())
 }
 
 /// Builds every artefact into `args.out` and returns `(name, size, sha256)` for each.
@@ -76,6 +103,7 @@ pub fn build(args: &BuildOptions) -> Result<Vec<(String, u64, String)>, ImageErr
     if !have_init {
         return Err(ImageError::Input("--binary must include keel-init".into()));
     }
+    add_e2fsck(&mut tree, Path::new(E2FSCK_SOURCE))?;
     tree.insert("init", Node::Symlink("usr/bin/keel-init".into()));
     let mtime = u32::try_from(args.epoch)
         .map_err(|_| ImageError::Input("SOURCE_DATE_EPOCH is past 2106".into()))?;
@@ -173,4 +201,27 @@ pub fn build(args: &BuildOptions) -> Result<Vec<(String, u64, String)>, ImageErr
     }
     write(&args.out.join("SHA256SUMS"), sums.as_bytes())?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e2fsck_goes_to_usr_sbin_and_a_missing_one_fails_the_build() {
+        let mut tree = Tree::default();
+        let err = add_e2fsck(&mut tree, Path::new("/nonexistent/e2fsck.static"))
+            .expect_err("missing e2fsck");
+        let message = err.to_string();
+        assert!(message.contains("e2fsck-static"), "{message}");
+        assert!(!tree.paths().any(|p| p == E2FSCK_TARGET));
+
+        // Any existing file stands in for the binary.
+        let fake = std::env::temp_dir().join(format!("keel-e2fsck-{}", std::process::id()));
+        std::fs::write(&fake, b"\x7fELF").expect("write");
+        add_e2fsck(&mut tree, &fake).expect("present");
+        let _ = std::fs::remove_file(&fake);
+        assert!(tree.paths().any(|p| p == E2FSCK_TARGET));
+        assert!(tree.paths().any(|p| p == "usr/sbin"));
+    }
 }
