@@ -9,11 +9,13 @@ OUT       := out
 TARGET    := x86_64-unknown-linux-gnu
 # Appliance binaries are static so the initramfs needs no shared libraries.
 BIN_DIR   := target/$(TARGET)/release
-APPLIANCE_BINS := keel-init keel-agent
+APPLIANCE_BINS := keel-init keel-agent keel-vmm
 # Static binaries for the Linux-guest test bed (QEMU TCG, see ovmf-tests/tests/linux_guest.rs).
 TESTBED_BINS := keel-vmm keel-testbed keel-test-guest
 KERNEL    := $(OUT)/kernel/bzImage
 OVMF_CODE := /usr/share/OVMF/OVMF_CODE_4M.fd
+# The demo guest's spec, shipped in the image; `make run` seeds it on the ESP.
+DEMO_SPEC := rootfs/initramfs/usr/share/keel/demo/demo.toml
 OVMF_VARS := /usr/share/OVMF/OVMF_VARS_4M.fd
 # Reproducible builds: every timestamp in the image is the last commit's.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
@@ -46,19 +48,25 @@ kernel: deps
 ## binaries: the static release binaries for the image and the test bed.
 binaries: deps
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-		cargo build --release --locked --target $(TARGET) -p keel-init -p keel-mgmt -p keel-vmm -p keel-testbed
+		cargo build --release --locked --target $(TARGET) -p keel-init -p keel-mgmt -p keel-vmm -p keel-testbed -p keel-demo-guest
 
 ## image: out/keel.img (GPT disk for USB sticks) and out/keel.iso (hybrid ISO).
 image: kernel binaries
 	cargo run --release --locked -q -p keel-image -- \
 		--kernel $(KERNEL) $(addprefix --binary $(BIN_DIR)/,$(APPLIANCE_BINS)) \
+		--demo-guest $(BIN_DIR)/keel-demo-guest \
 		--rootfs rootfs --out $(OUT)
 
 ## run: boot the appliance in QEMU (UEFI, TCG with nested virtualisation).
 run: image
 	@mkdir -p $(OUT)/run
 	@cp $(OVMF_VARS) $(OUT)/run/OVMF_VARS.fd
-	@[ -f $(OUT)/run/disk.img ] && [ $(OUT)/run/disk.img -nt $(OUT)/keel.img ] || cp --sparse=always $(OUT)/keel.img $(OUT)/run/disk.img
+	@[ -f $(OUT)/run/disk.img ] && [ $(OUT)/run/disk.img -nt $(OUT)/keel.img ] || { \
+		cp --sparse=always $(OUT)/keel.img $(OUT)/run/disk.img && \
+		truncate -s 2G $(OUT)/run/disk.img && \
+		mmd -D s -i $(OUT)/run/disk.img@@1M ::keel/guests && \
+		mcopy -D o -i $(OUT)/run/disk.img@@1M $(DEMO_SPEC) ::keel/guests/demo.toml; }
+	@echo "The demo guest is seeded on the ESP (keel/guests/demo.toml) and starts at boot."
 	@echo "Booting Keel in QEMU (serial console below). Quit: Ctrl-A then X."
 	@echo "The agent port 7444 is forwarded to 127.0.0.1:7444."
 	qemu-system-x86_64 -machine q35 -accel tcg -cpu max -smp 2 -m 2048 \

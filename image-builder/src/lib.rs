@@ -7,6 +7,7 @@
 //! its El Torito EFI image).
 
 pub mod data;
+pub mod demo;
 pub mod disk;
 pub mod esp;
 pub mod initramfs;

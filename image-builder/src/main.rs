@@ -18,6 +18,9 @@ struct Args {
     /// A binary to install in /usr/bin; repeat. keel-init is required.
     #[arg(long = "binary", required = true)]
     binaries: Vec<PathBuf>,
+    /// The demo guest's init (keel-demo-guest), shipped as its initramfs.
+    #[arg(long)]
+    demo_guest: Option<PathBuf>,
     /// Static files: `initramfs/` goes into the root file system and `esp/`
     /// onto the ESP.
     #[arg(long, default_value = "rootfs")]
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
     let options = BuildOptions {
         kernel: args.kernel,
         binaries: args.binaries,
+        demo_guest: args.demo_guest,
         rootfs: args.rootfs,
         stub: args.stub,
         cmdline: args.cmdline,

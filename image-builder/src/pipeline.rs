@@ -35,6 +35,8 @@ pub const ARTEFACTS: [&str; 4] = ["initramfs.cpio.zst", "keel.efi", "keel.img", 
 pub struct BuildOptions {
     pub kernel: PathBuf,
     pub binaries: Vec<PathBuf>,
+    /// `keel-demo-guest`, made into the demo guest's initramfs.
+    pub demo_guest: Option<PathBuf>,
     pub rootfs: PathBuf,
     pub stub: PathBuf,
     pub cmdline: String,
@@ -107,6 +109,9 @@ pub fn build(args: &BuildOptions) -> Result<Vec<(String, u64, String)>, ImageErr
     tree.insert("init", Node::Symlink("usr/bin/keel-init".into()));
     let mtime = u32::try_from(args.epoch)
         .map_err(|_| ImageError::Input("SOURCE_DATE_EPOCH is past 2106".into()))?;
+    if let Some(demo) = &args.demo_guest {
+        crate::demo::add_demo_guest(&mut tree, demo, &scratch, mtime)?;
+    }
     let initramfs = tree.build(mtime)?;
     let initramfs_path = args.out.join("initramfs.cpio.zst");
     write(&initramfs_path, &initramfs)?;

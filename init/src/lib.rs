@@ -14,6 +14,7 @@
 //! | SIGUSR1, SIGUSR2, SIGPWR | power off |
 //! | ACPI power button | power off |
 
+pub mod boot_image;
 pub mod control;
 pub mod guests;
 pub mod logger;
@@ -137,6 +138,7 @@ pub const GUEST_CGROUP: &str = "/sys/fs/cgroup/keel";
 /// one, guests and keys live on tmpfs, loudly.
 fn data_dir() -> PathBuf {
     let storage = storage::bring_up();
+    boot_image::extract_guest_kernel(storage.esp.as_deref());
     match storage.data {
         Some(dir) => dir,
         None => {

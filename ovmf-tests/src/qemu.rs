@@ -211,11 +211,26 @@ impl Qemu {
     /// Waits until the console shows a line containing `needle`; returns that
     /// line. Panics with the whole console on timeout or early exit.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_from(0, needle, timeout).0
+    }
+
+    /// As [`Qemu::wait_for`], looking only at console output from byte
+    /// `from` on (e.g. after a reboot); also returns where that line ends.
+    pub fn wait_for_from(
+        &mut self,
+        from: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> (String, usize) {
         let deadline = Instant::now() + timeout;
         loop {
             let text = self.serial();
-            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-                return line.trim_end_matches('\r').to_string();
+            let tail = text.get(from..).unwrap_or("");
+            if let Some(at) = tail.find(needle) {
+                let start = tail[..at].rfind('\n').map_or(0, |i| i + 1);
+                let end = tail[at..].find('\n').map_or(tail.len(), |i| at + i);
+                let line = tail[start..end].trim_end_matches('\r').to_string();
+                return (line, from + end);
             }
             if let Some(status) = self.try_exit() {
                 panic!("QEMU exited ({status}) before {needle:?} appeared; console:\n{text}");

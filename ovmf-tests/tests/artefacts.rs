@@ -151,9 +151,11 @@ fn building_twice_gives_identical_bytes() {
         init.display()
     );
     let base = std::env::temp_dir().join(format!("keel-repro-{}", std::process::id()));
+    let demo = root.join("target/x86_64-unknown-linux-gnu/release/keel-demo-guest");
     let options = |dir: &str| BuildOptions {
         kernel: artefact("kernel/bzImage"),
         binaries: vec![init.clone()],
+        demo_guest: Some(demo.clone()),
         rootfs: root.join("rootfs"),
         stub: PathBuf::from(DEFAULT_STUB),
         cmdline: DEFAULT_CMDLINE.to_string(),

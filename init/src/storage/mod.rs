@@ -331,8 +331,37 @@ pub fn bring_up() -> Storage {
         })
 }
 
+/// How long boot waits for the Keel partitions to appear: USB sticks and
+/// some controllers register their disks a few seconds after init starts.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until both Keel labels are visible, or the timeout passes (an ISO
+/// boot from a virtual CD has neither).
+fn wait_for_partitions() {
+    let started = std::time::Instant::now();
+    loop {
+        let probe = Probe::system();
+        let esp = !probe.find_all(ESP_LABEL).is_empty();
+        let data = !probe.find_all(DATA_LABEL).is_empty();
+        if esp && data {
+            return;
+        }
+        if started.elapsed() >= SETTLE_TIMEOUT {
+            log::info!(
+                "after {} s: {ESP_LABEL} {}, {DATA_LABEL} {}",
+                SETTLE_TIMEOUT.as_secs(),
+                if esp { "found" } else { "missing" },
+                if data { "found" } else { "missing" }
+            );
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn bring_up_at(esp_mount: &Path, data_mount: &Path) -> Storage {
     let mut storage = Storage::default();
+    wait_for_partitions();
     match mount_esp(esp_mount) {
         Ok(esp) => storage.esp = esp,
         Err(err) => log::error!("{err}"),

@@ -15,6 +15,9 @@ use super::{dispatch, error, request_name, Shared};
 use crate::messages::{ErrorKind, GuestState};
 use crate::{ClientMessage, Peer, Request, Response, ServerMessage, Session};
 
+/// How long an attach waits for a starting VMM's socket.
+const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Recent output replayed on attach, so a late attach still sees context.
 const HISTORY_BYTES: u32 = 4096;
 
@@ -48,7 +51,17 @@ fn open(shared: &Shared, name: &str) -> Result<UnixStream, Box<Response>> {
             format!("Cannot reach the console of \"{name}\": {e}."),
         ))
     };
-    let mut vmm = UnixStream::connect(&path).map_err(|e| failed(&e))?;
+    // A VMM just started may not have bound its socket yet.
+    let deadline = std::time::Instant::now() + CONNECT_PATIENCE;
+    let mut vmm = loop {
+        match UnixStream::connect(&path) {
+            Ok(s) => break s,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(failed(&e)),
+        }
+    };
     vmm_api::write_frame(&mut vmm, &VmmRequest::ConsoleAttach).map_err(|e| failed(&e))?;
     match vmm_api::read_frame::<_, VmmResponse>(&mut vmm) {
         Ok(VmmResponse::Ok) => Ok(vmm),

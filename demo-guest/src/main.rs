@@ -1,0 +1,95 @@
+//! keel-demo-guest: PID 1 of the demo guest in the appliance image (booted
+//! with the Keel kernel itself). It greets on the serial console, reports
+//! the CPUs and memory it sees, then answers each console line, so an
+//! operator can see both directions of `keelctl guest console` work.
+//!
+//! Console commands: any line is echoed; `panic` crashes the guest kernel
+//! (to watch the restart policy); ctrl-alt-del (`keelctl guest stop`)
+//! powers it off cleanly.
+
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use nix::sys::reboot::{reboot, set_cad_enabled, RebootMode};
+use nix::sys::signal::{SigSet, Signal};
+
+/// The first line the guest prints; tests and `make run` look for it.
+const GREETING: &str = "Hello from the Keel demo guest!";
+
+fn mount(source: &str, target: &str, fstype: &str) {
+    let _ = std::fs::create_dir_all(target);
+    let _ = nix::mount::mount(
+        Some(source),
+        target,
+        Some(fstype),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    );
+}
+
+fn memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib / 1024)
+}
+
+fn power_off() -> ! {
+    println!("demo: powering off");
+    let _ = std::io::stdout().flush();
+    nix::unistd::sync();
+    loop {
+        let _ = reboot(RebootMode::RB_POWER_OFF);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Ctrl-alt-del arrives as SIGINT once the kernel's hard reset is off.
+fn watch_ctrl_alt_del() {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if set.thread_block().is_err() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("cad".into())
+        .spawn(move || {
+            if set.wait().is_ok() {
+                power_off();
+            }
+        });
+}
+
+fn main() {
+    mount("proc", "/proc", "proc");
+    mount("sysfs", "/sys", "sysfs");
+    mount("devtmpfs", "/dev", "devtmpfs");
+    let _ = set_cad_enabled(false);
+    watch_ctrl_alt_del();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("{GREETING}");
+    println!("demo: {cpus} CPU(s), {} MiB of memory", memory_mib());
+    println!("demo: type a line and it comes back; `panic` crashes this guest");
+    let _ = std::io::stdout().flush();
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let line = line.trim();
+        if line == "panic" {
+            println!("demo: crashing on request");
+            let _ = std::io::stdout().flush();
+            let _ = std::fs::write("/proc/sysrq-trigger", b"c");
+        } else if !line.is_empty() {
+            println!("demo: you said \"{line}\"");
+            let _ = std::io::stdout().flush();
+        }
+    }
+    // The console closed: keep running, as a guest does.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
