@@ -73,6 +73,37 @@ pub fn read_frame<R: Read + ?Sized>(r: &mut R, max: usize) -> Result<Vec<u8>, Fr
     Ok(body)
 }
 
+/// Reads one frame of at most `max` bytes into `buf`, reusing its
+/// allocation: on success `buf[..n]` is the frame body and `n` is
+/// returned. `len` is checked against `max` before `buf` grows, and `buf`
+/// is never shrunk, so a receive loop that reuses one buffer neither
+/// allocates nor zeroes memory per frame once the buffer has reached the
+/// largest frame size seen. Bytes of `buf` beyond `n` are unspecified.
+pub fn read_frame_into<R: Read + ?Sized>(
+    r: &mut R,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<usize, FrameError> {
+    let mut header = [0u8; 4];
+    match read_full(r, &mut header)? {
+        0 => return Err(FrameError::Closed),
+        4 => {}
+        got => return Err(FrameError::Truncated { expected: 4, got }),
+    }
+    let len = u32::from_be_bytes(header) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let got = read_full(r, &mut buf[..len])?;
+    if got != len {
+        return Err(FrameError::Truncated { expected: len, got });
+    }
+    Ok(len)
+}
+
 /// Encodes the 4-byte header for a payload of `len` bytes.
 pub fn header(len: usize, max: usize) -> Result<[u8; 4], FrameError> {
     if len > max {
@@ -111,6 +142,45 @@ mod tests {
         assert_eq!(read_frame(&mut r, 16).unwrap(), b"hello");
         assert_eq!(read_frame(&mut r, 16).unwrap(), b"");
         assert!(matches!(read_frame(&mut r, 16), Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn read_into_reuses_the_buffer() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, b"hello world", 16).unwrap();
+        write_frame(&mut wire, b"abc", 16).unwrap();
+        write_frame(&mut wire, b"", 16).unwrap();
+        let mut r = wire.as_slice();
+        let mut buf = Vec::new();
+        let n = read_frame_into(&mut r, 16, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello world");
+        let cap = buf.capacity();
+        let n = read_frame_into(&mut r, 16, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"abc");
+        assert_eq!(read_frame_into(&mut r, 16, &mut buf).unwrap(), 0);
+        assert_eq!(buf.capacity(), cap);
+        assert!(matches!(
+            read_frame_into(&mut r, 16, &mut buf),
+            Err(FrameError::Closed)
+        ));
+        // The limit is checked before the buffer grows.
+        let mut empty = Vec::new();
+        assert!(matches!(
+            read_frame_into(
+                &mut [0xffu8, 0xff, 0xff, 0xff].as_slice(),
+                MAX_FRAME,
+                &mut empty
+            ),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert_eq!(empty.capacity(), 0);
+        assert!(matches!(
+            read_frame_into(&mut [0u8, 0, 0, 8, 1, 2, 3].as_slice(), 16, &mut empty),
+            Err(FrameError::Truncated {
+                expected: 8,
+                got: 3
+            })
+        ));
     }
 
     #[test]

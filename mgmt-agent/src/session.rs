@@ -137,17 +137,25 @@ fn open_with(key: &LessSafeKey, counter: u64, body: &[u8]) -> Result<Vec<u8>, Se
 
 /// Decrypts in place, reusing the body's allocation for the plaintext.
 fn open_owned(key: &LessSafeKey, counter: u64, mut buf: Vec<u8>) -> Result<Vec<u8>, SessionError> {
-    let header = framing::header(buf.len(), MAX_FRAME)?;
+    let plain_len = open_slice(key, counter, &mut buf)?;
+    buf.truncate(plain_len);
+    Ok(buf)
+}
+
+/// Decrypts a frame body in place: on success the plaintext is
+/// `body[..n]` and `n` is returned. The length header (the associated
+/// data) is recomputed from `body.len()`, never taken from the wire.
+fn open_slice(key: &LessSafeKey, counter: u64, body: &mut [u8]) -> Result<usize, SessionError> {
+    let header = framing::header(body.len(), MAX_FRAME)?;
     let plain_len = key
         .open_in_place(
             Nonce::assume_unique_for_key(nonce_bytes(counter)),
             Aad::from(header),
-            &mut buf,
+            body,
         )
         .map_err(|_| SessionError::Decrypt)?
         .len();
-    buf.truncate(plain_len);
-    Ok(buf)
+    Ok(plain_len)
 }
 
 /// Encrypts `plaintext` as frame number `counter`: returns the whole
@@ -317,6 +325,36 @@ impl Session {
         result
     }
 
+    /// Receives and decrypts one frame into `buf`, reusing its
+    /// allocation (see [`framing::read_frame_into`]): on success
+    /// `buf[..n]` is the plaintext and `n` is returned. The frame is
+    /// authenticated and decrypted in place, so the bulk upload path
+    /// neither allocates nor copies per frame. Failures close the session
+    /// exactly as [`Session::recv_bytes`] does.
+    pub fn recv_into<R: Read + ?Sized>(
+        &mut self,
+        r: &mut R,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize, SessionError> {
+        if self.dead {
+            return Err(SessionError::Closed);
+        }
+        let result = framing::read_frame_into(r, MAX_FRAME, buf)
+            .map_err(SessionError::from)
+            .and_then(|len| {
+                let n = Self::next(&mut self.recv_counter)?;
+                open_slice(&self.recv_key, n, &mut buf[..len])
+            });
+        self.dead = result.is_err();
+        result
+    }
+
+    /// Marks the session closed, for a caller that found an
+    /// authenticated frame it cannot decode (as [`Session::recv`] does).
+    pub fn close(&mut self) {
+        self.dead = true;
+    }
+
     /// Encodes `message` with postcard and sends it.
     pub fn send<W: Write + ?Sized, T: Serialize>(
         &mut self,
@@ -431,6 +469,59 @@ mod tests {
         assert!(matches!(
             s.recv_bytes(&mut f1.as_slice()),
             Err(SessionError::Decrypt)
+        ));
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn recv_into_reuses_one_buffer_and_fails_closed() {
+        let (mut c, _) = pair();
+        let mut wire = Vec::new();
+        c.send_bytes(&mut wire, b"first frame").unwrap();
+        c.send_bytes(&mut wire, b"2nd").unwrap();
+        let (f0, f1) = wire.split_at(4 + 11 + TAG_LEN);
+
+        let (_, mut s) = pair();
+        let mut buf = Vec::new();
+        let mut r = wire.as_slice();
+        let n = s.recv_into(&mut r, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"first frame");
+        let n = s.recv_into(&mut r, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"2nd");
+        assert!(matches!(
+            s.recv_into(&mut r, &mut buf),
+            Err(SessionError::Frame(FrameError::Closed))
+        ));
+        assert!(s.is_closed());
+
+        // Tampered, replayed and reordered frames all fail and close.
+        let mut bad = f0.to_vec();
+        bad[6] ^= 1;
+        let (_, mut s) = pair();
+        assert!(matches!(
+            s.recv_into(&mut bad.as_slice(), &mut buf),
+            Err(SessionError::Decrypt)
+        ));
+        assert!(matches!(
+            s.recv_into(&mut f0.to_vec().as_slice(), &mut buf),
+            Err(SessionError::Closed)
+        ));
+        let (_, mut s) = pair();
+        s.recv_into(&mut &f0[..], &mut buf).unwrap();
+        assert!(matches!(
+            s.recv_into(&mut &f0[..], &mut buf),
+            Err(SessionError::Decrypt)
+        ));
+        let (_, mut s) = pair();
+        assert!(matches!(
+            s.recv_into(&mut &f1[..], &mut buf),
+            Err(SessionError::Decrypt)
+        ));
+        // A frame cut short is truncation, and closes the session too.
+        let (_, mut s) = pair();
+        assert!(matches!(
+            s.recv_into(&mut &f0[..f0.len() - 1], &mut buf),
+            Err(SessionError::Frame(FrameError::Truncated { .. }))
         ));
         assert!(s.is_closed());
     }

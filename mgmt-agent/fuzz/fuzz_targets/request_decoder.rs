@@ -3,9 +3,11 @@
 //! keelctl decodes). Never panics; whatever decodes re-encodes to a value
 //! that decodes to the same thing, and the canonical encoding is never
 //! longer than the bytes consumed (equal unless the input used overlong
-//! varints). The authorisation table must accept anything decoded.
+//! varints). The authorisation table must accept anything decoded. The
+//! agent's in-place `UploadChunk` decoder must agree with postcard.
 #![no_main]
 
+use keel_mgmt::agent::upload::decode_chunk;
 use keel_mgmt::roles::{allowed, required_role};
 use keel_mgmt::{ClientMessage, Request, Role, ServerMessage};
 use libfuzzer_sys::fuzz_target;
@@ -36,7 +38,23 @@ fn authorise(request: &Request) {
     }
 }
 
+/// The agent's zero-copy `UploadChunk` decoder must agree with postcard:
+/// it accepts exactly the chunks postcard decodes, with the same id,
+/// offset and data, and nothing else.
+fn chunk_fast_path(data: &[u8]) {
+    let fast = decode_chunk(data).map(|(id, offset, range)| (id, offset, data[range].to_vec()));
+    let slow = match postcard::from_bytes::<ClientMessage>(data) {
+        Ok(ClientMessage {
+            id,
+            request: Request::UploadChunk { offset, data },
+        }) => Some((id, offset, data)),
+        _ => None,
+    };
+    assert_eq!(fast, slow, "decode_chunk disagrees with postcard");
+}
+
 fuzz_target!(|data: &[u8]| {
+    chunk_fast_path(data);
     if let Some(request) = round_trip::<Request>(data) {
         authorise(&request);
     }

@@ -26,8 +26,8 @@ use crate::framing::FrameError;
 use crate::messages::{AuditEntry, ErrorKind, HostInfo};
 use crate::util::{parse_rfc3339, rfc3339, unix_now, write_atomic};
 use crate::{
-    allowed, server_handshake, AuthorizedKeys, ClientMessage, Fingerprint, HandshakeError, HostKey,
-    Peer, PeerAuth, Request, Response, Role, ServerMessage,
+    allowed, server_handshake, AuthorizedKeys, Fingerprint, HandshakeError, HostKey, Peer,
+    PeerAuth, Request, Response, Role, ServerMessage,
 };
 use init_client::InitClient;
 use keel_common::init_api::InitRequest;
@@ -527,7 +527,26 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_read_timeout(idle);
     let _ = stream.set_write_timeout(idle);
     let mut upload = UploadSlot::Idle;
-    while let Ok(msg) = session.recv::<_, ClientMessage>(&mut stream) {
+    // Reused for every frame; upload chunks are served from it in place.
+    let mut buf = Vec::new();
+    while let Ok(incoming) = upload::recv(&mut session, &mut stream, &mut buf) {
+        let msg = match incoming {
+            upload::Incoming::Message(msg) => msg,
+            upload::Incoming::Chunk { id, offset, data } => {
+                let Some(response) =
+                    upload_chunk(shared, &who, &mut upload, id, offset, &mut buf, data)
+                else {
+                    continue;
+                };
+                if session
+                    .send(&mut stream, &ServerMessage { id, response })
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+        };
         let response = match &msg.request {
             Request::Upload { .. } | Request::UploadChunk { .. } | Request::UploadFinish => {
                 match upload_step(shared, &who, &mut upload, msg.id, msg.request) {
@@ -640,30 +659,10 @@ fn upload_step(
                 }
             }
         }
-        Request::UploadChunk { offset, data } => match slot {
-            UploadSlot::Active { id: open, upload } if *open == id => {
-                match upload.write(offset, &data, window) {
-                    Ok(()) if upload.ack_due() => Some(Response::UploadAck {
-                        received: upload.received,
-                        window,
-                    }),
-                    Ok(()) => None,
-                    Err(e) => {
-                        audit_upload(shared, peer, &upload.path, upload.size, "error");
-                        *slot = UploadSlot::Failed {
-                            id,
-                            error: e.clone(),
-                        };
-                        Some(error(e.0, e.1))
-                    }
-                }
-            }
-            UploadSlot::Failed { id: failed, .. } if *failed == id => None,
-            _ => Some(error(
-                ErrorKind::Invalid,
-                "No upload is in progress with this id.",
-            )),
-        },
+        Request::UploadChunk { offset, mut data } => {
+            let len = data.len();
+            upload_chunk(shared, peer, slot, id, offset, &mut data, 0..len)
+        }
         Request::UploadFinish => match std::mem::replace(slot, UploadSlot::Idle) {
             UploadSlot::Active { id: open, upload } if open == id => {
                 let (path, size) = (upload.path.clone(), upload.size);
@@ -696,6 +695,54 @@ fn upload_step(
             }
         },
         _ => None,
+    }
+}
+
+/// Serves one `UploadChunk` whose data is `buf[data]`, however it was
+/// decoded (in place by `upload::recv`, or by postcard in `upload_step`).
+/// An accepted chunk's buffer goes to the upload's writer thread and
+/// `buf` gets a spare one.
+fn upload_chunk(
+    shared: &Shared,
+    peer: &Peer,
+    slot: &mut UploadSlot,
+    id: u64,
+    offset: u64,
+    buf: &mut Vec<u8>,
+    data: std::ops::Range<usize>,
+) -> Option<Response> {
+    let window = crate::messages::UPLOAD_WINDOW;
+    let request = Request::UploadChunk {
+        offset,
+        data: Vec::new(),
+    };
+    if !allowed(peer.role, &request) {
+        // Refuses and audits like any other request.
+        return Some(dispatch(shared, peer, &request));
+    }
+    match slot {
+        UploadSlot::Active { id: open, upload } if *open == id => {
+            match upload.write(offset, buf, data, window) {
+                Ok(()) if upload.ack_due() => Some(Response::UploadAck {
+                    received: upload.received,
+                    window,
+                }),
+                Ok(()) => None,
+                Err(e) => {
+                    audit_upload(shared, peer, &upload.path, upload.size, "error");
+                    *slot = UploadSlot::Failed {
+                        id,
+                        error: e.clone(),
+                    };
+                    Some(error(e.0, e.1))
+                }
+            }
+        }
+        UploadSlot::Failed { id: failed, .. } if *failed == id => None,
+        _ => Some(error(
+            ErrorKind::Invalid,
+            "No upload is in progress with this id.",
+        )),
     }
 }
 

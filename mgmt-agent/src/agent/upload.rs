@@ -9,14 +9,18 @@
 //! content; never a partial file.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
+use std::thread::{self, JoinHandle};
 
 use ring::digest::{Context, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::messages::{ErrorKind, UPLOAD_WINDOW};
+use crate::messages::{ClientMessage, ErrorKind, RequestId, UPLOAD_CHUNK_INDEX, UPLOAD_WINDOW};
+use crate::session::{Session, SessionError};
 
 /// The uploads directory inside the state directory.
 pub const UPLOADS_DIR: &str = "uploads";
@@ -59,15 +63,163 @@ pub fn check_path(path: &str) -> Result<PathBuf, UploadError> {
     Ok(out)
 }
 
+/// Reads a postcard varint of at most `max_bytes` bytes whose last byte
+/// may carry at most `last_max`, exactly as postcard 1 decodes `u32`
+/// (5, 0x0f) and `u64`/`usize` (10, 0x01): overlong encodings are
+/// accepted, overflowing ones are not.
+fn take_varint(bytes: &[u8], pos: &mut usize, max_bytes: usize, last_max: u8) -> Option<u64> {
+    let mut out = 0u64;
+    for i in 0..max_bytes {
+        let b = *bytes.get(*pos)?;
+        *pos += 1;
+        out |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return (i != max_bytes - 1 || b <= last_max).then_some(out);
+        }
+    }
+    None
+}
+
+/// Decodes the plaintext of an `UploadChunk` message,
+/// `ClientMessage { id, request: UploadChunk { offset, data } }`, without
+/// copying its data: returns `(id, offset, range of data in plain)`.
+/// Returns `None` for anything else, including a malformed chunk; the
+/// caller then decodes the message with postcard, so this is only a fast
+/// path and must never accept what postcard would decode differently
+/// (the `request_decoder` fuzz target checks that it agrees). As with
+/// `postcard::from_bytes`, bytes after the data are ignored.
+pub fn decode_chunk(plain: &[u8]) -> Option<(RequestId, u64, Range<usize>)> {
+    let mut pos = 0;
+    let id = take_varint(plain, &mut pos, 10, 0x01)?;
+    let variant = take_varint(plain, &mut pos, 5, 0x0f)?;
+    if variant != u64::from(UPLOAD_CHUNK_INDEX) {
+        return None;
+    }
+    let offset = take_varint(plain, &mut pos, 10, 0x01)?;
+    let len = usize::try_from(take_varint(plain, &mut pos, 10, 0x01)?).ok()?;
+    let end = pos.checked_add(len).filter(|&e| e <= plain.len())?;
+    Some((id, offset, pos..end))
+}
+
+/// One message received by the agent.
+#[derive(Debug)]
+pub enum Incoming {
+    /// An `UploadChunk`, decoded in place: its data is `buf[data]` of the
+    /// buffer given to [`recv`].
+    Chunk {
+        id: RequestId,
+        offset: u64,
+        data: Range<usize>,
+    },
+    /// Any other message (or a chunk in a form the fast path does not
+    /// take), decoded with postcard.
+    Message(ClientMessage),
+}
+
+/// Receives one client message into `buf`, a buffer the caller reuses for
+/// the whole session. Upload chunks are decrypted in place and handed
+/// back as a range of `buf`, so their data is neither allocated nor
+/// copied before it is hashed and written; everything else is decoded
+/// with postcard. Any error closes the session, as [`Session::recv`].
+pub fn recv<R: Read + ?Sized>(
+    session: &mut Session,
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<Incoming, SessionError> {
+    let n = session.recv_into(r, buf)?;
+    let plain = &buf[..n];
+    if let Some((id, offset, data)) = decode_chunk(plain) {
+        return Ok(Incoming::Chunk { id, offset, data });
+    }
+    match postcard::from_bytes(plain) {
+        Ok(m) => Ok(Incoming::Message(m)),
+        Err(e) => {
+            session.close();
+            Err(SessionError::Decode(e))
+        }
+    }
+}
+
+/// Chunks queued between the session thread and the writer thread. With
+/// the buffer being filled and the one being written, an upload holds at
+/// most `PIPELINE_DEPTH + 3` frame buffers (about 1.75 MiB).
+pub const PIPELINE_DEPTH: usize = 4;
+
+/// One chunk for the writer thread: `buf[data]` is the chunk's data.
+struct Job {
+    buf: Vec<u8>,
+    data: Range<usize>,
+}
+
+/// What the writer thread hands back when its queue closes: the file,
+/// the SHA-256 of every byte written, and the first write error.
+type WriterEnd = (File, Context, io::Result<()>);
+
+/// The writer thread of one upload: it hashes and writes the chunks the
+/// session thread queues, in order, while the session thread receives and
+/// decrypts the next ones. Written buffers come back through `spare` for
+/// reuse.
+struct Writer {
+    jobs: SyncSender<Job>,
+    spare: Receiver<Vec<u8>>,
+    thread: JoinHandle<WriterEnd>,
+}
+
+impl Writer {
+    fn spawn(mut file: File) -> io::Result<Writer> {
+        let (jobs, queue) = sync_channel::<Job>(PIPELINE_DEPTH);
+        let (give_back, spare) = channel::<Vec<u8>>();
+        let thread = thread::Builder::new()
+            .name("keel-upload-writer".into())
+            .spawn(move || {
+                let mut hash = Context::new(&SHA256);
+                for job in queue {
+                    // The session thread checked the range; an empty slice
+                    // here would make the final hash check fail, not panic.
+                    let data = job.buf.get(job.data.clone()).unwrap_or_default();
+                    hash.update(data);
+                    if let Err(e) = file.write_all(data) {
+                        // Dropping the queue makes the next send fail.
+                        return (file, hash, Err(e));
+                    }
+                    // The session may have stopped taking buffers back.
+                    let _ = give_back.send(job.buf);
+                }
+                (file, hash, Ok(()))
+            })?;
+        Ok(Writer {
+            jobs,
+            spare,
+            thread,
+        })
+    }
+
+    /// Closes the queue and waits for every queued chunk to be written.
+    fn join(self) -> Result<(File, Context), UploadError> {
+        drop(self.jobs);
+        match self.thread.join() {
+            Ok((file, hash, Ok(()))) => Ok((file, hash)),
+            Ok((_, _, Err(e))) => Err(internal("write the upload", e)),
+            Err(_) => Err((ErrorKind::Internal, "The upload writer failed.".to_string())),
+        }
+    }
+}
+
 /// An upload in progress.
+///
+/// The session thread checks each chunk (offset, announced size, window)
+/// and queues it; a writer thread hashes and writes it. `received`
+/// counts the bytes accepted so far: checked and queued, at most
+/// `PIPELINE_DEPTH + 1` chunks ahead of the disk. Only
+/// [`Upload::finish`] waits for every byte to be written, hashed and
+/// fsynced.
 pub struct Upload {
     pub path: String,
     pub size: u64,
     sha256: [u8; 32],
     final_path: PathBuf,
     temp_path: PathBuf,
-    file: Option<File>,
-    hash: Context,
+    writer: Option<Writer>,
     pub received: u64,
     pub acked: u64,
 }
@@ -76,8 +228,13 @@ fn internal(what: &str, e: io::Error) -> UploadError {
     (ErrorKind::Internal, format!("Cannot {what}: {e}"))
 }
 
+fn closed() -> UploadError {
+    (ErrorKind::Internal, "The upload is closed.".to_string())
+}
+
 impl Upload {
-    /// Checks the path and creates the temporary file.
+    /// Checks the path, creates the temporary file and starts the writer
+    /// thread.
     pub fn start(
         state_dir: &Path,
         path: &str,
@@ -116,21 +273,37 @@ impl Upload {
             .mode(0o600)
             .open(&temp_path)
             .map_err(|e| internal("create the temporary file", e))?;
-        Ok(Upload {
+        // From here on Drop deletes the temporary file on any failure.
+        let mut upload = Upload {
             path: path.to_string(),
             size,
             sha256,
             final_path,
             temp_path,
-            file: Some(file),
-            hash: Context::new(&SHA256),
+            writer: None,
             received: 0,
             acked: 0,
-        })
+        };
+        upload.writer =
+            Some(Writer::spawn(file).map_err(|e| internal("start the upload writer", e))?);
+        Ok(upload)
     }
 
-    /// Appends a chunk. `window` is the credit granted with the last ack.
-    pub fn write(&mut self, offset: u64, data: &[u8], window: u64) -> Result<(), UploadError> {
+    /// Accepts the chunk `buf[data]` at `offset`: checks it against the
+    /// bytes received so far, the announced size and `window` (the credit
+    /// granted with the last ack), then hands the buffer to the writer
+    /// thread and leaves a spare buffer (possibly empty) in `buf`. A write
+    /// error of an earlier chunk is returned here or by `finish`.
+    pub fn write(
+        &mut self,
+        offset: u64,
+        buf: &mut Vec<u8>,
+        data: Range<usize>,
+        window: u64,
+    ) -> Result<(), UploadError> {
+        if buf.get(data.clone()).is_none() {
+            return Err((ErrorKind::Internal, "Bad chunk range.".to_string()));
+        }
         if offset != self.received {
             return Err((
                 ErrorKind::Invalid,
@@ -156,13 +329,17 @@ impl Upload {
                 "The client sent more than the flow-control window allows.".to_string(),
             ));
         }
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| (ErrorKind::Internal, "The upload is closed.".to_string()))?;
-        file.write_all(data)
-            .map_err(|e| internal("write the upload", e))?;
-        self.hash.update(data);
+        let writer = self.writer.as_ref().ok_or_else(closed)?;
+        let spare = writer.spare.try_recv().unwrap_or_default();
+        let job = Job {
+            buf: std::mem::replace(buf, spare),
+            data,
+        };
+        if writer.jobs.send(job).is_err() {
+            // The writer stopped on an I/O error: report it.
+            let writer = self.writer.take().ok_or_else(closed)?;
+            return Err(writer.join().err().unwrap_or_else(closed));
+        }
         self.received = end;
         Ok(())
     }
@@ -179,9 +356,11 @@ impl Upload {
         false
     }
 
-    /// Checks size and hash, fsyncs, and renames into place. On error the
-    /// temporary file is gone (dropping `self` deletes it).
-    pub fn finish(mut self: Box<Self>) -> Result<u64, UploadError> {
+    /// Waits for the writer, checks size and hash, fsyncs, and renames
+    /// into place. On error the temporary file is gone (dropping `self`
+    /// deletes it).
+    pub fn finish(mut self) -> Result<u64, UploadError> {
+        let (file, hash) = self.writer.take().ok_or_else(closed)?.join()?;
         if self.received != self.size {
             return Err((
                 ErrorKind::Invalid,
@@ -191,17 +370,13 @@ impl Upload {
                 ),
             ));
         }
-        let digest = std::mem::replace(&mut self.hash, Context::new(&SHA256)).finish();
+        let digest = hash.finish();
         if digest.as_ref() != self.sha256 {
             return Err((
                 ErrorKind::Invalid,
                 "SHA-256 mismatch: the data received does not match the announced checksum; nothing was saved.".to_string(),
             ));
         }
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| (ErrorKind::Internal, "The upload is closed.".to_string()))?;
         file.sync_all()
             .map_err(|e| internal("fsync the upload", e))?;
         drop(file);
@@ -221,7 +396,10 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        self.file = None;
+        // Stop the writer and close the file before deleting it.
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
         if !self.temp_path.as_os_str().is_empty() {
             let _ = std::fs::remove_file(&self.temp_path);
         }
@@ -231,6 +409,160 @@ impl Drop for Upload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::{encode_upload_chunk_prefix, Request};
+
+    fn postcard_chunk(plain: &[u8]) -> Option<(u64, u64, Vec<u8>)> {
+        match postcard::from_bytes::<ClientMessage>(plain) {
+            Ok(ClientMessage {
+                id,
+                request: Request::UploadChunk { offset, data },
+            }) => Some((id, offset, data)),
+            _ => None,
+        }
+    }
+
+    fn fast_chunk(plain: &[u8]) -> Option<(u64, u64, Vec<u8>)> {
+        decode_chunk(plain).map(|(id, offset, r)| (id, offset, plain[r].to_vec()))
+    }
+
+    fn sha(d: &[u8]) -> [u8; 32] {
+        let mut out = [0; 32];
+        out.copy_from_slice(ring::digest::digest(&SHA256, d).as_ref());
+        out
+    }
+
+    fn temp_state(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("keel-upload-unit-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn pipelined_writes_land_in_order_and_buffers_are_reused() {
+        let state = temp_state("order");
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 997) as u8).collect();
+        let mut up = Upload::start(&state, "a/b.bin", body.len() as u64, sha(&body)).unwrap();
+        let mut buf = Vec::new();
+        let mut sent = 0;
+        let mut allocations = 0;
+        for part in body.chunks(100_000) {
+            // A frame as recv leaves it: a prefix, the data, a tail.
+            if buf.capacity() == 0 {
+                allocations += 1;
+            }
+            buf.clear();
+            buf.extend_from_slice(b"hdr");
+            buf.extend_from_slice(part);
+            buf.extend_from_slice(b"tail");
+            let range = 3..3 + part.len();
+            up.write(sent as u64, &mut buf, range, u64::MAX / 2)
+                .unwrap();
+            sent += part.len();
+            assert_eq!(up.received, sent as u64);
+        }
+        // Buffers come back from the writer: far fewer than one per chunk.
+        assert!(allocations <= PIPELINE_DEPTH + 3, "{allocations}");
+        // Out of order, beyond the size, beyond the window: refused.
+        let mut one = vec![1u8];
+        assert!(up.write(0, &mut one, 0..1, u64::MAX / 2).is_err());
+        assert!(up.write(sent as u64, &mut one, 0..1, u64::MAX / 2).is_err());
+        assert!(up.write(sent as u64, &mut one, 0..2, u64::MAX / 2).is_err());
+        assert_eq!(up.finish().unwrap(), body.len() as u64);
+        let dir = state.join(UPLOADS_DIR).join("a");
+        assert_eq!(std::fs::read(dir.join("b.bin")).unwrap(), body);
+        assert_eq!(entries(&dir), ["b.bin"]);
+
+        // A bad checksum, and an abandoned upload, leave nothing behind.
+        let mut up = Upload::start(&state, "a/c.bin", 3, [0; 32]).unwrap();
+        let mut abc = b"abc".to_vec();
+        up.write(0, &mut abc, 0..3, 10).unwrap();
+        assert_eq!(entries(&dir).len(), 2);
+        let (kind, msg) = up.finish().unwrap_err();
+        assert_eq!(kind, ErrorKind::Invalid);
+        assert!(msg.contains("SHA-256"), "{msg}");
+        let mut up = Upload::start(&state, "a/d.bin", 6, sha(b"abcdef")).unwrap();
+        let mut abc = b"abc".to_vec();
+        up.write(0, &mut abc, 0..3, 10).unwrap();
+        drop(up);
+        assert_eq!(entries(&dir), ["b.bin"]);
+        // Short: the size is checked too.
+        let mut up = Upload::start(&state, "a/e.bin", 6, sha(b"abcdef")).unwrap();
+        let mut abc = b"abc".to_vec();
+        up.write(0, &mut abc, 0..3, 10).unwrap();
+        assert!(up.finish().unwrap_err().1.contains("3 of 6"));
+        assert_eq!(entries(&dir), ["b.bin"]);
+        // A window overrun is refused.
+        let mut up = Upload::start(&state, "a/f.bin", 6, sha(b"abcdef")).unwrap();
+        let mut six = b"abcdef".to_vec();
+        assert!(up
+            .write(0, &mut six, 0..6, 5)
+            .unwrap_err()
+            .1
+            .contains("window"));
+        let _ = std::fs::remove_dir_all(&state);
+    }
+
+    #[test]
+    fn chunk_fast_path_agrees_with_postcard() {
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for (id, offset, len) in [
+            (0u64, 0u64, 0usize),
+            (7, 0, 5),
+            (u64::MAX, u64::MAX, 300),
+            (1 << 35, 1 << 40, 128),
+        ] {
+            let mut v = Vec::new();
+            encode_upload_chunk_prefix(&mut v, id, offset, len);
+            v.extend((0..len).map(|i| i as u8));
+            cases.push(v.clone());
+            // Trailing bytes are ignored, as by postcard::from_bytes.
+            v.push(0xee);
+            cases.push(v.clone());
+            // Every truncation.
+            for cut in 0..v.len() {
+                cases.push(v[..cut].to_vec());
+            }
+        }
+        cases.extend([
+            // Overlong varints (accepted by postcard).
+            vec![0x87, 0x00, 0x0f, 0x80, 0x00, 0x02, 1, 2],
+            vec![0x07, 0x8f, 0x00, 0x00, 0x01, 9],
+            // Overflowing varints (refused).
+            vec![0xff; 12],
+            vec![
+                0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02, 0x0f, 0, 0,
+            ],
+            vec![0x07, 0x8f, 0x80, 0x80, 0x80, 0x10, 0, 0],
+            // Other variants and garbage.
+            vec![0x07, 0x10],
+            vec![0x07, 0x0e, 0x01, b'a', 0x00, 0x00],
+            vec![],
+            vec![
+                0x07, 0x0f, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
+        ]);
+        for c in &cases {
+            assert_eq!(fast_chunk(c), postcard_chunk(c), "{c:02x?}");
+        }
+        let real = postcard::to_stdvec(&ClientMessage {
+            id: 9,
+            request: Request::UploadChunk {
+                offset: 3,
+                data: b"xyz".to_vec(),
+            },
+        })
+        .unwrap();
+        assert_eq!(decode_chunk(&real), Some((9, 3, 4..7)));
+    }
 
     #[test]
     fn paths() {
