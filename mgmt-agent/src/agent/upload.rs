@@ -140,67 +140,138 @@ pub fn recv<R: Read + ?Sized>(
     }
 }
 
-/// Chunks queued between the session thread and the writer thread. With
-/// the buffer being filled and the one being written, an upload holds at
-/// most `PIPELINE_DEPTH + 3` frame buffers (about 1.75 MiB).
+/// Chunks queued before each stage of an upload's pipeline (hashing,
+/// then writing). With the buffer being filled by the session thread and
+/// one in each stage, an upload holds at most `2 * PIPELINE_DEPTH + 4`
+/// frame buffers (about 3 MiB).
 pub const PIPELINE_DEPTH: usize = 4;
 
-/// One chunk for the writer thread: `buf[data]` is the chunk's data.
+/// The writer asks for an early fdatasync after this many bytes.
+pub const FLUSH_EVERY: usize = 16 << 20;
+
+/// One chunk in the pipeline: `buf[data]` is the chunk's data.
 struct Job {
     buf: Vec<u8>,
     data: Range<usize>,
 }
 
-/// What the writer thread hands back when its queue closes: the file,
-/// the SHA-256 of every byte written, and the first write error.
-type WriterEnd = (File, Context, io::Result<()>);
+impl Job {
+    fn data(&self) -> &[u8] {
+        // The session thread checked the range; an empty slice here would
+        // make the final size or hash check fail, never panic.
+        self.buf.get(self.data.clone()).unwrap_or_default()
+    }
+}
 
-/// The writer thread of one upload: it hashes and writes the chunks the
-/// session thread queues, in order, while the session thread receives and
-/// decrypts the next ones. Written buffers come back through `spare` for
-/// reuse.
+/// The threads of one upload. The session thread receives and decrypts;
+/// the hasher updates the SHA-256 and passes each chunk on, in order, to
+/// the writer, which writes it and hands the buffer back through `spare`
+/// for reuse. Three stages keep two cores busy: hashing and writing each
+/// cost about as much as decrypting.
 struct Writer {
     jobs: SyncSender<Job>,
     spare: Receiver<Vec<u8>>,
-    thread: JoinHandle<WriterEnd>,
+    hasher: JoinHandle<Context>,
+    writer: JoinHandle<(File, io::Result<()>)>,
+    flusher: JoinHandle<io::Result<()>>,
 }
 
 impl Writer {
     fn spawn(mut file: File) -> io::Result<Writer> {
-        let (jobs, queue) = sync_channel::<Job>(PIPELINE_DEPTH);
+        let (jobs, to_hash) = sync_channel::<Job>(PIPELINE_DEPTH);
+        let (hashed, to_write) = sync_channel::<Job>(PIPELINE_DEPTH);
         let (give_back, spare) = channel::<Vec<u8>>();
-        let thread = thread::Builder::new()
-            .name("keel-upload-writer".into())
+        // Early writeback: fdatasync on the same open file, in its own
+        // thread, every FLUSH_EVERY bytes (requests coalesce), so that
+        // the disk writes while data still streams in and the fsync at
+        // the end waits only for the tail. The flusher keeps its first
+        // error: it shares the open file description with the final
+        // fsync, which may then no longer see it.
+        let flush_file = file.try_clone()?;
+        let (flush, flush_requests) = sync_channel::<()>(1);
+        let flusher = thread::Builder::new()
+            .name("keel-upload-sync".into())
             .spawn(move || {
-                let mut hash = Context::new(&SHA256);
-                for job in queue {
-                    // The session thread checked the range; an empty slice
-                    // here would make the final hash check fail, not panic.
-                    let data = job.buf.get(job.data.clone()).unwrap_or_default();
-                    hash.update(data);
-                    if let Err(e) = file.write_all(data) {
-                        // Dropping the queue makes the next send fail.
-                        return (file, hash, Err(e));
+                for () in flush_requests {
+                    flush_file.sync_data()?;
+                }
+                Ok(())
+            })?;
+        let writer = thread::Builder::new()
+            .name("keel-upload-write".into())
+            .spawn(move || {
+                let mut unflushed = 0;
+                for job in to_write {
+                    if let Err(e) = file.write_all(job.data()) {
+                        // Dropping the queue stops the hasher, and then
+                        // the session thread's next send fails.
+                        return (file, Err(e));
+                    }
+                    unflushed += job.data().len();
+                    if unflushed >= FLUSH_EVERY {
+                        // Full: a flush is pending and will cover this.
+                        let _ = flush.try_send(());
+                        unflushed = 0;
                     }
                     // The session may have stopped taking buffers back.
                     let _ = give_back.send(job.buf);
                 }
-                (file, hash, Ok(()))
-            })?;
+                (file, Ok(()))
+            });
+        let writer = match writer {
+            Ok(w) => w,
+            Err(e) => {
+                // The flusher's queue is already closed.
+                let _ = flusher.join();
+                return Err(e);
+            }
+        };
+        let hasher = thread::Builder::new()
+            .name("keel-upload-hash".into())
+            .spawn(move || {
+                let mut hash = Context::new(&SHA256);
+                for job in to_hash {
+                    hash.update(job.data());
+                    if hashed.send(job).is_err() {
+                        break;
+                    }
+                }
+                hash
+            });
+        let hasher = match hasher {
+            Ok(h) => h,
+            Err(e) => {
+                // Without the hasher the writer's queue is already closed.
+                let _ = writer.join();
+                return Err(e);
+            }
+        };
         Ok(Writer {
             jobs,
             spare,
-            thread,
+            hasher,
+            writer,
+            flusher,
         })
     }
 
-    /// Closes the queue and waits for every queued chunk to be written.
+    /// Closes the queue and waits for every queued chunk to be hashed and
+    /// written.
     fn join(self) -> Result<(File, Context), UploadError> {
         drop(self.jobs);
-        match self.thread.join() {
-            Ok((file, hash, Ok(()))) => Ok((file, hash)),
-            Ok((_, _, Err(e))) => Err(internal("write the upload", e)),
-            Err(_) => Err((ErrorKind::Internal, "The upload writer failed.".to_string())),
+        let failed = || (ErrorKind::Internal, "The upload writer failed.".to_string());
+        let hash = self.hasher.join().map_err(|_| failed());
+        let written = self.writer.join();
+        // The writer has closed the flusher's queue.
+        match self.flusher.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(internal("fsync the upload", e)),
+            Err(_) => return Err(failed()),
+        }
+        match written {
+            Ok((file, Ok(()))) => Ok((file, hash?)),
+            Ok((_, Err(e))) => Err(internal("write the upload", e)),
+            Err(_) => Err(failed()),
         }
     }
 }
@@ -208,9 +279,10 @@ impl Writer {
 /// An upload in progress.
 ///
 /// The session thread checks each chunk (offset, announced size, window)
-/// and queues it; a writer thread hashes and writes it. `received`
+/// and queues it; a hasher thread and a writer thread hash and write it.
+/// `received`
 /// counts the bytes accepted so far: checked and queued, at most
-/// `PIPELINE_DEPTH + 1` chunks ahead of the disk. Only
+/// `2 * PIPELINE_DEPTH + 2` chunks ahead of the disk. Only
 /// [`Upload::finish`] waits for every byte to be written, hashed and
 /// fsynced.
 pub struct Upload {
@@ -470,7 +542,7 @@ mod tests {
             assert_eq!(up.received, sent as u64);
         }
         // Buffers come back from the writer: far fewer than one per chunk.
-        assert!(allocations <= PIPELINE_DEPTH + 3, "{allocations}");
+        assert!(allocations <= 2 * PIPELINE_DEPTH + 4, "{allocations}");
         // Out of order, beyond the size, beyond the window: refused.
         let mut one = vec![1u8];
         assert!(up.write(0, &mut one, 0..1, u64::MAX / 2).is_err());
