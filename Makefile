@@ -98,13 +98,14 @@ check:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-## bench: appliance boot; keel-vmm guest boot/memory/socket and guest network throughput (TCG test bed); exits and virtio-blk (host KVM); management channel handshake, round trip and upload.
+## bench: appliance boot and guest start as an operator sees them; keel-vmm guest boot/memory/socket and guest network throughput (TCG test bed); exits and virtio-blk (host KVM); management channel handshake, round trip and upload.
 bench: image
 	cargo bench --locked -p keel-vmm --bench devices
 	cargo bench --locked -p keel-mgmt --bench mgmt
 	cargo bench --locked -p keel-ovmf-tests --bench boot
 	cargo bench --locked -p keel-ovmf-tests --bench vmm_guest
 	cargo bench --locked -p keel-ovmf-tests --bench net_guest
+	cargo bench --locked -p keel-ovmf-tests --bench appliance
 
 ## fuzz: every management-protocol decoder under cargo-fuzz (nightly), FUZZ_SECONDS each; fails on a crash.
 FUZZ_SECONDS ?= 30

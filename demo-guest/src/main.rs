@@ -3,9 +3,9 @@
 //! the CPUs and memory it sees, then answers each console line, so an
 //! operator can see both directions of `keelctl guest console` work.
 //!
-//! Console commands: any line is echoed; `panic` crashes the guest kernel
-//! (to watch the restart policy); ctrl-alt-del (`keelctl guest stop`)
-//! powers it off cleanly.
+//! Console commands: any line is echoed; `panic` ends PID 1, which panics
+//! the guest kernel (to watch the restart policy); ctrl-alt-del (`keelctl
+//! guest stop`) powers it off cleanly.
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -82,7 +82,8 @@ fn main() {
         if line == "panic" {
             println!("demo: crashing on request");
             let _ = std::io::stdout().flush();
-            let _ = std::fs::write("/proc/sysrq-trigger", b"c");
+            // PID 1 exiting panics the kernel, which reports it over pvpanic.
+            std::process::exit(1);
         } else if !line.is_empty() {
             println!("demo: you said \"{line}\"");
             let _ = std::io::stdout().flush();

@@ -177,7 +177,9 @@ fn start_guest_supervision(data: &Path) -> Arc<guests::Shared> {
                 Action::Reboot => Signal::SIGTERM,
                 Action::PowerOff => Signal::SIGUSR2,
             };
-            let _ = nix::sys::signal::raise(signal);
+            // To the process, not this thread: the main loop's signalfd
+            // only sees process-directed signals from other threads.
+            let _ = nix::sys::signal::kill(nix::unistd::getpid(), signal);
         }),
         stop_timeout: guests::STOP_TIMEOUT,
     };

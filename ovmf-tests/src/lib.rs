@@ -3,6 +3,7 @@
 //! teardown even when a test fails.
 
 pub mod accel;
+pub mod operator;
 pub mod qemu;
 pub mod testbed;
 

@@ -262,13 +262,20 @@ impl GuestManager {
     /// Validates and stores a spec. Nothing on disk changes when it is
     /// refused.
     pub fn define(&mut self, spec_toml: &str) -> Result<String, GuestError> {
-        let spec = GuestSpec::parse(Path::new("<guest>.toml"), spec_toml)
-            .map_err(|e| (ErrorKind::Invalid, e.to_string()))?;
-        let name = spec.name.clone();
-        let file = self.paths.spec_file(&name);
-        // Errors name the file the spec is stored as.
+        // Errors name the file the spec would be stored as, when its name
+        // is readable at all.
+        let file = toml::from_str::<toml::Table>(spec_toml)
+            .ok()
+            .and_then(|t| t.get("name")?.as_str().map(str::to_string))
+            .filter(|n| keel_common::guest::validate_guest_name(n).is_ok())
+            .map_or_else(
+                || PathBuf::from("<guest>.toml"),
+                |n| self.paths.spec_file(&n),
+            );
         let spec =
             GuestSpec::parse(&file, spec_toml).map_err(|e| (ErrorKind::Invalid, e.to_string()))?;
+        let name = spec.name.clone();
+        let file = self.paths.spec_file(&name);
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).map_err(|e| {
                 (

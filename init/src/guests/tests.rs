@@ -58,7 +58,10 @@ fn a_bad_spec_is_refused_and_nothing_is_written() {
         .define(&SPEC.replace("vcpus = 1", "vcpus = 0"))
         .expect_err("vcpus = 0");
     assert_eq!(kind, ErrorKind::Invalid);
-    assert!(message.contains("vcpus"), "{message}");
+    assert!(
+        message.contains("guests/web1.toml:2: field `vcpus`"),
+        "{message}"
+    );
     assert!(!f.dir.path().join("data/guests/web1.toml").exists());
     assert!(f.manager.list().is_empty());
 }

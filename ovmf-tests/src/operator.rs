@@ -1,0 +1,189 @@
+//! Driving the appliance as an operator does: the real `keelctl` binary
+//! against QEMU's forwarded agent port, and attached guest consoles. Shared
+//! by the end-to-end test and `make bench`.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::{repo_root, Qemu};
+
+/// The demo guest's first line.
+pub const GREETING: &str = "Hello from the Keel demo guest!";
+
+pub fn keelctl_binary() -> PathBuf {
+    let path = repo_root().join("target/x86_64-unknown-linux-gnu/release/keelctl");
+    assert!(
+        path.exists(),
+        "{} is missing: run `make image`",
+        path.display()
+    );
+    path
+}
+
+pub fn demo_spec() -> String {
+    let path = repo_root().join("rootfs/initramfs/usr/share/keel/demo/demo.toml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A workstation: its own keelctl configuration and the host to talk to.
+pub struct Operator {
+    pub config: PathBuf,
+    pub host: String,
+}
+
+impl Operator {
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(keelctl_binary());
+        cmd.args(["--host", &self.host])
+            .args(args)
+            .env("XDG_CONFIG_HOME", &self.config)
+            .env_remove("KEEL_HOST");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().expect("run keelctl");
+        eprintln!(
+            "$ keelctl {}\n{}{}[exit {:?}]",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            out.status.code()
+        );
+        out
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "keelctl {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `guest show --json` as a JSON value.
+    pub fn show(&self, name: &str) -> serde_json::Value {
+        let text = self.ok(&["--json", "guest", "show", name]);
+        serde_json::from_str(&text).expect("guest show --json")
+    }
+
+    pub fn state(&self, name: &str) -> String {
+        self.show(name)["summary"]["state"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    }
+
+    /// Polls until `done` holds for `guest show`, or panics with the last one.
+    pub fn wait_guest(
+        &self,
+        qemu: &Qemu,
+        name: &str,
+        timeout: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.command(&["--json", "guest", "show", name]).output();
+            let shown = out
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+            if let Some(s) = &shown {
+                if done(s) {
+                    return s.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "guest {name} never got there; last: {shown:?}; console:\n{}",
+                qemu.serial()
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}
+
+/// An attached `keelctl guest console`: its output collected by a thread.
+pub struct Console {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    output: Arc<Mutex<String>>,
+}
+
+impl Console {
+    pub fn attach(op: &Operator, name: &str) -> Console {
+        let mut child = op
+            .command(&["guest", "console", name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run keelctl guest console");
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().expect("stdout");
+        let output = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&output);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        Console {
+            child,
+            stdin,
+            output,
+        }
+    }
+
+    pub fn wait_for(&self, qemu: &Qemu, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.output.lock().map(|s| s.clone()).unwrap_or_default();
+            if seen.contains(needle) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not on the guest console within {timeout:?}; it showed:\n{seen}\nappliance console:\n{}",
+                qemu.serial()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("type into the console");
+        stdin.flush().expect("flush");
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// `pairing code: 1234-5678, valid for ...` from the console, after `from`.
+pub fn pairing_code(qemu: &mut Qemu, from: usize, timeout: Duration) -> String {
+    let (line, _) = qemu.wait_for_from(from, "pairing code: ", timeout);
+    let rest = &line[line.find("pairing code: ").map_or(0, |i| i + 14)..];
+    rest.split(',').next().unwrap_or("").trim().to_string()
+}
