@@ -349,6 +349,31 @@ impl Session {
         result
     }
 
+    /// Splits the session for a bulk transfer in which one thread seals
+    /// frames while another writes them and reads the peer's replies:
+    /// the [`Sealer`] owns the sending counter, the [`Opener`] the
+    /// receiving one. Frames are sealed in counter order and must be
+    /// written in that order; if any sealed frame is not written (an
+    /// error on either side), the caller must [`Session::close`] the
+    /// session, as the peer would fail on the next counter anyway.
+    pub fn split(&mut self) -> Result<(Sealer<'_>, Opener<'_>), SessionError> {
+        if self.dead {
+            return Err(SessionError::Closed);
+        }
+        Ok((
+            Sealer {
+                key: &self.send_key,
+                counter: &mut self.send_counter,
+                failed: false,
+            },
+            Opener {
+                key: &self.recv_key,
+                counter: &mut self.recv_counter,
+                failed: false,
+            },
+        ))
+    }
+
     /// Marks the session closed, for a caller that found an
     /// authenticated frame it cannot decode (as [`Session::recv`] does).
     pub fn close(&mut self) {
@@ -378,6 +403,62 @@ impl Session {
         let bytes = self.recv_bytes(r)?;
         let result = postcard::from_bytes(&bytes).map_err(SessionError::Decode);
         self.dead = result.is_err();
+        result
+    }
+}
+
+/// The sending half of a [`Session::split`] session.
+pub struct Sealer<'a> {
+    key: &'a LessSafeKey,
+    counter: &'a mut u64,
+    failed: bool,
+}
+
+impl Sealer<'_> {
+    /// Builds and seals one frame in `buf` as [`Session::send_with`]
+    /// does, but does not write it: on success `buf` holds the whole
+    /// frame, header included, for the caller to write in order.
+    pub fn seal_with<F>(&mut self, buf: &mut Vec<u8>, fill: F) -> Result<(), SessionError>
+    where
+        F: FnOnce(&mut Vec<u8>) -> Result<(), SessionError>,
+    {
+        if self.failed {
+            return Err(SessionError::Closed);
+        }
+        buf.clear();
+        buf.extend_from_slice(&[0; 4]);
+        let result = fill(buf)
+            .and_then(|()| Session::next(self.counter))
+            .and_then(|n| seal_frame_in_place(self.key, n, buf));
+        self.failed = result.is_err();
+        result
+    }
+}
+
+/// The receiving half of a [`Session::split`] session.
+pub struct Opener<'a> {
+    key: &'a LessSafeKey,
+    counter: &'a mut u64,
+    failed: bool,
+}
+
+impl Opener<'_> {
+    /// Receives one message as [`Session::recv`] does.
+    pub fn recv<R: Read + ?Sized, T: DeserializeOwned>(
+        &mut self,
+        r: &mut R,
+    ) -> Result<T, SessionError> {
+        if self.failed {
+            return Err(SessionError::Closed);
+        }
+        let result = framing::read_frame(r, MAX_FRAME)
+            .map_err(SessionError::from)
+            .and_then(|body| {
+                let n = Session::next(self.counter)?;
+                open_owned(self.key, n, body)
+            })
+            .and_then(|bytes| postcard::from_bytes(&bytes).map_err(SessionError::Decode));
+        self.failed = result.is_err();
         result
     }
 }
@@ -524,6 +605,45 @@ mod tests {
             Err(SessionError::Frame(FrameError::Truncated { .. }))
         ));
         assert!(s.is_closed());
+    }
+
+    #[test]
+    fn split_halves_keep_the_counters() {
+        let (mut c, mut s) = pair();
+        let mut wire = Vec::new();
+        c.send(&mut wire, &1u8).unwrap();
+        let mut back = Vec::new();
+        s.send(&mut back, &2u8).unwrap();
+        s.send(&mut back, &3u8).unwrap();
+        let mut back = back.as_slice();
+        assert_eq!(c.recv::<_, u8>(&mut back).unwrap(), 2);
+        {
+            let (mut sealer, mut opener) = c.split().unwrap();
+            let mut buf = Vec::new();
+            sealer
+                .seal_with(&mut buf, |v| {
+                    v.extend_from_slice(&postcard::to_stdvec(&4u8).unwrap());
+                    Ok(())
+                })
+                .unwrap();
+            wire.extend_from_slice(&buf);
+            assert_eq!(opener.recv::<_, u8>(&mut back).unwrap(), 3);
+            assert!(matches!(
+                opener.recv::<_, u8>(&mut back),
+                Err(SessionError::Frame(FrameError::Closed))
+            ));
+            assert!(matches!(
+                opener.recv::<_, u8>(&mut back),
+                Err(SessionError::Closed)
+            ));
+        }
+        c.send(&mut wire, &5u8).unwrap();
+        let mut r = wire.as_slice();
+        for want in [1u8, 4, 5] {
+            assert_eq!(s.recv::<_, u8>(&mut r).unwrap(), want);
+        }
+        c.close();
+        assert!(matches!(c.split(), Err(SessionError::Closed)));
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! resolution, connecting with the handshake, and request/response calls.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, sync_channel};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -370,9 +371,10 @@ impl Client {
     /// host's uploads directory), announcing `sha256`, in chunks of at
     /// most `chunk` bytes (clamped to [`MAX_CHUNK`]), never with more
     /// than the granted window unacknowledged. `progress` is called with
-    /// the bytes sent so far. Each chunk is built, sealed and written in
-    /// one buffer, with the file data read straight into it.
-    pub fn upload<R: Read + ?Sized>(
+    /// the bytes sent so far. Each chunk is built and sealed in one
+    /// buffer, with the data read straight into it, by a second thread
+    /// while this one writes the previous chunk (see `stream_chunks`).
+    pub fn upload<R: Read + Send + ?Sized>(
         &mut self,
         remote: &str,
         size: u64,
@@ -388,42 +390,17 @@ impl Client {
             sha256,
         })?;
         let id = self.last_id();
-        let mut limit = match opened {
+        let limit = match opened {
             Response::UploadAck { received, window } => received.saturating_add(window),
             _ => return Err(ClientError::Unexpected),
         };
-        let mut buf = Vec::with_capacity(chunk as usize + 64);
-        let mut sent = 0u64;
-        while sent < size {
-            while sent >= limit {
-                match self.recv(id)? {
-                    Response::UploadAck { received, window } => {
-                        limit = received.saturating_add(window)
-                    }
-                    _ => return Err(ClientError::Unexpected),
-                }
-            }
-            let n = chunk.min(size - sent).min(limit - sent) as usize;
-            let mut local_err = None;
-            let r = self.session.send_with(&mut self.stream, &mut buf, |v| {
-                encode_upload_chunk_prefix(v, id, sent, n);
-                let start = v.len();
-                v.resize(start + n, 0);
-                if let Err(e) = data.read_exact(&mut v[start..]) {
-                    local_err = Some(e);
-                    return Err(crate::SessionError::Closed);
-                }
-                Ok(())
-            });
-            if let Some(e) = local_err {
-                return Err(ClientError::Local(format!(
-                    "Cannot read the upload data: {e}"
-                )));
-            }
-            r?;
-            sent += n as u64;
-            progress(sent);
+        let streamed = self.stream_chunks(id, size, limit, chunk, data, progress);
+        if streamed.is_err() {
+            // Frames may have been sealed and never sent: the counters
+            // no longer match the server's.
+            self.session.close();
         }
+        streamed?;
         self.session.send(
             &mut self.stream,
             &ClientMessage {
@@ -438,6 +415,93 @@ impl Client {
                 _ => return Err(ClientError::Unexpected),
             }
         }
+    }
+
+    /// Streams the `size` bytes of upload `id` with two threads: a
+    /// sealer reads the data straight into a frame buffer and seals it in
+    /// place while this thread writes the previous frame and reads the
+    /// server's `UploadAck`s, never letting more than the granted window
+    /// be unacknowledged. Buffers go back to the sealer for reuse.
+    fn stream_chunks<R: Read + Send + ?Sized>(
+        &mut self,
+        id: u64,
+        size: u64,
+        mut limit: u64,
+        chunk: u64,
+        data: &mut R,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ClientError> {
+        // With at most half the window per chunk, a client that has to
+        // wait for credit has more than a quarter of the window
+        // unacknowledged, which the server always acknowledges.
+        let chunk = chunk.min((limit / 2).max(1));
+        let Client {
+            stream, session, ..
+        } = self;
+        let (mut sealer, mut opener) = session.split()?;
+        let (full, sealed) = sync_channel::<Result<(Vec<u8>, u64), ClientError>>(2);
+        let (give_back, empty) = channel::<Vec<u8>>();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut sent = 0u64;
+                while sent < size {
+                    let n = chunk.min(size - sent);
+                    let mut buf = empty.try_recv().unwrap_or_default();
+                    let mut local_err = None;
+                    let r = sealer.seal_with(&mut buf, |v| {
+                        encode_upload_chunk_prefix(v, id, sent, n as usize);
+                        let start = v.len();
+                        v.resize(start + n as usize, 0);
+                        data.read_exact(&mut v[start..]).map_err(|e| {
+                            local_err = Some(e);
+                            crate::SessionError::Closed
+                        })
+                    });
+                    let item = match (local_err, r) {
+                        (Some(e), _) => Err(ClientError::Local(format!(
+                            "Cannot read the upload data: {e}"
+                        ))),
+                        (None, Err(e)) => Err(e.into()),
+                        (None, Ok(())) => Ok((buf, n)),
+                    };
+                    let failed = item.is_err();
+                    // The writer stopped: nothing more to do.
+                    if full.send(item).is_err() || failed {
+                        return;
+                    }
+                    sent += n;
+                }
+            });
+            let mut sent = 0u64;
+            // Returning early drops `sealed`, which stops the sealer.
+            for item in sealed {
+                let (frame, n) = item?;
+                while sent + n > limit {
+                    let reply: ServerMessage = opener.recv(stream)?;
+                    match reply.response {
+                        _ if reply.id != id => return Err(ClientError::Unexpected),
+                        Response::UploadAck { received, window } => {
+                            limit = received.saturating_add(window)
+                        }
+                        Response::Error { kind, message } => {
+                            return Err(ClientError::Host { kind, message })
+                        }
+                        _ => return Err(ClientError::Unexpected),
+                    }
+                }
+                stream
+                    .write_all(&frame)
+                    .map_err(|e| crate::SessionError::Frame(e.into()))?;
+                sent += n;
+                progress(sent);
+                let _ = give_back.send(frame);
+            }
+            if sent == size {
+                Ok(())
+            } else {
+                Err(ClientError::Unexpected)
+            }
+        })
     }
 
     /// Uploads a local file: hashes it, then streams it with
