@@ -153,8 +153,10 @@ pub enum Response {
     ConsoleClosed,
     LogLines(Vec<String>),
     Audit(Vec<AuditEntry>),
-    /// Flow control for uploads: `received` bytes are on disk and the
-    /// client may send up to `received + window`.
+    /// Flow control for uploads: the server has accepted `received`
+    /// bytes (checked and queued for hashing and writing, not yet
+    /// necessarily on disk) and the client may send up to
+    /// `received + window`.
     UploadAck {
         received: u64,
         window: u64,
