@@ -24,12 +24,13 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::framing::FrameError;
 use crate::messages::{AuditEntry, ErrorKind, HostInfo};
-use crate::util::{parse_rfc3339, rfc3339, unix_now, write_atomic};
+use crate::util::{parse_rfc3339, rfc3339, unix_now};
 use crate::{
     allowed, server_handshake, AuthorizedKeys, Fingerprint, HandshakeError, HostKey, Peer,
     PeerAuth, Request, Response, Role, ServerMessage,
 };
 use init_client::InitClient;
+use keel_common::fsutil::atomic_write;
 use keel_common::init_api::InitRequest;
 use upload::Upload;
 
@@ -205,7 +206,7 @@ pub fn load_or_create_host_key(state_dir: &Path) -> Result<HostKey, AgentError> 
             .map_err(|e| AgentError::Config(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let key = HostKey::generate().map_err(|e| AgentError::Config(e.to_string()))?;
-            write_atomic(&path, key.pkcs8(), 0o600).map_err(io_err(&path))?;
+            atomic_write(&path, key.pkcs8(), 0o600).map_err(io_err(&path))?;
             Ok(key)
         }
         Err(e) => Err(io_err(&path)(e)),
@@ -455,7 +456,7 @@ impl Shared {
                 let mut updated = keys.clone();
                 updated.add(Role::Admin, *public_key, "enrolled-by-pairing");
                 let path = self.cfg.state_dir.join(AUTHORIZED_KEYS_FILE);
-                if let Err(e) = write_atomic(&path, updated.to_text().as_bytes(), 0o600) {
+                if let Err(e) = atomic_write(&path, updated.to_text().as_bytes(), 0o600) {
                     log::error!("cannot save {}: {e}", path.display());
                     reason.set("internal error saving authorized_keys");
                     return None;
@@ -963,7 +964,7 @@ fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
             let mut updated = keys.clone();
             updated.add(*role, crate::PublicKey(*public_key), &comment);
             let path = shared.cfg.state_dir.join(AUTHORIZED_KEYS_FILE);
-            match write_atomic(&path, updated.to_text().as_bytes(), 0o600) {
+            match atomic_write(&path, updated.to_text().as_bytes(), 0o600) {
                 Ok(()) => {
                     *keys = updated;
                     Response::Ok

@@ -11,11 +11,11 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::messages::{encode_upload_chunk_prefix, ErrorKind, MAX_CHUNK};
-use crate::util::write_atomic;
 use crate::{
     client_handshake_with, ClientKey, ClientMessage, ClientOptions, HandshakeError, KnownHosts,
     Request, Response, ServerMessage, Session,
 };
+use keel_common::fsutil::atomic_write;
 
 /// The agent's default TCP port.
 pub const DEFAULT_PORT: u16 = 7444;
@@ -134,7 +134,7 @@ impl ConfigDir {
             )));
         }
         let key = ClientKey::generate().map_err(|e| ClientError::Local(e.to_string()))?;
-        write_atomic(&path, key.pkcs8(), 0o600)
+        atomic_write(&path, key.pkcs8(), 0o600)
             .map_err(|e| ClientError::Local(format!("{}: {e}", path.display())))?;
         Ok(key)
     }
@@ -158,7 +158,7 @@ impl ConfigDir {
     pub fn save_known_hosts(&self, kh: &KnownHosts) -> Result<(), ClientError> {
         self.ensure()?;
         let path = self.known_hosts_path();
-        write_atomic(&path, kh.to_text().as_bytes(), 0o600)
+        atomic_write(&path, kh.to_text().as_bytes(), 0o600)
             .map_err(|e| ClientError::Local(format!("{}: {e}", path.display())))
     }
 
