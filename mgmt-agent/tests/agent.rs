@@ -9,155 +9,24 @@
 //! and errors; guests that really run are driven end to end in
 //! ovmf-tests/tests/appliance.rs.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keel_init::guests::{GuestManager, Paths, Shared};
 use keel_init::shutdown::Action;
+use support::{temp_dir, Agent};
 
-use keel_mgmt::agent::{serve, AgentConfig, AgentHandle};
+use keel_mgmt::agent::{serve, AgentConfig};
 use keel_mgmt::client::{exit, Client, ClientError, ConnectOptions, Target};
 use keel_mgmt::messages::{ErrorKind, GuestState};
 use keel_mgmt::{ClientKey, HandshakeError, KnownHosts, Request, Response, Role};
 
 const SPEC: &str =
     "name = \"web1\"\nvcpus = 1\nmemory_mib = 64\n[boot]\nkernel = \"images/vmlinux\"\n";
-
-fn temp_dir(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "keel-agent-test-{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-struct Agent {
-    handle: AgentHandle,
-    state: PathBuf,
-    data: PathBuf,
-    /// Host reboots and power-offs init was asked for.
-    host_actions: Arc<Mutex<Vec<Action>>>,
-}
-
-/// Serves init's control socket for a data directory, as PID 1 does.
-fn start_init(data: &Path, host_actions: Arc<Mutex<Vec<Action>>>) -> PathBuf {
-    let run = data.join("run");
-    let paths = Paths {
-        data: data.to_path_buf(),
-        sockets: run.join("vm"),
-        vmm: PathBuf::from("/usr/bin/keel-vmm"),
-        cgroup: None,
-        drop_privileges: false,
-        bridge: None,
-    };
-    let socket = run.join("init.sock");
-    let control = keel_init::control::Control {
-        shared: Arc::new(Shared::new(GuestManager::load(paths))),
-        host_action: Arc::new(move |a| host_actions.lock().unwrap().push(a)),
-        stop_timeout: Duration::from_secs(2),
-    };
-    keel_init::control::serve(&socket, control).unwrap();
-    socket
-}
-
-impl Agent {
-    fn start_with(bind: &str, tweak: impl FnOnce(&mut AgentConfig)) -> Agent {
-        let state = temp_dir("state");
-        let data = temp_dir("data");
-        let host_actions = Arc::new(Mutex::new(Vec::new()));
-        let mut cfg = AgentConfig::new(&state);
-        cfg.handshake_timeout = Duration::from_secs(2);
-        cfg.init_socket = start_init(&data, Arc::clone(&host_actions));
-        cfg.vmm_socket_dir = data.join("run/vm");
-        tweak(&mut cfg);
-        let listener = TcpListener::bind(bind).unwrap();
-        Agent {
-            handle: serve(listener, cfg).unwrap(),
-            state,
-            data,
-            host_actions,
-        }
-    }
-
-    fn start() -> Agent {
-        Agent::start_with("127.0.0.1:0", |_| {})
-    }
-
-    fn port(&self) -> u16 {
-        self.handle.local_addr().port()
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port()))
-    }
-
-    fn target(&self) -> Target {
-        Target {
-            known_hosts_name: format!("127.0.0.1:{}", self.port()),
-            host: "127.0.0.1".into(),
-            port: self.port(),
-        }
-    }
-
-    fn code(&self) -> String {
-        self.handle.pairing_code().unwrap().to_string()
-    }
-
-    fn audit(&self) -> String {
-        std::fs::read_to_string(self.state.join("audit.log")).unwrap()
-    }
-
-    /// Waits for a line containing all of `parts` (session threads write
-    /// the audit line just after replying).
-    fn wait_audit(&self, parts: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let log = self.audit();
-            if let Some(l) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
-                return l.to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no audit line with {parts:?} in:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn connect(&self, key: &ClientKey, code: Option<&str>) -> Result<Client, ClientError> {
-        let mut kh = KnownHosts::default();
-        let options = ConnectOptions {
-            trust_on_first_use: true,
-            pairing_code: code.map(str::to_string),
-            timeout: Some(Duration::from_secs(5)),
-        };
-        Client::connect(&self.target(), key, &mut kh, &options)
-    }
-
-    /// Pairs a fresh key as admin.
-    fn admin(&self) -> (ClientKey, Client) {
-        let key = ClientKey::generate().unwrap();
-        let c = self.connect(&key, Some(&self.code())).unwrap();
-        (key, c)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        let _ = std::fs::remove_dir_all(&self.state);
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
 
 fn rejected(r: Result<Client, ClientError>) -> ClientError {
     match r {

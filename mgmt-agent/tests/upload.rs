@@ -1,102 +1,31 @@
 //! Uploads end to end over loopback TCP: an in-process keel-agent, the
 //! client library, and the keelctl binary.
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
-use keel_mgmt::agent::{serve, AgentConfig, AgentHandle};
-use keel_mgmt::client::{exit, sha256_file, Client, ClientError, ConnectOptions, Target};
+use keel_mgmt::client::{exit, sha256_file, Client, ClientError};
 use keel_mgmt::messages::{ErrorKind, MAX_CHUNK};
-use keel_mgmt::{ClientKey, KnownHosts, Request, Response, Role};
+use keel_mgmt::{ClientKey, Request, Response, Role};
+use support::{temp_dir, Agent};
 
-fn temp_dir(tag: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "keel-upload-test-{}-{tag}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh key with `role`, authorised by `admin`.
+fn with_role(agent: &Agent, admin: &mut Client, role: Role) -> (ClientKey, Client) {
+    let key = ClientKey::generate().unwrap();
+    let add = Request::AuthorizeKey {
+        role,
+        public_key: key.public_key().0,
+        comment: role.to_string(),
+    };
+    assert_eq!(admin.call(add).unwrap(), Response::Ok);
+    let c = agent.connect(&key, None).unwrap();
+    (key, c)
 }
 
-struct Agent {
-    handle: AgentHandle,
-    state: PathBuf,
-}
-
-impl Agent {
-    fn start() -> Agent {
-        let state = temp_dir("state");
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        Agent {
-            handle: serve(listener, AgentConfig::new(&state)).unwrap(),
-            state,
-        }
-    }
-
-    fn target(&self) -> Target {
-        let port = self.handle.local_addr().port();
-        Target {
-            known_hosts_name: format!("127.0.0.1:{port}"),
-            host: "127.0.0.1".into(),
-            port,
-        }
-    }
-
-    fn connect(&self, key: &ClientKey, code: Option<&str>) -> Client {
-        let options = ConnectOptions {
-            trust_on_first_use: true,
-            pairing_code: code.map(str::to_string),
-            timeout: Some(Duration::from_secs(10)),
-        };
-        Client::connect(&self.target(), key, &mut KnownHosts::default(), &options).unwrap()
-    }
-
-    fn admin(&self) -> Client {
-        let code = self.handle.pairing_code().unwrap().to_string();
-        self.connect(&ClientKey::generate().unwrap(), Some(&code))
-    }
-
-    /// A fresh key with `role`, authorised by `admin`.
-    fn with_role(&self, admin: &mut Client, role: Role) -> (ClientKey, Client) {
-        let key = ClientKey::generate().unwrap();
-        let add = Request::AuthorizeKey {
-            role,
-            public_key: key.public_key().0,
-            comment: role.to_string(),
-        };
-        assert_eq!(admin.call(add).unwrap(), Response::Ok);
-        let c = self.connect(&key, None);
-        (key, c)
-    }
-
-    fn uploads(&self) -> PathBuf {
-        self.state.join("uploads")
-    }
-
-    fn wait_audit(&self, parts: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let log = std::fs::read_to_string(self.state.join("audit.log")).unwrap();
-            if let Some(l) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
-                return l.to_string();
-            }
-            assert!(Instant::now() < deadline, "no {parts:?} in:\n{log}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.handle.shutdown();
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
+fn uploads(agent: &Agent) -> PathBuf {
+    agent.state.join("uploads")
 }
 
 /// Deterministic, incompressible-looking test data.
@@ -145,7 +74,7 @@ fn host_err(r: Result<(), ClientError>) -> (ErrorKind, String) {
 #[test]
 fn multi_mib_upload_arrives_intact() {
     let agent = Agent::start();
-    let mut c = agent.admin();
+    let (_, mut c) = agent.admin();
     // Not a multiple of the chunk size, and several windows long.
     let body = data(5 * 1024 * 1024 + 12345);
     let mut seen = Vec::new();
@@ -160,10 +89,10 @@ fn multi_mib_upload_arrives_intact() {
     .unwrap();
     assert_eq!(seen.last(), Some(&(body.len() as u64)));
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
-    let path = agent.uploads().join("images/big.bin");
+    let path = uploads(&agent).join("images/big.bin");
     assert!(std::fs::read(&path).unwrap() == body, "content differs");
     // No temporary file left behind.
-    assert_eq!(files(&agent.uploads()), vec![path.display().to_string()]);
+    assert_eq!(files(&uploads(&agent)), vec![path.display().to_string()]);
     agent.wait_audit(&[&format!(
         "admin Upload(images?big.bin,size={}) ok",
         body.len()
@@ -194,13 +123,13 @@ fn multi_mib_upload_arrives_intact() {
         &mut |_| {},
     )
     .unwrap();
-    assert_eq!(std::fs::read(agent.uploads().join("empty")).unwrap(), b"");
+    assert_eq!(std::fs::read(uploads(&agent).join("empty")).unwrap(), b"");
 }
 
 #[test]
 fn wrong_checksum_leaves_nothing_at_the_final_path() {
     let agent = Agent::start();
-    let mut c = agent.admin();
+    let (_, mut c) = agent.admin();
     let body = data(3 * 1024 * 1024);
     let mut wrong = sha(&body);
     wrong[0] ^= 1;
@@ -214,8 +143,8 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
     ));
     assert_eq!(kind, ErrorKind::Invalid);
     assert!(message.contains("SHA-256"), "{message}");
-    assert!(!agent.uploads().join("bad.img").exists());
-    assert_eq!(files(&agent.uploads()), Vec::<String>::new());
+    assert!(!uploads(&agent).join("bad.img").exists());
+    assert_eq!(files(&uploads(&agent)), Vec::<String>::new());
     agent.wait_audit(&["admin Upload(bad.img,size=3145728) error"]);
 
     // An existing file keeps its old content when a replacement fails.
@@ -239,14 +168,14 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
     ));
     assert_eq!(kind, ErrorKind::Invalid);
     assert_eq!(
-        std::fs::read(agent.uploads().join("bad.img")).unwrap(),
+        std::fs::read(uploads(&agent).join("bad.img")).unwrap(),
         good
     );
-    assert_eq!(files(&agent.uploads()).len(), 1);
+    assert_eq!(files(&uploads(&agent)).len(), 1);
 
     // An upload abandoned for another request leaves nothing either; its
     // audit line records the bytes received.
-    let before = files(&agent.uploads());
+    let before = files(&uploads(&agent));
     let r = c.call(Request::Upload {
         path: "short".into(),
         size: 10,
@@ -257,14 +186,14 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
         c.call(Request::HostInfo).unwrap(),
         Response::HostInfo(_)
     ));
-    assert_eq!(files(&agent.uploads()), before);
+    assert_eq!(files(&uploads(&agent)), before);
     agent.wait_audit(&["admin Upload(short,size=0) aborted"]);
 }
 
 #[test]
 fn dot_dot_and_absolute_paths_are_refused() {
     let agent = Agent::start();
-    let mut c = agent.admin();
+    let (_, mut c) = agent.admin();
     for bad in ["../escape", "a/../../escape", "/tmp/escape", "", "dir/"] {
         let (kind, message) = host_err(c.upload(
             bad,
@@ -278,15 +207,15 @@ fn dot_dot_and_absolute_paths_are_refused() {
     }
     assert!(!agent.state.join("escape").exists());
     assert!(!Path::new("/tmp/escape").exists());
-    assert_eq!(files(&agent.uploads()), Vec::<String>::new());
+    assert_eq!(files(&uploads(&agent)), Vec::<String>::new());
     agent.wait_audit(&["admin Upload(..?escape,size=3) error"]);
 }
 
 #[test]
 fn reader_cannot_upload_but_operator_can() {
     let agent = Agent::start();
-    let mut admin = agent.admin();
-    let (reader, mut r) = agent.with_role(&mut admin, Role::Reader);
+    let (_, mut admin) = agent.admin();
+    let (reader, mut r) = with_role(&agent, &mut admin, Role::Reader);
     let err = r
         .upload(
             "x.bin",
@@ -305,7 +234,7 @@ fn reader_cannot_upload_but_operator_can() {
         }
     ));
     assert_eq!(err.exit_code(), exit::NOT_AUTHORIZED);
-    assert!(!agent.uploads().join("x.bin").exists());
+    assert!(!uploads(&agent).join("x.bin").exists());
     agent.wait_audit(&[
         &reader.fingerprint().to_string(),
         "reader Upload(x.bin,size=3) refused",
@@ -319,7 +248,7 @@ fn reader_cannot_upload_but_operator_can() {
         .unwrap_err();
     assert_eq!(err.exit_code(), exit::NOT_AUTHORIZED);
 
-    let (_, mut op) = agent.with_role(&mut admin, Role::Operator);
+    let (_, mut op) = with_role(&agent, &mut admin, Role::Operator);
     op.upload(
         "x.bin",
         3,
@@ -330,7 +259,7 @@ fn reader_cannot_upload_but_operator_can() {
     )
     .unwrap();
     assert_eq!(
-        std::fs::read(agent.uploads().join("x.bin")).unwrap(),
+        std::fs::read(uploads(&agent).join("x.bin")).unwrap(),
         b"abc"
     );
     agent.wait_audit(&["operator Upload(x.bin,size=3) ok"]);
@@ -377,7 +306,7 @@ fn keelctl_upload_command() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["bytes"], body.len() as u64);
-    assert!(std::fs::read(agent.uploads().join("images/disk.img")).unwrap() == body);
+    assert!(std::fs::read(uploads(&agent).join("images/disk.img")).unwrap() == body);
     // Not a terminal: no progress bar on stdout.
     let out = run(&[
         "--host",
