@@ -14,7 +14,7 @@ use keel_common::init_api::{
     read_frame, write_frame, ErrorKind, FrameError, InitRequest, InitResponse,
 };
 
-use crate::guests::{self, Shared, STOP_TIMEOUT};
+use crate::guests::{self, Shared};
 use crate::shutdown::Action;
 
 /// Most connections served at once; the agent needs a handful.
@@ -194,9 +194,4 @@ pub fn answer(control: &Control, request: InitRequest) -> InitResponse {
     };
     shared.notify();
     response
-}
-
-/// The default stop timeout, for callers without a reason to change it.
-pub fn default_stop_timeout() -> Duration {
-    STOP_TIMEOUT
 }

@@ -70,6 +70,14 @@ fn open(shared: &Shared, name: &str) -> Result<UnixStream, Box<Response>> {
     }
 }
 
+/// Sends the console's last answer; the session goes on if it went out.
+fn finish(session: &mut Session, stream: &mut TcpStream, id: u64, response: Response) -> Ended {
+    match session.send(stream, &ServerMessage { id, response }) {
+        Ok(()) => Ended::Detached,
+        Err(_) => Ended::SessionClosed,
+    }
+}
+
 /// Serves an attached console for request `id` until it ends.
 pub fn run(
     shared: &Shared,
@@ -91,11 +99,7 @@ pub fn run(
         Ok(vmm) => vmm,
         Err(response) => {
             shared.audit_request(peer, &what, "error");
-            return if send(session, stream, *response) {
-                Ended::Detached
-            } else {
-                Ended::SessionClosed
-            };
+            return finish(session, stream, id, *response);
         }
     };
     shared.audit_request(peer, &what, "ok");
@@ -132,11 +136,7 @@ pub fn run(
                 Ok(_) => {}
                 Err(_) => {
                     // The VMM is gone: the guest stopped.
-                    return if send(session, stream, Response::ConsoleClosed) {
-                        Ended::Detached
-                    } else {
-                        Ended::SessionClosed
-                    };
+                    return finish(session, stream, id, Response::ConsoleClosed);
                 }
             }
         }
@@ -147,19 +147,11 @@ pub fn run(
             match msg.request {
                 Request::ConsoleInput { data } if msg.id == id => {
                     if vmm_api::write_frame(&mut vmm, &VmmRequest::ConsoleInput(data)).is_err() {
-                        return if send(session, stream, Response::ConsoleClosed) {
-                            Ended::Detached
-                        } else {
-                            Ended::SessionClosed
-                        };
+                        return finish(session, stream, id, Response::ConsoleClosed);
                     }
                 }
                 Request::ConsoleDetach => {
-                    return if send(session, stream, Response::ConsoleClosed) {
-                        Ended::Detached
-                    } else {
-                        Ended::SessionClosed
-                    };
+                    return finish(session, stream, id, Response::ConsoleClosed);
                 }
                 request => {
                     let response = dispatch(shared, peer, &request);
