@@ -56,7 +56,14 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
     let deserializer = toml::Deserializer::new(text);
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
-        let field = err.path().to_string();
+        // toml::Spanned deserialises through private wrapper fields that
+        // would otherwise show up in the path.
+        let field = err
+            .path()
+            .to_string()
+            .replace(".$__serde_spanned_private_value", "")
+            .replace("$__serde_spanned_private_value.", "")
+            .replace("$__serde_spanned_private_value", ".");
         let inner = err.into_inner();
         let offset = inner.span().map(|span| span.start).unwrap_or(0);
         ConfigError::Invalid {

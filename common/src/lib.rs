@@ -4,6 +4,8 @@
 //! validate it the same way, and every error names the file, line and field.
 
 pub mod config;
+#[cfg(feature = "dhcp")]
+pub mod dhcp;
 pub mod frame;
 pub mod fsutil;
 pub mod guest;

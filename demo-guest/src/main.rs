@@ -3,9 +3,13 @@
 //! the CPUs and memory it sees, then answers each console line, so an
 //! operator can see both directions of `keelctl guest console` work.
 //!
+//! Each NIC asks DHCP for a lease and the result is printed (`network`).
+//!
 //! Console commands: any line is echoed; `panic` ends PID 1, which panics
 //! the guest kernel (to watch the restart policy); ctrl-alt-del (`keelctl
 //! guest stop`) powers it off cleanly.
+
+mod network;
 
 use std::io::{BufRead, Write};
 use std::time::Duration;
@@ -75,6 +79,7 @@ fn main() {
     println!("demo: {cpus} CPU(s), {} MiB of memory", memory_mib());
     println!("demo: type a line and it comes back; `panic` crashes this guest");
     let _ = std::io::stdout().flush();
+    network::report_leases();
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };

@@ -90,7 +90,6 @@ pub fn run() -> ! {
     if let Err(err) = nix::sys::reboot::set_cad_enabled(false) {
         log::warn!("cannot take over ctrl-alt-del: {err}");
     }
-    apply_host_config(Path::new(HOST_CONFIG));
     if mounts::make_root_read_only() {
         log::info!("root filesystem is read-only");
     }
@@ -104,9 +103,16 @@ pub fn run() -> ! {
     logger::announce(&format!("keel {} up in {ms} ms", keel_common::VERSION));
 
     let data = data_dir();
-    start_management_network();
-    let guests = start_guest_supervision(&data);
-    let mut services = appliance_services(&data);
+    let host_config = load_host_config(&data);
+    set_hostname(&host_config);
+    let announcer = net::Announcer {
+        agent_port: host_config.agent.listen.port(),
+        pairing_file: PathBuf::from(net::PAIRING_FILE),
+        resolv_conf: PathBuf::from(net::RESOLV_CONF),
+    };
+    let bridge = net::start(&host_config, announcer);
+    let guests = start_guest_supervision(&data, bridge);
+    let mut services = appliance_services(&data, &host_config);
     let mut panics: Vec<Instant> = Vec::new();
     loop {
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -158,7 +164,7 @@ fn data_dir() -> PathBuf {
 
 /// Loads the guest specs, opens init's control socket and starts the
 /// autostart guests.
-fn start_guest_supervision(data: &Path) -> Arc<guests::Shared> {
+fn start_guest_supervision(data: &Path, bridge: Option<String>) -> Arc<guests::Shared> {
     let cgroup = PathBuf::from(GUEST_CGROUP);
     let paths = guests::Paths {
         data: data.to_path_buf(),
@@ -166,7 +172,7 @@ fn start_guest_supervision(data: &Path) -> Arc<guests::Shared> {
         vmm: PathBuf::from(VMM_BINARY),
         cgroup: guests::cgroup::setup_root(&cgroup).then_some(cgroup),
         drop_privileges: true,
-        bridge: None,
+        bridge,
     };
     let shared = Arc::new(guests::Shared::new(guests::GuestManager::load(paths)));
     let control = control::Control {
@@ -206,38 +212,13 @@ fn shutdown_host(guests: &guests::Shared, action: Action, reason: &str) -> ! {
     shutdown::shutdown(action, reason)
 }
 
-/// Brings the management uplink up with DHCP on a thread of its own, so a
-/// slow or absent DHCP server never holds up PID 1's signal loop. Static
-/// addresses and host.toml's [[network]] tables come with persistent
-/// configuration.
-fn start_management_network() {
-    let spawned =
-        std::thread::Builder::new()
-            .name("net".into())
-            .spawn(|| match net::bring_up(None) {
-                Ok(lease) => log::info!(
-                    "management address: {}/{} on {} (router {})",
-                    lease.address,
-                    lease.prefix_len,
-                    lease.ifname,
-                    lease
-                        .router
-                        .map(|r| r.to_string())
-                        .unwrap_or_else(|| "none".into())
-                ),
-                Err(err) => log::error!("no management address: {err}"),
-            });
-    if let Err(err) = spawned {
-        log::error!("cannot start the network thread: {err}");
-    }
-}
-
 /// The long-running services of the appliance.
-fn appliance_services(data: &Path) -> Supervisor {
+fn appliance_services(data: &Path, config: &HostConfig) -> Supervisor {
     let mut services = Supervisor::default();
     if Path::new("/usr/bin/keel-agent").exists() {
         let state = data.join("agent");
         let state = state.to_string_lossy();
+        let listen = config.agent.listen.to_string();
         services.add(Service::new(
             "keel-agent",
             "/usr/bin/keel-agent",
@@ -247,7 +228,9 @@ fn appliance_services(data: &Path) -> Supervisor {
                 "--init-socket",
                 keel_common::init_api::INIT_SOCKET,
                 "--listen",
-                "0.0.0.0:7444",
+                &listen,
+                "--pairing-file",
+                net::PAIRING_FILE,
             ],
         ));
     } else {
@@ -256,14 +239,31 @@ fn appliance_services(data: &Path) -> Supervisor {
     services
 }
 
-fn apply_host_config(path: &Path) {
-    let config = match HostConfig::load(path) {
-        Ok(config) => config,
+/// The host configuration in force: the data partition's copy (imported
+/// from the ESP seed), else the image's default.
+fn load_host_config(data: &Path) -> HostConfig {
+    let imported = data.join("host.toml");
+    let path = if imported.exists() {
+        imported
+    } else {
+        PathBuf::from(HOST_CONFIG)
+    };
+    if !path.exists() {
+        return HostConfig::default();
+    }
+    match HostConfig::load(&path) {
+        Ok(config) => {
+            log::info!("host configuration from {}", path.display());
+            config
+        }
         Err(err) => {
             log::error!("{err}; using defaults");
             HostConfig::default()
         }
-    };
+    }
+}
+
+fn set_hostname(config: &HostConfig) {
     let hostname = config.hostname();
     match nix::unistd::sethostname(hostname) {
         Ok(()) => log::info!("hostname is {hostname}"),

@@ -77,6 +77,22 @@ fn pairing_code_works_once() {
 }
 
 #[test]
+fn the_pairing_file_holds_the_code_until_pairing_closes() {
+    let dir = temp_dir("pairing-file");
+    let file = dir.join("pairing-code");
+    let path = file.clone();
+    let agent = Agent::start_with("127.0.0.1:0", move |c| c.pairing_file = Some(path));
+    let code = agent.code();
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("{code}\n"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let key = ClientKey::generate().unwrap();
+    agent.connect(&key, Some(&code)).unwrap();
+    assert!(!file.exists(), "the code is gone once used");
+}
+
+#[test]
 fn wrong_pairing_code_burns_the_code() {
     let agent = Agent::start();
     let code = agent.code();

@@ -144,12 +144,15 @@ impl Console {
         }
     }
 
-    pub fn wait_for(&self, qemu: &Qemu, needle: &str, timeout: Duration) {
+    /// Waits for `needle` on the guest console; returns its whole line.
+    pub fn wait_for(&self, qemu: &Qemu, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let seen = self.output.lock().map(|s| s.clone()).unwrap_or_default();
-            if seen.contains(needle) {
-                return;
+            if let Some(at) = seen.find(needle) {
+                let start = seen[..at].rfind('\n').map_or(0, |i| i + 1);
+                let end = seen[at..].find(['\r', '\n']).map_or(seen.len(), |i| at + i);
+                return seen[start..end].to_owned();
             }
             assert!(
                 Instant::now() < deadline,

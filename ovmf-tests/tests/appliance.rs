@@ -41,20 +41,45 @@ fn operator_runs_guests_across_reboot_crash_and_power_button() {
 
     // Pair with the code printed on the console.
     let code = pairing_code(&mut qemu, 0, BOOT_TIMEOUT);
-    qemu.wait_for("keel-init: management address: ", BOOT_TIMEOUT);
+    // With no [[network]] in host.toml the host's address is on br0, the
+    // bridge over the first NIC, and the pairing code comes with it.
+    let address = qemu.wait_for("keel-init: management address: ", BOOT_TIMEOUT);
+    assert!(address.contains(" on br0, agent port 7444"), "{address}");
+    let host_ip = address
+        .split("management address: ")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("an address")
+        .to_owned();
+    // init (when the lease comes after the agent) or the agent (when it
+    // starts after the lease) shows the whole command.
+    qemu.wait_for(&format!("keelctl pair {host_ip} {code}`"), BOOT_TIMEOUT);
     op.ok(&["keygen"]);
     let paired = op.ok(&["pair", &op.host, &code]);
     assert!(paired.contains("as admin"), "{paired}");
 
-    // The demo guest: define, start, read its greeting, talk to it.
+    // The demo guest: define, start, read its greeting, talk to it. Its
+    // bridge-mode NIC is a tap on br0: its DHCP lease from QEMU's slirp
+    // crosses virtio-net, the tap, the bridge and the appliance's uplink.
     let demo = demo_spec();
-    let spec = write_spec(&work, "demo", &demo);
+    let spec = write_spec(
+        &work,
+        "demo",
+        &format!("{demo}\n[[net]]\nmode = \"bridge\"\nmac = \"52:54:00:4b:45:01\"\n"),
+    );
     op.ok(&["guest", "define", &spec]);
     assert_eq!(op.state("demo"), "Stopped");
     op.ok(&["guest", "start", "demo"]);
     let mut console = Console::attach(&op, "demo");
     console.wait_for(&qemu, GREETING, GUEST_TIMEOUT);
     console.wait_for(&qemu, "demo: 1 CPU(s), ", GUEST_TIMEOUT);
+    let lease = console.wait_for(&qemu, "demo: eth0 (52:54:00:4b:45:01) ", GUEST_TIMEOUT);
+    assert!(lease.contains(" got 10.0.2."), "{lease}");
+    assert!(lease.contains("/24 by DHCP, router 10.0.2.2"), "{lease}");
+    assert!(
+        !lease.contains(&format!(" got {host_ip}/")),
+        "the guest has an address of its own: {lease}"
+    );
     console.type_line("hello keel");
     console.wait_for(&qemu, "demo: you said \"hello keel\"", GUEST_TIMEOUT);
     drop(console);

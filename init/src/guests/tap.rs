@@ -7,7 +7,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use crate::net::link::Control;
+use crate::net::netlink::Netlink;
 
 /// `<linux/if_tun.h>` values the libc crate lacks.
 const IFF_VNET_HDR: libc::c_short = 0x4000;
@@ -41,11 +41,9 @@ pub fn create_on_bridge(bridge: &str) -> Result<OwnedFd, String> {
         .take_while(|c| **c != 0)
         .map(|c| *c as u8 as char)
         .collect();
-    let control = Control::open().map_err(|e| e.to_string())?;
-    control.set_up(&name).map_err(|e| e.to_string())?;
-    control
-        .add_to_bridge(bridge, &name)
-        .map_err(|e| e.to_string())?;
+    let mut nl = Netlink::open().map_err(|e| e.to_string())?;
+    nl.set_master(&name, bridge).map_err(|e| e.to_string())?;
+    nl.set_up(&name).map_err(|e| e.to_string())?;
     log::info!("tap {name} joined {bridge}");
     Ok(OwnedFd::from(file))
 }

@@ -1,459 +1,225 @@
-//! DHCPv4 client: smoltcp's DHCP state machine (`socket::dhcpv4`) on a
-//! smoltcp `Interface` over any Ethernet [`Device`].
-//!
-//! smoltcp only negotiates; it does not touch the kernel. The caller applies
-//! the resulting [`Lease`] with the ioctls in `link`. The client is a plain
-//! value with an explicit clock (`now`) so that it can be driven by the
-//! boot-time loop in `mod.rs`, by a later renewal thread (which keeps polling
-//! the same client and re-applies the lease on `Configured`/`Deconfigured`),
-//! or by tests with simulated time.
+//! The host's DHCP client for the life of the system: applies each lease
+//! with netlink, renews it (smoltcp's state machine sends the REQUESTs at
+//! T1 and T2), drops the address when the lease is lost, and starts over
+//! when the link comes back after an outage, as the network may have
+//! changed while the cable was out.
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, Medium};
-use smoltcp::socket::dhcpv4;
-use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{DhcpMessageType, DhcpRepr, EthernetAddress, HardwareAddress};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use super::{Lease, NetError};
+use keel_common::dhcp::{
+    self, Clock, DhcpClient, DhcpEvent, Lease, PacketDevice, PACKET_BUFFER_LEN,
+};
 
-/// Size of the buffer that keeps the last DHCP packet (for the lease time,
-/// which smoltcp's `Config` does not expose). 1500 covers any unfragmented
-/// DHCP message.
-pub const PACKET_BUFFER_LEN: usize = 1500;
+use super::netlink::{LinkEvent, LinkMonitor, Netlink};
+use super::{Announcer, NetError};
 
-/// What the client reports after a poll.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DhcpEvent {
-    /// A lease was acquired or its parameters changed.
-    Configured(Lease),
-    /// The lease was lost (expired or NAKed); the address must be removed.
-    Deconfigured,
-}
+/// Longest sleep between polls: link events and frames wake us sooner; it
+/// also bounds how long a stop request waits.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+/// Pause before reopening after the interface went away.
+const REOPEN_DELAY: Duration = Duration::from_secs(2);
 
-pub struct DhcpClient<'a, D: Device> {
-    ifname: String,
-    device: D,
-    iface: Interface,
-    sockets: SocketSet<'a>,
-    handle: SocketHandle,
-}
-
-impl<'a, D: Device> DhcpClient<'a, D> {
-    /// `packet_buffer` receives a copy of each DHCP reply (see
-    /// [`PACKET_BUFFER_LEN`]); `seed` randomises the transaction ids.
-    pub fn new(
-        ifname: &str,
-        mut device: D,
-        mac: [u8; 6],
-        seed: u64,
-        packet_buffer: &'a mut [u8],
-        now: Instant,
-    ) -> Result<Self, NetError> {
-        let ether = EthernetAddress(mac);
-        // Interface::new panics on a non-unicast address or a non-Ethernet
-        // device; check both first.
-        if !ether.is_unicast() {
-            return Err(NetError::BadMac {
-                ifname: ifname.to_owned(),
-                mac: ether.to_string(),
-            });
-        }
-        if device.capabilities().medium != Medium::Ethernet {
-            return Err(NetError::NotEthernet {
-                ifname: ifname.to_owned(),
-            });
-        }
-        let mut config = Config::new(HardwareAddress::Ethernet(ether));
-        config.random_seed = seed;
-        let iface = Interface::new(config, &mut device, now);
-
-        let mut socket = dhcpv4::Socket::new();
-        // smoltcp's defaults wait 10 s between DISCOVERs; at boot a shorter
-        // first retry matters more than network chatter.
-        let mut retry = socket.get_retry_config();
-        retry.discover_timeout = Duration::from_secs(2);
-        retry.initial_request_timeout = Duration::from_secs(2);
-        socket.set_retry_config(retry);
-        socket.set_receive_packet_buffer(packet_buffer);
-        let mut sockets = SocketSet::new(Vec::new());
-        let handle = sockets.add(socket);
-        Ok(Self {
-            ifname: ifname.to_owned(),
-            device,
-            iface,
-            sockets,
-            handle,
-        })
-    }
-
-    /// Runs the interface (receive, state machine, transmit) once and
-    /// returns a configuration change, if any.
-    pub fn poll(&mut self, now: Instant) -> Option<DhcpEvent> {
-        self.iface.poll(now, &mut self.device, &mut self.sockets);
-        let socket = self.sockets.get_mut::<dhcpv4::Socket>(self.handle);
-        match socket.poll()? {
-            dhcpv4::Event::Configured(config) => Some(DhcpEvent::Configured(lease_from_config(
-                &self.ifname,
-                &config,
-            ))),
-            dhcpv4::Event::Deconfigured => Some(DhcpEvent::Deconfigured),
+/// Runs DHCP on `host_if` until `stop` is set (in init: never). `uplink`
+/// (the bridge's port, or `host_if` itself) is watched for carrier changes.
+pub fn run(
+    host_if: &str,
+    uplink: &str,
+    bridge: Option<&str>,
+    announcer: &Announcer,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        if let Err(err) = session(host_if, uplink, bridge, announcer, stop) {
+            log::error!("{host_if}: {err}; retrying");
+            std::thread::sleep(REOPEN_DELAY);
         }
     }
-
-    /// How long the caller may sleep (unless a frame arrives) before the
-    /// next [`poll`](Self::poll).
-    pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
-        self.iface.poll_delay(now, &self.sockets)
-    }
-
-    pub fn ifname(&self) -> &str {
-        &self.ifname
-    }
-
-    pub fn device(&self) -> &D {
-        &self.device
-    }
-
-    pub fn device_mut(&mut self) -> &mut D {
-        &mut self.device
-    }
 }
 
-/// Converts smoltcp's DHCP configuration into a [`Lease`].
-pub fn lease_from_config(ifname: &str, config: &dhcpv4::Config<'_>) -> Lease {
-    let address = config.address.address();
-    // The lease time is only in the raw packet. The buffer holds the last
-    // accepted reply, so make sure it is the ACK for this address.
-    let lease_secs = config.packet.as_ref().and_then(|packet| {
-        let repr = DhcpRepr::parse(packet).ok()?;
-        (repr.message_type == DhcpMessageType::Ack && repr.your_ip == address)
-            .then_some(repr.lease_duration)
-            .flatten()
-    });
-    Lease {
-        ifname: ifname.to_owned(),
-        address,
-        prefix_len: config.address.prefix_len(),
-        router: config.router,
-        dns: config.dns_servers.iter().copied().collect(),
-        lease_secs,
-    }
+/// The address currently applied, so a renewal that changes nothing does
+/// not touch the kernel and a changed lease replaces the old address.
+#[derive(Default)]
+struct Applied {
+    lease: Option<Lease>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities};
-    use smoltcp::wire::{
-        DhcpPacket, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol, Ipv4Cidr,
-        Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr, DHCP_CLIENT_PORT, DHCP_SERVER_PORT,
-    };
-    use std::collections::VecDeque;
-    use std::net::Ipv4Addr;
-
-    const CLIENT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
-    const SERVER_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
-    const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
-    const YOUR_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
-    const DNS_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
-    const LEASE_SECS: u32 = 86400;
-
-    fn config_with(packet: Option<DhcpPacket<&[u8]>>) -> dhcpv4::Config<'_> {
-        let mut config = dhcpv4::Config {
-            server: dhcpv4::ServerInfo {
-                address: SERVER_IP,
-                identifier: SERVER_IP,
-            },
-            address: Ipv4Cidr::new(YOUR_IP, 24),
-            router: Some(SERVER_IP),
-            dns_servers: Default::default(),
-            packet,
-        };
-        config.dns_servers.push(DNS_IP).unwrap();
-        config
-    }
-
-    #[test]
-    fn lease_from_smoltcp_config() {
-        let lease = lease_from_config("eth0", &config_with(None));
-        assert_eq!(
-            lease,
-            Lease {
-                ifname: "eth0".into(),
-                address: YOUR_IP,
-                prefix_len: 24,
-                router: Some(SERVER_IP),
-                dns: vec![DNS_IP],
-                lease_secs: None,
+impl Applied {
+    fn configure(&mut self, lease: Lease, announcer: &Announcer) -> Result<(), NetError> {
+        let mut nl = Netlink::open()?;
+        let old = self.lease.take();
+        if let Some(old) = &old {
+            if old.address != lease.address || old.prefix_len != lease.prefix_len {
+                nl.del_address(&old.ifname, old.address, old.prefix_len)?;
             }
+        }
+        nl.add_address(&lease.ifname, lease.address, lease.prefix_len)?;
+        match lease.router {
+            Some(router) => nl.replace_default_route(&lease.ifname, router)?,
+            None => nl.del_default_route(&lease.ifname)?,
+        }
+        announcer.dns(&lease.dns);
+        let changed = old
+            .as_ref()
+            .is_none_or(|o| o.address != lease.address || o.prefix_len != lease.prefix_len);
+        log::info!(
+            "{}: DHCP lease {}/{} via {}, DNS {:?}, {} s",
+            lease.ifname,
+            lease.address,
+            lease.prefix_len,
+            lease
+                .router
+                .map_or_else(|| "no router".to_owned(), |r| r.to_string()),
+            lease.dns,
+            lease
+                .lease_secs
+                .map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
         );
-    }
-
-    #[test]
-    fn lease_time_comes_from_the_ack_packet() {
-        let ack = reply_repr(DhcpMessageType::Ack, 7, EthernetAddress(CLIENT_MAC));
-        let mut buf = vec![0u8; PACKET_BUFFER_LEN];
-        ack.emit(&mut DhcpPacket::new_unchecked(&mut buf)).unwrap();
-        let lease = lease_from_config("eth0", &config_with(Some(DhcpPacket::new_unchecked(&buf))));
-        assert_eq!(lease.lease_secs, Some(LEASE_SECS));
-
-        // An OFFER left in the buffer does not count.
-        let offer = reply_repr(DhcpMessageType::Offer, 7, EthernetAddress(CLIENT_MAC));
-        offer
-            .emit(&mut DhcpPacket::new_unchecked(&mut buf))
-            .unwrap();
-        let lease = lease_from_config("eth0", &config_with(Some(DhcpPacket::new_unchecked(&buf))));
-        assert_eq!(lease.lease_secs, None);
-    }
-
-    /// Two ends of a wire: frames the client sent, frames queued for it.
-    #[derive(Default)]
-    struct FakeLan {
-        to_client: VecDeque<Vec<u8>>,
-        from_client: Vec<Vec<u8>>,
-    }
-
-    struct Rx(Vec<u8>);
-    struct Tx<'a>(&'a mut Vec<Vec<u8>>);
-
-    impl phy::RxToken for Rx {
-        fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-            f(&self.0)
+        if changed {
+            announcer.address(&lease.ifname, lease.address, lease.prefix_len);
         }
+        self.lease = Some(lease);
+        Ok(())
     }
 
-    impl phy::TxToken for Tx<'_> {
-        fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-            let mut frame = vec![0; len];
-            let r = f(&mut frame);
-            self.0.push(frame);
-            r
-        }
-    }
-
-    impl Device for FakeLan {
-        type RxToken<'a> = Rx;
-        type TxToken<'a> = Tx<'a>;
-
-        fn capabilities(&self) -> DeviceCapabilities {
-            let mut caps = DeviceCapabilities::default();
-            caps.medium = Medium::Ethernet;
-            caps.max_transmission_unit = 1514;
-            caps
-        }
-
-        fn receive(&mut self, _now: Instant) -> Option<(Rx, Tx<'_>)> {
-            let frame = self.to_client.pop_front()?;
-            Some((Rx(frame), Tx(&mut self.from_client)))
-        }
-
-        fn transmit(&mut self, _now: Instant) -> Option<Tx<'_>> {
-            Some(Tx(&mut self.from_client))
-        }
-    }
-
-    fn reply_repr(kind: DhcpMessageType, xid: u32, chaddr: EthernetAddress) -> DhcpRepr<'static> {
-        let mut repr = DhcpRepr {
-            message_type: kind,
-            transaction_id: xid,
-            secs: 0,
-            client_hardware_address: chaddr,
-            client_ip: Ipv4Addr::UNSPECIFIED,
-            your_ip: YOUR_IP,
-            server_ip: SERVER_IP,
-            router: Some(SERVER_IP),
-            subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
-            relay_agent_ip: Ipv4Addr::UNSPECIFIED,
-            broadcast: false,
-            requested_ip: None,
-            client_identifier: None,
-            server_identifier: Some(SERVER_IP),
-            parameter_request_list: None,
-            dns_servers: Some(Default::default()),
-            max_size: None,
-            lease_duration: Some(LEASE_SECS),
-            renew_duration: None,
-            rebind_duration: None,
-            additional_options: &[],
+    fn deconfigure(&mut self) -> Result<(), NetError> {
+        let Some(old) = self.lease.take() else {
+            return Ok(());
         };
-        if let Some(dns) = repr.dns_servers.as_mut() {
-            dns.push(DNS_IP).unwrap();
+        log::warn!(
+            "{}: DHCP lease for {} lost; removing the address",
+            old.ifname,
+            old.address
+        );
+        let mut nl = Netlink::open()?;
+        nl.del_default_route(&old.ifname)?;
+        nl.del_address(&old.ifname, old.address, old.prefix_len)?;
+        Ok(())
+    }
+}
+
+/// One DHCP client on one open packet socket; returns when the interface
+/// goes away.
+fn session(
+    host_if: &str,
+    uplink: &str,
+    bridge: Option<&str>,
+    announcer: &Announcer,
+    stop: &AtomicBool,
+) -> Result<(), NetError> {
+    let link = super::link_info(host_if)?;
+    let mac = link.mac.ok_or_else(|| NetError::NoMac {
+        ifname: host_if.to_owned(),
+    })?;
+    let device = PacketDevice::open(host_if, link.mtu)?;
+    let mut buffer = vec![0u8; PACKET_BUFFER_LEN];
+    let clock = Clock::start();
+    let mut client = DhcpClient::new(
+        host_if,
+        device,
+        mac,
+        dhcp::seed(mac),
+        &mut buffer,
+        clock.now(),
+    )?;
+    // Without a monitor DHCP still works; only link changes go unnoticed
+    // until the next renewal.
+    let mut monitor = LinkMonitor::open()
+        .map_err(|err| log::warn!("cannot watch link changes: {err}"))
+        .ok();
+    let mut applied = Applied::default();
+    let mut carrier = true;
+    log::info!("{host_if}: asking for a DHCP lease");
+    while !stop.load(Ordering::Relaxed) {
+        match client.poll(clock.now()) {
+            Some(DhcpEvent::Configured(lease)) => {
+                if let Err(err) = applied.configure(lease, announcer) {
+                    log::error!("{host_if}: cannot apply the DHCP lease: {err}");
+                }
+            }
+            Some(DhcpEvent::Deconfigured) => {
+                if let Err(err) = applied.deconfigure() {
+                    log::error!("{host_if}: cannot remove the lost lease: {err}");
+                }
+            }
+            None => {}
         }
-        repr
-    }
-
-    /// A minimal DHCP server in the spirit of QEMU's slirp: OFFER for a
-    /// DISCOVER, ACK for a REQUEST, broadcast replies. `drop_discovers`
-    /// DISCOVERs are ignored first, to exercise smoltcp's retries.
-    struct Server {
-        drop_discovers: usize,
-        seen: Vec<DhcpMessageType>,
-    }
-
-    impl Server {
-        fn serve(&mut self, lan: &mut FakeLan) {
-            for frame in std::mem::take(&mut lan.from_client) {
-                let Some((kind, xid, chaddr)) = parse_request(&frame) else {
-                    continue;
-                };
-                self.seen.push(kind);
-                let reply = match kind {
-                    DhcpMessageType::Discover if self.drop_discovers > 0 => {
-                        self.drop_discovers -= 1;
-                        continue;
+        if let Some(err) = client.device().take_error() {
+            if dhcp::is_fatal(&err) {
+                let _ = applied.deconfigure();
+                return Err(NetError::Dhcp(dhcp::DhcpError::Device {
+                    ifname: host_if.to_owned(),
+                    source: err,
+                }));
+            }
+            log::debug!("{host_if}: packet I/O error: {err}");
+        }
+        if let Some(monitor) = monitor.as_mut() {
+            match monitor.drain() {
+                Ok(mut changes) => {
+                    if changes.overrun {
+                        // Notifications were lost: read the state instead.
+                        changes.events = current_state(uplink);
                     }
-                    DhcpMessageType::Discover => DhcpMessageType::Offer,
-                    DhcpMessageType::Request => DhcpMessageType::Ack,
-                    _ => continue,
-                };
-                lan.to_client
-                    .push_back(reply_frame(&reply_repr(reply, xid, chaddr)));
+                    for event in changes.events.iter().filter(|e| e.name == uplink) {
+                        if event.removed {
+                            log::warn!("{uplink} was removed");
+                            continue;
+                        }
+                        if event.carrier == carrier {
+                            continue;
+                        }
+                        carrier = event.carrier;
+                        if carrier {
+                            log::info!("{uplink}: link up again; confirming the DHCP lease");
+                            client.reset();
+                        } else {
+                            log::warn!("{uplink}: link down");
+                        }
+                        // A NIC that was replaced comes back as a new,
+                        // down link outside the bridge.
+                        if let Err(err) = rejoin(uplink, bridge) {
+                            log::warn!("{uplink}: {err}");
+                        }
+                    }
+                }
+                Err(err) => log::debug!("link monitor: {err}"),
             }
         }
+        let wait = dhcp::next_wait(&mut client, &clock, MAX_WAIT);
+        dhcp::wait_readable(client.device(), monitor.as_ref().map(|m| m.as_fd()), wait);
     }
+    Ok(())
+}
 
-    fn parse_request(frame: &[u8]) -> Option<(DhcpMessageType, u32, EthernetAddress)> {
-        let eth = EthernetFrame::new_checked(frame).ok()?;
-        if eth.ethertype() != EthernetProtocol::Ipv4 {
-            return None;
-        }
-        let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
-        if ip.next_header() != IpProtocol::Udp {
-            return None;
-        }
-        let udp = UdpPacket::new_checked(ip.payload()).ok()?;
-        if udp.dst_port() != DHCP_SERVER_PORT {
-            return None;
-        }
-        let dhcp = DhcpPacket::new_checked(udp.payload()).ok()?;
-        let repr = DhcpRepr::parse(&dhcp).ok()?;
-        Some((
-            repr.message_type,
-            repr.transaction_id,
-            repr.client_hardware_address,
-        ))
-    }
-
-    fn reply_frame(reply: &DhcpRepr<'_>) -> Vec<u8> {
-        let caps = ChecksumCapabilities::default();
-        let udp = UdpRepr {
-            src_port: DHCP_SERVER_PORT,
-            dst_port: DHCP_CLIENT_PORT,
-        };
-        let udp_len = udp.header_len() + reply.buffer_len();
-        let ip = Ipv4Repr {
-            src_addr: SERVER_IP,
-            dst_addr: Ipv4Addr::BROADCAST,
-            next_header: IpProtocol::Udp,
-            payload_len: udp_len,
-            hop_limit: 64,
-        };
-        let eth = EthernetRepr {
-            src_addr: EthernetAddress(SERVER_MAC),
-            dst_addr: EthernetAddress::BROADCAST,
-            ethertype: EthernetProtocol::Ipv4,
-        };
-        let mut frame = vec![0u8; eth.buffer_len() + ip.buffer_len() + udp_len];
-        let mut eth_frame = EthernetFrame::new_unchecked(&mut frame[..]);
-        eth.emit(&mut eth_frame);
-        let mut ip_packet = Ipv4Packet::new_unchecked(eth_frame.payload_mut());
-        ip.emit(&mut ip_packet, &caps);
-        let mut udp_packet = UdpPacket::new_unchecked(ip_packet.payload_mut());
-        udp.emit(
-            &mut udp_packet,
-            &IpAddress::Ipv4(SERVER_IP),
-            &IpAddress::Ipv4(Ipv4Addr::BROADCAST),
-            reply.buffer_len(),
-            |payload| {
-                reply.emit(&mut DhcpPacket::new_unchecked(payload)).unwrap();
-            },
-            &caps,
-        );
-        frame
-    }
-
-    /// Drives client and server with a simulated clock in 50 ms steps until
-    /// a lease or `limit_ms`.
-    fn run(server: &mut Server, limit_ms: i64) -> (Option<Lease>, i64) {
-        let mut buf = vec![0u8; PACKET_BUFFER_LEN];
-        let start = Instant::from_millis(0);
-        let mut client =
-            DhcpClient::new("eth0", FakeLan::default(), CLIENT_MAC, 42, &mut buf, start).unwrap();
-        let mut ms = 0;
-        while ms <= limit_ms {
-            let now = Instant::from_millis(ms);
-            if let Some(DhcpEvent::Configured(lease)) = client.poll(now) {
-                return (Some(lease), ms);
-            }
-            server.serve(client.device_mut());
-            ms += 50;
-        }
-        (None, ms)
-    }
-
-    #[test]
-    fn acquires_a_lease_from_a_fake_server() {
-        let mut server = Server {
-            drop_discovers: 0,
-            seen: Vec::new(),
-        };
-        let (lease, ms) = run(&mut server, 20_000);
-        assert_eq!(
-            lease,
-            Some(Lease {
-                ifname: "eth0".into(),
-                address: YOUR_IP,
-                prefix_len: 24,
-                router: Some(SERVER_IP),
-                dns: vec![DNS_IP],
-                lease_secs: Some(LEASE_SECS),
+/// The uplink's state as one synthetic event, for after a monitor overrun.
+fn current_state(uplink: &str) -> Vec<LinkEvent> {
+    let links = Netlink::open().and_then(|mut nl| nl.links());
+    match links {
+        Ok(links) => links
+            .into_iter()
+            .filter(|l| l.name == uplink)
+            .map(|l| LinkEvent {
+                name: l.name,
+                index: l.index,
+                up: l.up,
+                carrier: l.carrier,
+                removed: false,
             })
-        );
-        assert!(ms < 1000, "took {ms} ms of simulated time");
-        assert_eq!(
-            server.seen,
-            [DhcpMessageType::Discover, DhcpMessageType::Request]
-        );
+            .collect(),
+        Err(err) => {
+            log::debug!("cannot read the links: {err}");
+            Vec::new()
+        }
     }
+}
 
-    #[test]
-    fn retries_discover_when_unanswered() {
-        let mut server = Server {
-            drop_discovers: 2,
-            seen: Vec::new(),
-        };
-        let (lease, ms) = run(&mut server, 20_000);
-        assert_eq!(lease.map(|l| l.address), Some(YOUR_IP));
-        // Two 2 s discover timeouts before the third DISCOVER is answered.
-        assert!((4000..6000).contains(&ms), "took {ms} ms of simulated time");
-        assert_eq!(
-            server
-                .seen
-                .iter()
-                .filter(|k| **k == DhcpMessageType::Discover)
-                .count(),
-            3
-        );
+fn rejoin(uplink: &str, bridge: Option<&str>) -> Result<(), NetError> {
+    let mut nl = Netlink::open()?;
+    nl.set_up(uplink)?;
+    if let Some(bridge) = bridge {
+        nl.set_master(uplink, bridge)?;
     }
-
-    #[test]
-    fn no_server_means_no_lease() {
-        let mut server = Server {
-            drop_discovers: usize::MAX,
-            seen: Vec::new(),
-        };
-        let (lease, _) = run(&mut server, 10_000);
-        assert_eq!(lease, None);
-        assert!(server.seen.len() >= 4, "{:?}", server.seen);
-    }
-
-    #[test]
-    fn rejects_multicast_mac() {
-        let mut buf = vec![0u8; PACKET_BUFFER_LEN];
-        let mac = [0x01, 0, 0x5e, 0, 0, 1];
-        let err = DhcpClient::new("eth0", FakeLan::default(), mac, 0, &mut buf, Instant::ZERO)
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("eth0"), "{err}");
-    }
+    Ok(())
 }

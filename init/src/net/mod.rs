@@ -1,329 +1,247 @@
-//! Host network bring-up: pick the interface, bring `lo` and it up, get an
-//! IPv4 lease over DHCP and apply it to the kernel.
+//! Host networking from `host.toml`'s `[[network]]` tables: find each
+//! uplink (by name, by MAC, or the first wired NIC), put the guests' bridge
+//! over it, and give the host an address, static or by DHCP, on the bridge
+//! (or on the uplink when there is none).
 //!
-//! DHCP runs in user space with smoltcp's DHCPv4 state machine on an
-//! `AF_PACKET` socket (the kernel interface has no address yet, so an
-//! ordinary UDP socket could not do it). The lease is then written to the
-//! kernel with the classic ioctls (address, netmask, default route).
-//!
-//! Not done yet: lease renewal. [`bring_up`] drops the DHCP client once the
-//! lease is applied, so the address stays configured past the lease time
-//! (fine for QEMU's slirp, which never reclaims it). To renew, a background
-//! thread can own a [`dhcp::DhcpClient`] (see [`acquire`]) and keep polling
-//! it, re-applying each `Configured` lease and removing the address on
-//! `Deconfigured`. DNS servers are returned, not written anywhere.
+//! Links, addresses and routes go through rtnetlink (`netlink`). DHCP is
+//! smoltcp's client over a packet socket (`keel_common::dhcp`), kept
+//! running for renewals and link changes (`dhcp`). Each uplink is set up on
+//! a thread of its own so that a missing NIC or a silent DHCP server never
+//! holds up PID 1; only the bridge is made before [`start`] returns, so
+//! that guests can join it from the first moment.
 
 pub mod dhcp;
-pub mod link;
-pub mod packet;
+pub mod netlink;
+pub mod uplink;
 
-use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use dhcp::{DhcpClient, DhcpEvent, PACKET_BUFFER_LEN};
-use link::Control;
-use packet::PacketDevice;
+use keel_common::dhcp::SYSFS_NET;
+use keel_common::host::{AddressMode, HostConfig, NetworkConfig};
 
-/// How long [`bring_up`] waits for a lease.
-pub const DHCP_TIMEOUT: Duration = Duration::from_secs(20);
+use netlink::{Netlink, NetlinkError};
 
-/// An IPv4 configuration obtained by DHCP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    pub ifname: String,
-    pub address: Ipv4Addr,
-    pub prefix_len: u8,
-    pub router: Option<Ipv4Addr>,
-    pub dns: Vec<Ipv4Addr>,
-    /// The lease time the server granted; `None` if it sent none (smoltcp
-    /// then assumes 120 s).
-    pub lease_secs: Option<u32>,
-}
+/// How long an uplink may be missing before the console says so (USB NICs
+/// and slow drivers appear after init starts).
+const UPLINK_PATIENCE: Duration = Duration::from_secs(5);
+/// Where keel-agent publishes an open pairing code (see its
+/// `--pairing-file`), shown here next to the management address.
+pub const PAIRING_FILE: &str = "/run/keel/pairing-code";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("Could not read {path}: {source}.")]
     Sysfs { path: String, source: io::Error },
-    #[error("No usable Ethernet interface was found in {sysfs}.")]
+    #[error("No wired Ethernet interface was found in {sysfs}.")]
     NoInterface { sysfs: String },
-    #[error("Network interface {ifname} does not exist.")]
-    NoSuchInterface { ifname: String },
+    #[error("There is no network interface {uplink}.")]
+    NoSuchInterface { uplink: String },
     #[error("{ifname:?} is not a valid interface name.")]
     BadName { ifname: String },
-    #[error("Interface {ifname} has an unusable MAC address {mac:?}.")]
-    BadMac { ifname: String, mac: String },
-    #[error("Interface {ifname} is not an Ethernet device.")]
-    NotEthernet { ifname: String },
-    #[error("Prefix length /{prefix_len} is not between 0 and 32.")]
-    InvalidPrefix { prefix_len: u8 },
-    #[error("Could not open a socket for interface configuration: {0}.")]
-    ControlSocket(io::Error),
-    #[error("Could not {what} {ifname}: {source}.")]
-    Ioctl {
-        ifname: String,
-        what: &'static str,
-        source: io::Error,
-    },
-    #[error("Could not open a packet socket on {ifname}: {source}.")]
-    PacketSocket { ifname: String, source: io::Error },
-    #[error("Interface {ifname} failed during DHCP: {source}.")]
-    Device { ifname: String, source: io::Error },
-    #[error("No DHCP lease on {ifname} within {secs} s.")]
-    Timeout { ifname: String, secs: u64 },
-    #[error("Gateway {gateway} is not in {address}/{prefix_len} on {ifname}.")]
-    GatewayOffLink {
-        ifname: String,
-        address: Ipv4Addr,
-        prefix_len: u8,
-        gateway: Ipv4Addr,
-    },
+    #[error("Interface {ifname} has no Ethernet address.")]
+    NoMac { ifname: String },
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Dhcp(#[from] keel_common::dhcp::DhcpError),
 }
 
-/// Brings up `lo` and `ifname` (or the first Ethernet interface), gets a DHCP
-/// lease within [`DHCP_TIMEOUT`] and applies it to the kernel.
-pub fn bring_up(ifname: Option<&str>) -> Result<Lease, NetError> {
-    bring_up_with(Path::new(link::SYSFS_NET), ifname, DHCP_TIMEOUT)
+/// Where the uplink threads publish what they learn: the console (the
+/// management address), and resolv.conf (DHCP's DNS servers).
+#[derive(Debug, Clone)]
+pub struct Announcer {
+    /// The agent's TCP port.
+    pub agent_port: u16,
+    pub pairing_file: PathBuf,
+    /// /etc/resolv.conf in the image points at [`RESOLV_CONF`], so that
+    /// user-mode guests' DNS forwarders find the leased servers.
+    pub resolv_conf: PathBuf,
 }
 
-/// [`bring_up`] with the sysfs root and timeout as parameters.
-pub fn bring_up_with(
-    sysfs_net: &Path,
-    ifname: Option<&str>,
-    timeout: Duration,
-) -> Result<Lease, NetError> {
-    let ifname = link::select_interface(sysfs_net, ifname)?;
-    let mac = link::read_mac(sysfs_net, &ifname)?;
-    let mtu = read_mtu(sysfs_net, &ifname);
-    let control = Control::open()?;
-    control.set_up("lo")?;
-    control.set_up(&ifname)?;
-    log::info!("{ifname}: link up, asking for a DHCP lease");
+/// Where the host's DNS servers are written.
+pub const RESOLV_CONF: &str = "/run/keel/resolv.conf";
 
-    let device = PacketDevice::open(&ifname, mtu)?;
-    let mut buffer = vec![0u8; PACKET_BUFFER_LEN];
-    let clock = Clock::start();
-    let mut client = DhcpClient::new(&ifname, device, mac, seed(mac), &mut buffer, clock.now())?;
-    let lease = acquire(&mut client, &clock, timeout)?;
-    apply_lease(&control, &lease)?;
-    log::info!(
-        "{ifname}: {}/{} via {}, DNS {:?}, lease {:?} s",
-        lease.address,
-        lease.prefix_len,
-        lease
-            .router
-            .map_or_else(|| "no router".to_owned(), |r| r.to_string()),
-        lease.dns,
-        lease.lease_secs,
-    );
-    Ok(lease)
+impl Announcer {
+    /// Writes DNS servers (from a lease) to resolv.conf.
+    pub fn dns(&self, servers: &[Ipv4Addr]) {
+        if servers.is_empty() {
+            return;
+        }
+        let text: String = servers
+            .iter()
+            .map(|s| format!("nameserver {s}\n"))
+            .collect();
+        if let Err(err) =
+            keel_common::fsutil::atomic_write(&self.resolv_conf, text.as_bytes(), 0o644)
+        {
+            log::warn!("cannot write {}: {err}", self.resolv_conf.display());
+        }
+    }
+
+    /// Prints the management address, with the pairing code while the host
+    /// is unpaired.
+    pub fn address(&self, ifname: &str, address: Ipv4Addr, prefix_len: u8) {
+        let host = if self.agent_port == keel_common::host::DEFAULT_AGENT_PORT {
+            address.to_string()
+        } else {
+            format!("{address}:{}", self.agent_port)
+        };
+        crate::logger::announce(&format!(
+            "management address: {address}/{prefix_len} on {ifname}, agent port {}",
+            self.agent_port
+        ));
+        if let Some(code) = read_pairing_code(&self.pairing_file) {
+            crate::logger::announce(&format!(
+                "unpaired: on your workstation run `keelctl keygen && keelctl pair {host} {code}`"
+            ));
+        }
+    }
 }
 
-/// Configures `ifname` statically: brings it (and `lo`) up, sets the address
-/// and, with a gateway, the default route.
+fn read_pairing_code(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let code = text.trim();
+    (!code.is_empty() && code.len() < 64).then(|| code.to_owned())
+}
+
+/// Configures every `[[network]]` of `config`; returns the bridge that
+/// bridge-mode guest NICs join, once it exists.
+pub fn start(config: &HostConfig, announcer: Announcer) -> Option<String> {
+    if let Err(err) = Netlink::open().and_then(|mut nl| nl.set_up("lo")) {
+        log::error!("cannot bring up lo: {err}");
+    }
+    let mut guest_bridge = None;
+    for (i, network) in config.networks().into_iter().enumerate() {
+        if let Some(bridge) = network.bridge() {
+            match Netlink::open().and_then(|mut nl| {
+                nl.create_bridge(bridge, None)?;
+                nl.set_up(bridge)
+            }) {
+                Ok(()) => guest_bridge = Some(bridge.to_owned()),
+                Err(err) => {
+                    log::error!(
+                        "cannot create bridge {bridge}: {err}; bridge-mode guests cannot start"
+                    )
+                }
+            }
+        }
+        let announcer = announcer.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("net{i}"))
+            .spawn(move || run_uplink(&network, &announcer));
+        if let Err(err) = spawned {
+            log::error!("cannot start the thread for network[{i}]: {err}");
+        }
+    }
+    guest_bridge
+}
+
+/// One `[[network]]`: waits for the uplink, joins it to the bridge and
+/// configures the address. DHCP keeps this thread for renewals.
+fn run_uplink(network: &NetworkConfig, announcer: &Announcer) {
+    let sysfs = Path::new(SYSFS_NET);
+    let uplink = wait_for_uplink(sysfs, network);
+    let host_if = match attach(&uplink, network.bridge()) {
+        Ok(host_if) => host_if,
+        Err(err) => {
+            log::error!("cannot configure {uplink}: {err}");
+            return;
+        }
+    };
+    match network.mode() {
+        AddressMode::Static => {
+            let Some(cidr) = network.address.as_ref().map(|a| *a.get_ref()) else {
+                // Validation requires an address for static mode.
+                log::error!("{uplink}: static mode without an address");
+                return;
+            };
+            let gateway = network.gateway.as_ref().map(|g| *g.get_ref());
+            match apply_static(&host_if, cidr.address, cidr.prefix_len, gateway) {
+                Ok(()) => announcer.address(&host_if, cidr.address, cidr.prefix_len),
+                Err(err) => log::error!("cannot configure {host_if}: {err}"),
+            }
+        }
+        AddressMode::Dhcp => {
+            let never = AtomicBool::new(false);
+            dhcp::run(&host_if, &uplink, network.bridge(), announcer, &never);
+        }
+    }
+}
+
+/// Finds the uplink, logging once if it takes long, and then waiting as
+/// long as it takes: a NIC that appears later is still configured.
+fn wait_for_uplink(sysfs: &Path, network: &NetworkConfig) -> String {
+    let wanted = network.uplink();
+    let started = std::time::Instant::now();
+    let mut warned = false;
+    loop {
+        match uplink::find(sysfs, &wanted) {
+            Ok(name) => {
+                if warned {
+                    log::info!("{name} appeared");
+                }
+                return name;
+            }
+            Err(err) if !warned && started.elapsed() >= UPLINK_PATIENCE => {
+                log::warn!("{err} Waiting for it; no management address until then.");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Brings `uplink` up and, with a bridge, makes it the bridge's port and
+/// gives the bridge the uplink's MAC (so a DHCP server that keys on it
+/// hands out the same address as before the bridge). Returns the interface
+/// that carries the host's address.
+pub fn attach(uplink: &str, bridge: Option<&str>) -> Result<String, NetError> {
+    let mut nl = Netlink::open()?;
+    nl.set_up(uplink)?;
+    let Some(bridge) = bridge else {
+        log::info!("{uplink}: link up");
+        return Ok(uplink.to_owned());
+    };
+    let mac = link_info(uplink)?.mac;
+    nl.create_bridge(bridge, mac)?;
+    nl.set_master(uplink, bridge)?;
+    nl.set_up(bridge)?;
+    log::info!("{uplink}: link up, port of {bridge}");
+    Ok(bridge.to_owned())
+}
+
+/// The kernel's view of `ifname` (through netlink, so that it works in any
+/// network namespace, unlike sysfs).
+pub fn link_info(ifname: &str) -> Result<netlink::LinkInfo, NetError> {
+    Netlink::open()?
+        .links()?
+        .into_iter()
+        .find(|l| l.name == ifname)
+        .ok_or_else(|| NetError::NoSuchInterface {
+            uplink: ifname.to_owned(),
+        })
+}
+
+/// Sets a fixed address and, with a gateway, the default route.
 pub fn apply_static(
     ifname: &str,
     address: Ipv4Addr,
     prefix_len: u8,
     gateway: Option<Ipv4Addr>,
 ) -> Result<(), NetError> {
-    link::check_name(ifname)?;
-    let control = Control::open()?;
-    control.set_up("lo")?;
-    control.set_up(ifname)?;
-    apply_lease(
-        &control,
-        &Lease {
-            ifname: ifname.to_owned(),
-            address,
-            prefix_len,
-            router: gateway,
-            dns: Vec::new(),
-            lease_secs: None,
-        },
-    )
-}
-
-/// Writes address, netmask and default route of `lease` to the kernel.
-fn apply_lease(control: &Control, lease: &Lease) -> Result<(), NetError> {
-    check_gateway(lease)?;
-    control.set_address(&lease.ifname, lease.address, lease.prefix_len)?;
-    if let Some(router) = lease.router {
-        control.add_default_route(&lease.ifname, router)?;
+    let mut nl = Netlink::open()?;
+    nl.add_address(ifname, address, prefix_len)?;
+    if let Some(gateway) = gateway {
+        nl.replace_default_route(ifname, gateway)?;
     }
+    log::info!(
+        "{ifname}: static {address}/{prefix_len}, gateway {}",
+        gateway.map_or_else(|| "none".to_owned(), |g| g.to_string())
+    );
     Ok(())
-}
-
-/// The kernel refuses a gateway outside the connected subnet (ENETUNREACH);
-/// say so in plain words instead.
-fn check_gateway(lease: &Lease) -> Result<(), NetError> {
-    let Some(gateway) = lease.router else {
-        return Ok(());
-    };
-    let mask = u32::from(link::prefix_to_netmask(lease.prefix_len)?);
-    if u32::from(gateway) & mask != u32::from(lease.address) & mask {
-        return Err(NetError::GatewayOffLink {
-            ifname: lease.ifname.clone(),
-            address: lease.address,
-            prefix_len: lease.prefix_len,
-            gateway,
-        });
-    }
-    Ok(())
-}
-
-/// Polls `client` until it reports a lease or `timeout` passes. Sleeps in
-/// poll(2) on the packet socket between smoltcp's timers.
-pub fn acquire(
-    client: &mut DhcpClient<'_, PacketDevice>,
-    clock: &Clock,
-    timeout: Duration,
-) -> Result<Lease, NetError> {
-    let ifname = client.ifname().to_owned();
-    loop {
-        let now = clock.now();
-        if let Some(DhcpEvent::Configured(lease)) = client.poll(now) {
-            return Ok(lease);
-        }
-        if let Some(err) = client.device().take_error() {
-            // The device vanished: no point waiting. Anything else (e.g.
-            // ENETDOWN while the link settles) is like a lost packet.
-            if matches!(err.raw_os_error(), Some(libc::ENODEV | libc::ENXIO)) {
-                return Err(NetError::Device {
-                    ifname,
-                    source: err,
-                });
-            }
-            log::debug!("{ifname}: packet I/O error during DHCP: {err}");
-        }
-        let elapsed = clock.elapsed();
-        if elapsed >= timeout {
-            return Err(NetError::Timeout {
-                ifname,
-                secs: timeout.as_secs(),
-            });
-        }
-        let wait = client
-            .poll_delay(now)
-            .map_or(Duration::MAX, |d| Duration::from_micros(d.total_micros()))
-            .min(timeout - elapsed);
-        wait_readable(client.device(), wait);
-    }
-}
-
-/// Sleeps until the socket is readable or `wait` passes. Errors (EINTR from
-/// a signal) just end the wait early; the loop re-checks everything.
-fn wait_readable(device: &PacketDevice, wait: Duration) {
-    let mut pfd = libc::pollfd {
-        fd: device.as_fd().as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // Round up so a sub-millisecond timer does not become a busy loop.
-    let ms = wait
-        .as_micros()
-        .div_ceil(1000)
-        .min(libc::c_int::MAX as u128) as libc::c_int;
-    // SAFETY: pfd is one valid pollfd and the count passed is 1.
-    unsafe { libc::poll(&mut pfd, 1, ms) };
-}
-
-/// A monotonic clock for smoltcp, which otherwise reads the wall clock (and
-/// that may jump at boot when the RTC or NTP sets it).
-pub struct Clock {
-    start: std::time::Instant,
-}
-
-impl Clock {
-    pub fn start() -> Self {
-        Self {
-            start: std::time::Instant::now(),
-        }
-    }
-
-    pub fn elapsed(&self) -> Duration {
-        self.start.elapsed()
-    }
-
-    pub fn now(&self) -> smoltcp::time::Instant {
-        let micros = i64::try_from(self.elapsed().as_micros()).unwrap_or(i64::MAX);
-        smoltcp::time::Instant::from_micros(micros)
-    }
-}
-
-fn read_mtu(sysfs_net: &Path, ifname: &str) -> usize {
-    fs::read_to_string(sysfs_net.join(ifname).join("mtu"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1500)
-}
-
-/// A seed for DHCP transaction ids: from the kernel RNG, else time and MAC.
-fn seed(mac: [u8; 6]) -> u64 {
-    let mut bytes = [0u8; 8];
-    let from_kernel = fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_ok();
-    if from_kernel {
-        return u64::from_ne_bytes(bytes);
-    }
-    let mut mac8 = [0u8; 8];
-    mac8[..6].copy_from_slice(&mac);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ u64::from_ne_bytes(mac8)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lease(router: Option<Ipv4Addr>) -> Lease {
-        Lease {
-            ifname: "eth0".into(),
-            address: Ipv4Addr::new(10, 0, 2, 15),
-            prefix_len: 24,
-            router,
-            dns: vec![],
-            lease_secs: None,
-        }
-    }
-
-    #[test]
-    fn gateway_must_be_on_link() {
-        assert!(check_gateway(&lease(None)).is_ok());
-        assert!(check_gateway(&lease(Some(Ipv4Addr::new(10, 0, 2, 2)))).is_ok());
-        let err = check_gateway(&lease(Some(Ipv4Addr::new(10, 0, 3, 2)))).unwrap_err();
-        assert!(err.to_string().contains("eth0"), "{err}");
-    }
-
-    #[test]
-    fn clock_is_monotonic() {
-        let clock = Clock::start();
-        let a = clock.now();
-        let b = clock.now();
-        assert!(b >= a);
-    }
-
-    #[test]
-    fn mtu_defaults_to_1500() {
-        let tmp = tempfile::tempdir().unwrap();
-        assert_eq!(read_mtu(tmp.path(), "eth0"), 1500);
-        fs::create_dir(tmp.path().join("eth0")).unwrap();
-        fs::write(tmp.path().join("eth0/mtu"), "9000\n").unwrap();
-        assert_eq!(read_mtu(tmp.path(), "eth0"), 9000);
-    }
-
-    #[test]
-    fn errors_name_the_interface() {
-        let err = apply_static("", Ipv4Addr::LOCALHOST, 8, None).unwrap_err();
-        assert!(matches!(err, NetError::BadName { .. }), "{err}");
-        let tmp = tempfile::tempdir().unwrap();
-        let err = bring_up_with(tmp.path(), Some("eth7"), Duration::ZERO).unwrap_err();
-        assert!(err.to_string().contains("eth7"), "{err}");
-    }
 }

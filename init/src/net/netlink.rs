@@ -78,6 +78,8 @@ pub struct LinkInfo {
     pub master: Option<u32>,
     /// Driver kind ("bridge", "tun", "veth", ...) when the kernel says.
     pub kind: Option<String>,
+    /// The IP MTU, 1500 when the kernel does not say.
+    pub mtu: usize,
 }
 
 /// A link change seen by [`LinkMonitor`].
@@ -616,12 +618,14 @@ fn link_info(msg: &LinkMessage) -> LinkInfo {
         carrier: msg.header.flags.contains(LinkFlags::LowerUp),
         master: None,
         kind: None,
+        mtu: 1500,
     };
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(name) => info.name.clone_from(name),
             LinkAttribute::Address(mac) => info.mac = <[u8; 6]>::try_from(mac.as_slice()).ok(),
             LinkAttribute::Controller(master) => info.master = Some(*master),
+            LinkAttribute::Mtu(mtu) => info.mtu = *mtu as usize,
             LinkAttribute::LinkInfo(infos) => {
                 info.kind = infos.iter().find_map(|i| match i {
                     NlaLinkInfo::Kind(kind) => Some(kind.to_string()),

@@ -63,6 +63,9 @@ pub struct AgentConfig {
     pub init_socket: PathBuf,
     /// Where the VMMs' API sockets are (`<dir>/<guest>.sock`), for consoles.
     pub vmm_socket_dir: PathBuf,
+    /// Where to publish an open pairing code (mode 0600) for init to show
+    /// next to the management address; removed once pairing closes.
+    pub pairing_file: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -78,6 +81,7 @@ impl AgentConfig {
             max_pending_per_ip: 4,
             init_socket: PathBuf::from(keel_common::init_api::INIT_SOCKET),
             vmm_socket_dir: PathBuf::from(keel_common::init_api::VMM_SOCKET_DIR),
+            pairing_file: None,
         }
     }
 }
@@ -290,6 +294,16 @@ pub fn serve(listener: TcpListener, cfg: AgentConfig) -> Result<AgentHandle, Age
         keel_common::VERSION,
         shared.host_key.fingerprint()
     ));
+    if let Some(path) = &shared.cfg.pairing_file {
+        match &pairing_code {
+            Some(code) => {
+                if let Err(e) = atomic_write(path, format!("{code}\n").as_bytes(), 0o600) {
+                    log::warn!("cannot publish the pairing code in {}: {e}", path.display());
+                }
+            }
+            None => shared.close_pairing_file(),
+        }
+    }
     if pairing_code.is_some() {
         shared.event("no admin key: first-boot pairing is open");
     }
@@ -350,6 +364,16 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 impl Shared {
+    fn close_pairing_file(&self) {
+        if let Some(path) = &self.cfg.pairing_file {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
+    }
+
     /// Appends to the in-memory agent log served by `Logs`.
     fn event(&self, line: &str) {
         log::info!("{line}");
@@ -443,6 +467,7 @@ impl Shared {
                     reason.set("pairing not available");
                     return None;
                 };
+                self.close_pairing_file();
                 if Instant::now() > pairing.expires {
                     reason.set("pairing code expired");
                     return None;
@@ -470,6 +495,32 @@ impl Shared {
             }
         }
     }
+}
+
+/// How an operator names this host to reach `listen`: its IPv4 addresses
+/// (all of them, for a wildcard listener), with the port only when it is
+/// not the default. Empty while the host has no address yet.
+pub fn connect_hosts(listen: std::net::SocketAddr) -> Vec<String> {
+    let with_port = |ip: std::net::IpAddr| {
+        if listen.port() == keel_common::host::DEFAULT_AGENT_PORT {
+            ip.to_string()
+        } else {
+            std::net::SocketAddr::new(ip, listen.port()).to_string()
+        }
+    };
+    if !listen.ip().is_unspecified() {
+        return vec![with_port(listen.ip())];
+    }
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut hosts: Vec<String> = addrs
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .filter(|ip| !ip.is_loopback())
+        .map(|ip| with_port(std::net::IpAddr::V4(ip)))
+        .collect();
+    hosts.dedup();
+    hosts
 }
 
 fn handshake_reason(e: &HandshakeError, reason: &Cell<&'static str>) -> &'static str {

@@ -30,6 +30,10 @@ struct Args {
     /// Seconds a client has to complete the handshake.
     #[arg(long, default_value_t = 10)]
     handshake_timeout: u64,
+    /// Publish an open pairing code in this file (init shows it next to
+    /// the management address); removed when pairing closes.
+    #[arg(long)]
+    pairing_file: Option<PathBuf>,
     /// Minutes the first-boot pairing code stays valid.
     #[arg(long, default_value_t = 15)]
     pairing_minutes: u64,
@@ -41,6 +45,7 @@ fn main() -> ExitCode {
     cfg.max_sessions = args.max_sessions.max(1);
     cfg.init_socket = args.init_socket;
     cfg.vmm_socket_dir = args.vmm_socket_dir;
+    cfg.pairing_file = args.pairing_file;
     cfg.handshake_timeout = Duration::from_secs(args.handshake_timeout.max(1));
     cfg.pairing_validity = Duration::from_secs(args.pairing_minutes.max(1) * 60);
     let listener = match TcpListener::bind(&args.listen) {
@@ -66,7 +71,16 @@ fn main() -> ExitCode {
     if let Some(code) = handle.pairing_code() {
         let minutes = handle.pairing_validity().as_secs() / 60;
         println!("pairing code: {code}, valid for {minutes} minutes");
-        println!("on your workstation: keelctl pair HOST {code}");
+        let addr = handle.local_addr();
+        let hosts = keel_mgmt::agent::connect_hosts(addr);
+        if hosts.is_empty() {
+            println!("on your workstation: keelctl pair HOST {code}");
+        }
+        for host in hosts {
+            println!(
+                "unpaired: on your workstation run `keelctl keygen && keelctl pair {host} {code}`"
+            );
+        }
         log::warn!("pairing code: {code}, valid for {minutes} minutes");
     }
     handle.join();

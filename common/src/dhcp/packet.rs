@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use super::NetError;
+use super::DhcpError;
 
 /// Ethernet header (14) on top of the IP MTU.
 const ETH_HEADER: usize = 14;
@@ -30,12 +30,12 @@ pub struct PacketDevice {
 impl PacketDevice {
     /// Opens a non-blocking `AF_PACKET` socket bound to `ifname`.
     /// `ip_mtu` is the interface MTU (as in `/sys/class/net/<if>/mtu`).
-    pub fn open(ifname: &str, ip_mtu: usize) -> Result<Self, NetError> {
-        let fail = |source: io::Error| NetError::PacketSocket {
+    pub fn open(ifname: &str, ip_mtu: usize) -> Result<Self, DhcpError> {
+        let fail = |source: io::Error| DhcpError::PacketSocket {
             ifname: ifname.to_owned(),
             source,
         };
-        let name = CString::new(ifname).map_err(|_| NetError::BadName {
+        let name = CString::new(ifname).map_err(|_| DhcpError::BadName {
             ifname: ifname.to_owned(),
         })?;
         // SAFETY: `name` is a valid NUL-terminated string.
