@@ -74,6 +74,22 @@ impl PacketDevice {
         if rc < 0 {
             return Err(fail(io::Error::last_os_error()));
         }
+        // Ask for each frame's tpacket_auxdata, which says when the kernel
+        // never computed its checksum (see `checksum_not_ready`).
+        let one: libc::c_int = 1;
+        // SAFETY: `one` is a c_int and the length passed matches it.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_AUXDATA,
+                (&one as *const libc::c_int).cast(),
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(fail(io::Error::last_os_error()));
+        }
         Ok(Self {
             fd,
             mtu: ip_mtu.saturating_add(ETH_HEADER),
@@ -107,20 +123,25 @@ impl Device for PacketDevice {
     fn receive(&mut self, _now: Instant) -> Option<(RxToken, TxToken<'_>)> {
         let mut buffer = vec![0u8; self.mtu];
         loop {
-            // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+            // SAFETY: sockaddr_ll and msghdr are plain data; all-zero is valid.
             let mut from: libc::sockaddr_ll = unsafe { mem::zeroed() };
-            let mut from_len = mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            // SAFETY: buffer/from are valid for the lengths passed.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    0,
-                    (&mut from as *mut libc::sockaddr_ll).cast(),
-                    &mut from_len,
-                )
+            let mut iov = libc::iovec {
+                iov_base: buffer.as_mut_ptr().cast(),
+                iov_len: buffer.len(),
             };
+            // u64s: aligned for cmsghdr; room for one PACKET_AUXDATA.
+            let mut control = [0u64; 8];
+            // SAFETY: as above.
+            let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+            msg.msg_name = (&mut from as *mut libc::sockaddr_ll).cast();
+            msg.msg_namelen = mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = mem::size_of_val(&control) as _;
+            // SAFETY: msg points at buffer, from and control, all valid for
+            // the lengths it gives.
+            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, 0) };
             if n < 0 {
                 let err = io::Error::last_os_error();
                 match err.raw_os_error() {
@@ -135,6 +156,9 @@ impl Device for PacketDevice {
                 continue;
             }
             buffer.truncate(usize::try_from(n).unwrap_or(0));
+            if checksum_not_ready(&msg) {
+                clear_udp_checksum(&mut buffer);
+            }
             let tx = TxToken {
                 fd: self.fd.as_fd(),
                 error: &self.error,
@@ -148,6 +172,46 @@ impl Device for PacketDevice {
             fd: self.fd.as_fd(),
             error: &self.error,
         })
+    }
+}
+
+/// Whether the kernel says the frame's transport checksum was never filled
+/// in (TP_STATUS_CSUMNOTREADY): checksum offload on a frame that never
+/// crossed a wire, e.g. from a DHCP server on the same machine through a
+/// veth, or from the hypervisor through virtio-net.
+fn checksum_not_ready(msg: &libc::msghdr) -> bool {
+    // SAFETY: recvmsg filled in msg and its control buffer; the CMSG_*
+    // macros stay within msg_controllen.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_PACKET && (*cmsg).cmsg_type == libc::PACKET_AUXDATA {
+                let aux: libc::tpacket_auxdata =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                return aux.tp_status & libc::TP_STATUS_CSUMNOTREADY != 0;
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    false
+}
+
+/// Zeroes the UDP checksum of an unfragmented IPv4 frame, which means "no
+/// checksum" (RFC 768), so that smoltcp does not drop a frame whose
+/// checksum the kernel never computed as corrupt.
+fn clear_udp_checksum(frame: &mut [u8]) {
+    if frame.len() < ETH_HEADER + 20 || frame[12..14] != [0x08, 0x00] {
+        return;
+    }
+    let ip = &frame[ETH_HEADER..];
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    let fragment_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+    if ip[0] >> 4 != 4 || ip[9] != libc::IPPROTO_UDP as u8 || fragment_offset != 0 {
+        return;
+    }
+    let at = ETH_HEADER + header_len + 6;
+    if let Some(checksum) = frame.get_mut(at..at + 2) {
+        checksum.fill(0);
     }
 }
 
