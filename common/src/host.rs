@@ -37,9 +37,10 @@ pub struct HostConfig {
 pub struct NetworkConfig {
     /// The uplink by kernel name.
     pub interface: Option<Spanned<String>>,
-    /// The uplink by MAC address (names can change with the kernel or the
-    /// slot; the MAC cannot).
-    pub mac: Option<Spanned<MacAddr>>,
+    /// The uplink by MAC address, `match = { mac = "..." }` (names can
+    /// change with the kernel or the slot; the MAC cannot).
+    #[serde(rename = "match")]
+    pub matches: Option<LinkMatch>,
     /// DHCP unless set.
     pub mode: Option<Spanned<AddressMode>>,
     /// `a.b.c.d/len`, for `mode = "static"` only.
@@ -49,6 +50,13 @@ pub struct NetworkConfig {
     /// A bridge made over the uplink; the host's address moves onto it and
     /// bridge-mode guest NICs join it.
     pub bridge: Option<Spanned<String>>,
+}
+
+/// The `match` table of a `[[network]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkMatch {
+    pub mac: Spanned<MacAddr>,
 }
 
 /// How an uplink gets its IPv4 address.
@@ -131,9 +139,9 @@ impl<'de> Deserialize<'de> for Ipv4Cidr {
 impl NetworkConfig {
     /// The interface this table configures.
     pub fn uplink(&self) -> Uplink {
-        match (&self.interface, &self.mac) {
+        match (&self.interface, &self.matches) {
             (Some(name), _) => Uplink::Name(name.get_ref().clone()),
-            (None, Some(mac)) => Uplink::Mac(*mac.get_ref()),
+            (None, Some(m)) => Uplink::Mac(*m.mac.get_ref()),
             (None, None) => Uplink::FirstEthernet,
         }
     }
@@ -154,22 +162,23 @@ impl NetworkConfig {
         at: &dyn Fn(usize, &str, String) -> ConfigError,
     ) -> Result<(), ConfigError> {
         let field = |name: &str| format!("network[{i}].{name}");
-        if let (Some(_), Some(mac)) = (&self.interface, &self.mac) {
+        let mac = self.matches.as_ref().map(|m| &m.mac);
+        if let (Some(_), Some(mac)) = (&self.interface, mac) {
             return Err(at(
                 mac.span().start,
-                &field("mac"),
-                "set `interface` or `mac`, not both".into(),
+                &field("match.mac"),
+                "set `interface` or `match`, not both".into(),
             ));
         }
         if let Some(name) = &self.interface {
             validate_ifname(name.get_ref())
                 .map_err(|m| at(name.span().start, &field("interface"), m))?;
         }
-        if let Some(mac) = &self.mac {
+        if let Some(mac) = mac {
             if !mac.get_ref().is_unicast() || mac.get_ref().is_zero() {
                 return Err(at(
                     mac.span().start,
-                    &field("mac"),
+                    &field("match.mac"),
                     format!("{} is not a unicast address", mac.get_ref()),
                 ));
             }
@@ -285,7 +294,7 @@ impl HostConfig {
         if self.network.is_empty() {
             return vec![NetworkConfig {
                 interface: None,
-                mac: None,
+                matches: None,
                 mode: None,
                 address: None,
                 gateway: None,
@@ -477,7 +486,7 @@ mod tests {
     fn networks_by_name_and_by_mac() {
         let config = parse(
             "[[network]]\ninterface = \"eno1\"\nbridge = \"br0\"\n\n\
-             [[network]]\nmac = \"52:54:00:AA:bb:01\"\nmode = \"static\"\n\
+             [[network]]\nmatch = { mac = \"52:54:00:AA:bb:01\" }\nmode = \"static\"\n\
              address = \"192.168.7.10/24\"\ngateway = \"192.168.7.1\"\n",
         )
         .expect("valid");
@@ -516,21 +525,21 @@ mod tests {
     #[test]
     fn bad_network_tables_name_line_and_field() {
         refused(
-            "[[network]]\ninterface = \"eth0\"\nmac = \"52:54:00:00:00:01\"\n",
+            "[[network]]\ninterface = \"eth0\"\nmatch = { mac = \"52:54:00:00:00:01\" }\n",
             3,
-            "network[0].mac",
+            "network[0].match.mac",
             "not both",
         );
         refused(
-            "[[network]]\nmac = \"52:54:00:00:00\"\n",
+            "[[network]]\nmatch = { mac = \"52:54:00:00:00\" }\n",
             2,
-            "network[0].mac",
+            "network[0].match.mac",
             "not a MAC address",
         );
         refused(
-            "[[network]]\nmac = \"01:00:5e:00:00:01\"\n",
+            "[[network]]\nmatch = { mac = \"01:00:5e:00:00:01\" }\n",
             2,
-            "network[0].mac",
+            "network[0].match.mac",
             "unicast",
         );
         refused(

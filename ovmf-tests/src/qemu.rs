@@ -36,7 +36,15 @@ pub struct QemuOptions {
     /// Forward this host port on 127.0.0.1 to the agent's port 7444 (the
     /// appliance always gets a NIC on QEMU's user network).
     pub agent_port: Option<u16>,
+    /// The NIC's MAC address; QEMU's default is 52:54:00:12:34:56.
+    pub nic_mac: Option<String>,
+    /// Files written into the private copy's ESP before boot, as an
+    /// operator edits the stick: (path in the ESP, content).
+    pub esp_files: Vec<(String, String)>,
 }
+
+/// Where the ESP starts in keel.img (the first partition, 1 MiB aligned).
+const ESP_OFFSET: &str = "@@1M";
 
 impl QemuOptions {
     pub fn new(image: PathBuf, media: BootMedia) -> Self {
@@ -47,6 +55,8 @@ impl QemuOptions {
             cpus: 2,
             no_reboot: true,
             agent_port: None,
+            nic_mac: None,
+            esp_files: Vec::new(),
         }
     }
 }
@@ -85,6 +95,18 @@ impl Qemu {
             .status()
             .expect("run cp");
         assert!(status.success(), "copy {} failed", options.image.display());
+        for (path, content) in &options.esp_files {
+            let local = workdir.join("esp-file");
+            std::fs::write(&local, content).expect("write the ESP file");
+            let status = Command::new("mcopy")
+                .args(["-o", "-i"])
+                .arg(format!("{}{ESP_OFFSET}", disk.display()))
+                .arg(&local)
+                .arg(format!("::{path}"))
+                .status()
+                .expect("run mcopy (mtools; run `make deps`)");
+            assert!(status.success(), "mcopy {path} into the ESP failed");
+        }
         let monitor = workdir.join("monitor.sock");
 
         let mut cmd = Command::new("qemu-system-x86_64");
@@ -145,8 +167,13 @@ impl Qemu {
                 .agent_port
                 .map(|port| format!(",hostfwd=tcp:127.0.0.1:{port}-:7444"))
                 .unwrap_or_default();
+            let mac = options
+                .nic_mac
+                .as_ref()
+                .map(|mac| format!(",mac={mac}"))
+                .unwrap_or_default();
             cmd.arg("-nic")
-                .arg(format!("user,model=virtio-net-pci{forward}"));
+                .arg(format!("user,model=virtio-net-pci{mac}{forward}"));
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())

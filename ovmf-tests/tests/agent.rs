@@ -1,7 +1,9 @@
 //! The appliance as an operator meets it: boot keel.img with a NIC on
 //! QEMU's user network, read the pairing code from the serial console,
 //! and pair and talk to the agent through the forwarded port with the
-//! same client library keelctl uses.
+//! same client library keelctl uses. The operator has edited host.toml on
+//! the stick first: a static address on the NIC chosen by its MAC, no
+//! bridge (appliance.rs covers the default: DHCP on br0).
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -20,9 +22,34 @@ fn the_agent_in_the_appliance_pairs_and_answers_over_the_network() {
     let port = free_port();
     let mut options = QemuOptions::new(artefact("keel.img"), BootMedia::UsbStick);
     options.agent_port = Some(port);
+    options.nic_mac = Some("52:54:00:6b:65:01".into());
+    // QEMU's user network forwards the agent port to 10.0.2.15, its first
+    // DHCP address; a static host takes that one.
+    options.esp_files.push((
+        "keel/host.toml".into(),
+        "hostname = \"hv-static\"\n\n[[network]]\nmatch = { mac = \"52:54:00:6B:65:01\" }\n\
+         mode = \"static\"\naddress = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\n"
+            .into(),
+    ));
     let mut qemu = Qemu::start("agent", &options);
-    let address_line = qemu.wait_for("keel-init: management address", Duration::from_secs(420));
-    assert!(address_line.contains("10.0.2.15"), "{address_line}");
+    let address_line = qemu.wait_for("management address: ", Duration::from_secs(420));
+    assert!(
+        address_line.contains("management address: 10.0.2.15/24 on eth0, agent port 7444"),
+        "{address_line}"
+    );
+    let serial = qemu.serial();
+    assert!(
+        serial.contains("eth0: static 10.0.2.15/24, gateway 10.0.2.2"),
+        "{serial}"
+    );
+    assert!(
+        !serial.contains("DHCP lease"),
+        "a static host asks no DHCP server:\n{serial}"
+    );
+    assert!(
+        !serial.contains("br0"),
+        "no bridge was asked for:\n{serial}"
+    );
     let line = qemu.wait_for("pairing code: ", Duration::from_secs(120));
     let code = line
         .split("pairing code: ")
@@ -48,7 +75,8 @@ fn the_agent_in_the_appliance_pairs_and_answers_over_the_network() {
         .expect("pair with the appliance");
     match client.call(Request::HostInfo).expect("host info") {
         Response::HostInfo(info) => {
-            assert_eq!(info.hostname, "keel");
+            // host.toml from the stick is the configuration in force.
+            assert_eq!(info.hostname, "hv-static");
             assert_eq!(info.version, keel_common::VERSION);
         }
         other => panic!("unexpected answer {other:?}"),
