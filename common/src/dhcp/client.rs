@@ -294,6 +294,10 @@ mod tests {
     struct Server {
         drop_discovers: usize,
         seen: Vec<DhcpMessageType>,
+        /// Lease time granted; `None` means [`LEASE_SECS`].
+        lease_secs: Option<u32>,
+        /// Answer nothing once this many ACKs were sent (the server died).
+        acks_left: Option<usize>,
     }
 
     impl Server {
@@ -309,11 +313,19 @@ mod tests {
                         continue;
                     }
                     DhcpMessageType::Discover => DhcpMessageType::Offer,
-                    DhcpMessageType::Request => DhcpMessageType::Ack,
+                    DhcpMessageType::Request => match self.acks_left.as_mut() {
+                        Some(0) => continue,
+                        Some(left) => {
+                            *left -= 1;
+                            DhcpMessageType::Ack
+                        }
+                        None => DhcpMessageType::Ack,
+                    },
                     _ => continue,
                 };
-                lan.to_client
-                    .push_back(reply_frame(&reply_repr(reply, xid, chaddr)));
+                let mut repr = reply_repr(reply, xid, chaddr);
+                repr.lease_duration = Some(self.lease_secs.unwrap_or(LEASE_SECS));
+                lan.to_client.push_back(reply_frame(&repr));
             }
         }
     }
@@ -402,6 +414,8 @@ mod tests {
         let mut server = Server {
             drop_discovers: 0,
             seen: Vec::new(),
+            lease_secs: None,
+            acks_left: None,
         };
         let (lease, ms) = run(&mut server, 20_000);
         assert_eq!(
@@ -427,6 +441,8 @@ mod tests {
         let mut server = Server {
             drop_discovers: 2,
             seen: Vec::new(),
+            lease_secs: None,
+            acks_left: None,
         };
         let (lease, ms) = run(&mut server, 20_000);
         assert_eq!(lease.map(|l| l.address), Some(YOUR_IP));
@@ -447,10 +463,105 @@ mod tests {
         let mut server = Server {
             drop_discovers: usize::MAX,
             seen: Vec::new(),
+            lease_secs: None,
+            acks_left: None,
         };
         let (lease, _) = run(&mut server, 10_000);
         assert_eq!(lease, None);
         assert!(server.seen.len() >= 4, "{:?}", server.seen);
+    }
+
+    /// Drives client and server for `limit_ms` of simulated time in 100 ms
+    /// steps; returns every event with its time.
+    fn drive(server: &mut Server, limit_ms: i64) -> Vec<(i64, DhcpEvent)> {
+        let mut buf = vec![0u8; PACKET_BUFFER_LEN];
+        let mut client = DhcpClient::new(
+            "eth0",
+            FakeLan::default(),
+            CLIENT_MAC,
+            42,
+            &mut buf,
+            Instant::ZERO,
+        )
+        .unwrap();
+        let mut events = Vec::new();
+        let mut ms = 0;
+        while ms <= limit_ms {
+            match client.poll(Instant::from_millis(ms)) {
+                // smoltcp reports "deconfigured" once at start-up.
+                Some(DhcpEvent::Deconfigured) if events.is_empty() => {}
+                Some(event) => events.push((ms, event)),
+                None => {}
+            }
+            server.serve(client.device_mut());
+            ms += 100;
+        }
+        events
+    }
+
+    fn requests(server: &Server) -> usize {
+        server
+            .seen
+            .iter()
+            .filter(|k| **k == DhcpMessageType::Request)
+            .count()
+    }
+
+    #[test]
+    fn renews_the_lease_and_keeps_it() {
+        let mut server = Server {
+            drop_discovers: 0,
+            seen: Vec::new(),
+            lease_secs: Some(100),
+            acks_left: None,
+        };
+        // Two and a half lease times: without renewals it would be lost.
+        let events = drive(&mut server, 250_000);
+        assert!(
+            matches!(events.first(), Some((_, DhcpEvent::Configured(_)))),
+            "{events:?}"
+        );
+        assert!(
+            !events.iter().any(|(_, e)| *e == DhcpEvent::Deconfigured),
+            "the lease was lost: {events:?}"
+        );
+        // One REQUEST to get it, then at least one renewal per lease time.
+        assert!(requests(&server) >= 3, "{:?}", server.seen);
+        assert_eq!(
+            server
+                .seen
+                .iter()
+                .filter(|k| **k == DhcpMessageType::Discover)
+                .count(),
+            1,
+            "a renewal must not start over: {:?}",
+            server.seen
+        );
+    }
+
+    #[test]
+    fn a_lease_nobody_renews_is_given_up_when_it_ends() {
+        let mut server = Server {
+            drop_discovers: 0,
+            seen: Vec::new(),
+            lease_secs: Some(100),
+            acks_left: Some(1),
+        };
+        let events = drive(&mut server, 150_000);
+        let lost = events
+            .iter()
+            .find(|(_, e)| *e == DhcpEvent::Deconfigured)
+            .map(|(ms, _)| *ms);
+        // Granted at ~0 s for 100 s: given up at expiry, not before.
+        assert!(
+            lost.is_some_and(|ms| (100_000..=101_000).contains(&ms)),
+            "lost at {lost:?}: {events:?}"
+        );
+        assert!(
+            requests(&server) >= 3,
+            "renewal and rebinding were tried: {:?}",
+            server.seen
+        );
     }
 
     #[test]

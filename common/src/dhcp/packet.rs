@@ -245,3 +245,37 @@ impl phy::TxToken for TxToken<'_> {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ethernet + a 20-byte IPv4 header + a UDP header with checksum 0xabcd.
+    fn frame(protocol: u8, fragment: [u8; 2]) -> Vec<u8> {
+        let mut f = vec![0u8; ETH_HEADER + 20 + 8];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[ETH_HEADER] = 0x45;
+        f[ETH_HEADER + 6..ETH_HEADER + 8].copy_from_slice(&fragment);
+        f[ETH_HEADER + 9] = protocol;
+        f[ETH_HEADER + 26..ETH_HEADER + 28].copy_from_slice(&[0xab, 0xcd]);
+        f
+    }
+
+    #[test]
+    fn only_the_udp_checksum_of_a_whole_ipv4_datagram_is_cleared() {
+        let mut udp = frame(17, [0x40, 0]);
+        clear_udp_checksum(&mut udp);
+        assert_eq!(udp[ETH_HEADER + 26..ETH_HEADER + 28], [0, 0]);
+
+        for mut other in [frame(6, [0, 0]), frame(17, [0, 8])] {
+            let before = other.clone();
+            clear_udp_checksum(&mut other);
+            assert_eq!(other, before, "TCP and later fragments are left alone");
+        }
+        let mut short = frame(17, [0, 0]);
+        short.truncate(ETH_HEADER + 10);
+        let before = short.clone();
+        clear_udp_checksum(&mut short);
+        assert_eq!(short, before);
+    }
+}
