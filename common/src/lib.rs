@@ -12,6 +12,8 @@ pub mod guest;
 pub mod host;
 pub mod hostfwd;
 pub mod init_api;
+#[cfg(feature = "tun")]
+pub mod tun;
 pub mod vmm_api;
 
 pub use config::ConfigError;

@@ -62,14 +62,8 @@ fn set_up(ifname: &str) -> io::Result<()> {
     }
     // SAFETY: fd is a fresh descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    if ifname.len() >= req.ifr_name.len() {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *dst = src as libc::c_char;
-    }
+    let mut req = keel_common::tun::ifreq_named(ifname)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: SIOCGIFFLAGS fills the ifreq, which has a NUL-terminated name.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
         return Err(io::Error::last_os_error());

@@ -4,8 +4,11 @@
 //!   banner carries kernel start -> banner (from /proc/uptime); the rest,
 //!   banner -> first completed handshake (`keelctl pair`, retried), is
 //!   timed on the host as the serial console shows the banner.
+//! - management address: banner -> the DHCP lease on br0 printed (host
+//!   timed, like the handshake).
 //! - guest start: `keelctl guest start demo` issued -> the demo guest's
-//!   greeting read through `keelctl guest console` (nested KVM in TCG).
+//!   greeting read through `keelctl guest console` (nested KVM in TCG),
+//!   and -> the guest's own DHCP lease through its tap on br0.
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +32,8 @@ fn main() {
         .and_then(|r| r.strip_suffix(" ms"))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("unparseable banner {banner:?}"));
+    qemu.wait_for("management address: ", TIMEOUT);
+    let banner_to_address = banner_seen.elapsed();
     let code = pairing_code(&mut qemu, 0, TIMEOUT);
     let work = qemu.workdir().join("operator");
     std::fs::create_dir_all(&work).expect("mkdir");
@@ -52,6 +57,8 @@ fn main() {
     let console = Console::attach(&op, "demo");
     console.wait_for(&qemu, GREETING, TIMEOUT);
     let start_to_greeting = started.elapsed();
+    console.wait_for(&qemu, "demo: eth0 (", TIMEOUT);
+    let start_to_lease = started.elapsed();
     drop(console);
     qemu.monitor("quit");
 
@@ -65,7 +72,15 @@ fn main() {
         banner_to_agent.as_millis()
     );
     println!(
+        "  network: banner -> management address (DHCP on br0) {:>6} ms",
+        banner_to_address.as_millis()
+    );
+    println!(
         "  guest start: request -> demo greeting on the console {:>6} ms  (nested KVM inside TCG)",
         start_to_greeting.as_millis()
+    );
+    println!(
+        "  guest network: request -> the guest's DHCP lease through br0 {:>6} ms",
+        start_to_lease.as_millis()
     );
 }

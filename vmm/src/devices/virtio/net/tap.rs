@@ -2,11 +2,10 @@
 //! host kernel, virtio-net header included (`IFF_VNET_HDR`), so checksum
 //! and segmentation offloads cross the boundary without any work here.
 
-use std::ffi::CStr;
-use std::fs::OpenOptions;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
+
+use keel_common::tun::{ifreq_name, ifreq_named, open_tap, TunError, TAP_FLAGS};
 
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
@@ -15,22 +14,11 @@ use virtio_bindings::virtio_net::{
 
 use super::backend::{NetBackend, NetBackendError, OFFLOAD_FEATURES, VNET_HDR_LEN};
 
-/// The clone device every tap is created through.
-const TUN_PATH: &str = "/dev/net/tun";
-
-/// The mode the device model relies on: Ethernet frames, no packet-info
-/// prefix, a virtio-net header in front of each frame.
-const TAP_FLAGS: libc::c_int = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
-
 /// Why a tap could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
-    #[error("the tap name {0:?} is longer than 15 bytes or contains a NUL byte")]
-    InvalidName(String),
-    #[error("cannot open {TUN_PATH}: {0}")]
-    OpenTun(#[source] io::Error),
-    #[error("cannot create the tap device {name:?}: {source}")]
-    Create { name: String, source: io::Error },
+    #[error(transparent)]
+    Tun(#[from] TunError),
     #[error("cannot query the tap device behind the inherited fd: {0}")]
     Query(#[source] io::Error),
     #[error("the inherited fd is not a tap opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR (its flags are {0:#x})")]
@@ -55,28 +43,8 @@ impl Tap {
     /// needs CAP_NET_ADMIN; an existing persistent tap owned by our user
     /// does not). An empty name lets the kernel pick one (`tapN`).
     pub fn open(name: &str) -> Result<Self, TapError> {
-        let mut req = ifreq_named(name)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(TUN_PATH)
-            .map_err(TapError::OpenTun)?;
-        // The ifr_flags member of the union is a short; TAP_FLAGS fits.
-        req.ifr_ifru.ifru_flags = TAP_FLAGS as libc::c_short;
-        // SAFETY: `file` is an open /dev/net/tun fd and `req` a valid ifreq
-        // that TUNSETIFF reads and writes (the chosen name) in place.
-        let ret = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
-        if ret < 0 {
-            return Err(TapError::Create {
-                name: name.to_string(),
-                source: io::Error::last_os_error(),
-            });
-        }
-        let tap = Tap {
-            fd: OwnedFd::from(file),
-            name: ifreq_name(&req),
-        };
+        let (fd, name) = open_tap(name, libc::O_NONBLOCK)?;
+        let tap = Tap { fd, name };
         tap.configure()?;
         Ok(tap)
     }
@@ -86,7 +54,7 @@ impl Tap {
     /// with `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`; it is made non-blocking
     /// and close-on-exec, and closed when the `Tap` is dropped.
     pub fn from_fd(fd: OwnedFd) -> Result<Self, TapError> {
-        let mut req = ifreq_named("")?;
+        let mut req = ifreq_named("").ok_or_else(|| TunError::InvalidName(String::new()))?;
         // SAFETY: `fd` is open and `req` a valid ifreq TUNGETIFF fills in.
         let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, &mut req) };
         if ret < 0 {
@@ -227,29 +195,6 @@ impl NetBackend for Tap {
     }
 }
 
-/// A zeroed ifreq carrying `name`, which must fit IFNAMSIZ with its NUL.
-fn ifreq_named(name: &str) -> Result<libc::ifreq, TapError> {
-    let bytes = name.as_bytes();
-    if bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
-        return Err(TapError::InvalidName(name.to_string()));
-    }
-    // SAFETY: ifreq is plain old data (arrays, integers, pointers in a
-    // union) for which all-zero bytes are a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, &src) in req.ifr_name.iter_mut().zip(bytes) {
-        *dst = src as libc::c_char;
-    }
-    Ok(req)
-}
-
-/// The interface name the kernel left in `req`.
-fn ifreq_name(req: &libc::ifreq) -> String {
-    let bytes: Vec<u8> = req.ifr_name.iter().map(|&c| c as u8).collect();
-    CStr::from_bytes_until_nul(&bytes)
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned())
-}
-
 /// Makes an inherited fd non-blocking and close-on-exec.
 fn set_fd_flags(fd: &OwnedFd) -> io::Result<()> {
     let raw = fd.as_raw_fd();
@@ -269,8 +214,11 @@ fn set_fd_flags(fd: &OwnedFd) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
     use std::os::unix::io::FromRawFd;
     use std::time::{Duration, Instant};
+
+    use keel_common::tun::TUN_PATH;
 
     use super::*;
     use crate::devices::virtio::net::{Net, TX_QUEUE};
@@ -311,7 +259,7 @@ mod tests {
         }
         // SAFETY: `raw` is a fresh socket nobody else owns.
         let sock = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut req = ifreq_named(name).map_err(|e| io::Error::other(e.to_string()))?;
+        let mut req = ifreq_named(name).ok_or_else(|| io::Error::other("bad tap name"))?;
         req.ifr_ifru.ifru_flags = flags;
         // SAFETY: SIOC[GS]IFFLAGS read and write the ifreq in place.
         if unsafe { libc::ioctl(sock.as_raw_fd(), request, &mut req) } < 0 {
@@ -683,9 +631,12 @@ mod tests {
     fn names_that_do_not_fit_ifreq_are_refused() {
         assert!(matches!(
             Tap::open("a-name-of-16-chr"),
-            Err(TapError::InvalidName(_))
+            Err(TapError::Tun(TunError::InvalidName(_)))
         ));
-        assert!(matches!(Tap::open("ta\0p"), Err(TapError::InvalidName(_))));
+        assert!(matches!(
+            Tap::open("ta\0p"),
+            Err(TapError::Tun(TunError::InvalidName(_)))
+        ));
     }
 
     #[test]
