@@ -291,6 +291,7 @@ mod tests {
     /// A minimal DHCP server in the spirit of QEMU's slirp: OFFER for a
     /// DISCOVER, ACK for a REQUEST, broadcast replies. `drop_discovers`
     /// DISCOVERs are ignored first, to exercise smoltcp's retries.
+    #[derive(Default)]
     struct Server {
         drop_discovers: usize,
         seen: Vec<DhcpMessageType>,
@@ -411,12 +412,7 @@ mod tests {
 
     #[test]
     fn acquires_a_lease_from_a_fake_server() {
-        let mut server = Server {
-            drop_discovers: 0,
-            seen: Vec::new(),
-            lease_secs: None,
-            acks_left: None,
-        };
+        let mut server = Server::default();
         let (lease, ms) = run(&mut server, 20_000);
         assert_eq!(
             lease,
@@ -440,9 +436,7 @@ mod tests {
     fn retries_discover_when_unanswered() {
         let mut server = Server {
             drop_discovers: 2,
-            seen: Vec::new(),
-            lease_secs: None,
-            acks_left: None,
+            ..Default::default()
         };
         let (lease, ms) = run(&mut server, 20_000);
         assert_eq!(lease.map(|l| l.address), Some(YOUR_IP));
@@ -462,9 +456,7 @@ mod tests {
     fn no_server_means_no_lease() {
         let mut server = Server {
             drop_discovers: usize::MAX,
-            seen: Vec::new(),
-            lease_secs: None,
-            acks_left: None,
+            ..Default::default()
         };
         let (lease, _) = run(&mut server, 10_000);
         assert_eq!(lease, None);
@@ -510,10 +502,8 @@ mod tests {
     #[test]
     fn renews_the_lease_and_keeps_it() {
         let mut server = Server {
-            drop_discovers: 0,
-            seen: Vec::new(),
             lease_secs: Some(100),
-            acks_left: None,
+            ..Default::default()
         };
         // Two and a half lease times: without renewals it would be lost.
         let events = drive(&mut server, 250_000);
@@ -542,10 +532,9 @@ mod tests {
     #[test]
     fn a_lease_nobody_renews_is_given_up_when_it_ends() {
         let mut server = Server {
-            drop_discovers: 0,
-            seen: Vec::new(),
             lease_secs: Some(100),
             acks_left: Some(1),
+            ..Default::default()
         };
         let events = drive(&mut server, 150_000);
         let lost = events
