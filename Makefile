@@ -68,7 +68,8 @@ run: image
 		mcopy -D o -i $(OUT)/run/disk.img@@1M $(DEMO_SPEC) ::keel/guests/demo.toml; }
 	@echo "The demo guest is seeded on the ESP (keel/guests/demo.toml) and starts at boot."
 	@echo "Booting Keel in QEMU (serial console below). Quit: Ctrl-A then X."
-	@echo "The agent port 7444 is forwarded to 127.0.0.1:7444."
+	@echo "The agent port 7444 is forwarded to 127.0.0.1:7444: from this machine pair with"
+	@echo "  keelctl keygen && keelctl pair 127.0.0.1 CODE    (CODE: the pairing code on the console)"
 	qemu-system-x86_64 -machine q35 -accel tcg -cpu max -smp 2 -m 2048 \
 		-drive if=pflash,format=raw,unit=0,readonly=on,file=$(OVMF_CODE) \
 		-drive if=pflash,format=raw,unit=1,file=$(OUT)/run/OVMF_VARS.fd \
