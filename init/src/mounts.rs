@@ -83,6 +83,45 @@ pub fn mount_early() {
             Err(err) => log::error!("cannot mount {} on {}: {err}", m.fstype, m.target),
         }
     }
+    mount_efivarfs(Path::new(EFIVARS));
+}
+
+/// Where the kernel shows EFI variables once efivarfs is mounted there.
+/// The directory exists only when the kernel was booted through EFI.
+pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
+
+/// Whether efivarfs still has to be mounted on `target`: the directory
+/// exists (an EFI boot) and nothing is mounted there yet.
+fn efivarfs_wanted(target_exists: bool, mounts: &[MountEntry], target: &str) -> bool {
+    target_exists && !mounts.iter().any(|m| m.target == target)
+}
+
+/// Mounts efivarfs read-only on `target` (storage reads the variable that
+/// says which ESP the firmware booted from; init never writes variables).
+/// Skipped without EFI or when already mounted; a failure is logged and
+/// boot goes on: the ESP is then chosen by name.
+fn mount_efivarfs(target: &Path) {
+    let mounts = match std::fs::read_to_string("/proc/self/mounts") {
+        Ok(text) => parse_mounts(&text),
+        Err(err) => {
+            log::warn!("cannot read the mount table: {err}; efivarfs not mounted");
+            return;
+        }
+    };
+    let name = target.to_string_lossy();
+    if !efivarfs_wanted(target.is_dir(), &mounts, &name) {
+        return;
+    }
+    let flags = MsFlags::MS_RDONLY | NOSUID_NODEV_NOEXEC;
+    if let Err(err) = mount(
+        Some("efivarfs"),
+        target,
+        Some("efivarfs"),
+        flags,
+        None::<&str>,
+    ) {
+        log::warn!("cannot mount efivarfs on {name}: {err}; the ESP is chosen by name");
+    }
 }
 
 /// Makes the root filesystem read-only and proves it.
@@ -239,6 +278,18 @@ cgroup2 /sys/fs/cgroup cgroup2 rw 0 0
                 "/dev/pts"
             ]
         );
+    }
+
+    #[test]
+    fn efivarfs_is_mounted_only_on_efi_boots_and_once() {
+        let mut entries = parse_mounts(MOUNTS);
+        assert!(efivarfs_wanted(true, &entries, EFIVARS));
+        assert!(!efivarfs_wanted(false, &entries, EFIVARS));
+        entries.push(MountEntry {
+            target: EFIVARS.into(),
+            fstype: "efivarfs".into(),
+        });
+        assert!(!efivarfs_wanted(true, &entries, EFIVARS));
     }
 
     #[test]

@@ -4,9 +4,14 @@
 //! imported from the first into the second.
 //!
 //! Devices are found by file-system label by reading superblocks directly
-//! ([`probe`]); no blkid or udev is needed. [`bring_up`] is the entry point
-//! for init: it never fails and never panics, and says what it got.
+//! ([`probe`]); no blkid or udev is needed. When several devices carry the
+//! ESP's label (Keel on a server's disk and a Keel USB stick plugged in),
+//! the one the firmware booted from wins: its GPT partition GUID is in the
+//! EFI variable `LoaderDevicePartUUID` set by systemd-stub ([`efivar`]).
+//! [`bring_up`] is the entry point for init: it never fails and never
+//! panics, and says what it got.
 
+pub mod efivar;
 pub mod fsck;
 pub mod grow;
 pub mod probe;
@@ -18,7 +23,7 @@ use nix::mount::{mount, MsFlags};
 
 pub use fsck::FsckVerdict;
 pub use grow::GrowOutcome;
-pub use probe::{find_by_label, BlockDevice, FsKind, Probe};
+pub use probe::{find_by_label, BlockDevice, EspChoice, EspRule, FsKind, Probe};
 pub use seeds::{import_seeds, SeedReport};
 
 /// Label of the FAT EFI system partition.
@@ -137,15 +142,16 @@ fn is_mounted(target: &Path) -> bool {
         .any(|m| m.target == target)
 }
 
-/// Finds the KEEL-DATA ext4 file system (preferring the ESP's disk when
-/// there are several), checks, grows and mounts it at `mount_point`.
-/// `Ok(None)` when there is no such file system (an ISO boot without a disk).
-pub fn prepare_data(mount_point: &Path) -> Result<Option<DataMount>, StorageError> {
-    let probe = Probe::system();
-    let esp_disk = probe
-        .find(ESP_LABEL, Some(FsKind::Fat), None)
-        .map(|d| d.disk);
-    let Some(device) = probe.find(DATA_LABEL, Some(FsKind::Ext), esp_disk.as_deref()) else {
+/// Finds the KEEL-DATA ext4 file system (preferring the disk of `esp`, the
+/// ESP booted from, when there are several), checks, grows and mounts it at
+/// `mount_point`. `Ok(None)` when there is no such file system (an ISO boot
+/// without a disk).
+pub fn prepare_data(
+    esp: Option<&BlockDevice>,
+    mount_point: &Path,
+) -> Result<Option<DataMount>, StorageError> {
+    let esp_disk = esp.map(|d| d.disk.as_str());
+    let Some(device) = Probe::system().find(DATA_LABEL, Some(FsKind::Ext), esp_disk) else {
         log::info!("no {DATA_LABEL} partition: configuration and guests will not persist");
         return Ok(None);
     };
@@ -264,11 +270,15 @@ pub fn prepare_device(
     })
 }
 
-/// Mounts the FAT file system labelled KEEL-ESP read-only at
-/// `mount_point`. `Ok(None)` when there is none (booted from an ISO on a
-/// virtual CD, whose ESP is not a partition the kernel sees).
-pub fn mount_esp(mount_point: &Path) -> Result<Option<PathBuf>, StorageError> {
-    let Some(device) = Probe::system().find(ESP_LABEL, Some(FsKind::Fat), None) else {
+/// Mounts `esp` (the FAT file system labelled KEEL-ESP the firmware booted
+/// from, see [`Probe::find_esp`]) read-only at `mount_point`. `Ok(None)`
+/// when there is none (booted from an ISO on a virtual CD, whose ESP is
+/// not a partition the kernel sees).
+pub fn mount_esp(
+    esp: Option<&BlockDevice>,
+    mount_point: &Path,
+) -> Result<Option<PathBuf>, StorageError> {
+    let Some(device) = esp else {
         log::info!("no {ESP_LABEL} partition found: no seed configuration to import");
         return Ok(None);
     };
@@ -362,11 +372,14 @@ fn wait_for_partitions() {
 fn bring_up_at(esp_mount: &Path, data_mount: &Path) -> Storage {
     let mut storage = Storage::default();
     wait_for_partitions();
-    match mount_esp(esp_mount) {
+    // Chosen once, so the ESP mounted and the disk KEEL-DATA is taken from
+    // agree, and the choice is logged once.
+    let esp = Probe::system().find_esp();
+    match mount_esp(esp.as_ref(), esp_mount) {
         Ok(esp) => storage.esp = esp,
         Err(err) => log::error!("{err}"),
     }
-    match prepare_data(data_mount) {
+    match prepare_data(esp.as_ref(), data_mount) {
         Ok(Some(data)) => {
             storage.data_read_only = data.read_only;
             storage.data = Some(data.mount_point);

@@ -2,6 +2,7 @@
 //! `/sys/class/block`, open each device read-only and read the ext4
 //! superblock or the FAT boot sector.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
@@ -138,6 +139,10 @@ pub struct BlockDevice {
     pub start_sector: Option<u64>,
     /// The file system found on it.
     pub fs: Option<FsLabel>,
+    /// The partition's GPT unique partition GUID (PARTUUID), lower case;
+    /// read from its disk's partition table, as sysfs does not show it.
+    /// `None` for whole disks and partitions not in a readable GPT.
+    pub partuuid: Option<String>,
 }
 
 impl BlockDevice {
@@ -183,9 +188,14 @@ impl Probe {
         self.sys_root.join("class/block")
     }
 
-    /// Describes one device by kernel name, reading its label. `None` when
-    /// sysfs does not know it.
+    /// Describes one device by kernel name, reading its label (and for a
+    /// partition its disk's GPT). `None` when sysfs does not know it.
     pub fn device(&self, name: &str) -> Option<BlockDevice> {
+        self.device_with(name, &mut GptCache::default())
+    }
+
+    /// [`Probe::device`], reading each disk's GPT at most once per `gpts`.
+    fn device_with(&self, name: &str, gpts: &mut GptCache) -> Option<BlockDevice> {
         let entry = self.class_block().join(name);
         if !entry.exists() {
             return None;
@@ -220,6 +230,12 @@ impl Probe {
                 }
             }
         };
+        let partuuid = match partition {
+            Some(number) if !empty => gpts
+                .entries(&self.dev_root, &disk)
+                .and_then(|entries| partuuid_of(entries, number, start_sector)),
+            _ => None,
+        };
         Some(BlockDevice {
             name: name.to_string(),
             path,
@@ -227,6 +243,7 @@ impl Probe {
             partition,
             start_sector,
             fs,
+            partuuid,
         })
     }
 
@@ -244,7 +261,11 @@ impl Probe {
             }
         };
         names.sort();
-        names.iter().filter_map(|n| self.device(n)).collect()
+        let mut gpts = GptCache::default();
+        names
+            .iter()
+            .filter_map(|n| self.device_with(n, &mut gpts))
+            .collect()
     }
 
     /// Every device whose file system carries `label`.
@@ -269,31 +290,253 @@ impl Probe {
             found.retain(|d| d.fs.as_ref().is_some_and(|fs| fs.kind == kind));
         }
         if found.len() > 1 {
-            let names: Vec<&str> = found.iter().map(|d| d.name.as_str()).collect();
             let pick = prefer_disk
                 .and_then(|disk| found.iter().position(|d| d.disk == disk))
                 .unwrap_or(0);
-            log::warn!(
-                "{} devices carry the label {label} ({}); using {}",
-                found.len(),
-                names.join(", "),
-                found[pick].name
-            );
+            log::warn!("{}", duplicate_warning(label, &found, pick));
             return Some(found.swap_remove(pick));
         }
         found.pop()
     }
 
-    /// The device node carrying `label`. For any label but the ESP's, a
-    /// device on the same disk as the ESP is preferred when there are several.
-    pub fn find_by_label(&self, label: &str) -> Option<PathBuf> {
-        let esp_disk = if label == super::ESP_LABEL {
-            None
-        } else {
-            self.find(super::ESP_LABEL, Some(FsKind::Fat), None)
-                .map(|d| d.disk)
+    /// The firmware's `LoaderDevicePartUUID` (lower case), read from
+    /// efivarfs under this probe's sysfs root.
+    pub fn loader_device_part_uuid(&self) -> Option<String> {
+        super::efivar::read_loader_device_part_uuid(&self.sys_root)
+    }
+
+    /// Chooses the ESP among the FAT file systems labelled KEEL-ESP,
+    /// without logging: the one whose PARTUUID is the firmware's
+    /// `LoaderDevicePartUUID`, else the first by name (see [`EspRule`]).
+    pub fn choose_esp(&self) -> Option<EspChoice> {
+        let mut found = self.find_all(super::ESP_LABEL);
+        found.retain(|d| d.fs.as_ref().is_some_and(|fs| fs.kind == FsKind::Fat));
+        if found.is_empty() {
+            return None;
+        }
+        let candidates: Vec<String> = found.iter().map(|d| d.name.clone()).collect();
+        let booted = self.loader_device_part_uuid();
+        let (pick, rule) = match booted {
+            None => (0, EspRule::FirstByName),
+            Some(partuuid) => {
+                let matching: Vec<usize> = found
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| d.partuuid.as_deref() == Some(partuuid.as_str()))
+                    .map(|(i, _)| i)
+                    .collect();
+                match matching[..] {
+                    [] => (0, EspRule::NotBootedFrom { partuuid }),
+                    [one] => (one, EspRule::Booted { partuuid }),
+                    [first, ..] => {
+                        let names = matching.iter().map(|&i| found[i].name.clone()).collect();
+                        (first, EspRule::AmbiguousPartuuid { partuuid, names })
+                    }
+                }
+            }
         };
+        Some(EspChoice {
+            device: found.swap_remove(pick),
+            rule,
+            candidates,
+        })
+    }
+
+    /// [`Probe::choose_esp`], logging how the ESP was chosen.
+    pub fn find_esp(&self) -> Option<BlockDevice> {
+        let choice = self.choose_esp()?;
+        choice.log();
+        Some(choice.device)
+    }
+
+    /// The device node carrying `label`. The ESP is the one the firmware
+    /// booted from ([`Probe::find_esp`]); for any other label a device on
+    /// the same disk as the ESP is preferred when there are several.
+    pub fn find_by_label(&self, label: &str) -> Option<PathBuf> {
+        if label == super::ESP_LABEL {
+            return self.find_esp().map(|d| d.path);
+        }
+        let esp_disk = self.find_esp().map(|d| d.disk);
         self.find(label, None, esp_disk.as_deref()).map(|d| d.path)
+    }
+}
+
+fn duplicate_warning(label: &str, found: &[BlockDevice], pick: usize) -> String {
+    let names: Vec<&str> = found.iter().map(|d| d.name.as_str()).collect();
+    format!(
+        "{} devices carry the label {label} ({}); using {}",
+        found.len(),
+        names.join(", "),
+        found[pick].name
+    )
+}
+
+/// How [`Probe::choose_esp`] picked the ESP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EspRule {
+    /// Its PARTUUID is the firmware's `LoaderDevicePartUUID`: the firmware
+    /// booted from it.
+    Booted { partuuid: String },
+    /// `LoaderDevicePartUUID` is none of their PARTUUIDs (booted from an
+    /// ISO on a virtual CD, or from an ESP without the label): the first
+    /// by name.
+    NotBootedFrom { partuuid: String },
+    /// Several carry the PARTUUID the firmware booted from (copies of one
+    /// image): the first of those by name.
+    AmbiguousPartuuid {
+        partuuid: String,
+        names: Vec<String>,
+    },
+    /// No readable `LoaderDevicePartUUID` (no EFI, no efivarfs, another
+    /// loader): the first by name.
+    FirstByName,
+}
+
+/// The ESP [`Probe::choose_esp`] picked, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EspChoice {
+    pub device: BlockDevice,
+    pub rule: EspRule,
+    /// Every device carrying a FAT KEEL-ESP, by name.
+    pub candidates: Vec<String>,
+}
+
+impl EspChoice {
+    /// What to log about the choice, or `None` when there is nothing worth
+    /// saying (a single ESP and no variable).
+    pub fn message(&self) -> Option<(log::Level, String)> {
+        let label = super::ESP_LABEL;
+        let name = &self.device.name;
+        let all = self.candidates.join(", ");
+        let several = self.candidates.len() > 1;
+        match &self.rule {
+            EspRule::Booted { partuuid } => {
+                let mut text = format!(
+                    "booted from {} (LoaderDevicePartUUID {partuuid})",
+                    self.device.path.display()
+                );
+                if several {
+                    text.push_str(&format!("; {label} is also on {}", self.others()));
+                }
+                Some((log::Level::Info, text))
+            }
+            EspRule::NotBootedFrom { partuuid } => Some((
+                if several {
+                    log::Level::Warn
+                } else {
+                    log::Level::Info
+                },
+                format!(
+                    "LoaderDevicePartUUID {partuuid} is not a {label} partition here \
+                     ({all}; booted from an ISO?); using {name}, the first by name"
+                ),
+            )),
+            EspRule::AmbiguousPartuuid { partuuid, names } => Some((
+                log::Level::Warn,
+                format!(
+                    "{} partitions have the PARTUUID {partuuid} the firmware booted from \
+                     ({}: copies of one image?); using {name}, the first by name",
+                    names.len(),
+                    names.join(", ")
+                ),
+            )),
+            EspRule::FirstByName if several => Some((
+                log::Level::Warn,
+                format!(
+                    "{} devices carry the label {label} ({all}); using {name} \
+                     (no LoaderDevicePartUUID tells which one the firmware booted from)",
+                    self.candidates.len()
+                ),
+            )),
+            EspRule::FirstByName => None,
+        }
+    }
+
+    fn others(&self) -> String {
+        let others: Vec<&str> = self
+            .candidates
+            .iter()
+            .filter(|n| **n != self.device.name)
+            .map(String::as_str)
+            .collect();
+        others.join(", ")
+    }
+
+    /// Logs [`EspChoice::message`].
+    pub fn log(&self) {
+        if let Some((level, text)) = self.message() {
+            log::log!(level, "{text}");
+        }
+    }
+}
+
+/// One used GPT entry: its number (the kernel's partition number), first
+/// byte and unique partition GUID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GptEntry {
+    number: u32,
+    start: u64,
+    guid: String,
+}
+
+/// The GPT entries of each disk read so far in one scan (`None`: no
+/// readable GPT).
+#[derive(Debug, Default)]
+struct GptCache(HashMap<String, Option<Vec<GptEntry>>>);
+
+impl GptCache {
+    fn entries(&mut self, dev_root: &Path, disk: &str) -> Option<&[GptEntry]> {
+        self.0
+            .entry(disk.to_string())
+            .or_insert_with(|| read_gpt_entries(&dev_root.join(disk)))
+            .as_deref()
+    }
+}
+
+/// The used entries of the GPT on `disk`, or `None` (logged at debug
+/// level: most disks without a GPT are simply not Keel's).
+fn read_gpt_entries(disk: &Path) -> Option<Vec<GptEntry>> {
+    let read = open_read_only(disk)
+        .map_err(|err| err.to_string())
+        .and_then(|mut file| gptman::GPT::find_from(&mut file).map_err(|err| err.to_string()));
+    match read {
+        Ok(gpt) => Some(
+            gpt.iter()
+                .filter(|(_, entry)| entry.is_used())
+                .map(|(number, entry)| GptEntry {
+                    number,
+                    start: entry.starting_lba.saturating_mul(gpt.sector_size),
+                    guid: super::efivar::guid_string(&entry.unique_partition_guid),
+                })
+                .collect(),
+        ),
+        Err(err) => {
+            log::debug!("no GPT read from {}: {err}", disk.display());
+            None
+        }
+    }
+}
+
+/// The GUID of kernel partition `number` starting at `start_sector` (512
+/// bytes, as sysfs counts): the entry with that number when it starts
+/// there, else the one entry that starts there (the kernel numbered the
+/// partitions from another table, as on hybrid MBR/GPT media).
+fn partuuid_of(entries: &[GptEntry], number: u32, start_sector: Option<u64>) -> Option<String> {
+    let start = start_sector.map(|s| s.saturating_mul(512));
+    let by_number = entries
+        .iter()
+        .find(|e| e.number == number && start.is_none_or(|s| s == e.start));
+    if let Some(entry) = by_number {
+        return Some(entry.guid.clone());
+    }
+    let start = start?;
+    match entries
+        .iter()
+        .filter(|e| e.start == start)
+        .collect::<Vec<_>>()[..]
+    {
+        [one] => Some(one.guid.clone()),
+        _ => None,
     }
 }
 
@@ -467,6 +710,11 @@ pub(crate) mod tests {
         }
 
         pub fn add_partition(&self, disk: &str, number: u32, image: &Path) {
+            self.add_partition_at(disk, number, image, 2048);
+        }
+
+        /// A partition starting at sector `start` (512 bytes) of its disk.
+        pub fn add_partition_at(&self, disk: &str, number: u32, image: &Path, start: u64) {
             let name = format!("{disk}{number}");
             let dir = self
                 .root
@@ -476,7 +724,7 @@ pub(crate) mod tests {
                 .join(&name);
             std::fs::create_dir_all(&dir).expect("mkdir");
             std::fs::write(dir.join("partition"), format!("{number}\n")).expect("partition");
-            std::fs::write(dir.join("start"), "2048\n").expect("start");
+            std::fs::write(dir.join("start"), format!("{start}\n")).expect("start");
             std::fs::write(dir.join("size"), "2048\n").expect("size");
             self.link(&name, &dir, Some(image));
         }
@@ -517,6 +765,9 @@ pub(crate) mod tests {
         let whole = probe.device("vdb").expect("vdb");
         assert_eq!(whole.disk, "vdb");
         assert!(!whole.is_partition());
+        // No GPT to read (vda has no node): no PARTUUIDs.
+        assert_eq!(data_dev.partuuid, None);
+        assert_eq!(whole.partuuid, None);
     }
 
     #[test]
@@ -547,6 +798,260 @@ pub(crate) mod tests {
             probe.find("KEEL-DATA", None, None).map(|d| d.name),
             Some("sda1".to_string())
         );
+    }
+
+    const ESP_TYPE: [u8; 16] = [
+        0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9,
+        0x3b,
+    ];
+    const LINUX_TYPE: [u8; 16] = [
+        0xaf, 0x3d, 0xc6, 0x0f, 0x83, 0x84, 0x72, 0x47, 0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d,
+        0xe4,
+    ];
+    /// Where the test disks put their partitions (512-byte sectors).
+    const ESP_START: u64 = 2048;
+    const DATA_START: u64 = 8192;
+
+    /// A partition GUID as GPT stores it; its text form is
+    /// `44332211-6655-8877-99aa-bbccddeeffNN` with NN = `last`.
+    fn test_guid(last: u8) -> [u8; 16] {
+        [
+            0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee,
+            0xff, last,
+        ]
+    }
+
+    fn test_guid_text(last: u8) -> String {
+        format!("44332211-6655-8877-99aa-bbccddeeff{last:02x}")
+    }
+
+    /// A sparse 16 MiB disk image with a real GPT written by gptman: an ESP
+    /// at sector 2048 (PARTUUID `esp_guid`) and a Linux partition at 8192.
+    /// The file systems live in separate images linked as the partitions'
+    /// device nodes; only the table is read from the disk.
+    fn gpt_disk(path: &Path, esp_guid: [u8; 16], data_guid: [u8; 16]) {
+        use gptman::{GPTPartitionEntry, GPT};
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .expect("create disk");
+        file.set_len(16 << 20).expect("size disk");
+        let mut gpt = GPT::new_from(&mut file, 512, [0x5a; 16]).expect("gpt");
+        for (i, (ty, guid, start, name)) in [
+            (ESP_TYPE, esp_guid, ESP_START, "KEEL-ESP"),
+            (LINUX_TYPE, data_guid, DATA_START, "KEEL-DATA"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            gpt[i as u32 + 1] = GPTPartitionEntry {
+                partition_type_guid: ty,
+                unique_partition_guid: guid,
+                starting_lba: start,
+                ending_lba: start + 4095,
+                attribute_bits: 0,
+                partition_name: name.into(),
+            };
+        }
+        GPT::write_protective_mbr_into(&mut file, 512).expect("mbr");
+        gpt.write_into(&mut file).expect("write gpt");
+    }
+
+    /// Keel installed on `sda` and on a USB stick `sdb`: two GPT disks, each
+    /// with a KEEL-ESP and a KEEL-DATA partition; ESP PARTUUIDs end in 0xa1
+    /// and 0xb1.
+    fn two_keel_disks(images: &Scratch) -> FakeSys {
+        let esp = images.0.join("esp.img");
+        let data = images.0.join("data.ext4");
+        mkfs_vfat(&esp, "KEEL-ESP", 40, true);
+        mkfs_ext4(&data, "KEEL-DATA", 8);
+        let sys = FakeSys::new();
+        for (disk, tag) in [("sda", 0xa0u8), ("sdb", 0xb0)] {
+            let image = images.0.join(format!("{disk}.img"));
+            gpt_disk(&image, test_guid(tag + 1), test_guid(tag + 2));
+            sys.add_disk(disk, Some(&image));
+            sys.add_partition_at(disk, 1, &esp, ESP_START);
+            sys.add_partition_at(disk, 2, &data, DATA_START);
+        }
+        sys
+    }
+
+    fn set_loader_device_part_uuid(probe: &Probe, text: &str) {
+        let path = crate::storage::efivar::variable_path(&probe.sys_root);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir efivars");
+        std::fs::write(&path, crate::storage::efivar::tests::efivarfs_bytes(text))
+            .expect("write variable");
+    }
+
+    #[test]
+    fn partuuids_come_from_the_disks_gpt() {
+        let images = Scratch::new("gpt-uuid");
+        let sys = two_keel_disks(&images);
+        let probe = sys.probe();
+        let devices = probe.devices();
+        let uuids: Vec<(&str, Option<&str>)> = devices
+            .iter()
+            .map(|d| (d.name.as_str(), d.partuuid.as_deref()))
+            .collect();
+        let (a1, a2, b1, b2) = (
+            test_guid_text(0xa1),
+            test_guid_text(0xa2),
+            test_guid_text(0xb1),
+            test_guid_text(0xb2),
+        );
+        assert_eq!(
+            uuids,
+            vec![
+                ("sda", None),
+                ("sda1", Some(a1.as_str())),
+                ("sda2", Some(a2.as_str())),
+                ("sdb", None),
+                ("sdb1", Some(b1.as_str())),
+                ("sdb2", Some(b2.as_str())),
+            ]
+        );
+        // The GPT disk itself is not mistaken for a FAT file system.
+        assert_eq!(devices[0].fs, None);
+        assert_eq!(probe.device("sdb2").and_then(|d| d.partuuid), Some(b2));
+    }
+
+    #[test]
+    fn the_esp_the_firmware_booted_from_wins() {
+        let images = Scratch::new("booted");
+        let sys = two_keel_disks(&images);
+        let probe = sys.probe();
+        let root = &sys.root.0;
+
+        // Without the variable: the old rule, first by name, with a warning.
+        let choice = probe.choose_esp().expect("an ESP");
+        assert_eq!(choice.device.name, "sda1");
+        assert_eq!(choice.rule, EspRule::FirstByName);
+        assert_eq!(choice.candidates, vec!["sda1", "sdb1"]);
+        let (level, text) = choice.message().expect("a warning");
+        assert_eq!(level, log::Level::Warn);
+        assert!(
+            text.starts_with("2 devices carry the label KEEL-ESP (sda1, sdb1); using sda1"),
+            "{text}"
+        );
+        assert_eq!(
+            probe.find_by_label("KEEL-DATA"),
+            Some(root.join("dev/sda2"))
+        );
+
+        // systemd-stub says it was started from the stick's ESP (upper case,
+        // as systemd writes it): that ESP, and the data on its disk, win.
+        set_loader_device_part_uuid(&probe, &test_guid_text(0xb1).to_uppercase());
+        let choice = probe.choose_esp().expect("an ESP");
+        assert_eq!(choice.device.name, "sdb1");
+        assert_eq!(
+            choice.rule,
+            EspRule::Booted {
+                partuuid: test_guid_text(0xb1)
+            }
+        );
+        let (level, text) = choice.message().expect("a message");
+        assert_eq!(level, log::Level::Info);
+        assert!(
+            text.starts_with(&format!(
+                "booted from {} (LoaderDevicePartUUID {})",
+                root.join("dev/sdb1").display(),
+                test_guid_text(0xb1)
+            )),
+            "{text}"
+        );
+        assert_eq!(probe.find_by_label("KEEL-ESP"), Some(root.join("dev/sdb1")));
+        assert_eq!(
+            probe.find_by_label("KEEL-DATA"),
+            Some(root.join("dev/sdb2"))
+        );
+
+        // And the disk's, when that is where the firmware started it.
+        set_loader_device_part_uuid(&probe, &test_guid_text(0xa1));
+        assert_eq!(
+            probe.find_by_label("KEEL-DATA"),
+            Some(root.join("dev/sda2"))
+        );
+
+        // A GUID that is neither (the ISO's appended ESP on a virtual CD):
+        // the old rule again, said so.
+        set_loader_device_part_uuid(&probe, "0FC63DAF-8483-4772-8E79-3D69D8477DE4");
+        let choice = probe.choose_esp().expect("an ESP");
+        assert_eq!(choice.device.name, "sda1");
+        assert_eq!(
+            choice.rule,
+            EspRule::NotBootedFrom {
+                partuuid: "0fc63daf-8483-4772-8e79-3d69d8477de4".into()
+            }
+        );
+        assert_eq!(choice.message().map(|m| m.0), Some(log::Level::Warn));
+
+        // A variable that is not a GUID counts as none.
+        set_loader_device_part_uuid(&probe, "garbage");
+        assert_eq!(
+            probe.choose_esp().map(|c| c.rule),
+            Some(EspRule::FirstByName)
+        );
+    }
+
+    #[test]
+    fn copies_of_one_image_share_a_partuuid() {
+        let images = Scratch::new("clones");
+        let sys = two_keel_disks(&images);
+        // sdc is a byte copy of sda (same image written twice).
+        let esp = images.0.join("esp.img");
+        sys.add_disk("sdc", Some(&images.0.join("sda.img")));
+        sys.add_partition_at("sdc", 1, &esp, ESP_START);
+        let probe = sys.probe();
+        set_loader_device_part_uuid(&probe, &test_guid_text(0xa1));
+        let choice = probe.choose_esp().expect("an ESP");
+        assert_eq!(choice.device.name, "sda1");
+        assert_eq!(
+            choice.rule,
+            EspRule::AmbiguousPartuuid {
+                partuuid: test_guid_text(0xa1),
+                names: vec!["sda1".into(), "sdc1".into()]
+            }
+        );
+        assert_eq!(choice.message().map(|m| m.0), Some(log::Level::Warn));
+    }
+
+    #[test]
+    fn a_single_esp_needs_no_variable_and_says_nothing() {
+        let images = Scratch::new("single");
+        let esp = images.0.join("esp.img");
+        mkfs_vfat(&esp, "KEEL-ESP", 40, true);
+        let sys = FakeSys::new();
+        sys.add_disk("vda", None);
+        sys.add_partition("vda", 1, &esp);
+        let choice = sys.probe().choose_esp().expect("an ESP");
+        assert_eq!(choice.rule, EspRule::FirstByName);
+        assert_eq!(choice.message(), None);
+        assert_eq!(FakeSys::new().probe().choose_esp(), None);
+    }
+
+    #[test]
+    fn partition_numbers_are_checked_against_the_start_sector() {
+        let entry = |number, start_sector: u64, last| GptEntry {
+            number,
+            start: start_sector * 512,
+            guid: test_guid_text(last),
+        };
+        let entries = [entry(1, 2048, 1), entry(2, 8192, 2)];
+        assert_eq!(
+            partuuid_of(&entries, 2, Some(8192)),
+            Some(test_guid_text(2))
+        );
+        assert_eq!(partuuid_of(&entries, 1, None), Some(test_guid_text(1)));
+        // The kernel numbered from another table (hybrid MBR): by start.
+        assert_eq!(
+            partuuid_of(&entries, 1, Some(8192)),
+            Some(test_guid_text(2))
+        );
+        assert_eq!(partuuid_of(&entries, 3, Some(4096)), None);
+        assert_eq!(partuuid_of(&entries, 3, None), None);
     }
 
     #[test]
