@@ -225,6 +225,9 @@ fn appliance_services(data: &Path, config: &HostConfig) -> Supervisor {
             &[
                 "--state-dir",
                 &state,
+                // Uploads land where guest specs look: images/, disks/.
+                "--upload-root",
+                &data.to_string_lossy(),
                 "--init-socket",
                 keel_common::init_api::INIT_SOCKET,
                 "--listen",

@@ -106,8 +106,10 @@ pub enum Request {
     Audit {
         tail: u32,
     },
-    /// Start an upload to `path`, relative to `<state-dir>/uploads` on the
-    /// host (absolute paths and `..` are refused). The server answers
+    /// Start an upload to `path`, relative to the agent's upload root (the
+    /// data partition in the appliance, `<state-dir>/uploads` for a
+    /// standalone agent); it must start with `images/` or `disks/`
+    /// (absolute paths and `..` are refused). The server answers
     /// `UploadAck { received: 0, window }` and the client may then have
     /// at most `window` unacknowledged bytes in flight.
     Upload {

@@ -24,6 +24,8 @@ fn with_role(agent: &Agent, admin: &mut Client, role: Role) -> (ClientKey, Clien
     (key, c)
 }
 
+/// The upload root of an agent started with the default configuration,
+/// as a standalone keel-agent is.
 fn uploads(agent: &Agent) -> PathBuf {
     agent.state.join("uploads")
 }
@@ -115,7 +117,7 @@ fn multi_mib_upload_arrives_intact() {
     ));
     // An empty file works too.
     c.upload(
-        "empty",
+        "disks/empty",
         0,
         sha(&[]),
         &mut [].as_slice(),
@@ -123,7 +125,10 @@ fn multi_mib_upload_arrives_intact() {
         &mut |_| {},
     )
     .unwrap();
-    assert_eq!(std::fs::read(uploads(&agent).join("empty")).unwrap(), b"");
+    assert_eq!(
+        std::fs::read(uploads(&agent).join("disks/empty")).unwrap(),
+        b""
+    );
 }
 
 #[test]
@@ -134,7 +139,7 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
     let mut wrong = sha(&body);
     wrong[0] ^= 1;
     let (kind, message) = host_err(c.upload(
-        "bad.img",
+        "disks/bad.img",
         body.len() as u64,
         wrong,
         &mut body.as_slice(),
@@ -143,14 +148,14 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
     ));
     assert_eq!(kind, ErrorKind::Invalid);
     assert!(message.contains("SHA-256"), "{message}");
-    assert!(!uploads(&agent).join("bad.img").exists());
+    assert!(!uploads(&agent).join("disks/bad.img").exists());
     assert_eq!(files(&uploads(&agent)), Vec::<String>::new());
-    agent.wait_audit(&["admin Upload(bad.img,size=3145728) error"]);
+    agent.wait_audit(&["admin Upload(disks?bad.img,size=3145728) error"]);
 
     // An existing file keeps its old content when a replacement fails.
     let good = data(100);
     c.upload(
-        "bad.img",
+        "disks/bad.img",
         100,
         sha(&good),
         &mut good.as_slice(),
@@ -159,7 +164,7 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
     )
     .unwrap();
     let (kind, _) = host_err(c.upload(
-        "bad.img",
+        "disks/bad.img",
         body.len() as u64,
         wrong,
         &mut body.as_slice(),
@@ -168,7 +173,7 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
     ));
     assert_eq!(kind, ErrorKind::Invalid);
     assert_eq!(
-        std::fs::read(uploads(&agent).join("bad.img")).unwrap(),
+        std::fs::read(uploads(&agent).join("disks/bad.img")).unwrap(),
         good
     );
     assert_eq!(files(&uploads(&agent)).len(), 1);
@@ -177,7 +182,7 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
     // audit line records the bytes received.
     let before = files(&uploads(&agent));
     let r = c.call(Request::Upload {
-        path: "short".into(),
+        path: "images/short".into(),
         size: 10,
         sha256: sha(&[0; 10]),
     });
@@ -187,14 +192,20 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
         Response::HostInfo(_)
     ));
     assert_eq!(files(&uploads(&agent)), before);
-    agent.wait_audit(&["admin Upload(short,size=0) aborted"]);
+    agent.wait_audit(&["admin Upload(images?short,size=0) aborted"]);
 }
 
 #[test]
 fn dot_dot_and_absolute_paths_are_refused() {
     let agent = Agent::start();
     let (_, mut c) = agent.admin();
-    for bad in ["../escape", "a/../../escape", "/tmp/escape", "", "dir/"] {
+    for bad in [
+        "../escape",
+        "images/../../escape",
+        "/tmp/escape",
+        "",
+        "images/dir/",
+    ] {
         let (kind, message) = host_err(c.upload(
             bad,
             3,
@@ -218,7 +229,7 @@ fn reader_cannot_upload_but_operator_can() {
     let (reader, mut r) = with_role(&agent, &mut admin, Role::Reader);
     let err = r
         .upload(
-            "x.bin",
+            "images/x.bin",
             3,
             sha(b"abc"),
             &mut b"abc".as_slice(),
@@ -234,10 +245,10 @@ fn reader_cannot_upload_but_operator_can() {
         }
     ));
     assert_eq!(err.exit_code(), exit::NOT_AUTHORIZED);
-    assert!(!uploads(&agent).join("x.bin").exists());
+    assert!(!uploads(&agent).join("images/x.bin").exists());
     agent.wait_audit(&[
         &reader.fingerprint().to_string(),
-        "reader Upload(x.bin,size=3) refused",
+        "reader Upload(images?x.bin,size=3) refused",
     ]);
     // Chunks without an authorised Upload are refused too.
     let err = r
@@ -250,7 +261,7 @@ fn reader_cannot_upload_but_operator_can() {
 
     let (_, mut op) = with_role(&agent, &mut admin, Role::Operator);
     op.upload(
-        "x.bin",
+        "images/x.bin",
         3,
         sha(b"abc"),
         &mut b"abc".as_slice(),
@@ -259,10 +270,10 @@ fn reader_cannot_upload_but_operator_can() {
     )
     .unwrap();
     assert_eq!(
-        std::fs::read(uploads(&agent).join("x.bin")).unwrap(),
+        std::fs::read(uploads(&agent).join("images/x.bin")).unwrap(),
         b"abc"
     );
-    agent.wait_audit(&["operator Upload(x.bin,size=3) ok"]);
+    agent.wait_audit(&["operator Upload(images?x.bin,size=3) ok"]);
 }
 
 #[test]
@@ -313,7 +324,7 @@ fn keelctl_upload_command() {
         &host,
         "upload",
         local.to_str().unwrap(),
-        "copy.img",
+        "disks/copy.img",
     ]);
     assert!(out.status.success());
     assert_eq!(
@@ -321,9 +332,155 @@ fn keelctl_upload_command() {
         1,
         "progress output leaked into stdout"
     );
+    assert!(uploads(&agent).join("disks/copy.img").is_file());
     let out = run(&["--host", &host, "upload", local.to_str().unwrap(), "../x"]);
     assert_eq!(out.status.code(), Some(exit::HOST_ERROR));
-    let out = run(&["--host", &host, "upload", "/nonexistent/file", "y"]);
+    // Outside images/ and disks/: refused, with the reason on stderr.
+    let out = run(&[
+        "--host",
+        &host,
+        "upload",
+        local.to_str().unwrap(),
+        "copy.img",
+    ]);
+    assert_eq!(out.status.code(), Some(exit::HOST_ERROR));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("images/ or disks/"), "{stderr}");
+    assert!(!uploads(&agent).join("copy.img").exists());
+    let out = run(&["--host", &host, "upload", "/nonexistent/file", "images/y"]);
     assert_eq!(out.status.code(), Some(exit::LOCAL));
     let _ = std::fs::remove_dir_all(&config);
+}
+
+#[test]
+fn paths_outside_images_and_disks_are_refused_and_create_nothing() {
+    let dir = temp_dir("root");
+    let root = dir.join("data");
+    let agent = Agent::start_with("127.0.0.1:0", |cfg| cfg.upload_root = root.clone());
+    let (_, mut c) = agent.admin();
+    let (kind, message) = host_err(c.upload(
+        "x.bin",
+        3,
+        sha(b"abc"),
+        &mut b"abc".as_slice(),
+        MAX_CHUNK,
+        &mut |_| {},
+    ));
+    assert_eq!(kind, ErrorKind::Invalid);
+    assert_eq!(
+        message,
+        "Bad upload path \"x.bin\": it must start with images/ or disks/."
+    );
+    agent.wait_audit(&["admin Upload(x.bin,size=3) error"]);
+    // The rest of the data partition is out of reach, and the two
+    // directories themselves are not files to write.
+    for bad in [
+        "agent/authorized_keys",
+        "guests/web1.toml",
+        "host.toml",
+        "images",
+        "disks",
+        "Images/vmlinux",
+        "images.old/vmlinux",
+    ] {
+        let (kind, message) = host_err(c.upload(
+            bad,
+            3,
+            sha(b"abc"),
+            &mut b"abc".as_slice(),
+            MAX_CHUNK,
+            &mut |_| {},
+        ));
+        assert_eq!(kind, ErrorKind::Invalid, "{bad}: {message}");
+        assert!(message.contains("images/ or disks/"), "{bad}: {message}");
+    }
+    // Nothing was created: not even the upload root.
+    assert!(!root.exists());
+    assert_eq!(files(&dir), Vec::<String>::new());
+    assert_eq!(files(&uploads(&agent)), Vec::<String>::new());
+    // The session is still usable.
+    assert!(matches!(
+        c.call(Request::HostInfo).unwrap(),
+        Response::HostInfo(_)
+    ));
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn images_land_in_the_upload_root_as_guest_specs_name_them() {
+    use std::os::unix::fs::PermissionsExt;
+    // As in the appliance: the root is the data partition, where init has
+    // already made images/ and disks/.
+    let root = temp_dir("data-partition");
+    for d in ["images", "disks"] {
+        std::fs::create_dir(root.join(d)).unwrap();
+        std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let agent = Agent::start_with("127.0.0.1:0", |cfg| cfg.upload_root = root.clone());
+    let (_, mut c) = agent.admin();
+    let kernel = data(70_000);
+    c.upload(
+        "images/vmlinux",
+        kernel.len() as u64,
+        sha(&kernel),
+        &mut kernel.as_slice(),
+        MAX_CHUNK,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(std::fs::read(root.join("images/vmlinux")).unwrap() == kernel);
+    let disk = data(4096);
+    c.upload(
+        "disks/web1/root.raw",
+        disk.len() as u64,
+        sha(&disk),
+        &mut disk.as_slice(),
+        MAX_CHUNK,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(std::fs::read(root.join("disks/web1/root.raw")).unwrap() == disk);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // Existing directories keep their mode; new ones get 0700.
+    assert_eq!(mode(&root.join("images")), 0o755);
+    assert_eq!(mode(&root.join("disks/web1")), 0o700);
+    let mut got = files(&root);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            root.join("disks/web1/root.raw").display().to_string(),
+            root.join("images/vmlinux").display().to_string(),
+        ]
+    );
+    // Nothing in the state directory's default root.
+    assert!(!uploads(&agent).exists());
+    agent.wait_audit(&["admin Upload(images?vmlinux,size=70000) ok"]);
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_standalone_agent_uploads_below_state_dir_uploads() {
+    let agent = Agent::start();
+    assert_eq!(
+        keel_mgmt::agent::AgentConfig::new(&agent.state).upload_root,
+        agent.state.join("uploads")
+    );
+    let (_, mut c) = agent.admin();
+    c.upload(
+        "images/vmlinux",
+        3,
+        sha(b"abc"),
+        &mut b"abc".as_slice(),
+        MAX_CHUNK,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(agent.state.join("uploads/images/vmlinux")).unwrap(),
+        b"abc"
+    );
+    assert!(!agent.state.join("images").exists());
 }

@@ -89,6 +89,27 @@ fn operator_runs_guests_across_reboot_crash_and_power_button() {
         "the console log keeps the greeting:\n{log}"
     );
 
+    // Uploads land in images/ or disks/ of the data partition, where
+    // guest specs look; anywhere else is refused.
+    let hello = work.join("hello.bin");
+    std::fs::write(&hello, b"hello from the workstation\n").expect("write hello.bin");
+    let hello = hello.to_string_lossy().into_owned();
+    op.ok(&["upload", &hello, "images/hello.bin"]);
+    let out = op.run(&["upload", &hello, "hello.bin"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("images/"), "{stderr}");
+    // A spec names it as sent: starting a guest whose kernel is the upload
+    // gets past the kernel and stops at its missing initrd, before any VMM.
+    let probe = "name = \"probe\"\nvcpus = 1\nmemory_mib = 64\n[boot]\n\
+                 kernel = \"images/hello.bin\"\ninitrd = \"images/missing.bin\"\n";
+    op.ok(&["guest", "define", &write_spec(&work, "probe", probe)]);
+    let out = op.run(&["guest", "start", "probe"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("boot.initrd"), "{stderr}");
+    op.ok(&["guest", "undefine", "probe"]);
+
     // A clean stop: ctrl-alt-del, the demo's init powers off.
     op.ok(&["guest", "stop", "demo"]);
     let shown = op.show("demo");

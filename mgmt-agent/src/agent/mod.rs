@@ -45,6 +45,11 @@ pub const AUDIT_LOG_FILE: &str = "audit.log";
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub state_dir: PathBuf,
+    /// Where uploads go: `keelctl upload F images/x` writes
+    /// `<upload_root>/images/x`. In the appliance the data partition, so
+    /// that guest specs name uploads as they are (`images/vmlinux`); by
+    /// default `<state_dir>/uploads`, for a standalone agent.
+    pub upload_root: PathBuf,
     /// Read timeout while the handshake is in progress.
     pub handshake_timeout: Duration,
     /// Read timeout between requests of an established session.
@@ -70,8 +75,10 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        let state_dir = state_dir.into();
         AgentConfig {
-            state_dir: state_dir.into(),
+            upload_root: state_dir.join(upload::UPLOADS_DIR),
+            state_dir,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
             max_sessions: 64,
@@ -694,7 +701,7 @@ fn upload_step(
             {
                 audit_upload(shared, peer, &u.path, u.received, "aborted");
             }
-            match Upload::start(&shared.cfg.state_dir, &path, size, sha256) {
+            match Upload::start(&shared.cfg.upload_root, &path, size, sha256) {
                 Ok(upload) => {
                     *slot = UploadSlot::Active {
                         id,

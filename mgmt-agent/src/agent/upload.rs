@@ -1,5 +1,7 @@
-//! Uploads into `<state-dir>/uploads`: path checks, the temporary file,
-//! the running SHA-256, and the atomic rename.
+//! Uploads into the agent's upload root (the data partition in the
+//! appliance, `<state-dir>/uploads` for a standalone agent), under its
+//! `images/` or `disks/` only: path checks, the temporary file, the running
+//! SHA-256, and the atomic rename.
 //!
 //! An upload is written to a hidden temporary file next to its final
 //! name, fsynced, checked against the size and SHA-256 the client
@@ -22,8 +24,14 @@ use ring::rand::{SecureRandom, SystemRandom};
 use crate::messages::{ClientMessage, ErrorKind, RequestId, UPLOAD_CHUNK_INDEX, UPLOAD_WINDOW};
 use crate::session::{Session, SessionError};
 
-/// The uploads directory inside the state directory.
+/// The default upload root inside the state directory, for a standalone
+/// agent (see `AgentConfig::upload_root`).
 pub const UPLOADS_DIR: &str = "uploads";
+
+/// The directories of the upload root that uploads may go to: the first
+/// component of every upload path is one of these. Guest specs name their
+/// kernels, initrds and disks the same way, relative to the data partition.
+pub const UPLOAD_DIRS: [&str; 2] = ["images", "disks"];
 
 /// The agent sends a new `UploadAck` once this many bytes arrived since
 /// the last one, so the client always has credit left in the window.
@@ -34,7 +42,8 @@ pub type UploadError = (ErrorKind, String);
 
 /// Checks an upload path and returns it as a relative path: not empty,
 /// not absolute, only normal components (no `..`, no `.`), no NUL, at
-/// most 1024 bytes.
+/// most 1024 bytes, naming a file below one of [`UPLOAD_DIRS`] (so its
+/// first component is exactly `images` or `disks`, and there is more).
 pub fn check_path(path: &str) -> Result<PathBuf, UploadError> {
     let bad = |why: &str| {
         (
@@ -47,7 +56,9 @@ pub fn check_path(path: &str) -> Result<PathBuf, UploadError> {
     }
     let p = Path::new(path);
     if p.is_absolute() {
-        return Err(bad("it must be relative to the uploads directory"));
+        return Err(bad(
+            "it must be relative to the upload root, starting with images/ or disks/",
+        ));
     }
     let mut out = PathBuf::new();
     for c in p.components() {
@@ -59,6 +70,13 @@ pub fn check_path(path: &str) -> Result<PathBuf, UploadError> {
     }
     if out.as_os_str().is_empty() || path.ends_with('/') {
         return Err(bad("it must name a file"));
+    }
+    let mut parts = out.components();
+    let under_upload_dir = parts
+        .next()
+        .is_some_and(|first| UPLOAD_DIRS.iter().any(|d| first.as_os_str() == *d));
+    if !under_upload_dir || parts.next().is_none() {
+        return Err(bad("it must start with images/ or disks/"));
     }
     Ok(out)
 }
@@ -305,16 +323,17 @@ fn closed() -> UploadError {
 }
 
 impl Upload {
-    /// Checks the path, creates the temporary file and starts the writer
-    /// thread.
+    /// Checks the path, creates the temporary file below `root` (the
+    /// agent's upload root) and starts the writer thread. Missing
+    /// directories, the root and `images`/`disks` included, are created
+    /// with mode 0700; existing ones are used as they are.
     pub fn start(
-        state_dir: &Path,
+        root: &Path,
         path: &str,
         size: u64,
         sha256: [u8; 32],
     ) -> Result<Upload, UploadError> {
         let rel = check_path(path)?;
-        let root = state_dir.join(UPLOADS_DIR);
         let final_path = root.join(&rel);
         let parent = final_path
             .parent()
@@ -503,7 +522,7 @@ mod tests {
         out
     }
 
-    fn temp_state(tag: &str) -> PathBuf {
+    fn temp_root(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("keel-upload-unit-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
@@ -520,9 +539,9 @@ mod tests {
 
     #[test]
     fn pipelined_writes_land_in_order_and_buffers_are_reused() {
-        let state = temp_state("order");
+        let root = temp_root("order");
         let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 997) as u8).collect();
-        let mut up = Upload::start(&state, "a/b.bin", body.len() as u64, sha(&body)).unwrap();
+        let mut up = Upload::start(&root, "images/a/b.bin", body.len() as u64, sha(&body)).unwrap();
         let mut buf = Vec::new();
         let mut sent = 0;
         let mut allocations = 0;
@@ -549,38 +568,38 @@ mod tests {
         assert!(up.write(sent as u64, &mut one, 0..1, u64::MAX / 2).is_err());
         assert!(up.write(sent as u64, &mut one, 0..2, u64::MAX / 2).is_err());
         assert_eq!(up.finish().unwrap(), body.len() as u64);
-        let dir = state.join(UPLOADS_DIR).join("a");
+        let dir = root.join("images/a");
         assert_eq!(std::fs::read(dir.join("b.bin")).unwrap(), body);
         assert_eq!(entries(&dir), ["b.bin"]);
 
         // A bad checksum, and an abandoned upload, leave nothing behind.
-        let mut up = Upload::start(&state, "a/c.bin", 3, [0; 32]).unwrap();
+        let mut up = Upload::start(&root, "images/a/c.bin", 3, [0; 32]).unwrap();
         let mut abc = b"abc".to_vec();
         up.write(0, &mut abc, 0..3, 10).unwrap();
         assert_eq!(entries(&dir).len(), 2);
         let (kind, msg) = up.finish().unwrap_err();
         assert_eq!(kind, ErrorKind::Invalid);
         assert!(msg.contains("SHA-256"), "{msg}");
-        let mut up = Upload::start(&state, "a/d.bin", 6, sha(b"abcdef")).unwrap();
+        let mut up = Upload::start(&root, "images/a/d.bin", 6, sha(b"abcdef")).unwrap();
         let mut abc = b"abc".to_vec();
         up.write(0, &mut abc, 0..3, 10).unwrap();
         drop(up);
         assert_eq!(entries(&dir), ["b.bin"]);
         // Short: the size is checked too.
-        let mut up = Upload::start(&state, "a/e.bin", 6, sha(b"abcdef")).unwrap();
+        let mut up = Upload::start(&root, "images/a/e.bin", 6, sha(b"abcdef")).unwrap();
         let mut abc = b"abc".to_vec();
         up.write(0, &mut abc, 0..3, 10).unwrap();
         assert!(up.finish().unwrap_err().1.contains("3 of 6"));
         assert_eq!(entries(&dir), ["b.bin"]);
         // A window overrun is refused.
-        let mut up = Upload::start(&state, "a/f.bin", 6, sha(b"abcdef")).unwrap();
+        let mut up = Upload::start(&root, "images/a/f.bin", 6, sha(b"abcdef")).unwrap();
         let mut six = b"abcdef".to_vec();
         assert!(up
             .write(0, &mut six, 0..6, 5)
             .unwrap_err()
             .1
             .contains("window"));
-        let _ = std::fs::remove_dir_all(&state);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
@@ -638,23 +657,89 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(check_path("a.img").unwrap(), PathBuf::from("a.img"));
+        assert_eq!(
+            check_path("images/a.img").unwrap(),
+            PathBuf::from("images/a.img")
+        );
         assert_eq!(
             check_path("images/x/a.img").unwrap(),
             PathBuf::from("images/x/a.img")
         );
+        assert_eq!(
+            check_path("disks/web1.raw").unwrap(),
+            PathBuf::from("disks/web1.raw")
+        );
         for bad in [
             "",
             "/etc/passwd",
+            "/images/a",
             "..",
             "../x",
-            "a/../../x",
-            "a/..",
-            "./a",
-            "a/",
-            "a\0b",
+            "images/../../x",
+            "images/..",
+            "images/../disks/x",
+            "./images/a",
+            "images/a/",
+            "images/a\0b",
         ] {
-            assert!(check_path(bad).is_err(), "{bad:?}");
+            let (kind, _) = check_path(bad).unwrap_err();
+            assert_eq!(kind, ErrorKind::Invalid, "{bad:?}");
         }
+        // Only below images/ or disks/, spelt exactly so.
+        for outside in [
+            "a.img",
+            "x.bin",
+            "images",
+            "disks",
+            "Images/a",
+            "images.bak/a",
+            "imagesx/a",
+            "agent/authorized_keys",
+            "guests/web1.toml",
+        ] {
+            let (kind, msg) = check_path(outside).unwrap_err();
+            assert_eq!(kind, ErrorKind::Invalid, "{outside:?}");
+            assert_eq!(
+                msg,
+                format!("Bad upload path {outside:?}: it must start with images/ or disks/."),
+            );
+        }
+    }
+
+    #[test]
+    fn uploads_stay_below_images_or_disks_of_the_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = temp_root("dirs");
+        // Refused before anything is created, even the root.
+        let (kind, msg) = Upload::start(&root, "x.bin", 3, sha(b"abc")).err().unwrap();
+        assert_eq!(kind, ErrorKind::Invalid);
+        assert!(msg.contains("images/ or disks/"), "{msg}");
+        assert!(!root.exists());
+        // Missing directories are made with mode 0700.
+        let mut abc = b"abc".to_vec();
+        let mut up = Upload::start(&root, "disks/web1.raw", 3, sha(b"abc")).unwrap();
+        up.write(0, &mut abc, 0..3, 10).unwrap();
+        assert_eq!(up.finish().unwrap(), 3);
+        assert_eq!(std::fs::read(root.join("disks/web1.raw")).unwrap(), b"abc");
+        for d in [&root, &root.join("disks")] {
+            let mode = std::fs::metadata(d).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{}", d.display());
+        }
+        // An existing images/ (as init makes it) is used as it is.
+        std::fs::create_dir(root.join("images")).unwrap();
+        std::fs::set_permissions(root.join("images"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let mut abc = b"abc".to_vec();
+        let mut up = Upload::start(&root, "images/vmlinux", 3, sha(b"abc")).unwrap();
+        up.write(0, &mut abc, 0..3, 10).unwrap();
+        assert_eq!(up.finish().unwrap(), 3);
+        assert_eq!(std::fs::read(root.join("images/vmlinux")).unwrap(), b"abc");
+        let mode = std::fs::metadata(root.join("images"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(entries(&root), ["disks", "images"]);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

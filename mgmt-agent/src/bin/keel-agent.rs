@@ -18,6 +18,11 @@ struct Args {
     /// Directory for the host key, authorized_keys and audit.log.
     #[arg(long, default_value = "/var/lib/keel/mgmt")]
     state_dir: PathBuf,
+    /// Where `keelctl upload` puts files (below its images/ and disks/
+    /// only); default: <state-dir>/uploads. init passes the data
+    /// partition, which guest specs are relative to.
+    #[arg(long)]
+    upload_root: Option<PathBuf>,
     /// init's control socket, which owns the guests.
     #[arg(long, default_value = keel_common::init_api::INIT_SOCKET)]
     init_socket: PathBuf,
@@ -42,6 +47,9 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut cfg = AgentConfig::new(&args.state_dir);
+    if let Some(root) = args.upload_root {
+        cfg.upload_root = root;
+    }
     cfg.max_sessions = args.max_sessions.max(1);
     cfg.init_socket = args.init_socket;
     cfg.vmm_socket_dir = args.vmm_socket_dir;

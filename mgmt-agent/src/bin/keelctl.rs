@@ -58,11 +58,14 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         tail: u32,
     },
-    /// Upload a file to the host's uploads directory (operator or admin).
+    /// Upload a file to the host's images/ or disks/ (operator or admin).
     Upload {
         /// The local file.
         local_file: PathBuf,
-        /// Destination, relative to <state-dir>/uploads on the host.
+        /// Destination on the host, starting with images/ or disks/ (e.g.
+        /// images/vmlinux), as guest specs name it: relative to the data
+        /// partition in the appliance, to <state-dir>/uploads for a
+        /// standalone keel-agent.
         remote_path: String,
     },
     /// Operator keys: show this workstation's, or authorise another.
