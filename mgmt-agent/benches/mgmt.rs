@@ -334,7 +334,7 @@ fn main() {
             uploads[i].push(measure(|| {
                 let mut f = File::open(&src).unwrap();
                 let t = Instant::now();
-                c.upload("bench/bulk.bin", size, sha, &mut f, chunk, &mut |_| {})
+                c.upload("images/bench-bulk.bin", size, sha, &mut f, chunk, &mut |_| {})
                     .unwrap();
                 t.elapsed()
             }));

@@ -367,8 +367,8 @@ impl Client {
         }
     }
 
-    /// Uploads `size` bytes read from `data` to `remote` (relative to the
-    /// host's uploads directory), announcing `sha256`, in chunks of at
+    /// Uploads `size` bytes read from `data` to `remote` (under `images/`
+    /// or `disks/` of the host's upload root), announcing `sha256`, in chunks of at
     /// most `chunk` bytes (clamped to [`MAX_CHUNK`]), never with more
     /// than the granted window unacknowledged. `progress` is called with
     /// the bytes sent so far. Each chunk is built and sealed in one
