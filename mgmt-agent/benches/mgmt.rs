@@ -334,8 +334,15 @@ fn main() {
             uploads[i].push(measure(|| {
                 let mut f = File::open(&src).unwrap();
                 let t = Instant::now();
-                c.upload("images/bench-bulk.bin", size, sha, &mut f, chunk, &mut |_| {})
-                    .unwrap();
+                c.upload(
+                    "images/bench-bulk.bin",
+                    size,
+                    sha,
+                    &mut f,
+                    chunk,
+                    &mut |_| {},
+                )
+                .unwrap();
                 t.elapsed()
             }));
         }
