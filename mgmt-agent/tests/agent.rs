@@ -241,6 +241,14 @@ fn happy_path_for_every_request() {
         Response::LogLines(l) => assert!(l.iter().any(|l| l.contains("guest spec defined by"))),
         r => panic!("{r:?}"),
     }
+    // Following is reserved in the protocol and refused, not ignored.
+    let (kind, message) = host_err(c.call(Request::Logs {
+        guest: None,
+        tail: 5,
+        follow: true,
+    }));
+    assert_eq!(kind, ErrorKind::Invalid);
+    assert!(message.contains("follow"), "{message}");
     let (kind, _) = host_err(c.call(Request::GuestConsole { name: name() }));
     assert_eq!(kind, ErrorKind::NotFound);
     match c.call(Request::Audit { tail: 3 }).unwrap() {

@@ -980,6 +980,12 @@ fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
         Request::GuestRestart { name } => simple(InitRequest::GuestRestart { name: name.clone() }),
         Request::HostReboot => simple(InitRequest::HostReboot),
         Request::HostPowerOff => simple(InitRequest::HostPowerOff),
+        // Streaming is not built yet; saying so beats answering as if
+        // `follow` had been honoured.
+        Request::Logs { follow: true, .. } => error(
+            ErrorKind::Invalid,
+            "This agent cannot follow logs yet; ask again with follow off.",
+        ),
         Request::Logs {
             guest: Some(name),
             tail,
