@@ -193,11 +193,13 @@ pub fn prepare_device(
                     ..
                 } = &outcome
                 {
+                    // KiB: the slack at the end of a freshly written image
+                    // is often under a MiB.
                     log::info!(
-                        "grew partition {partition} of {} from {} MiB to {} MiB",
+                        "grew partition {partition} of {} from {} KiB to {} KiB",
                         disk.display(),
-                        old_len >> 20,
-                        new_len >> 20
+                        old_len >> 10,
+                        new_len >> 10
                     );
                 }
                 grown = Some(outcome);
