@@ -146,9 +146,26 @@ impl Console {
 
     /// Waits for `needle` on the guest console; returns its whole line.
     pub fn wait_for(&self, qemu: &Qemu, needle: &str, timeout: Duration) -> String {
+        self.wait_for_after(qemu, "", needle, timeout)
+    }
+
+    /// As [`Console::wait_for`], but only after the last `after` seen: the
+    /// console replays recent history on attach, so a restarted guest's
+    /// greeting must come after the previous boot's last words.
+    pub fn wait_for_after(
+        &self,
+        qemu: &Qemu,
+        after: &str,
+        needle: &str,
+        timeout: Duration,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            let seen = self.output.lock().map(|s| s.clone()).unwrap_or_default();
+            let all = self.output.lock().map(|s| s.clone()).unwrap_or_default();
+            let seen = match all.rfind(after) {
+                Some(at) if !after.is_empty() => all[at + after.len()..].to_owned(),
+                _ => all,
+            };
             if let Some(at) = seen.find(needle) {
                 let start = seen[..at].rfind('\n').map_or(0, |i| i + 1);
                 let end = seen[at..].find(['\r', '\n']).map_or(seen.len(), |i| at + i);

@@ -165,7 +165,7 @@ fn operator_runs_guests_across_reboot_crash_and_power_button() {
     let last = shown["last_exit"].as_str().unwrap_or("");
     assert!(last.contains("crashed"), "{shown}");
     let console = Console::attach(&op, "auto");
-    console.wait_for(&qemu, GREETING, GUEST_TIMEOUT);
+    console.wait_for_after(&qemu, "demo: crashing on request", GREETING, GUEST_TIMEOUT);
     drop(console);
 
     // The power button: guests stop first, then the host powers off.

@@ -541,6 +541,10 @@ impl GuestManager {
             if g.state == GuestState::Restarting {
                 g.state = GuestState::Stopped;
                 g.restart_at = None;
+                log::info!(
+                    "guest {}: stopped (its pending restart is cancelled by the host shutdown)",
+                    g.spec.name
+                );
             }
         }
         let mut running: Vec<(u64, String, i32)> = self
