@@ -33,10 +33,10 @@ fn assert_booted_state(qemu: &mut Qemu) {
         serial.contains("keel-init: root filesystem is read-only"),
         "console:\n{serial}"
     );
-    assert!(
-        serial.contains("keel-init: hostname is keel"),
-        "console:\n{serial}"
-    );
+    // The hostname comes from host.toml, read once the data partition (or
+    // its absence) is settled, after the banner.
+    qemu.wait_for("keel-init: hostname is keel", Duration::from_secs(120));
+    let serial = qemu.serial();
     assert!(
         !serial.contains("keel-init: error:"),
         "init reported errors; console:\n{serial}"
