@@ -168,8 +168,10 @@ impl Console {
             };
             if let Some(at) = seen.find(needle) {
                 let start = seen[..at].rfind('\n').map_or(0, |i| i + 1);
-                let end = seen[at..].find(['\r', '\n']).map_or(seen.len(), |i| at + i);
-                return seen[start..end].to_owned();
+                // Only a whole line: the rest of it may still be in flight.
+                if let Some(len) = seen[at..].find(['\r', '\n']) {
+                    return seen[start..at + len].to_owned();
+                }
             }
             assert!(
                 Instant::now() < deadline,

@@ -251,15 +251,22 @@ impl Qemu {
     ) -> (String, usize) {
         let deadline = Instant::now() + timeout;
         loop {
+            let exited = self.try_exit();
             let text = self.serial();
             let tail = text.get(from..).unwrap_or("");
             if let Some(at) = tail.find(needle) {
                 let start = tail[..at].rfind('\n').map_or(0, |i| i + 1);
-                let end = tail[at..].find('\n').map_or(tail.len(), |i| at + i);
-                let line = tail[start..end].trim_end_matches('\r').to_string();
-                return (line, from + end);
+                // A whole line, unless no more output can come: the rest
+                // of it may still be in flight.
+                let end = tail[at..].find('\n').map(|i| at + i);
+                if let Some(end) =
+                    end.or((exited.is_some() || Instant::now() > deadline).then_some(tail.len()))
+                {
+                    let line = tail[start..end].trim_end_matches('\r').to_string();
+                    return (line, from + end);
+                }
             }
-            if let Some(status) = self.try_exit() {
+            if let Some(status) = exited {
                 panic!("QEMU exited ({status}) before {needle:?} appeared; console:\n{text}");
             }
             if Instant::now() > deadline {
