@@ -73,6 +73,18 @@ fn host_err(r: Result<(), ClientError>) -> (ErrorKind, String) {
     }
 }
 
+/// Uploads "abc" to `path`, which the agent must refuse.
+fn refused_abc(c: &mut Client, path: &str) -> (ErrorKind, String) {
+    host_err(c.upload(
+        path,
+        3,
+        sha(b"abc"),
+        &mut b"abc".as_slice(),
+        MAX_CHUNK,
+        &mut |_| {},
+    ))
+}
+
 #[test]
 fn multi_mib_upload_arrives_intact() {
     let agent = Agent::start();
@@ -206,14 +218,7 @@ fn dot_dot_and_absolute_paths_are_refused() {
         "",
         "images/dir/",
     ] {
-        let (kind, message) = host_err(c.upload(
-            bad,
-            3,
-            sha(b"abc"),
-            &mut b"abc".as_slice(),
-            MAX_CHUNK,
-            &mut |_| {},
-        ));
+        let (kind, message) = refused_abc(&mut c, bad);
         assert_eq!(kind, ErrorKind::Invalid, "{bad}: {message}");
     }
     assert!(!agent.state.join("escape").exists());
@@ -358,14 +363,7 @@ fn paths_outside_images_and_disks_are_refused_and_create_nothing() {
     let root = dir.join("data");
     let agent = Agent::start_with("127.0.0.1:0", |cfg| cfg.upload_root = root.clone());
     let (_, mut c) = agent.admin();
-    let (kind, message) = host_err(c.upload(
-        "x.bin",
-        3,
-        sha(b"abc"),
-        &mut b"abc".as_slice(),
-        MAX_CHUNK,
-        &mut |_| {},
-    ));
+    let (kind, message) = refused_abc(&mut c, "x.bin");
     assert_eq!(kind, ErrorKind::Invalid);
     assert_eq!(
         message,
@@ -383,14 +381,7 @@ fn paths_outside_images_and_disks_are_refused_and_create_nothing() {
         "Images/vmlinux",
         "images.old/vmlinux",
     ] {
-        let (kind, message) = host_err(c.upload(
-            bad,
-            3,
-            sha(b"abc"),
-            &mut b"abc".as_slice(),
-            MAX_CHUNK,
-            &mut |_| {},
-        ));
+        let (kind, message) = refused_abc(&mut c, bad);
         assert_eq!(kind, ErrorKind::Invalid, "{bad}: {message}");
         assert!(message.contains("images/ or disks/"), "{bad}: {message}");
     }

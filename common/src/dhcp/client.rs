@@ -442,14 +442,7 @@ mod tests {
         assert_eq!(lease.map(|l| l.address), Some(YOUR_IP));
         // Two 2 s discover timeouts before the third DISCOVER is answered.
         assert!((4000..6000).contains(&ms), "took {ms} ms of simulated time");
-        assert_eq!(
-            server
-                .seen
-                .iter()
-                .filter(|k| **k == DhcpMessageType::Discover)
-                .count(),
-            3
-        );
+        assert_eq!(count(&server, DhcpMessageType::Discover), 3);
     }
 
     #[test]
@@ -491,12 +484,12 @@ mod tests {
         events
     }
 
+    fn count(server: &Server, kind: DhcpMessageType) -> usize {
+        server.seen.iter().filter(|k| **k == kind).count()
+    }
+
     fn requests(server: &Server) -> usize {
-        server
-            .seen
-            .iter()
-            .filter(|k| **k == DhcpMessageType::Request)
-            .count()
+        count(server, DhcpMessageType::Request)
     }
 
     #[test]
@@ -518,11 +511,7 @@ mod tests {
         // One REQUEST to get it, then at least one renewal per lease time.
         assert!(requests(&server) >= 3, "{:?}", server.seen);
         assert_eq!(
-            server
-                .seen
-                .iter()
-                .filter(|k| **k == DhcpMessageType::Discover)
-                .count(),
+            count(&server, DhcpMessageType::Discover),
             1,
             "a renewal must not start over: {:?}",
             server.seen

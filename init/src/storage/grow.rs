@@ -365,18 +365,10 @@ pub fn disk_node(dev_root: &Path, disk: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::probe::tests::{mkfs_ext4, mkfs_vfat, Scratch};
+    use crate::storage::probe::tests::{mkfs_ext4, mkfs_vfat, Scratch, ESP_TYPE, LINUX_TYPE};
     use gptman::GPTPartitionEntry;
 
     const MIB: u64 = 1 << 20;
-    const ESP_TYPE: [u8; 16] = [
-        0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9,
-        0x3b,
-    ];
-    const LINUX_TYPE: [u8; 16] = [
-        0xaf, 0x3d, 0xc6, 0x0f, 0x83, 0x84, 0x72, 0x47, 0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d,
-        0xe4,
-    ];
 
     /// A sparse disk image laid out like keel.img: 1 MiB gap, the ESP, then
     /// `data_label`'s ext4 partition, 1 MiB for the backup GPT. Returns the
