@@ -65,8 +65,11 @@ run: image
 		cp --sparse=always $(OUT)/keel.img $(OUT)/run/disk.img && \
 		truncate -s 2G $(OUT)/run/disk.img && \
 		mmd -D s -i $(OUT)/run/disk.img@@1M ::keel/guests && \
-		mcopy -D o -i $(OUT)/run/disk.img@@1M $(DEMO_SPEC) ::keel/guests/demo.toml; }
-	@echo "The demo guest is seeded on the ESP (keel/guests/demo.toml) and starts at boot."
+		mcopy -D o -i $(OUT)/run/disk.img@@1M $(DEMO_SPEC) ::keel/guests/demo.toml && \
+		{ cat rootfs/esp/keel/host.toml; printf '\n[console]\nguests = true\n'; } > $(OUT)/run/host.toml && \
+		mcopy -D o -i $(OUT)/run/disk.img@@1M $(OUT)/run/host.toml ::keel/host.toml; }
+	@echo "The demo guest is seeded on the ESP (keel/guests/demo.toml) and starts at boot;"
+	@echo "host.toml there copies guest consoles to this console ([console] guests = true)."
 	@echo "Booting Keel in QEMU (serial console below). Quit: Ctrl-A then X."
 	@echo "The agent port 7444 is forwarded to 127.0.0.1:7444: from this machine pair with"
 	@echo "  keelctl keygen && keelctl pair 127.0.0.1 CODE    (CODE: the pairing code on the console)"

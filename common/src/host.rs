@@ -28,6 +28,19 @@ pub struct HostConfig {
     /// default when there are none.
     #[serde(default)]
     pub network: Vec<Spanned<NetworkConfig>>,
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+/// The `[console]` table: what the host's own console shows.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Copy every guest's serial console to the host console too (`make
+    /// run` sets it to show the demo guest); off, consoles only go to
+    /// their logs and attached clients.
+    #[serde(default)]
+    pub guests: bool,
 }
 
 /// One `[[network]]` table: an uplink, how it gets its address, and an
@@ -507,6 +520,23 @@ mod tests {
         );
         assert_eq!(networks[1].bridge(), None);
         assert_eq!(config.guest_bridge().as_deref(), Some("br0"));
+    }
+
+    #[test]
+    fn guest_consoles_stay_off_the_host_console_unless_asked() {
+        assert!(!parse("").expect("valid").console.guests);
+        assert!(
+            parse("[console]\nguests = true\n")
+                .expect("valid")
+                .console
+                .guests
+        );
+        let err = parse("[console]\nguests = \"yes\"\n").expect_err("not a bool");
+        assert!(
+            err.to_string()
+                .starts_with("host.toml:2: field `console.guests`:"),
+            "{err}"
+        );
     }
 
     #[test]

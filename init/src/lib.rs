@@ -111,7 +111,7 @@ pub fn run() -> ! {
         resolv_conf: PathBuf::from(net::RESOLV_CONF),
     };
     let bridge = net::start(&host_config, announcer);
-    let guests = start_guest_supervision(&data, bridge);
+    let guests = start_guest_supervision(&data, bridge, host_config.console.guests);
     let mut services = appliance_services(&data, &host_config);
     let mut panics: Vec<Instant> = Vec::new();
     loop {
@@ -164,7 +164,11 @@ fn data_dir() -> PathBuf {
 
 /// Loads the guest specs, opens init's control socket and starts the
 /// autostart guests.
-fn start_guest_supervision(data: &Path, bridge: Option<String>) -> Arc<guests::Shared> {
+fn start_guest_supervision(
+    data: &Path,
+    bridge: Option<String>,
+    console_to_host: bool,
+) -> Arc<guests::Shared> {
     let cgroup = PathBuf::from(GUEST_CGROUP);
     let paths = guests::Paths {
         data: data.to_path_buf(),
@@ -173,6 +177,7 @@ fn start_guest_supervision(data: &Path, bridge: Option<String>) -> Arc<guests::S
         cgroup: guests::cgroup::setup_root(&cgroup).then_some(cgroup),
         drop_privileges: true,
         bridge,
+        console_to_host,
     };
     let shared = Arc::new(guests::Shared::new(guests::GuestManager::load(paths)));
     let control = control::Control {

@@ -53,6 +53,9 @@ pub struct Paths {
     pub drop_privileges: bool,
     /// Bridge that bridge-mode NICs' taps join.
     pub bridge: Option<String>,
+    /// Copy guest consoles to init's stdout, the host console (host.toml
+    /// `[console] guests`).
+    pub console_to_host: bool,
 }
 
 impl Paths {

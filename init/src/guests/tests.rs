@@ -30,6 +30,7 @@ fn fixture(script: &str) -> Fixture {
         vmm,
         cgroup: None,
         drop_privileges: false,
+        console_to_host: false,
         bridge: None,
     };
     Fixture {

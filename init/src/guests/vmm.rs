@@ -52,6 +52,11 @@ pub fn spawn(paths: &Paths, spec: &GuestSpec, spec_file: &Path) -> Result<i32, S
         .arg("--console-log")
         .arg(paths.console_log(name))
         .stdin(Stdio::null());
+    if paths.console_to_host {
+        // stdout is init's, the host console; stdin stays /dev/null, so
+        // typing there reaches no guest.
+        cmd.arg("--console-stdio");
+    }
 
     // Bridge-mode NICs get a tap made here and handed over by number: the
     // VMM never needs the rights to create one.

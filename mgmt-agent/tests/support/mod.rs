@@ -47,6 +47,7 @@ pub fn start_init(data: &Path, host_actions: Arc<Mutex<Vec<Action>>>) -> PathBuf
         cgroup: None,
         drop_privileges: false,
         bridge: None,
+        console_to_host: false,
     };
     let socket = run.join("init.sock");
     let control = keel_init::control::Control {
