@@ -245,3 +245,24 @@ fn exits_are_classified_as_keel_vmm_reports_them() {
         "VMM killed by SIGKILL"
     );
 }
+
+#[test]
+fn guest_consoles_reach_the_host_console_only_when_configured() {
+    let f = fixture("echo \"$@\" > \"$(dirname \"$0\")/args\"");
+    let args_file = f.dir.path().join("args");
+    for to_host in [false, true] {
+        let mut paths = f.manager.paths().clone();
+        paths.console_to_host = to_host;
+        let mut m = GuestManager::load(paths);
+        if to_host {
+            m.start("web1").expect("start");
+        } else {
+            m.define(SPEC).expect("define");
+            m.start("web1").expect("start");
+        }
+        reap(&mut m, "web1");
+        let args = std::fs::read_to_string(&args_file).expect("the VMM's arguments");
+        assert!(args.contains("--console-log"), "{args}");
+        assert_eq!(args.contains("--console-stdio"), to_host, "{args}");
+    }
+}
