@@ -215,6 +215,25 @@ fn happy_path_for_every_request() {
         follow: false,
     }));
     assert_eq!(kind, ErrorKind::NotFound);
+    // A stopped guest's log is followed to its end: the last `tail` lines,
+    // then the stream closes, and the session goes on.
+    let log_dir = agent.data.join("logs/web1");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    std::fs::write(log_dir.join("console.log"), "boot\r\nready\r\nbye\r\n").unwrap();
+    let first = c
+        .call(Request::Logs {
+            guest: Some(name()),
+            tail: 2,
+            follow: true,
+        })
+        .unwrap();
+    assert_eq!(first, Response::ConsoleData(b"ready\r\nbye\r\n".to_vec()));
+    let id = c.last_id();
+    assert_eq!(c.recv(id).unwrap(), Response::ConsoleClosed);
+    assert!(matches!(
+        c.call(Request::HostInfo).unwrap(),
+        Response::HostInfo(_)
+    ));
     match c.call(Request::GuestList).unwrap() {
         Response::Guests(g) => {
             assert_eq!(g.len(), 1);
@@ -519,6 +538,23 @@ fn keelctl_binary_end_to_end() {
     );
     let out = keelctl(&config, &["--host", &host, "audit"]);
     assert!(stdout(&out).contains("GuestStart(web1)"));
+    // Following a stopped guest's log prints its last lines and ends.
+    let logs = agent.data.join("logs/web1");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join("console.log"), "one\ntwo\nthree\n").unwrap();
+    let follow = [
+        "--host", &host, "logs", "--guest", "web1", "--follow", "--tail", "2",
+    ];
+    let out = keelctl(&config, &follow);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "two\nthree\n");
+    assert_eq!(
+        keelctl(&config, &["--host", &host, "logs", "--follow"])
+            .status
+            .code(),
+        Some(2),
+        "--follow needs --guest"
+    );
 
     // Usage error.
     assert_eq!(

@@ -114,14 +114,20 @@ pub struct Console {
 }
 
 impl Console {
+    /// `keelctl guest console NAME`, typed into and read as it runs.
     pub fn attach(op: &Operator, name: &str) -> Console {
+        Console::spawn(op, &["guest", "console", name])
+    }
+
+    /// Any long-running keelctl command whose output is read as it comes.
+    pub fn spawn(op: &Operator, args: &[&str]) -> Console {
         let mut child = op
-            .command(&["guest", "console", name])
+            .command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("run keelctl guest console");
+            .unwrap_or_else(|e| panic!("run keelctl {args:?}: {e}"));
         let stdin = child.stdin.take();
         let mut stdout = child.stdout.take().expect("stdout");
         let output = Arc::new(Mutex::new(String::new()));
@@ -179,6 +185,21 @@ impl Console {
                 qemu.serial()
             );
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits for keelctl to exit on its own and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for keelctl") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "keelctl still running after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

@@ -111,7 +111,14 @@ fn operator_runs_guests_across_reboot_crash_and_power_button() {
     op.ok(&["guest", "undefine", "probe"]);
 
     // A clean stop: ctrl-alt-del, the demo's init powers off.
+    // `logs --follow` streams the console as it grows: the stop's last
+    // words arrive after it started, and it ends when the guest does.
+    let mut follow = Console::spawn(&op, &["logs", "--guest", "demo", "--follow", "--tail", "3"]);
+    follow.wait_for(&qemu, "demo: you said \"hello keel\"", GUEST_TIMEOUT);
     op.ok(&["guest", "stop", "demo"]);
+    follow.wait_for_after(&qemu, "hello keel", "demo: powering off", GUEST_TIMEOUT);
+    let status = follow.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "logs --follow ended with {status}");
     let shown = op.show("demo");
     assert_eq!(shown["summary"]["state"], "Stopped");
     assert_eq!(shown["last_exit"], "powered off", "{shown}");

@@ -3,6 +3,9 @@
 //! `ConsoleData`; `ConsoleInput` goes to the guest; `ConsoleDetach`, the
 //! guest stopping, or the session ending closes it. Other requests are
 //! still served in between.
+//!
+//! `Logs { guest, follow: true }` is the same stream, read-only: the last
+//! `tail` lines, then whatever the guest prints until it stops.
 
 use std::net::TcpStream;
 use std::os::fd::AsFd;
@@ -20,6 +23,18 @@ const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15)
 
 /// Recent output replayed on attach, so a late attach still sees context.
 const HISTORY_BYTES: u32 = 4096;
+/// How much log a follow looks through for its first `tail` lines.
+const FOLLOW_HISTORY_BYTES: u32 = 256 * 1024;
+
+/// What the stream is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `GuestConsole`: read-write, the last few KiB replayed first.
+    Attach,
+    /// `Logs { follow }`: read-only, the last `tail` lines first; a guest
+    /// that is not running just has its log sent, then the stream closes.
+    Follow { tail: u32 },
+}
 
 /// How the console ended for the session.
 pub enum Ended {
@@ -78,7 +93,24 @@ fn finish(session: &mut Session, stream: &mut TcpStream, id: u64, response: Resp
     }
 }
 
-/// Serves an attached console for request `id` until it ends.
+/// The last `n` lines of `bytes` (all of it if it has fewer).
+pub fn last_lines(bytes: &[u8], n: u32) -> &[u8] {
+    if n == 0 {
+        return &[];
+    }
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let start = body
+        .iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(n.saturating_sub(1) as usize)
+        .map_or(0, |(i, _)| i + 1);
+    &bytes[start..]
+}
+
+/// Serves an attached console (or a followed log) for request `id` until
+/// it ends.
 pub fn run(
     shared: &Shared,
     peer: &Peer,
@@ -86,28 +118,59 @@ pub fn run(
     stream: &mut TcpStream,
     id: u64,
     name: &str,
+    mode: Mode,
 ) -> Ended {
     let send = |session: &mut Session, stream: &mut TcpStream, response: Response| {
         session
             .send(stream, &ServerMessage { id, response })
             .is_ok()
     };
-    let what = request_name(&Request::GuestConsole {
-        name: name.to_string(),
+    let what = request_name(&match mode {
+        Mode::Attach => Request::GuestConsole {
+            name: name.to_string(),
+        },
+        Mode::Follow { tail } => Request::Logs {
+            guest: Some(name.to_string()),
+            tail,
+            follow: true,
+        },
     });
+    let history = |shared: &Shared| match mode {
+        Mode::Attach => shared
+            .init
+            .console_log(name, HISTORY_BYTES)
+            .unwrap_or_default(),
+        Mode::Follow { tail } => shared
+            .init
+            .console_log(name, FOLLOW_HISTORY_BYTES)
+            .map(|log| last_lines(&log, tail).to_vec())
+            .unwrap_or_default(),
+    };
     let mut vmm = match open(shared, name) {
         Ok(vmm) => vmm,
         Err(response) => {
+            // A stopped guest's log can still be followed to its end.
+            if matches!(mode, Mode::Follow { .. })
+                && matches!(
+                    &*response,
+                    Response::Error {
+                        kind: ErrorKind::Conflict,
+                        ..
+                    }
+                )
+            {
+                shared.audit_request(peer, &what, "ok");
+                if !send(session, stream, Response::ConsoleData(history(shared))) {
+                    return Ended::SessionClosed;
+                }
+                return finish(session, stream, id, Response::ConsoleClosed);
+            }
             shared.audit_request(peer, &what, "error");
             return finish(session, stream, id, *response);
         }
     };
     shared.audit_request(peer, &what, "ok");
-    let history = shared
-        .init
-        .console_log(name, HISTORY_BYTES)
-        .unwrap_or_default();
-    if !send(session, stream, Response::ConsoleData(history)) {
+    if !send(session, stream, Response::ConsoleData(history(shared))) {
         return Ended::SessionClosed;
     }
     loop {
@@ -145,6 +208,15 @@ pub fn run(
                 return Ended::SessionClosed;
             };
             match msg.request {
+                Request::ConsoleInput { .. } if msg.id == id && mode != Mode::Attach => {
+                    let refusal = error(
+                        ErrorKind::Invalid,
+                        "A followed log is read-only; use `guest console` to type.",
+                    );
+                    if !send(session, stream, refusal) {
+                        return Ended::SessionClosed;
+                    }
+                }
                 Request::ConsoleInput { data } if msg.id == id => {
                     if vmm_api::write_frame(&mut vmm, &VmmRequest::ConsoleInput(data)).is_err() {
                         return finish(session, stream, id, Response::ConsoleClosed);
@@ -165,5 +237,22 @@ pub fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_lines;
+
+    #[test]
+    fn last_lines_counts_from_the_end() {
+        let log = b"one\r\ntwo\r\nthree\r\n";
+        assert_eq!(last_lines(log, 2), b"two\r\nthree\r\n");
+        assert_eq!(last_lines(log, 3), log);
+        assert_eq!(last_lines(log, 10), log);
+        assert_eq!(last_lines(log, 0), b"");
+        // A last line still being written counts as a line.
+        assert_eq!(last_lines(b"a\nb\npart", 1), b"part");
+        assert_eq!(last_lines(b"", 5), b"");
     }
 }

@@ -621,7 +621,35 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
                 }
                 match request {
                     Request::GuestConsole { name } if allowed(who.role, request) => {
-                        match console::run(shared, &who, &mut session, &mut stream, msg.id, name) {
+                        let mode = console::Mode::Attach;
+                        match console::run(
+                            shared,
+                            &who,
+                            &mut session,
+                            &mut stream,
+                            msg.id,
+                            name,
+                            mode,
+                        ) {
+                            console::Ended::Detached => continue,
+                            console::Ended::SessionClosed => break,
+                        }
+                    }
+                    Request::Logs {
+                        guest: Some(name),
+                        tail,
+                        follow: true,
+                    } if allowed(who.role, request) => {
+                        let mode = console::Mode::Follow { tail: *tail };
+                        match console::run(
+                            shared,
+                            &who,
+                            &mut session,
+                            &mut stream,
+                            msg.id,
+                            name,
+                            mode,
+                        ) {
                             console::Ended::Detached => continue,
                             console::Ended::SessionClosed => break,
                         }
@@ -980,11 +1008,24 @@ fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
         Request::GuestRestart { name } => simple(InitRequest::GuestRestart { name: name.clone() }),
         Request::HostReboot => simple(InitRequest::HostReboot),
         Request::HostPowerOff => simple(InitRequest::HostPowerOff),
-        // Streaming is not built yet; saying so beats answering as if
-        // `follow` had been honoured.
-        Request::Logs { follow: true, .. } => error(
+        // A guest's log is followed as a stream by the session loop; the
+        // host log cannot be followed yet, and saying so beats answering
+        // as if `follow` had been honoured.
+        Request::Logs {
+            guest: None,
+            follow: true,
+            ..
+        } => error(
             ErrorKind::Invalid,
-            "This agent cannot follow logs yet; ask again with follow off.",
+            "Only a guest's log can be followed; ask for the host log with follow off.",
+        ),
+        Request::Logs {
+            guest: Some(_),
+            follow: true,
+            ..
+        } => error(
+            ErrorKind::Conflict,
+            "A log cannot be followed from inside an attached console.",
         ),
         Request::Logs {
             guest: Some(name),

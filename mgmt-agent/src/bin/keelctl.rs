@@ -57,6 +57,10 @@ enum Command {
         guest: Option<String>,
         #[arg(long, default_value_t = 100)]
         tail: u32,
+        /// Keep printing the guest's console as it grows, until the guest
+        /// stops (or Ctrl-C).
+        #[arg(long, short = 'f', requires = "guest")]
+        follow: bool,
     },
     /// Upload a file to the host's images/ or disks/ (operator or admin).
     Upload {
@@ -264,7 +268,15 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
             report_ok(cli, c.call(request)?, done)
         }
         Command::Guest { command } => guest(cli, &dir, command),
-        Command::Logs { guest, tail } => {
+        Command::Logs {
+            guest: Some(name),
+            tail,
+            follow: true,
+        } => {
+            let mut c = connect(&dir, cli.host.as_deref(), &ConnectOptions::default())?;
+            follow_log(&mut c, name, *tail)
+        }
+        Command::Logs { guest, tail, .. } => {
             let mut c = connect(&dir, cli.host.as_deref(), &ConnectOptions::default())?;
             let request = Request::Logs {
                 guest: guest.clone(),
@@ -546,6 +558,30 @@ impl Drop for RawTerminal {
     fn drop(&mut self) {
         use nix::sys::termios::{tcsetattr, SetArg};
         let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// Prints a guest's console log as it grows (the host streams it like a
+/// read-only console) until the guest stops.
+fn follow_log(c: &mut Client, name: &str, tail: u32) -> Result<(), ClientError> {
+    let mut response = c.call(Request::Logs {
+        guest: Some(name.to_string()),
+        tail,
+        follow: true,
+    })?;
+    let id = c.last_id();
+    c.set_read_timeout(None);
+    let mut out = std::io::stdout();
+    loop {
+        match response {
+            Response::ConsoleData(data) => {
+                let _ = out.write_all(&data);
+                let _ = out.flush();
+            }
+            Response::ConsoleClosed => return Ok(()),
+            _ => return Err(ClientError::Unexpected),
+        }
+        response = c.recv(id)?;
     }
 }
 
