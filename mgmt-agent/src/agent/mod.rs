@@ -619,37 +619,21 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
                 {
                     audit_upload(shared, &who, &u.path, u.received, "aborted");
                 }
-                match request {
-                    Request::GuestConsole { name } if allowed(who.role, request) => {
-                        let mode = console::Mode::Attach;
-                        match console::run(
-                            shared,
-                            &who,
-                            &mut session,
-                            &mut stream,
-                            msg.id,
-                            name,
-                            mode,
-                        ) {
-                            console::Ended::Detached => continue,
-                            console::Ended::SessionClosed => break,
-                        }
-                    }
+                // Consoles and followed logs turn the session into a stream.
+                let stream_of = match request {
+                    Request::GuestConsole { name } => Some((name, console::Mode::Attach)),
                     Request::Logs {
                         guest: Some(name),
                         tail,
                         follow: true,
-                    } if allowed(who.role, request) => {
-                        let mode = console::Mode::Follow { tail: *tail };
-                        match console::run(
-                            shared,
-                            &who,
-                            &mut session,
-                            &mut stream,
-                            msg.id,
-                            name,
-                            mode,
-                        ) {
+                    } => Some((name, console::Mode::Follow { tail: *tail })),
+                    _ => None,
+                };
+                match stream_of {
+                    Some((name, mode)) if allowed(who.role, request) => {
+                        let id = msg.id;
+                        match console::run(shared, &who, &mut session, &mut stream, id, name, mode)
+                        {
                             console::Ended::Detached => continue,
                             console::Ended::SessionClosed => break,
                         }
