@@ -14,6 +14,23 @@ use crate::guest::{validate_ifname, MacAddr};
 pub const DEFAULT_HOSTNAME: &str = "keel";
 /// The agent's TCP port unless `[agent] listen` says otherwise.
 pub const DEFAULT_AGENT_PORT: u16 = 7444;
+/// How an operator names this host to reach its agent at `ip`: the bare
+/// address on the default port, `ip:port` otherwise (keelctl adds 7444).
+pub fn agent_host(ip: std::net::IpAddr, port: u16) -> String {
+    if port == DEFAULT_AGENT_PORT {
+        ip.to_string()
+    } else {
+        std::net::SocketAddr::new(ip, port).to_string()
+    }
+}
+
+/// The console line that tells the operator of an unpaired host what to
+/// type; init and keel-agent both print it (whichever learns last of the
+/// address and the code).
+pub fn pairing_hint(host: &str, code: &str) -> String {
+    format!("unpaired: on your workstation run `keelctl keygen && keelctl pair {host} {code}`")
+}
+
 /// The bridge made over the uplink when `host.toml` has no `[[network]]`.
 pub const DEFAULT_BRIDGE: &str = "br0";
 
@@ -638,6 +655,17 @@ mod tests {
             3,
             "network[0].brige",
             "brige",
+        );
+    }
+
+    #[test]
+    fn the_port_is_named_only_when_it_is_not_the_default() {
+        let ip = std::net::IpAddr::V4(Ipv4Addr::new(10, 0, 2, 15));
+        assert_eq!(agent_host(ip, DEFAULT_AGENT_PORT), "10.0.2.15");
+        assert_eq!(agent_host(ip, 9000), "10.0.2.15:9000");
+        assert_eq!(
+            pairing_hint("10.0.2.15", "1234-5678"),
+            "unpaired: on your workstation run `keelctl keygen && keelctl pair 10.0.2.15 1234-5678`"
         );
     }
 

@@ -85,19 +85,13 @@ impl Announcer {
     /// Prints the management address, with the pairing code while the host
     /// is unpaired.
     pub fn address(&self, ifname: &str, address: Ipv4Addr, prefix_len: u8) {
-        let host = if self.agent_port == keel_common::host::DEFAULT_AGENT_PORT {
-            address.to_string()
-        } else {
-            format!("{address}:{}", self.agent_port)
-        };
         crate::logger::announce(&format!(
             "management address: {address}/{prefix_len} on {ifname}, agent port {}",
             self.agent_port
         ));
         if let Some(code) = read_pairing_code(&self.pairing_file) {
-            crate::logger::announce(&format!(
-                "unpaired: on your workstation run `keelctl keygen && keelctl pair {host} {code}`"
-            ));
+            let host = keel_common::host::agent_host(address.into(), self.agent_port);
+            crate::logger::announce(&keel_common::host::pairing_hint(&host, &code));
         }
     }
 }

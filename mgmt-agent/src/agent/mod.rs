@@ -508,13 +508,7 @@ impl Shared {
 /// (all of them, for a wildcard listener), with the port only when it is
 /// not the default. Empty while the host has no address yet.
 pub fn connect_hosts(listen: std::net::SocketAddr) -> Vec<String> {
-    let with_port = |ip: std::net::IpAddr| {
-        if listen.port() == keel_common::host::DEFAULT_AGENT_PORT {
-            ip.to_string()
-        } else {
-            std::net::SocketAddr::new(ip, listen.port()).to_string()
-        }
-    };
+    let with_port = |ip| keel_common::host::agent_host(ip, listen.port());
     if !listen.ip().is_unspecified() {
         return vec![with_port(listen.ip())];
     }

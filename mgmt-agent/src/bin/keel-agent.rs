@@ -85,9 +85,7 @@ fn main() -> ExitCode {
             println!("on your workstation: keelctl pair HOST {code}");
         }
         for host in hosts {
-            println!(
-                "unpaired: on your workstation run `keelctl keygen && keelctl pair {host} {code}`"
-            );
+            println!("{}", keel_common::host::pairing_hint(&host, code));
         }
         log::warn!("pairing code: {code}, valid for {minutes} minutes");
     }
