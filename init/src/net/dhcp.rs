@@ -108,7 +108,8 @@ fn session(
     announcer: &Announcer,
     stop: &AtomicBool,
 ) -> Result<(), NetError> {
-    let link = super::link_info(host_if)?;
+    // Through netlink, not sysfs, so that it works in any network namespace.
+    let link = Netlink::open()?.link(host_if)?;
     let mac = link.mac.ok_or_else(|| NetError::NoMac {
         ifname: host_if.to_owned(),
     })?;
@@ -195,21 +196,16 @@ fn session(
 
 /// The uplink's state as one synthetic event, for after a monitor overrun.
 fn current_state(uplink: &str) -> Vec<LinkEvent> {
-    let links = Netlink::open().and_then(|mut nl| nl.links());
-    match links {
-        Ok(links) => links
-            .into_iter()
-            .filter(|l| l.name == uplink)
-            .map(|l| LinkEvent {
-                name: l.name,
-                index: l.index,
-                up: l.up,
-                carrier: l.carrier,
-                removed: false,
-            })
-            .collect(),
+    match Netlink::open().and_then(|mut nl| nl.link(uplink)) {
+        Ok(l) => vec![LinkEvent {
+            name: l.name,
+            index: l.index,
+            up: l.up,
+            carrier: l.carrier,
+            removed: false,
+        }],
         Err(err) => {
-            log::debug!("cannot read the links: {err}");
+            log::debug!("cannot read {uplink}: {err}");
             Vec::new()
         }
     }

@@ -201,24 +201,12 @@ pub fn attach(uplink: &str, bridge: Option<&str>) -> Result<String, NetError> {
         log::info!("{uplink}: link up");
         return Ok(uplink.to_owned());
     };
-    let mac = link_info(uplink)?.mac;
+    let mac = nl.link(uplink)?.mac;
     nl.create_bridge(bridge, mac)?;
     nl.set_master(uplink, bridge)?;
     nl.set_up(bridge)?;
     log::info!("{uplink}: link up, port of {bridge}");
     Ok(bridge.to_owned())
-}
-
-/// The kernel's view of `ifname` (through netlink, so that it works in any
-/// network namespace, unlike sysfs).
-pub fn link_info(ifname: &str) -> Result<netlink::LinkInfo, NetError> {
-    Netlink::open()?
-        .links()?
-        .into_iter()
-        .find(|l| l.name == ifname)
-        .ok_or_else(|| NetError::NoSuchInterface {
-            uplink: ifname.to_owned(),
-        })
 }
 
 /// Sets a fixed address and, with a gateway, the default route.

@@ -139,8 +139,13 @@ impl Netlink {
 
     /// ifindex of the link called `name`.
     pub fn link_index(&mut self, name: &str) -> Result<u32, NetlinkError> {
+        Ok(self.link(name)?.index)
+    }
+
+    /// The link called `name`, as the kernel reports it.
+    pub fn link(&mut self, name: &str) -> Result<LinkInfo, NetlinkError> {
         match self.get_link(name)? {
-            Some(msg) => Ok(msg.header.index),
+            Some(msg) => Ok(link_info(&msg)),
             None => Err(NetlinkError::NoSuchLink {
                 name: name.to_owned(),
             }),
