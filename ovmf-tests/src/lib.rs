@@ -29,3 +29,27 @@ pub fn artefact(name: &str) -> PathBuf {
     );
     path
 }
+
+/// Where the first line of `text` containing `needle` starts, and where it
+/// ends if it is complete (a newline follows; the end excludes it). Console
+/// output arrives in pieces, so the rest of a line may still be in flight.
+pub fn find_line(text: &str, needle: &str) -> Option<(usize, Option<usize>)> {
+    let at = text.find(needle)?;
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[at..].find('\n').map(|i| at + i);
+    Some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_line;
+
+    #[test]
+    fn lines_are_whole_or_reported_unfinished() {
+        let text = "boot\r\ndemo: eth0 got 10.0.2.16\r\ndemo: eth1 go";
+        assert_eq!(find_line(text, "eth0"), Some((6, Some(31))));
+        assert_eq!(&text[6..31], "demo: eth0 got 10.0.2.16\r");
+        assert_eq!(find_line(text, "eth1"), Some((32, None)));
+        assert_eq!(find_line(text, "eth2"), None);
+    }
+}

@@ -172,12 +172,8 @@ impl Console {
                 Some(at) if !after.is_empty() => all[at + after.len()..].to_owned(),
                 _ => all,
             };
-            if let Some(at) = seen.find(needle) {
-                let start = seen[..at].rfind('\n').map_or(0, |i| i + 1);
-                // Only a whole line: the rest of it may still be in flight.
-                if let Some(len) = seen[at..].find(['\r', '\n']) {
-                    return seen[start..at + len].to_owned();
-                }
+            if let Some((start, Some(end))) = crate::find_line(&seen, needle) {
+                return seen[start..end].trim_end_matches('\r').to_owned();
             }
             assert!(
                 Instant::now() < deadline,

@@ -254,11 +254,8 @@ impl Qemu {
             let exited = self.try_exit();
             let text = self.serial();
             let tail = text.get(from..).unwrap_or("");
-            if let Some(at) = tail.find(needle) {
-                let start = tail[..at].rfind('\n').map_or(0, |i| i + 1);
-                // A whole line, unless no more output can come: the rest
-                // of it may still be in flight.
-                let end = tail[at..].find('\n').map(|i| at + i);
+            if let Some((start, end)) = crate::find_line(tail, needle) {
+                // A whole line, unless no more output can come.
                 if let Some(end) =
                     end.or((exited.is_some() || Instant::now() > deadline).then_some(tail.len()))
                 {
