@@ -73,16 +73,21 @@ fn host_err(r: Result<(), ClientError>) -> (ErrorKind, String) {
     }
 }
 
-/// Uploads "abc" to `path`, which the agent must refuse.
-fn refused_abc(c: &mut Client, path: &str) -> (ErrorKind, String) {
-    host_err(c.upload(
+/// Uploads `body` to `path` in full-size chunks, announcing its real hash.
+fn put(c: &mut Client, path: &str, body: &[u8]) -> Result<(), ClientError> {
+    c.upload(
         path,
-        3,
-        sha(b"abc"),
-        &mut b"abc".as_slice(),
+        body.len() as u64,
+        sha(body),
+        &mut &body[..],
         MAX_CHUNK,
         &mut |_| {},
-    ))
+    )
+}
+
+/// Uploads "abc" to `path`, which the agent must refuse.
+fn refused_abc(c: &mut Client, path: &str) -> (ErrorKind, String) {
+    host_err(put(c, path, b"abc"))
 }
 
 #[test]
@@ -128,15 +133,7 @@ fn multi_mib_upload_arrives_intact() {
         Response::HostInfo(_)
     ));
     // An empty file works too.
-    c.upload(
-        "disks/empty",
-        0,
-        sha(&[]),
-        &mut [].as_slice(),
-        MAX_CHUNK,
-        &mut |_| {},
-    )
-    .unwrap();
+    put(&mut c, "disks/empty", &[]).unwrap();
     assert_eq!(
         std::fs::read(uploads(&agent).join("disks/empty")).unwrap(),
         b""
@@ -166,15 +163,7 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
 
     // An existing file keeps its old content when a replacement fails.
     let good = data(100);
-    c.upload(
-        "disks/bad.img",
-        100,
-        sha(&good),
-        &mut good.as_slice(),
-        MAX_CHUNK,
-        &mut |_| {},
-    )
-    .unwrap();
+    put(&mut c, "disks/bad.img", &good).unwrap();
     let (kind, _) = host_err(c.upload(
         "disks/bad.img",
         body.len() as u64,
@@ -411,26 +400,10 @@ fn images_land_in_the_upload_root_as_guest_specs_name_them() {
     let agent = Agent::start_with("127.0.0.1:0", |cfg| cfg.upload_root = root.clone());
     let (_, mut c) = agent.admin();
     let kernel = data(70_000);
-    c.upload(
-        "images/vmlinux",
-        kernel.len() as u64,
-        sha(&kernel),
-        &mut kernel.as_slice(),
-        MAX_CHUNK,
-        &mut |_| {},
-    )
-    .unwrap();
+    put(&mut c, "images/vmlinux", &kernel).unwrap();
     assert!(std::fs::read(root.join("images/vmlinux")).unwrap() == kernel);
     let disk = data(4096);
-    c.upload(
-        "disks/web1/root.raw",
-        disk.len() as u64,
-        sha(&disk),
-        &mut disk.as_slice(),
-        MAX_CHUNK,
-        &mut |_| {},
-    )
-    .unwrap();
+    put(&mut c, "disks/web1/root.raw", &disk).unwrap();
     assert!(std::fs::read(root.join("disks/web1/root.raw")).unwrap() == disk);
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     // Existing directories keep their mode; new ones get 0700.
@@ -460,15 +433,7 @@ fn a_standalone_agent_uploads_below_state_dir_uploads() {
         agent.state.join("uploads")
     );
     let (_, mut c) = agent.admin();
-    c.upload(
-        "images/vmlinux",
-        3,
-        sha(b"abc"),
-        &mut b"abc".as_slice(),
-        MAX_CHUNK,
-        &mut |_| {},
-    )
-    .unwrap();
+    put(&mut c, "images/vmlinux", b"abc").unwrap();
     assert_eq!(
         std::fs::read(agent.state.join("uploads/images/vmlinux")).unwrap(),
         b"abc"
