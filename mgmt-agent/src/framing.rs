@@ -55,21 +55,9 @@ fn read_full<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<usize, Frame
 
 /// Reads one frame of at most `max` bytes.
 pub fn read_frame<R: Read + ?Sized>(r: &mut R, max: usize) -> Result<Vec<u8>, FrameError> {
-    let mut header = [0u8; 4];
-    match read_full(r, &mut header)? {
-        0 => return Err(FrameError::Closed),
-        4 => {}
-        got => return Err(FrameError::Truncated { expected: 4, got }),
-    }
-    let len = u32::from_be_bytes(header) as usize;
-    if len > max {
-        return Err(FrameError::TooLarge { len, max });
-    }
-    let mut body = vec![0u8; len];
-    let got = read_full(r, &mut body)?;
-    if got != len {
-        return Err(FrameError::Truncated { expected: len, got });
-    }
+    let mut body = Vec::new();
+    let len = read_frame_into(r, max, &mut body)?;
+    body.truncate(len);
     Ok(body)
 }
 
