@@ -10,6 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// A small text file (a sysfs attribute, `/proc/sys/...`) without its
+/// surrounding whitespace, or `None` when it cannot be read.
+pub fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
 /// Tells temp files of one process apart.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 

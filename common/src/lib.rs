@@ -15,6 +15,7 @@ pub mod init_api;
 #[cfg(feature = "tun")]
 pub mod tun;
 pub mod vmm_api;
+pub mod vmm_exit;
 
 pub use config::ConfigError;
 pub use guest::GuestSpec;

@@ -2,6 +2,7 @@
 
 use std::sync::Mutex;
 
+use keel_common::vmm_exit::VmmExitStatus;
 use vmm_sys_util::eventfd::EventFd;
 
 /// The reason a VM ends.
@@ -22,22 +23,17 @@ pub enum VmExit {
 }
 
 impl VmExit {
-    /// The process exit status for this reason, documented in the README:
-    /// 0 power-off, 1 VMM error, 2 bad configuration or usage, 3 reboot,
-    /// 4 guest crash, 5 killed.
-    pub fn code(&self) -> i32 {
+    /// The process exit status for this reason.
+    pub fn status(&self) -> VmmExitStatus {
         match self {
-            VmExit::PowerOff => 0,
-            VmExit::Error(_) => 1,
-            VmExit::Reboot => 3,
-            VmExit::Crash(_) => 4,
-            VmExit::Killed => 5,
+            VmExit::PowerOff => VmmExitStatus::PowerOff,
+            VmExit::Error(_) => VmmExitStatus::Error,
+            VmExit::Reboot => VmmExitStatus::Reboot,
+            VmExit::Crash(_) => VmmExitStatus::Crash,
+            VmExit::Killed => VmmExitStatus::Killed,
         }
     }
 }
-
-/// Exit status for configuration and usage errors, before the VM exists.
-pub const EXIT_CONFIG: i32 = 2;
 
 /// Where devices and vCPU threads report that the VM must end: the first
 /// reason wins, and the event loop is woken through the eventfd.
@@ -84,7 +80,7 @@ mod tests {
         exit.request(VmExit::PowerOff);
         assert_eq!(exit.reason(), Some(VmExit::Reboot));
         assert_eq!(exit.eventfd.read().expect("woken"), 2);
-        let codes: Vec<i32> = [
+        let codes: Vec<u8> = [
             VmExit::PowerOff,
             VmExit::Error(String::new()),
             VmExit::Reboot,
@@ -92,9 +88,9 @@ mod tests {
             VmExit::Killed,
         ]
         .iter()
-        .map(VmExit::code)
+        .map(|e| e.status().code())
         .collect();
         assert_eq!(codes, vec![0, 1, 3, 4, 5]);
-        assert!(!codes.contains(&EXIT_CONFIG));
+        assert!(!codes.contains(&VmmExitStatus::Config.code()));
     }
 }

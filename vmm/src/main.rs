@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use keel_common::guest::NetMode;
+use keel_common::vmm_exit::VmmExitStatus;
 use keel_common::GuestSpec;
 use keel_vmm::arch::cpuid::CpuidProfile;
 use keel_vmm::control::ControlServer;
-use keel_vmm::exit::{VmExit, EXIT_CONFIG};
+use keel_vmm::exit::VmExit;
 use keel_vmm::jail;
 use keel_vmm::vm::{
     BootSource, DiskConfig, NetBackendConfig, NetConfig, Vm, VmConfig, VsockConfig,
@@ -158,11 +159,11 @@ fn main() -> ExitCode {
     // Nothing inherited may leak into the VMM but stdio and handed-over taps.
     if let Err(err) = jail::close_inherited_fds(&args.tap_fds) {
         eprintln!("keel-vmm: error: cannot close inherited file descriptors: {err}");
-        return ExitCode::from(VmExit::Error(String::new()).code() as u8);
+        return VmmExitStatus::Error.into();
     }
     if let Err(err) = jail::set_no_new_privs() {
         eprintln!("keel-vmm: error: cannot set no_new_privs: {err}");
-        return ExitCode::from(VmExit::Error(String::new()).code() as u8);
+        return VmmExitStatus::Error.into();
     }
     let base = args
         .base_dir
@@ -173,7 +174,7 @@ fn main() -> ExitCode {
         Ok(spec) => spec,
         Err(err) => {
             eprintln!("keel-vmm: error: {err}");
-            return ExitCode::from(EXIT_CONFIG as u8);
+            return VmmExitStatus::Config.into();
         }
     };
     keel_vmm::logger::init(
@@ -188,7 +189,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(err) => {
             log::error!("{err}");
-            return ExitCode::from(EXIT_CONFIG as u8);
+            return VmmExitStatus::Config.into();
         }
     };
     let control = match args
@@ -200,7 +201,7 @@ fn main() -> ExitCode {
         Ok(control) => control,
         Err(err) => {
             log::error!("cannot serve the control socket: {err}");
-            return ExitCode::from(VmExit::Error(String::new()).code() as u8);
+            return VmmExitStatus::Error.into();
         }
     };
     let reason = match Vm::new(config) {
@@ -209,7 +210,7 @@ fn main() -> ExitCode {
             if let (Some(uid), Some(gid)) = (args.uid, args.gid) {
                 if let Err(err) = jail::drop_privileges(uid, gid) {
                     log::error!("cannot drop to uid {uid} gid {gid}: {err}");
-                    return ExitCode::from(VmExit::Error(String::new()).code() as u8);
+                    return VmmExitStatus::Error.into();
                 }
             }
             vm.run(control)
@@ -223,7 +224,7 @@ fn main() -> ExitCode {
         VmExit::Killed => log::info!("killed on request"),
         VmExit::Error(why) => log::error!("{why}"),
     }
-    ExitCode::from(reason.code() as u8)
+    reason.status().into()
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ fn serial_output_and_acpi_power_off() {
         vec![],
     ));
     assert_eq!(exit, VmExit::PowerOff);
-    assert_eq!(exit.code(), 0);
+    assert_eq!(exit.status().code(), 0);
     assert_eq!(console, "KEEL\n");
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
@@ -96,7 +96,7 @@ fn i8042_reset_is_a_reboot() {
     let dir = scratch("i8042");
     let (exit, _) = run(config("i8042", payload("i8042_reset", &dir), &dir, vec![]));
     assert_eq!(exit, VmExit::Reboot);
-    assert_eq!(exit.code(), 3);
+    assert_eq!(exit.status().code(), 3);
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
 

@@ -25,6 +25,7 @@ use keel_common::fsutil::atomic_write;
 use keel_common::guest::RestartPolicy;
 use keel_common::init_api::{ErrorKind, GuestState, GuestStatus};
 use keel_common::vmm_api::{self, VmmRequest, VmmResponse};
+use keel_common::vmm_exit::VmmExitStatus;
 use keel_common::GuestSpec;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
@@ -88,12 +89,16 @@ pub enum VmmEnd {
 /// Classifies a reaped VMM and describes it for `last_exit`.
 pub fn classify(status: &WaitStatus) -> (VmmEnd, String) {
     match status {
-        WaitStatus::Exited(_, 0) => (VmmEnd::PowerOff, "powered off".into()),
-        WaitStatus::Exited(_, 3) => (VmmEnd::Reboot, "rebooted".into()),
-        WaitStatus::Exited(_, 4) => (VmmEnd::Failure, "crashed (guest panic, status 4)".into()),
-        WaitStatus::Exited(_, 5) => (VmmEnd::Failure, "killed on request (status 5)".into()),
-        WaitStatus::Exited(_, 2) => (VmmEnd::Failure, "bad configuration (status 2)".into()),
-        WaitStatus::Exited(_, code) => (VmmEnd::Failure, format!("VMM failed (status {code})")),
+        WaitStatus::Exited(_, code) => match VmmExitStatus::from_code(*code) {
+            Some(VmmExitStatus::PowerOff) => {
+                (VmmEnd::PowerOff, VmmExitStatus::PowerOff.describe().into())
+            }
+            Some(VmmExitStatus::Reboot) => {
+                (VmmEnd::Reboot, VmmExitStatus::Reboot.describe().into())
+            }
+            Some(other) => (VmmEnd::Failure, other.describe().into()),
+            None => (VmmEnd::Failure, format!("VMM failed (status {code})")),
+        },
         WaitStatus::Signaled(_, signal, _) => (
             VmmEnd::Failure,
             format!("VMM killed by {}", signal.as_str()),

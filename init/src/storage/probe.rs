@@ -8,6 +8,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use keel_common::fsutil::read_trimmed;
+
 /// The ext2/3/4 superblock sits 1024 bytes into the file system.
 pub const EXT_SUPERBLOCK: usize = 1024;
 /// `s_magic`, relative to the superblock.
@@ -163,12 +165,6 @@ impl Default for Probe {
     fn default() -> Self {
         Probe::system()
     }
-}
-
-fn read_trimmed(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
 }
 
 impl Probe {

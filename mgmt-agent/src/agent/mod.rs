@@ -30,7 +30,7 @@ use crate::{
     PeerAuth, Request, Response, Role, ServerMessage,
 };
 use init_client::InitClient;
-use keel_common::fsutil::atomic_write;
+use keel_common::fsutil::{atomic_write, read_trimmed};
 use keel_common::init_api::InitRequest;
 use upload::Upload;
 
@@ -887,12 +887,6 @@ fn guest_result(r: Result<(), init_client::GuestError>) -> Response {
         Ok(()) => Response::Ok,
         Err((kind, message)) => error(kind, message),
     }
-}
-
-fn read_trimmed(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
 }
 
 fn host_info(shared: &Shared) -> HostInfo {
