@@ -14,22 +14,11 @@ mod network;
 use std::io::{BufRead, Write};
 use std::time::Duration;
 
-use nix::sys::reboot::{reboot, set_cad_enabled, RebootMode};
+use nix::sys::reboot::set_cad_enabled;
 use nix::sys::signal::{SigSet, Signal};
 
 /// The first line the guest prints; tests and `make run` look for it.
 const GREETING: &str = "Hello from the Keel demo guest!";
-
-fn mount(source: &str, target: &str, fstype: &str) {
-    let _ = std::fs::create_dir_all(target);
-    let _ = nix::mount::mount(
-        Some(source),
-        target,
-        Some(fstype),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    );
-}
 
 fn memory_mib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -39,16 +28,6 @@ fn memory_mib() -> u64 {
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .map_or(0, |kib| kib / 1024)
-}
-
-fn power_off() -> ! {
-    println!("demo: powering off");
-    let _ = std::io::stdout().flush();
-    nix::unistd::sync();
-    loop {
-        let _ = reboot(RebootMode::RB_POWER_OFF);
-        std::thread::sleep(Duration::from_secs(1));
-    }
 }
 
 /// Ctrl-alt-del arrives as SIGINT once the kernel's hard reset is off.
@@ -63,15 +42,14 @@ fn watch_ctrl_alt_del() {
         .name("cad".into())
         .spawn(move || {
             if set.wait().is_ok() {
-                power_off();
+                println!("demo: powering off");
+                keel_guest_rt::power_off();
             }
         });
 }
 
 fn main() {
-    mount("proc", "/proc", "proc");
-    mount("sysfs", "/sys", "sysfs");
-    mount("devtmpfs", "/dev", "devtmpfs");
+    keel_guest_rt::mount_basics();
     let _ = set_cad_enabled(false);
     watch_ctrl_alt_del();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -4,7 +4,6 @@
 //! DHCP server) working.
 
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -37,7 +36,7 @@ pub fn report_leases() {
 }
 
 fn lease(ifname: &str) -> Result<String, String> {
-    set_up(ifname).map_err(|e| format!("cannot bring the link up: {e}"))?;
+    keel_guest_rt::link_up(ifname).map_err(|e| format!("cannot bring the link up: {e}"))?;
     let mac = dhcp::read_mac(Path::new(SYSFS_NET), ifname)
         .map(|m| keel_common::guest::MacAddr(m).to_string())
         .unwrap_or_default();
@@ -50,30 +49,4 @@ fn lease(ifname: &str) -> Result<String, String> {
             .router
             .map_or_else(|| "none".to_owned(), |r| r.to_string())
     ))
-}
-
-/// `ip link set IFNAME up`, with the classic ioctls: the demo guest needs
-/// nothing more.
-fn set_up(ifname: &str) -> io::Result<()> {
-    // SAFETY: socket(2) takes no pointers; the result is checked below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut req = keel_common::tun::ifreq_named(ifname)
-        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: SIOCGIFFLAGS fills the ifreq, which has a NUL-terminated name.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: SIOCGIFFLAGS set ifru_flags; any c_short is valid.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-    // SAFETY: SIOCSIFFLAGS reads the same ifreq.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS as _, &mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }

@@ -4,10 +4,11 @@
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use keel_testbed::{cmdline_value, mount_basics};
+use keel_guest_rt::{cmdline_value, mount_basics};
 
 /// keel-vmm's boot timer port (see vmm/src/arch/layout.rs).
 const BOOT_TIMER_PORT: u16 = 0x440;
@@ -90,29 +91,26 @@ fn check_keyboard() {
 /// times it on its side): user-mode NAT (10.0.2.2) or a tap (10.0.3.1).
 fn network_bench(mode: &str, mib: usize) {
     let (ip, gateway) = if mode == "tap-bench" {
-        ([10, 0, 3, 2], "10.0.3.1:9000")
+        ([10, 0, 3, 2], SocketAddr::from(([10, 0, 3, 1], 9000)))
     } else {
-        ([10, 0, 2, 15], "10.0.2.2:9000")
+        ([10, 0, 2, 15], SocketAddr::from(([10, 0, 2, 2], 9000)))
     };
-    if let Err(err) = keel_testbed::configure_interface("eth0", Some((ip, [255, 255, 255, 0]))) {
+    if let Err(err) = keel_guest_rt::configure_interface("eth0", Some((ip, [255, 255, 255, 0]))) {
         report("netbench", format!("eth0-failed:{err}"));
         return;
     }
     let chunk = vec![0x5au8; 64 << 10];
-    let sent = std::net::TcpStream::connect_timeout(
-        &gateway.parse().expect("address"),
-        std::time::Duration::from_secs(20),
-    )
-    .and_then(|mut s| {
-        for _ in 0..mib * 16 {
-            s.write_all(&chunk)?;
-        }
-        s.shutdown(std::net::Shutdown::Write)?;
-        // Wait for the server's close so every byte was taken.
-        let mut sink = [0u8; 16];
-        let _ = s.read(&mut sink);
-        Ok(())
-    });
+    let sent = std::net::TcpStream::connect_timeout(&gateway, std::time::Duration::from_secs(20))
+        .and_then(|mut s| {
+            for _ in 0..mib * 16 {
+                s.write_all(&chunk)?;
+            }
+            s.shutdown(std::net::Shutdown::Write)?;
+            // Wait for the server's close so every byte was taken.
+            let mut sink = [0u8; 16];
+            let _ = s.read(&mut sink);
+            Ok(())
+        });
     report(
         "netbench",
         if sent.is_ok() {
@@ -127,14 +125,14 @@ fn network_bench(mode: &str, mib: usize) {
 /// the NAT, then serve one connection that arrives through a port forward.
 fn network_checks() {
     if let Err(err) =
-        keel_testbed::configure_interface("eth0", Some(([10, 0, 2, 15], [255, 255, 255, 0])))
+        keel_guest_rt::configure_interface("eth0", Some(([10, 0, 2, 15], [255, 255, 255, 0])))
     {
         report("net", format!("eth0-failed:{err}"));
         return;
     }
     report("net", "eth0-up");
     let fetched = std::net::TcpStream::connect_timeout(
-        &"10.0.2.2:8080".parse().expect("address"),
+        &SocketAddr::from(([10, 0, 2, 2], 8080)),
         std::time::Duration::from_secs(20),
     )
     .and_then(|mut s| {
@@ -178,7 +176,7 @@ fn main() {
     check_disk();
     check_rng();
     check_keyboard();
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmdline = keel_guest_rt::kernel_cmdline();
     match cmdline_value(&cmdline, "keel.net").as_deref() {
         Some("user") => network_checks(),
         Some(mode @ ("user-bench" | "tap-bench")) => {
@@ -205,7 +203,7 @@ fn main() {
         "wait" => loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
         },
-        _ => keel_testbed::power_off(),
+        _ => keel_guest_rt::power_off(),
     }
     loop {
         std::thread::sleep(std::time::Duration::from_secs(1));

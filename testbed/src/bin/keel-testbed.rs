@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use keel_common::vmm_api::{read_frame, write_frame, VmmRequest, VmmResponse};
 
-use keel_testbed::{cmdline_value, mount_basics, power_off};
+use keel_guest_rt::{cmdline_value, mount_basics, power_off};
 
 const DISK: &str = "/tmp/disk.raw";
 const SECTOR0: &[u8] = b"keel-disk-sector0";
@@ -436,7 +436,7 @@ fn report_throughput(scenario: &str, result: Option<(u64, f64)>) {
 /// Network throughput, guest to host: over user-mode NAT, over a tap, and
 /// the same transfer on L1's own loopback as the baseline.
 fn run_net_bench(scenario: &str) {
-    if let Err(err) = keel_testbed::configure_interface("lo", None) {
+    if let Err(err) = keel_guest_rt::configure_interface("lo", None) {
         println!("TESTBED scenario={scenario} error=lo:{err}");
         return;
     }
@@ -495,7 +495,7 @@ fn run_net_bench(scenario: &str) {
             {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            if let Err(err) = keel_testbed::configure_interface(
+            if let Err(err) = keel_guest_rt::configure_interface(
                 "keeltap0",
                 Some(([10, 0, 3, 1], [255, 255, 255, 0])),
             ) {
@@ -527,7 +527,7 @@ fn start_http_server() -> std::io::Result<()> {
 /// through the NAT, and L1 reaches a server in the guest through a port
 /// forward (127.0.0.1:8022 -> guest port 22).
 fn run_user_net(scenario: &str) {
-    if let Err(err) = keel_testbed::configure_interface("lo", None)
+    if let Err(err) = keel_guest_rt::configure_interface("lo", None)
         .map_err(|e| e.to_string())
         .and_then(|_| start_http_server().map_err(|e| e.to_string()))
     {
@@ -584,7 +584,7 @@ fn run_user_net(scenario: &str) {
 
 fn main() {
     mount_basics();
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let cmdline = keel_guest_rt::kernel_cmdline();
     println!("TESTBED kvm={}", Path::new("/dev/kvm").exists());
     let scenarios = cmdline_value(&cmdline, "keel.testbed").unwrap_or_else(|| "poweroff".into());
     for scenario in scenarios.split(',') {
