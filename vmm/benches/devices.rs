@@ -6,6 +6,8 @@
 //! it), so the figures measure the VMM's device path itself: exit
 //! handling, the MMIO bus, ioeventfd wake-ups and virtqueue processing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/support/payload.rs"]
 mod support;
 

@@ -421,6 +421,7 @@ mod tests {
                 let err = std::fs::read(&secret).expect_err("root's file is readable");
                 assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
                 // Other threads were changed too (glibc's setxid broadcast).
+                // SAFETY: geteuid has no preconditions.
                 let other = std::thread::spawn(|| unsafe { libc::geteuid() })
                     .join()
                     .expect("thread");

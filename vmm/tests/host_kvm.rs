@@ -5,6 +5,8 @@
 //! Linux guests are tested in the QEMU TCG test bed instead). Each payload
 //! is assembled from `tests/payloads/*.S` with binutils at test time.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "support/payload.rs"]
 mod support;
 

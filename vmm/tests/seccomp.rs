@@ -14,6 +14,8 @@
 //! not its existing siblings; `SECCOMP_RET_KILL_PROCESS` kills every thread
 //! of the process, which its parent sees as death by SIGSYS.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
@@ -188,7 +190,7 @@ fn forbidden(kind: ThreadKind, scenario: &str) -> ! {
     let null_path = std::ffi::CString::new("/dev/null").expect("path");
     let scenario = scenario.to_string();
     confined_then_exit(kind, move || {
-        // SAFETY (all arms): plain system calls on values owned here; the
+        // SAFETY: (all arms) plain system calls on values owned here; the
         // results are not used beyond the call.
         unsafe {
             match scenario.as_str() {
