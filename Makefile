@@ -25,7 +25,7 @@ DEBIAN_PACKAGES := qemu-system-x86 ovmf linux-source-6.1 xorriso mtools dosfstoo
 	e2fsprogs e2fsck-static systemd-boot-efi sbsigntool busybox-static binutils make gcc libc6-dev \
 	flex bison bc libelf-dev libssl-dev cpio zstd xz-utils python3 git dnsmasq-base
 
-.PHONY: all run test deps kernel binaries image size check bench fuzz clean
+.PHONY: all run test deps kernel binaries image install size check bench fuzz clean
 
 all: image
 
@@ -57,8 +57,14 @@ image: kernel binaries
 		--demo-guest $(BIN_DIR)/keel-demo-guest \
 		--rootfs rootfs --out $(OUT)
 
+## install: put keelctl on PATH ($(PREFIX)/bin, default /usr/local/bin).
+PREFIX ?= /usr/local
+install: binaries
+	install -D -m 0755 $(BIN_DIR)/keelctl $(DESTDIR)$(PREFIX)/bin/keelctl
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/keelctl"
+
 ## run: boot the appliance in QEMU (UEFI, TCG with nested virtualisation).
-run: image
+run: image install
 	@mkdir -p $(OUT)/run
 	@cp $(OVMF_VARS) $(OUT)/run/OVMF_VARS.fd
 	@[ -f $(OUT)/run/disk.img ] && [ $(OUT)/run/disk.img -nt $(OUT)/keel.img ] || { \
@@ -71,8 +77,9 @@ run: image
 	@echo "The demo guest is seeded on the ESP (keel/guests/demo.toml) and starts at boot;"
 	@echo "host.toml there copies guest consoles to this console ([console] guests = true)."
 	@echo "Booting Keel in QEMU (serial console below). Quit: Ctrl-A then X."
-	@echo "The agent port 7444 is forwarded to 127.0.0.1:7444: from this machine pair with"
-	@echo "  keelctl keygen && keelctl pair 127.0.0.1 CODE    (CODE: the pairing code on the console)"
+	@echo "The agent port 7444 is forwarded to 127.0.0.1:7444. In another terminal on this"
+	@echo "machine (keelctl is installed in $(PREFIX)/bin), pair with the code the console shows:"
+	@echo "  keelctl keygen && keelctl pair 127.0.0.1 CODE && export KEEL_HOST=127.0.0.1"
 	qemu-system-x86_64 -machine q35 -accel tcg -cpu max -smp 2 -m 2048 \
 		-drive if=pflash,format=raw,unit=0,readonly=on,file=$(OVMF_CODE) \
 		-drive if=pflash,format=raw,unit=1,file=$(OUT)/run/OVMF_VARS.fd \
