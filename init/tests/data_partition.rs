@@ -4,6 +4,8 @@
 //! ext4 resize and seed import. Needs root and /dev/loop-control; without
 //! them it says SKIPPED on stderr.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;

@@ -9,6 +9,8 @@
 //! Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN), iproute2's `ip` and
 //! dnsmasq (`dnsmasq-base`); without them a test says SKIPPED on stderr.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

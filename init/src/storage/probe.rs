@@ -196,7 +196,7 @@ impl Probe {
         if !entry.exists() {
             return None;
         }
-        let partition = read_trimmed(&entry.join("partition")).and_then(|s| s.parse().ok());
+        let partition = read_trimmed(entry.join("partition")).and_then(|s| s.parse().ok());
         // Partitions live in their disk's directory:
         // /sys/devices/.../vda/vda2, linked from /sys/class/block/vda2.
         let disk = if partition.is_some() {
@@ -211,10 +211,10 @@ impl Probe {
         } else {
             name.to_string()
         };
-        let start_sector = read_trimmed(&entry.join("start")).and_then(|s| s.parse().ok());
+        let start_sector = read_trimmed(entry.join("start")).and_then(|s| s.parse().ok());
         let path = self.dev_root.join(name);
         // An empty loop device or drive without media: nothing to read.
-        let empty = read_trimmed(&entry.join("size")).is_some_and(|s| s == "0");
+        let empty = read_trimmed(entry.join("size")).is_some_and(|s| s == "0");
         let fs = if empty {
             None
         } else {
