@@ -4,6 +4,9 @@
 //!
 //! Run with `cargo bench -p keel-mgmt --bench mgmt`.
 
+// A failed assumption in a test is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

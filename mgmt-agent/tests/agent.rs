@@ -9,6 +9,9 @@
 //! and errors; guests that really run are driven end to end in
 //! ovmf-tests/tests/appliance.rs.
 
+// A failed assumption in a test is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::{Read, Write};

@@ -1,6 +1,9 @@
 //! End-to-end tests over real TCP on 127.0.0.1: a server thread, a client,
 //! and for the active-attacker cases a frame-aware proxy in between.
 
+// A failed assumption in a test is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::thread::{self, JoinHandle};

@@ -1,6 +1,9 @@
 //! Uploads end to end over loopback TCP: an in-process keel-agent, the
 //! client library, and the keelctl binary.
 
+// A failed assumption in a test is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

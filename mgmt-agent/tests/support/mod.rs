@@ -2,8 +2,9 @@
 //! on an ephemeral loopback port, with init's real control server behind
 //! it, each in its own temporary directories.
 
-// Each test crate uses a different part of the fixture.
-#![allow(dead_code)]
+// A failed assumption in a test is a failed test, and each test crate
+// uses a different part of the fixture.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
