@@ -10,6 +10,9 @@
 //!   greeting read through `keelctl guest console` (nested KVM in TCG),
 //!   and -> the guest's own DHCP lease through its tap on br0.
 
+// A test harness: a failed assumption here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use keel_ovmf_tests::operator::{demo_spec, free_port, pairing_code, Console, Operator, GREETING};

@@ -6,6 +6,9 @@
 //! measured in the same run, is QEMU loading the same kernel and initramfs
 //! directly without firmware; the ratio is the cost of UEFI boot.
 
+// A test harness: a failed assumption here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use keel_ovmf_tests::{artefact, BootMedia, Qemu, QemuOptions};

@@ -3,6 +3,9 @@
 //! transfer over the host's own loopback as the baseline, all in one run
 //! of the QEMU TCG test bed (the "host" is L1, which runs keel-vmm).
 
+// A test harness: a failed assumption here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use keel_ovmf_tests::testbed::{report_field, reports, testbed_initramfs};

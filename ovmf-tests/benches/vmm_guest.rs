@@ -4,6 +4,9 @@
 //! time, boot time (VMM start to the guest's boot-timer write) and the
 //! VMM's memory overhead (RSS minus the guest memory the guest touched).
 
+// A test harness: a failed assumption here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use keel_ovmf_tests::testbed::{report_field, reports, testbed_initramfs_with_qemu};

@@ -2,6 +2,9 @@
 //! an operator would: serial console capture, the QEMU monitor, and clean
 //! teardown even when a test fails.
 
+// A test harness: a failed assumption here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod accel;
 pub mod operator;
 pub mod qemu;

@@ -5,6 +5,9 @@
 //! the stick first: a static address on the NIC chosen by its MAC, no
 //! bridge (appliance.rs covers the default: DHCP on br0).
 
+// A test harness: a failed assumption here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::TcpListener;
 use std::time::Duration;
 

@@ -8,6 +8,9 @@
 //! Guests run on nested KVM inside the TCG appliance (see DESIGN.md), so
 //! timeouts are generous; the figures belong to `make bench`.
 
+// A test harness: a failed assumption here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -1,6 +1,9 @@
 //! Boots the real keel.img and keel.iso under OVMF and checks the banner and
 //! an orderly shutdown, as an operator would see them on the serial console.
 
+// A test harness: a failed assumption here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use keel_ovmf_tests::{artefact, BootMedia, Qemu, QemuOptions};

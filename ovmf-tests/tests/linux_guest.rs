@@ -5,6 +5,9 @@
 //! guest kernel, the test guest and the `keel-testbed` init; L1's own KVM
 //! runs keel-vmm, which boots the L2 guest. One L1 boot runs every scenario.
 
+// A test harness: a failed assumption here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use keel_ovmf_tests::testbed::{report_field, reports, testbed_initramfs};
