@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use keel_common::guest::NetMode;
+use keel_common::guest::{MacAddr, NetMode};
 use keel_common::vmm_exit::VmmExitStatus;
 use keel_common::GuestSpec;
 use keel_vmm::arch::cpuid::CpuidProfile;
@@ -68,7 +68,7 @@ struct Args {
 
 /// A stable locally administered MAC for NIC `index` of guest `name`, so a
 /// guest keeps its address (and DHCP lease) across restarts.
-fn default_mac(name: &str, index: usize) -> [u8; 6] {
+fn default_mac(name: &str, index: usize) -> MacAddr {
     // FNV-1a: stable across releases, unlike std's hasher.
     let hash = format!("{name}/{index}")
         .bytes()
@@ -76,7 +76,7 @@ fn default_mac(name: &str, index: usize) -> [u8; 6] {
             (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
         });
     let b = hash.to_le_bytes();
-    [0x52, 0x54, 0x00, b[0], b[1], b[2]]
+    MacAddr([0x52, 0x54, 0x00, b[0], b[1], b[2]])
 }
 
 fn nets_from_spec(spec: &GuestSpec, tap_fds: &[i32]) -> Result<Vec<NetConfig>, String> {
@@ -105,11 +105,7 @@ fn nets_from_spec(spec: &GuestSpec, tap_fds: &[i32]) -> Result<Vec<NetConfig>, S
                     NetBackendConfig::User { hostfwd }
                 }
             };
-            let mac = nic
-                .mac
-                .as_ref()
-                .map(|m| m.0)
-                .unwrap_or_else(|| default_mac(&spec.name, i));
+            let mac = nic.mac.unwrap_or_else(|| default_mac(&spec.name, i));
             Ok(NetConfig { backend, mac })
         })
         .collect()
@@ -237,7 +233,7 @@ mod tests {
         assert_eq!(a, default_mac("web1", 0));
         assert_ne!(a, default_mac("web1", 1));
         assert_ne!(a, default_mac("web2", 0));
-        assert_eq!(a[0] & 1, 0, "unicast");
-        assert_eq!(a[0] & 2, 2, "locally administered");
+        assert_eq!(a.0[0] & 1, 0, "unicast");
+        assert_eq!(a.0[0] & 2, 2, "locally administered");
     }
 }

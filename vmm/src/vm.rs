@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use keel_common::guest::MacAddr;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
@@ -59,7 +60,7 @@ pub enum NetBackendConfig {
 #[derive(Debug, Clone)]
 pub struct NetConfig {
     pub backend: NetBackendConfig,
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
 }
 
 /// virtio-vsock with Firecracker's hybrid Unix-socket model.

@@ -23,6 +23,7 @@
 use std::collections::VecDeque;
 use std::os::unix::io::RawFd;
 
+use keel_common::guest::MacAddr;
 use log::{debug, warn};
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
@@ -69,7 +70,7 @@ const HDR_NUM_BUFFERS: usize = 10;
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("the MAC address {0} is a multicast or all-zero address")]
-    InvalidMac(String),
+    InvalidMac(MacAddr),
 }
 
 /// Why one transmit chain was dropped.
@@ -147,12 +148,12 @@ pub struct Net {
 impl Net {
     /// A device with MAC address `mac` in front of `backend`. Offloads are
     /// offered as far as the backend supports them.
-    pub fn new(backend: Box<dyn NetBackend>, mac: [u8; 6]) -> Result<Self, NetError> {
-        if mac[0] & 1 != 0 || mac == [0; 6] {
-            return Err(NetError::InvalidMac(format_mac(&mac)));
+    pub fn new(backend: Box<dyn NetBackend>, mac: MacAddr) -> Result<Self, NetError> {
+        if !mac.is_unicast() || mac.is_zero() {
+            return Err(NetError::InvalidMac(mac));
         }
         let mut config = [0u8; CONFIG_LEN];
-        config[..6].copy_from_slice(&mac);
+        config[..6].copy_from_slice(&mac.0);
         // The link is always up: a tap has no carrier we could follow.
         config[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
         let features = BASE_FEATURES | (backend.offload_features() & OFFLOAD_FEATURES);
@@ -180,10 +181,10 @@ impl Net {
     }
 
     /// The guest's MAC address.
-    pub fn mac(&self) -> [u8; 6] {
+    pub fn mac(&self) -> MacAddr {
         let mut mac = [0u8; 6];
         mac.copy_from_slice(&self.config[..6]);
-        mac
+        MacAddr(mac)
     }
 
     /// Moves whatever the backend has into the guest's receive buffers.
@@ -520,13 +521,6 @@ fn pop_rx_buffer(queue: &mut Queue, mem: &GuestMemoryMmap) -> Option<Result<RxBu
     }))
 }
 
-fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 impl VirtioDevice for Net {
     fn device_type(&self) -> u32 {
         TYPE_NET
@@ -626,7 +620,7 @@ mod tests {
     const HDR: u64 = 0x1_0000;
     const DATA: u64 = 0x1_1000;
     const RXBUF: u64 = 0x4_0000;
-    const MAC: [u8; 6] = [0x02, 0x4b, 0x45, 0x45, 0x4c, 0x01];
+    const MAC: MacAddr = MacAddr([0x02, 0x4b, 0x45, 0x45, 0x4c, 0x01]);
     const MRG: u64 = 1 << VIRTIO_NET_F_MRG_RXBUF;
 
     #[derive(Default)]
@@ -760,7 +754,7 @@ mod tests {
     fn frame(len: usize, seed: u8) -> Vec<u8> {
         let mut f: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ seed).collect();
         f[..6].copy_from_slice(&[0xff; 6]);
-        f[6..12].copy_from_slice(&MAC);
+        f[6..12].copy_from_slice(&MAC.0);
         f
     }
 
@@ -1107,13 +1101,13 @@ mod tests {
         assert_eq!(net.mac(), MAC);
         let mut b6 = [0u8; 6];
         net.read_config(0, &mut b6);
-        assert_eq!(b6, MAC);
+        assert_eq!(b6, MAC.0);
         let mut b2 = [0u8; 2];
         net.read_config(6, &mut b2);
         assert_eq!(u16::from_le_bytes(b2), VIRTIO_NET_S_LINK_UP as u16);
         let mut b4 = [0xffu8; 4];
         net.read_config(4, &mut b4);
-        assert_eq!(b4, [MAC[4], MAC[5], 1, 0]);
+        assert_eq!(b4, [MAC.0[4], MAC.0[5], 1, 0]);
         net.read_config(7, &mut b4);
         assert_eq!(b4, [0, 0, 0, 0], "past the end reads as zero");
         net.read_config(u64::MAX, &mut b4);
@@ -1128,7 +1122,7 @@ mod tests {
             let state = Arc::new(Mutex::new(FakeState::default()));
             let backend = FakeBackend { state, offloads: 0 };
             assert!(matches!(
-                Net::new(Box::new(backend), mac),
+                Net::new(Box::new(backend), MacAddr(mac)),
                 Err(NetError::InvalidMac(_))
             ));
         }

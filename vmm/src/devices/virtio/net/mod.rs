@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! let tap = Tap::open("tap0")?; // or Tap::from_fd(owned_fd_from_supervisor)?
-//! let net = Net::new(Box::new(tap), [0x02, 0, 0, 0, 0, 1])?;
+//! let net = Net::new(Box::new(tap), MacAddr([0x02, 0, 0, 0, 0, 1]))?;
 //! let backend_fd = net.backend_fd(); // before the device disappears into the transport
 //! let transport = Arc::new(Mutex::new(MmioTransport::new(Box::new(net), mem.clone(), irq)?));
 //! // Two queues: one ioeventfd per queue at base + QUEUE_NOTIFY_OFFSET with

@@ -224,6 +224,7 @@ mod tests {
     use crate::devices::virtio::net::{Net, TX_QUEUE};
     use crate::devices::virtio::testing::{add_chain, guest_mem, used, R, W};
     use crate::devices::virtio::VirtioDevice;
+    use keel_common::guest::MacAddr;
     use virtio_bindings::virtio_net::{VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4};
     use virtio_queue::mock::MockSplitQueue;
     use virtio_queue::Queue;
@@ -437,7 +438,7 @@ mod tests {
         let mem = guest_mem(&[(0, 0x10_0000)]);
         let rxq = MockSplitQueue::create(&mem, GuestAddress(0), 16);
         let txq = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
-        let mut net = Net::new(Box::new(tap), MAC).expect("net");
+        let mut net = Net::new(Box::new(tap), MacAddr(MAC)).expect("net");
         let queues: Vec<Queue> = vec![
             rxq.create_queue().expect("queue"),
             txq.create_queue().expect("queue"),
@@ -530,7 +531,7 @@ mod tests {
         let mem = guest_mem(&[(0, 0x10_0000)]);
         let rxq = MockSplitQueue::create(&mem, GuestAddress(0), 16);
         let txq = MockSplitQueue::create(&mem, GuestAddress(0x1000), 16);
-        let mut net = Net::new(Box::new(tap), MAC).expect("net");
+        let mut net = Net::new(Box::new(tap), MacAddr(MAC)).expect("net");
         assert_eq!(net.backend_fd(), Some(tap_fd));
         let queues: Vec<Queue> = vec![
             rxq.create_queue().expect("queue"),
