@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::reproducible::{derived_guid, guid_to_string};
+use crate::reproducible::derived_guid;
 use crate::ImageError;
 
 /// File system label init looks for.
@@ -14,8 +14,8 @@ pub const LABEL: &str = "KEEL-DATA";
 /// and timestamps come from `epoch` so the bytes are reproducible.
 pub fn build(out: &Path, size: u64, epoch: u64) -> Result<(), ImageError> {
     let _ = std::fs::remove_file(out);
-    let uuid = guid_to_string(&derived_guid("data-uuid", epoch));
-    let seed = guid_to_string(&derived_guid("data-hash-seed", epoch));
+    let uuid = derived_guid("data-uuid", epoch).to_string();
+    let seed = derived_guid("data-hash-seed", epoch).to_string();
     let mut cmd = Command::new("mkfs.ext4");
     cmd.env("E2FSPROGS_FAKE_TIME", epoch.to_string())
         .env("SOURCE_DATE_EPOCH", epoch.to_string())

@@ -37,14 +37,15 @@ pub fn write(out: &Path, epoch: u64, partitions: &[Partition]) -> Result<Vec<u64
 
     let mut file = File::create(out).map_err(|e| ImageError::io(out, e))?;
     file.set_len(total).map_err(|e| ImageError::io(out, e))?;
-    let mut gpt = GPT::new_from(&mut file, SECTOR, derived_guid("disk", epoch)).map_err(gpt_err)?;
+    let mut gpt = GPT::new_from(&mut file, SECTOR, derived_guid("disk", epoch).to_bytes_le())
+        .map_err(gpt_err)?;
     for (i, (p, offset)) in partitions.iter().zip(&offsets).enumerate() {
         let type_guid = guid_from_str(p.type_guid)
             .ok_or_else(|| ImageError::Input(format!("bad type GUID {}", p.type_guid)))?;
         let sectors = (p.contents.len() as u64).div_ceil(SECTOR);
         gpt[i as u32 + 1] = GPTPartitionEntry {
             partition_type_guid: type_guid,
-            unique_partition_guid: derived_guid(p.name, epoch),
+            unique_partition_guid: derived_guid(p.name, epoch).to_bytes_le(),
             starting_lba: offset / SECTOR,
             ending_lba: offset / SECTOR + sectors - 1,
             attribute_bits: 0,

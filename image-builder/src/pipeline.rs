@@ -148,11 +148,10 @@ pub fn build(args: &BuildOptions) -> Result<Vec<(String, u64, String)>, ImageErr
         data: &uki_bytes,
     }];
     files.extend(seed_files.iter().map(|(p, d)| EspFile { path: p, data: d }));
-    let volume_id = u32::from_le_bytes(
-        crate::reproducible::derived_guid("esp-volume", args.epoch)[..4]
-            .try_into()
-            .unwrap_or([0; 4]),
-    );
+    // The GUID's first field: its first four bytes on disk, little endian.
+    let volume_id = crate::reproducible::derived_guid("esp-volume", args.epoch)
+        .as_fields()
+        .0;
 
     // 4. keel.img
     let disk_esp = esp::build(DISK_ESP_BYTES, true, volume_id, args.epoch, &files)?;

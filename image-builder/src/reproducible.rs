@@ -3,43 +3,22 @@
 //! random.
 
 use sha2::{Digest, Sha256};
+use uuid::{Builder, Uuid};
 
-/// A GUID in the mixed-endian byte order GPT stores on disk, derived from
-/// `label` and `epoch` so each build of the same inputs gets the same one.
-pub fn derived_guid(label: &str, epoch: u64) -> [u8; 16] {
+/// A version 4 GUID derived from `label` and `epoch`, so each build of the
+/// same inputs gets the same one. GPT stores it as [`Uuid::to_bytes_le`].
+pub fn derived_guid(label: &str, epoch: u64) -> Uuid {
     let digest = Sha256::digest(format!("keel-image:{label}:{epoch}").as_bytes());
-    let mut guid = [0u8; 16];
-    guid.copy_from_slice(&digest[..16]);
-    // RFC 4122 version 4 / variant 1 bits, so tools show a valid GUID. In
-    // the on-disk order the version nibble sits in byte 7.
-    guid[7] = (guid[7] & 0x0f) | 0x40;
-    guid[8] = (guid[8] & 0x3f) | 0x80;
-    guid
+    let mut on_disk = [0u8; 16];
+    on_disk.copy_from_slice(&digest[..16]);
+    // The digest is read in GPT's mixed-endian order, as it always was, so
+    // the GUIDs (and the images) stay what earlier builds made.
+    Builder::from_random_bytes(*Uuid::from_bytes_le(on_disk).as_bytes()).into_uuid()
 }
 
-/// Formats an on-disk GUID as the usual text form.
-pub fn guid_to_string(g: &[u8; 16]) -> String {
-    format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-        g[3], g[2], g[1], g[0], g[5], g[4], g[7], g[6], g[8], g[9], g[10], g[11], g[12], g[13], g[14], g[15]
-    )
-}
-
-/// Parses a text GUID into the on-disk mixed-endian order.
+/// Parses a text GUID into the mixed-endian byte order GPT stores on disk.
 pub fn guid_from_str(text: &str) -> Option<[u8; 16]> {
-    let hex: String = text.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut bytes = [0u8; 16];
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    let mut g = bytes;
-    g[0..4].reverse();
-    g[4..6].reverse();
-    g[6..8].reverse();
-    Some(g)
+    Uuid::try_parse(text).ok().map(|guid| guid.to_bytes_le())
 }
 
 /// Civil date (year, month, day) and time of day for a Unix timestamp, in UTC.
@@ -67,7 +46,10 @@ mod tests {
     fn guid_round_trips_and_keeps_known_types() {
         let esp = guid_from_str("C12A7328-F81F-11D2-BA4B-00A0C93EC93B").expect("valid guid");
         assert_eq!(esp[0..4], [0x28, 0x73, 0x2a, 0xc1]);
-        assert_eq!(guid_to_string(&esp), "c12a7328-f81f-11d2-ba4b-00a0c93ec93b");
+        assert_eq!(
+            Uuid::from_bytes_le(esp).to_string(),
+            "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+        );
         assert!(guid_from_str("nope").is_none());
     }
 
@@ -77,7 +59,15 @@ mod tests {
         assert_eq!(a, derived_guid("disk", 1_700_000_000));
         assert_ne!(a, derived_guid("esp", 1_700_000_000));
         assert_ne!(a, derived_guid("disk", 1_700_000_001));
-        assert_eq!(guid_to_string(&a).as_bytes()[14], b'4');
+        assert_eq!(a.to_string().as_bytes()[14], b'4');
+        // The bytes earlier builds wrote, so images stay reproducible.
+        assert_eq!(
+            a.to_bytes_le(),
+            [
+                0x0e, 0x9f, 0x2b, 0xdd, 0xf0, 0x67, 0xa8, 0x49, 0x99, 0x2b, 0x29, 0xbf, 0x79, 0x33,
+                0x86, 0x98
+            ]
+        );
     }
 
     #[test]

@@ -14,10 +14,13 @@
 //!
 //! GPT stores GUIDs in the mixed-endian EFI layout: the first three fields
 //! little endian, the last eight bytes as they are; [`guid_string`] turns
-//! such bytes into the text form so they can be compared.
+//! such bytes into the text form (`uuid`'s `from_bytes_le`) so they can be
+//! compared.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
 
 /// The efivarfs file of `LoaderDevicePartUUID`.
 pub const LOADER_DEVICE_PART_UUID: &str =
@@ -49,30 +52,19 @@ pub fn parse_loader_device_part_uuid(raw: &[u8]) -> Option<String> {
     normalise_guid(&text)
 }
 
-/// `text` in lower case when it is a GUID in the usual 8-4-4-4-12 syntax.
+/// `text` in lower case when it is a GUID in the usual 8-4-4-4-12 syntax
+/// (36 characters: not braced, not a URN, not without hyphens).
 pub fn normalise_guid(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 36 {
+    if text.len() != 36 {
         return None;
     }
-    let well_formed = bytes.iter().enumerate().all(|(i, b)| match i {
-        8 | 13 | 18 | 23 => *b == b'-',
-        _ => b.is_ascii_hexdigit(),
-    });
-    well_formed.then(|| text.to_ascii_lowercase())
+    Uuid::try_parse(text).ok().map(|guid| guid.to_string())
 }
 
 /// The text form (lower case) of a GUID stored in the EFI byte layout, as
 /// GPT stores partition GUIDs.
 pub fn guid_string(bytes: &[u8; 16]) -> String {
-    let data1 = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    let data2 = u16::from_le_bytes([bytes[4], bytes[5]]);
-    let data3 = u16::from_le_bytes([bytes[6], bytes[7]]);
-    let tail: String = bytes[10..].iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{data1:08x}-{data2:04x}-{data3:04x}-{:02x}{:02x}-{tail}",
-        bytes[8], bytes[9]
-    )
+    Uuid::from_bytes_le(*bytes).to_string()
 }
 
 /// The efivarfs file of `LoaderDevicePartUUID` under the sysfs root.
