@@ -1,13 +1,15 @@
 //! init's control socket, `/run/keel/init.sock`: how keel-agent asks PID 1
-//! to manage guests and the host. Frames as in [`crate::frame`]: one
-//! request, one response, per round trip; a connection may carry many.
+//! to manage guests and the host. One postcard message per frame, as
+//! [`crate::frame`] writes them: one request, one response, per round
+//! trip; a connection may carry many.
 //!
 //! Only root may connect (the socket is 0600): the agent authorises and
 //! audits operators before it forwards anything here.
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::frame::{read_frame, write_frame, FrameError};
+/// The protocol's framing under the names its users call it by.
+pub use crate::frame::{read_message as read_frame, write_message as write_frame, FrameError};
 
 /// Where init listens.
 pub const INIT_SOCKET: &str = "/run/keel/init.sock";

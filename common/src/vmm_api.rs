@@ -1,15 +1,14 @@
 //! The keel-vmm control protocol: postcard messages in length-prefixed
-//! frames over the VMM's Unix socket (`--api-socket`).
-//!
-//! A frame is a u32 big-endian length followed by that many bytes of
-//! postcard. The receiver checks the length against [`MAX_FRAME`] before
-//! allocating. After `ConsoleAttach`, the VMM sends `Console` frames with
+//! frames over the VMM's Unix socket (`--api-socket`), one message per
+//! frame as [`crate::frame`] reads and writes them (at most
+//! [`crate::frame::LOCAL_MAX_FRAME`] bytes). After `ConsoleAttach`, the VMM sends `Console` frames with
 //! guest output on that connection as it appears, and the client may send
 //! `ConsoleInput` frames.
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::frame::{read_frame, write_frame, FrameError, MAX_FRAME};
+/// The protocol's framing under the names its users call it by.
+pub use crate::frame::{read_message as read_frame, write_message as write_frame, FrameError};
 
 /// A request to the VMM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,15 +93,22 @@ mod tests {
 
     #[test]
     fn oversized_truncated_and_garbage_frames_fail_cleanly() {
-        let huge = (MAX_FRAME as u32 + 1).to_be_bytes();
+        use crate::frame::LOCAL_MAX_FRAME;
+        let huge = (LOCAL_MAX_FRAME as u32 + 1).to_be_bytes();
         assert!(matches!(
             read_frame::<_, VmmRequest>(&mut huge.as_slice()),
-            Err(FrameError::TooLarge(_))
+            Err(FrameError::TooLarge {
+                len,
+                max: LOCAL_MAX_FRAME
+            }) if len == LOCAL_MAX_FRAME + 1
         ));
         let truncated = [0u8, 0, 0, 9, 1, 2];
         assert!(matches!(
             read_frame::<_, VmmRequest>(&mut truncated.as_slice()),
-            Err(FrameError::Io(_))
+            Err(FrameError::Truncated {
+                expected: 9,
+                got: 2
+            })
         ));
         let garbage = [0u8, 0, 0, 1, 0xff];
         assert!(matches!(

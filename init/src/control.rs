@@ -86,7 +86,7 @@ fn serve_connection(mut stream: UnixStream, control: &Control) {
     loop {
         let request: InitRequest = match read_frame(&mut stream) {
             Ok(r) => r,
-            Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return,
+            Err(FrameError::Closed) => return,
             Err(e) => {
                 log::warn!("control socket: bad request: {e}");
                 let _ = write_frame(

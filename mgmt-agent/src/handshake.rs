@@ -9,7 +9,8 @@ use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 use thiserror::Error;
 
-use crate::framing::{self, FrameError, MAX_HANDSHAKE_FRAME};
+use keel_common::frame::{self, FrameError};
+
 use crate::keys::{ClientKey, Fingerprint, HostKey, PublicKey};
 use crate::known_hosts::{HostCheck, KnownHosts};
 use crate::roles::Role;
@@ -39,6 +40,9 @@ pub const MSG_ALERT_NO_VERSION: u8 = 0x7f;
 pub const MAX_VERSIONS: usize = 16;
 /// Longest pairing code, in bytes.
 pub const MAX_PAIRING_CODE: usize = 64;
+
+/// Largest handshake frame: the hellos and the client proof are all tiny.
+pub const MAX_HANDSHAKE_FRAME: usize = 1024;
 
 /// Errors from either side of the handshake.
 #[derive(Debug, Error)]
@@ -455,9 +459,9 @@ pub fn client_handshake_with<S: Read + Write + ?Sized>(
         nonce: random32(&rng)?,
     };
     let hello_bytes = hello.encode();
-    framing::write_frame(stream, &hello_bytes, MAX_HANDSHAKE_FRAME)?;
+    frame::write_frame(stream, &hello_bytes, MAX_HANDSHAKE_FRAME)?;
 
-    let reply = framing::read_frame(stream, MAX_HANDSHAKE_FRAME)?;
+    let reply = frame::read_frame(stream, MAX_HANDSHAKE_FRAME)?;
     if reply.first() == Some(&MSG_ALERT_NO_VERSION) {
         let mut r = Reader { buf: &reply[1..] };
         let theirs = r.versions()?;
@@ -572,7 +576,7 @@ where
     F: FnOnce(&PeerAuth) -> Option<Role>,
 {
     let rng = SystemRandom::new();
-    let hello_bytes = framing::read_frame(stream, MAX_HANDSHAKE_FRAME)?;
+    let hello_bytes = frame::read_frame(stream, MAX_HANDSHAKE_FRAME)?;
     let hello = ClientHello::decode(&hello_bytes)?;
     let Some(chosen) = negotiate(&options.versions, &hello.versions) else {
         // Tell the client what we speak so its error is useful; the list
@@ -580,7 +584,7 @@ where
         let mut alert = vec![MSG_ALERT_NO_VERSION];
         put_versions(&mut alert, &options.versions);
         // Best effort: the handshake has failed either way.
-        let _ = framing::write_frame(stream, &alert, MAX_HANDSHAKE_FRAME);
+        let _ = frame::write_frame(stream, &alert, MAX_HANDSHAKE_FRAME);
         return Err(HandshakeError::NoCommonVersion {
             ours: options.versions.clone(),
             theirs: hello.versions,
@@ -603,7 +607,7 @@ where
     };
     let transcript = transcript_hash(&hello_bytes, &server.encode_unsigned());
     server.signature = host_key.sign(&signed_message(SERVER_SIG_CONTEXT, &transcript));
-    framing::write_frame(stream, &server.encode(), MAX_HANDSHAKE_FRAME)?;
+    frame::write_frame(stream, &server.encode(), MAX_HANDSHAKE_FRAME)?;
 
     let keys = agree(private, &hello.ephemeral, &transcript)?;
     let client_public_placeholder = PublicKey([0; 32]);

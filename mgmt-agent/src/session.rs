@@ -6,13 +6,13 @@
 
 use std::io::{Read, Write};
 
+use keel_common::frame::{header, read_frame, read_frame_into, FrameError};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use ring::hkdf;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::framing::{self, FrameError, MAX_FRAME};
 use crate::keys::PublicKey;
 use crate::roles::Role;
 
@@ -22,6 +22,9 @@ pub const INFO_S2C: &[u8] = b"keel-mgmt v1 server-to-client key";
 
 /// Poly1305 tag length.
 pub const TAG_LEN: usize = 16;
+
+/// Largest frame accepted once the session is up (ciphertext plus tag).
+pub const MAX_FRAME: usize = 256 * 1024;
 
 /// Largest plaintext that fits in one frame.
 pub const MAX_PLAINTEXT: usize = MAX_FRAME - TAG_LEN;
@@ -117,7 +120,7 @@ fn seal_frame_in_place(
     if frame.len() < 4 || plain_len > MAX_PLAINTEXT {
         return Err(SessionError::TooLarge(plain_len));
     }
-    let header = framing::header(plain_len + TAG_LEN, MAX_FRAME)?;
+    let header = header(plain_len + TAG_LEN, MAX_FRAME)?;
     frame[..4].copy_from_slice(&header);
     // The length header is the associated data: it is authenticated too.
     let tag = key
@@ -146,7 +149,7 @@ fn open_owned(key: &LessSafeKey, counter: u64, mut buf: Vec<u8>) -> Result<Vec<u
 /// `body[..n]` and `n` is returned. The length header (the associated
 /// data) is recomputed from `body.len()`, never taken from the wire.
 fn open_slice(key: &LessSafeKey, counter: u64, body: &mut [u8]) -> Result<usize, SessionError> {
-    let header = framing::header(body.len(), MAX_FRAME)?;
+    let header = header(body.len(), MAX_FRAME)?;
     let plain_len = key
         .open_in_place(
             Nonce::assume_unique_for_key(nonce_bytes(counter)),
@@ -315,7 +318,7 @@ impl Session {
         if self.dead {
             return Err(SessionError::Closed);
         }
-        let result = framing::read_frame(r, MAX_FRAME)
+        let result = read_frame(r, MAX_FRAME)
             .map_err(SessionError::from)
             .and_then(|body| {
                 let n = Self::next(&mut self.recv_counter)?;
@@ -326,7 +329,7 @@ impl Session {
     }
 
     /// Receives and decrypts one frame into `buf`, reusing its
-    /// allocation (see [`framing::read_frame_into`]): on success
+    /// allocation (see [`read_frame_into`]): on success
     /// `buf[..n]` is the plaintext and `n` is returned. The frame is
     /// authenticated and decrypted in place, so the bulk upload path
     /// neither allocates nor copies per frame. Failures close the session
@@ -339,7 +342,7 @@ impl Session {
         if self.dead {
             return Err(SessionError::Closed);
         }
-        let result = framing::read_frame_into(r, MAX_FRAME, buf)
+        let result = read_frame_into(r, MAX_FRAME, buf)
             .map_err(SessionError::from)
             .and_then(|len| {
                 let n = Self::next(&mut self.recv_counter)?;
@@ -451,7 +454,7 @@ impl Opener<'_> {
         if self.failed {
             return Err(SessionError::Closed);
         }
-        let result = framing::read_frame(r, MAX_FRAME)
+        let result = read_frame(r, MAX_FRAME)
             .map_err(SessionError::from)
             .and_then(|body| {
                 let n = Session::next(self.counter)?;

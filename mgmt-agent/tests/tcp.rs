@@ -9,13 +9,14 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use keel_mgmt::framing::{self, FrameError, MAX_FRAME, MAX_HANDSHAKE_FRAME};
-use keel_mgmt::handshake::ClientHello;
+use keel_common::frame::{self, FrameError};
+use keel_mgmt::handshake::{ClientHello, MAX_HANDSHAKE_FRAME};
 use keel_mgmt::messages::{ErrorKind, HostInfo};
 use keel_mgmt::{
     allowed, client_handshake, client_handshake_with, server_handshake_with, AuthorizedKeys,
     ClientKey, ClientMessage, ClientOptions, HandshakeError, HostCheck, HostKey, KnownHosts, Peer,
     PeerAuth, Request, Response, Role, ServerMessage, ServerOptions, Session, SessionError,
+    MAX_FRAME,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -165,7 +166,7 @@ where
             let _ = client_w.shutdown(Shutdown::Both);
         });
         let mut index = 0;
-        while let Ok(body) = framing::read_frame(&mut client, MAX_FRAME) {
+        while let Ok(body) = frame::read_frame(&mut client, MAX_FRAME) {
             match mutate(index, &body) {
                 Some(bytes) => {
                     if upstream.write_all(&bytes).is_err() {
@@ -527,7 +528,7 @@ fn silent_client_times_out() {
         ephemeral: [9; 32],
         nonce: [0; 32],
     };
-    framing::write_frame(&mut stream, &hello.encode(), MAX_HANDSHAKE_FRAME).unwrap();
+    frame::write_frame(&mut stream, &hello.encode(), MAX_HANDSHAKE_FRAME).unwrap();
     let mut buf = [0u8; 1];
     stream.read_exact(&mut buf).unwrap();
     assert!(matches!(

@@ -81,8 +81,7 @@ impl ControlServer {
                 Vec::new()
             }
             Err(err) => {
-                if !matches!(&err, keel_common::vmm_api::FrameError::Io(e) if e.kind() == ErrorKind::UnexpectedEof)
-                {
+                if !matches!(err, keel_common::vmm_api::FrameError::Closed) {
                     log::warn!("control socket: dropping a client: {err}");
                 }
                 self.drop_connection(token)

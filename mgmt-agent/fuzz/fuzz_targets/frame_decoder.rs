@@ -11,7 +11,7 @@
 
 use std::io::{self, Read};
 
-use keel_mgmt::framing::{read_frame, read_frame_into, write_frame, FrameError};
+use keel_common::frame::{read_frame, read_frame_into, write_frame, FrameError};
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: [usize; 8] = [0, 1, 2, 4, 16, 64, 255, 1024];

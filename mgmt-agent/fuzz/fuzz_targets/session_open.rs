@@ -9,8 +9,8 @@
 //! a different counter or a different key must all fail.
 #![no_main]
 
-use keel_mgmt::framing::{read_frame, MAX_FRAME};
-use keel_mgmt::session::{open, seal, SessionError, MAX_PLAINTEXT, TAG_LEN};
+use keel_common::frame::read_frame;
+use keel_mgmt::session::{open, seal, SessionError, MAX_FRAME, MAX_PLAINTEXT, TAG_LEN};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: [u8; 32] = [0x4b; 32];

@@ -22,12 +22,11 @@ use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::framing::FrameError;
 use crate::messages::{AuditEntry, ErrorKind, HostInfo};
 use crate::util::{parse_rfc3339, rfc3339, unix_now};
 use crate::{
-    allowed, server_handshake, AuthorizedKeys, Fingerprint, HandshakeError, HostKey, Peer,
-    PeerAuth, Request, Response, Role, ServerMessage,
+    allowed, server_handshake, AuthorizedKeys, Fingerprint, FrameError, HandshakeError, HostKey,
+    Peer, PeerAuth, Request, Response, Role, ServerMessage,
 };
 use init_client::InitClient;
 use keel_common::fsutil::{atomic_write, read_trimmed};
