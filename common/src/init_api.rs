@@ -113,9 +113,11 @@ pub struct GuestStatus {
     pub spec_toml: String,
 }
 
-/// Why a request failed.
+/// Why a request failed: the class of an error answer, beside its message.
+/// The management channel (`keel_mgmt::messages`) answers with the same
+/// codes, so init's refusals reach keelctl unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ErrorKind {
+pub enum ErrorCode {
     /// The session's role may not make this request (agent only).
     Unauthorized,
     NotFound,
@@ -136,11 +138,11 @@ pub enum InitResponse {
     Guest(GuestStatus),
     Log(Vec<u8>),
     Lines(Vec<String>),
-    Error { kind: ErrorKind, message: String },
+    Error { kind: ErrorCode, message: String },
 }
 
 impl InitResponse {
-    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub fn error(kind: ErrorCode, message: impl Into<String>) -> Self {
         InitResponse::Error {
             kind,
             message: message.into(),
@@ -162,7 +164,7 @@ mod tests {
         write_frame(&mut buf, &req).expect("write");
         let back: InitRequest = read_frame(&mut buf.as_slice()).expect("read");
         assert_eq!(back, req);
-        let resp = InitResponse::error(ErrorKind::NotFound, "No guest is named \"x\".");
+        let resp = InitResponse::error(ErrorCode::NotFound, "No guest is named \"x\".");
         buf.clear();
         write_frame(&mut buf, &resp).expect("write");
         let back: InitResponse = read_frame(&mut buf.as_slice()).expect("read");

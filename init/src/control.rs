@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_common::init_api::{
-    read_frame, write_frame, ErrorKind, FrameError, InitRequest, InitResponse,
+    read_frame, write_frame, ErrorCode, FrameError, InitRequest, InitResponse,
 };
 
 use crate::guests::{self, Shared};
@@ -91,7 +91,7 @@ fn serve_connection(mut stream: UnixStream, control: &Control) {
                 log::warn!("control socket: bad request: {e}");
                 let _ = write_frame(
                     &mut stream,
-                    &InitResponse::error(ErrorKind::Invalid, format!("Bad request: {e}.")),
+                    &InitResponse::error(ErrorCode::Invalid, format!("Bad request: {e}.")),
                 );
                 return;
             }
@@ -135,7 +135,7 @@ fn stop_and_wait(control: &Control, name: &str) -> Result<(), guests::GuestError
         Ok(())
     } else {
         Err((
-            ErrorKind::Internal,
+            ErrorCode::Internal,
             format!("Guest \"{name}\" did not stop in time."),
         ))
     }
@@ -163,7 +163,7 @@ pub fn answer(control: &Control, request: InitRequest) -> InitResponse {
                     Ok(())
                 } else {
                     Err((
-                        ErrorKind::Internal,
+                        ErrorCode::Internal,
                         format!("Guest \"{name}\" did not die."),
                     ))
                 }

@@ -22,6 +22,6 @@ pub use handshake::{
 pub use keel_common::frame::FrameError;
 pub use keys::{ClientKey, Fingerprint, HostKey, KeyError, PublicKey};
 pub use known_hosts::{HostCheck, KnownHosts, KnownHostsError};
-pub use messages::{ClientMessage, ErrorKind, Request, Response, ServerMessage};
+pub use messages::{ClientMessage, ErrorCode, Request, Response, ServerMessage};
 pub use roles::{allowed, Role};
 pub use session::{Session, SessionError, MAX_FRAME};

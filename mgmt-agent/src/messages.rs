@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::roles::Role;
 
 /// Shared with init's control socket, so both speak of guests alike.
-pub use keel_common::init_api::{ErrorKind, GuestState};
+pub use keel_common::init_api::{ErrorCode, GuestState};
 
 /// Identifies a request; chosen by the client, echoed by the server.
 pub type RequestId = u64;
@@ -148,7 +148,7 @@ pub enum Response {
     Guests(Vec<GuestSummary>),
     Guest(GuestDetail),
     Error {
-        kind: ErrorKind,
+        kind: ErrorCode,
         message: String,
     },
     ConsoleData(Vec<u8>),
@@ -225,7 +225,7 @@ mod tests {
         let r = ServerMessage {
             id: 300,
             response: Response::Error {
-                kind: ErrorKind::NotFound,
+                kind: ErrorCode::NotFound,
                 message: "no".into(),
             },
         };

@@ -25,7 +25,7 @@ use support::{temp_dir, Agent};
 
 use keel_mgmt::agent::{serve, AgentConfig};
 use keel_mgmt::client::{exit, Client, ClientError, ConnectOptions, Target};
-use keel_mgmt::messages::{ErrorKind, GuestState};
+use keel_mgmt::messages::{ErrorCode, GuestState};
 use keel_mgmt::{ClientKey, HandshakeError, KnownHosts, Request, Response, Role};
 
 const SPEC: &str =
@@ -141,7 +141,7 @@ fn no_pairing_code_when_an_admin_exists() {
     std::fs::remove_dir_all(&state).unwrap();
 }
 
-fn host_err(r: Result<Response, ClientError>) -> (ErrorKind, String) {
+fn host_err(r: Result<Response, ClientError>) -> (ErrorCode, String) {
     match r {
         Err(ClientError::Host { kind, message }) => (kind, message),
         other => panic!("expected an error from the host, got {other:?}"),
@@ -171,7 +171,7 @@ fn happy_path_for_every_request() {
     let (kind, message) = host_err(c.call(Request::GuestDefine {
         spec_toml: SPEC.replace("vcpus = 1", "vcpus = 0"),
     }));
-    assert_eq!(kind, ErrorKind::Invalid);
+    assert_eq!(kind, ErrorCode::Invalid);
     assert!(message.contains("vcpus"), "{message}");
 
     let define = Request::GuestDefine {
@@ -194,18 +194,18 @@ fn happy_path_for_every_request() {
     // Its kernel is not there: start says which file and field, and
     // nothing runs.
     let (kind, message) = host_err(c.call(Request::GuestStart { name: name() }));
-    assert_eq!(kind, ErrorKind::Invalid);
+    assert_eq!(kind, ErrorCode::Invalid);
     assert!(message.contains("guests/web1.toml"), "{message}");
     assert!(message.contains("boot.kernel"), "{message}");
     assert_eq!(state(&mut c), GuestState::Stopped);
     let (kind, _) = host_err(c.call(Request::GuestRestart { name: name() }));
-    assert_eq!(kind, ErrorKind::Invalid);
+    assert_eq!(kind, ErrorCode::Invalid);
     for stop in [
         Request::GuestStop { name: name() },
         Request::GuestKill { name: name() },
     ] {
         let (kind, message) = host_err(c.call(stop));
-        assert_eq!(kind, ErrorKind::Conflict);
+        assert_eq!(kind, ErrorCode::Conflict);
         assert!(message.contains("not running"), "{message}");
     }
     match c.call(Request::HostInfo).unwrap() {
@@ -217,7 +217,7 @@ fn happy_path_for_every_request() {
         tail: 10,
         follow: false,
     }));
-    assert_eq!(kind, ErrorKind::NotFound);
+    assert_eq!(kind, ErrorCode::NotFound);
     // A stopped guest's log is followed to its end: the last `tail` lines,
     // then the stream closes, and the session goes on.
     let log_dir = agent.data.join("logs/web1");
@@ -252,7 +252,7 @@ fn happy_path_for_every_request() {
         Response::Ok
     );
     let (kind, _) = host_err(c.call(Request::GuestShow { name: name() }));
-    assert_eq!(kind, ErrorKind::NotFound);
+    assert_eq!(kind, ErrorCode::NotFound);
 
     let logs = Request::Logs {
         guest: None,
@@ -269,10 +269,10 @@ fn happy_path_for_every_request() {
         tail: 5,
         follow: true,
     }));
-    assert_eq!(kind, ErrorKind::Invalid);
+    assert_eq!(kind, ErrorCode::Invalid);
     assert!(message.contains("follow"), "{message}");
     let (kind, _) = host_err(c.call(Request::GuestConsole { name: name() }));
-    assert_eq!(kind, ErrorKind::NotFound);
+    assert_eq!(kind, ErrorCode::NotFound);
     match c.call(Request::Audit { tail: 3 }).unwrap() {
         Response::Audit(entries) => {
             assert_eq!(entries.len(), 3);
@@ -328,7 +328,7 @@ fn reader_cannot_make_admin_requests() {
     assert!(matches!(
         err,
         ClientError::Host {
-            kind: ErrorKind::Unauthorized,
+            kind: ErrorCode::Unauthorized,
             ..
         }
     ));

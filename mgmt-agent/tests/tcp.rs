@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use keel_common::frame::{self, FrameError};
 use keel_mgmt::handshake::{ClientHello, MAX_HANDSHAKE_FRAME};
-use keel_mgmt::messages::{ErrorKind, HostInfo};
+use keel_mgmt::messages::{ErrorCode, HostInfo};
 use keel_mgmt::{
     allowed, client_handshake, client_handshake_with, server_handshake_with, AuthorizedKeys,
     ClientKey, ClientMessage, ClientOptions, HandshakeError, HostCheck, HostKey, KnownHosts, Peer,
@@ -107,7 +107,7 @@ impl Fixture {
 fn respond(role: Role, request: &Request) -> Response {
     if !allowed(role, request) {
         return Response::Error {
-            kind: ErrorKind::Unauthorized,
+            kind: ErrorCode::Unauthorized,
             message: "Not allowed.".into(),
         };
     }
@@ -621,7 +621,7 @@ fn reader_cannot_make_admin_requests() {
         assert!(matches!(
             call(&mut session, &mut stream, id, request),
             Response::Error {
-                kind: ErrorKind::Unauthorized,
+                kind: ErrorCode::Unauthorized,
                 ..
             }
         ));

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use keel_mgmt::client::{exit, sha256_file, Client, ClientError};
-use keel_mgmt::messages::{ErrorKind, MAX_CHUNK};
+use keel_mgmt::messages::{ErrorCode, MAX_CHUNK};
 use keel_mgmt::{ClientKey, Request, Response, Role};
 use support::{temp_dir, Agent};
 
@@ -69,7 +69,7 @@ fn files(dir: &Path) -> Vec<String> {
     out
 }
 
-fn host_err(r: Result<(), ClientError>) -> (ErrorKind, String) {
+fn host_err(r: Result<(), ClientError>) -> (ErrorCode, String) {
     match r {
         Err(ClientError::Host { kind, message }) => (kind, message),
         other => panic!("expected a host error, got {other:?}"),
@@ -89,7 +89,7 @@ fn put(c: &mut Client, path: &str, body: &[u8]) -> Result<(), ClientError> {
 }
 
 /// Uploads "abc" to `path`, which the agent must refuse.
-fn refused_abc(c: &mut Client, path: &str) -> (ErrorKind, String) {
+fn refused_abc(c: &mut Client, path: &str) -> (ErrorCode, String) {
     host_err(put(c, path, b"abc"))
 }
 
@@ -158,7 +158,7 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
         MAX_CHUNK,
         &mut |_| {},
     ));
-    assert_eq!(kind, ErrorKind::Invalid);
+    assert_eq!(kind, ErrorCode::Invalid);
     assert!(message.contains("SHA-256"), "{message}");
     assert!(!uploads(&agent).join("disks/bad.img").exists());
     assert_eq!(files(&uploads(&agent)), Vec::<String>::new());
@@ -175,7 +175,7 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
         MAX_CHUNK,
         &mut |_| {},
     ));
-    assert_eq!(kind, ErrorKind::Invalid);
+    assert_eq!(kind, ErrorCode::Invalid);
     assert_eq!(
         std::fs::read(uploads(&agent).join("disks/bad.img")).unwrap(),
         good
@@ -211,7 +211,7 @@ fn dot_dot_and_absolute_paths_are_refused() {
         "images/dir/",
     ] {
         let (kind, message) = refused_abc(&mut c, bad);
-        assert_eq!(kind, ErrorKind::Invalid, "{bad}: {message}");
+        assert_eq!(kind, ErrorCode::Invalid, "{bad}: {message}");
     }
     assert!(!agent.state.join("escape").exists());
     assert!(!Path::new("/tmp/escape").exists());
@@ -237,7 +237,7 @@ fn reader_cannot_upload_but_operator_can() {
     assert!(matches!(
         err,
         ClientError::Host {
-            kind: ErrorKind::Unauthorized,
+            kind: ErrorCode::Unauthorized,
             ..
         }
     ));
@@ -356,7 +356,7 @@ fn paths_outside_images_and_disks_are_refused_and_create_nothing() {
     let agent = Agent::start_with("127.0.0.1:0", |cfg| cfg.upload_root = root.clone());
     let (_, mut c) = agent.admin();
     let (kind, message) = refused_abc(&mut c, "x.bin");
-    assert_eq!(kind, ErrorKind::Invalid);
+    assert_eq!(kind, ErrorCode::Invalid);
     assert_eq!(
         message,
         "Bad upload path \"x.bin\": it must start with images/ or disks/."
@@ -374,7 +374,7 @@ fn paths_outside_images_and_disks_are_refused_and_create_nothing() {
         "images.old/vmlinux",
     ] {
         let (kind, message) = refused_abc(&mut c, bad);
-        assert_eq!(kind, ErrorKind::Invalid, "{bad}: {message}");
+        assert_eq!(kind, ErrorCode::Invalid, "{bad}: {message}");
         assert!(message.contains("images/ or disks/"), "{bad}: {message}");
     }
     // Nothing was created: not even the upload root.

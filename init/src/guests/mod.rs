@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use keel_common::fsutil::atomic_write;
 use keel_common::guest::RestartPolicy;
-use keel_common::init_api::{ErrorKind, GuestState, GuestStatus};
+use keel_common::init_api::{ErrorCode, GuestState, GuestStatus};
 use keel_common::vmm_api::{self, VmmRequest, VmmResponse};
 use keel_common::vmm_exit::VmmExitStatus;
 use keel_common::GuestSpec;
@@ -36,7 +36,7 @@ use crate::supervisor::Service;
 /// How long a guest gets to shut down cleanly before its VMM is killed.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// A failed operation: its kind and a sentence for the operator.
-pub type GuestError = (ErrorKind, String);
+pub type GuestError = (ErrorCode, String);
 
 /// Where the manager keeps and finds things.
 #[derive(Debug, Clone)]
@@ -176,7 +176,7 @@ impl Guest {
 
 fn not_found(name: &str) -> GuestError {
     (
-        ErrorKind::NotFound,
+        ErrorCode::NotFound,
         format!("No guest is named \"{name}\"."),
     )
 }
@@ -281,20 +281,20 @@ impl GuestManager {
                 |n| self.paths.spec_file(&n),
             );
         let spec =
-            GuestSpec::parse(&file, spec_toml).map_err(|e| (ErrorKind::Invalid, e.to_string()))?;
+            GuestSpec::parse(&file, spec_toml).map_err(|e| (ErrorCode::Invalid, e.to_string()))?;
         let name = spec.name.clone();
         let file = self.paths.spec_file(&name);
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).map_err(|e| {
                 (
-                    ErrorKind::Internal,
+                    ErrorCode::Internal,
                     format!("Cannot create {}: {e}.", parent.display()),
                 )
             })?;
         }
         atomic_write(&file, spec_toml.as_bytes(), 0o600).map_err(|e| {
             (
-                ErrorKind::Internal,
+                ErrorCode::Internal,
                 format!("Cannot store {}: {e}.", file.display()),
             )
         })?;
@@ -321,7 +321,7 @@ impl GuestManager {
         let g = self.guests.get(name).ok_or_else(|| not_found(name))?;
         if g.state.is_active() {
             return Err((
-                ErrorKind::Conflict,
+                ErrorCode::Conflict,
                 format!("Guest \"{name}\" is running; stop it first."),
             ));
         }
@@ -331,7 +331,7 @@ impl GuestManager {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 return Err((
-                    ErrorKind::Internal,
+                    ErrorCode::Internal,
                     format!("Cannot remove {}: {e}.", file.display()),
                 ))
             }
@@ -348,14 +348,14 @@ impl GuestManager {
     pub fn start(&mut self, name: &str) -> Result<(), GuestError> {
         if self.shutting_down {
             return Err((
-                ErrorKind::Unavailable,
+                ErrorCode::Unavailable,
                 "The host is shutting down.".to_string(),
             ));
         }
         let g = self.guests.get_mut(name).ok_or_else(|| not_found(name))?;
         if g.state.is_active() {
             return Err((
-                ErrorKind::Conflict,
+                ErrorCode::Conflict,
                 format!("Guest \"{name}\" is already {}.", g.state.as_str()),
             ));
         }
@@ -378,7 +378,7 @@ impl GuestManager {
         let file = paths.spec_file(name);
         g.spec
             .validate_files(&file, &g.spec_toml, &paths.data)
-            .map_err(|e| (ErrorKind::Invalid, e.to_string()))?;
+            .map_err(|e| (ErrorCode::Invalid, e.to_string()))?;
         match vmm::spawn(&paths, &g.spec, &file) {
             Ok(pid) => {
                 g.pid = Some(pid);
@@ -394,7 +394,7 @@ impl GuestManager {
                 g.last_exit = Some(format!("did not start: {message}"));
                 log::error!("guest {name}: cannot start: {message}");
                 Err((
-                    ErrorKind::Internal,
+                    ErrorCode::Internal,
                     format!("Cannot start {name}: {message}"),
                 ))
             }
@@ -416,7 +416,7 @@ impl GuestManager {
             }
             GuestState::Stopped | GuestState::Crashed => {
                 return Err((
-                    ErrorKind::Conflict,
+                    ErrorCode::Conflict,
                     format!("Guest \"{name}\" is not running."),
                 ))
             }
@@ -442,7 +442,7 @@ impl GuestManager {
         }
         let Some(pid) = g.pid else {
             return Err((
-                ErrorKind::Conflict,
+                ErrorCode::Conflict,
                 format!("Guest \"{name}\" is not running."),
             ));
         };

@@ -58,7 +58,7 @@ fn a_bad_spec_is_refused_and_nothing_is_written() {
         .manager
         .define(&SPEC.replace("vcpus = 1", "vcpus = 0"))
         .expect_err("vcpus = 0");
-    assert_eq!(kind, ErrorKind::Invalid);
+    assert_eq!(kind, ErrorCode::Invalid);
     assert!(
         message.contains("guests/web1.toml:2: field `vcpus`"),
         "{message}"
@@ -153,9 +153,9 @@ fn a_guest_that_ignores_stop_is_killed_after_the_timeout() {
     f.manager.define(SPEC).expect("define");
     f.manager.start("web1").expect("start");
     let (kind, _) = f.manager.start("web1").expect_err("already running");
-    assert_eq!(kind, ErrorKind::Conflict);
+    assert_eq!(kind, ErrorCode::Conflict);
     let (kind, _) = f.manager.undefine("web1").expect_err("running");
-    assert_eq!(kind, ErrorKind::Conflict);
+    assert_eq!(kind, ErrorCode::Conflict);
     // No VMM socket answers: the stop request cannot be delivered, and
     // the kill timer ends the guest.
     f.manager
@@ -203,7 +203,7 @@ fn host_shutdown_stops_newest_first_and_blocks_starts() {
         .collect();
     assert_eq!(order, ["c", "a", "b"]);
     let (kind, _) = f.manager.start("a").expect_err("shutting down");
-    assert_eq!(kind, ErrorKind::Unavailable);
+    assert_eq!(kind, ErrorCode::Unavailable);
     for name in ["a", "b", "c"] {
         reap(&mut f.manager, name);
         assert_eq!(
@@ -228,7 +228,7 @@ fn console_log_tails_span_the_rotated_copy() {
     assert_eq!(f.manager.console_log("web1", 6).expect("log"), b"newer\n");
     assert_eq!(
         f.manager.console_log("nope", 6).expect_err("unknown").0,
-        ErrorKind::NotFound
+        ErrorCode::NotFound
     );
 }
 

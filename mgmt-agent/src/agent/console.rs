@@ -15,7 +15,7 @@ use keel_common::vmm_api::{self, VmmRequest, VmmResponse};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::{dispatch, error, request_name, Shared};
-use crate::messages::{ErrorKind, GuestState};
+use crate::messages::{ErrorCode, GuestState};
 use crate::{ClientMessage, Peer, Request, Response, ServerMessage, Session};
 
 /// How long an attach waits for a starting VMM's socket.
@@ -52,7 +52,7 @@ fn open(shared: &Shared, name: &str) -> Result<UnixStream, Box<Response>> {
         .map_err(|(kind, message)| Box::new(error(kind, message)))?;
     if status.state != GuestState::Running {
         return Err(Box::new(error(
-            ErrorKind::Conflict,
+            ErrorCode::Conflict,
             format!(
                 "Guest \"{name}\" is {}, not running.",
                 status.state.as_str()
@@ -62,7 +62,7 @@ fn open(shared: &Shared, name: &str) -> Result<UnixStream, Box<Response>> {
     let path = shared.cfg.vmm_socket_dir.join(format!("{name}.sock"));
     let failed = |e: &dyn std::fmt::Display| {
         Box::new(error(
-            ErrorKind::Unavailable,
+            ErrorCode::Unavailable,
             format!("Cannot reach the console of \"{name}\": {e}."),
         ))
     };
@@ -154,7 +154,7 @@ pub fn run(
                 && matches!(
                     &*response,
                     Response::Error {
-                        kind: ErrorKind::Conflict,
+                        kind: ErrorCode::Conflict,
                         ..
                     }
                 )
@@ -210,7 +210,7 @@ pub fn run(
             match msg.request {
                 Request::ConsoleInput { .. } if msg.id == id && mode != Mode::Attach => {
                     let refusal = error(
-                        ErrorKind::Invalid,
+                        ErrorCode::Invalid,
                         "A followed log is read-only; use `guest console` to type.",
                     );
                     if !send(session, stream, refusal) {

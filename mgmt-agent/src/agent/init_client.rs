@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use keel_common::init_api::{read_frame, write_frame, GuestStatus, InitRequest, InitResponse};
 
-use crate::messages::{ErrorKind, GuestDetail, GuestSummary};
+use crate::messages::{ErrorCode, GuestDetail, GuestSummary};
 
 /// A failed guest operation: the error kind and a message for the user.
-pub type GuestError = (ErrorKind, String);
+pub type GuestError = (ErrorCode, String);
 
 /// Long enough for a guest stop: init's clean-shutdown timeout plus the kill.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,7 +33,7 @@ impl InitClient {
     pub fn call(&self, request: &InitRequest) -> Result<InitResponse, GuestError> {
         let unavailable = |e: &dyn std::fmt::Display| {
             (
-                ErrorKind::Unavailable,
+                ErrorCode::Unavailable,
                 format!(
                     "init's control socket ({}) is not reachable: {e}.",
                     self.socket.display()
@@ -112,7 +112,7 @@ impl InitClient {
 
 fn unexpected(response: &InitResponse) -> GuestError {
     (
-        ErrorKind::Internal,
+        ErrorCode::Internal,
         format!("init answered unexpectedly: {response:?}"),
     )
 }

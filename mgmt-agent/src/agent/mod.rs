@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::messages::{AuditEntry, ErrorKind, HostInfo};
+use crate::messages::{AuditEntry, ErrorCode, HostInfo};
 use crate::util::{parse_rfc3339, rfc3339, unix_now};
 use crate::{
     allowed, server_handshake, AuthorizedKeys, Fingerprint, FrameError, HandshakeError, HostKey,
@@ -693,7 +693,7 @@ fn upload_step(
         if let Request::Upload { path, size, .. } = &request {
             audit_upload(shared, peer, path, *size, "refused");
             return Some(error(
-                ErrorKind::Unauthorized,
+                ErrorCode::Unauthorized,
                 format!("The {} role may not upload.", peer.role),
             ));
         }
@@ -753,7 +753,7 @@ fn upload_step(
             other => {
                 *slot = other;
                 Some(error(
-                    ErrorKind::Invalid,
+                    ErrorCode::Invalid,
                     "No upload is in progress with this id.",
                 ))
             }
@@ -804,7 +804,7 @@ fn upload_chunk(
         }
         UploadSlot::Failed { id: failed, .. } if *failed == id => None,
         _ => Some(error(
-            ErrorKind::Invalid,
+            ErrorCode::Invalid,
             "No upload is in progress with this id.",
         )),
     }
@@ -848,7 +848,7 @@ fn request_name(request: &Request) -> String {
     }
 }
 
-fn error(kind: ErrorKind, message: impl Into<String>) -> Response {
+fn error(kind: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error {
         kind,
         message: message.into(),
@@ -861,7 +861,7 @@ fn dispatch(shared: &Shared, peer: &Peer, request: &Request) -> Response {
         serve_request(shared, peer, request)
     } else {
         error(
-            ErrorKind::Unauthorized,
+            ErrorCode::Unauthorized,
             format!(
                 "The {} role may not make this request ({}).",
                 peer.role,
@@ -871,7 +871,7 @@ fn dispatch(shared: &Shared, peer: &Peer, request: &Request) -> Response {
     };
     let outcome = match &response {
         Response::Error {
-            kind: ErrorKind::Unauthorized,
+            kind: ErrorCode::Unauthorized,
             ..
         } => "refused",
         Response::Error { .. } => "error",
@@ -917,7 +917,7 @@ fn read_audit(shared: &Shared, tail: u32) -> Response {
         Ok(t) => t,
         Err(e) => {
             return error(
-                ErrorKind::Internal,
+                ErrorCode::Internal,
                 format!("Cannot read the audit log: {e}"),
             )
         }
@@ -987,7 +987,7 @@ fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
             follow: true,
             ..
         } => error(
-            ErrorKind::Invalid,
+            ErrorCode::Invalid,
             "Only a guest's log can be followed; ask for the host log with follow off.",
         ),
         Request::Logs {
@@ -995,7 +995,7 @@ fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
             follow: true,
             ..
         } => error(
-            ErrorKind::Conflict,
+            ErrorCode::Conflict,
             "A log cannot be followed from inside an attached console.",
         ),
         Request::Logs {
@@ -1045,19 +1045,19 @@ fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
                     *keys = updated;
                     Response::Ok
                 }
-                Err(e) => error(ErrorKind::Internal, format!("Cannot save keys: {e}")),
+                Err(e) => error(ErrorCode::Internal, format!("Cannot save keys: {e}")),
             }
         }
         // handle_connection turns the session into a console stream.
         Request::GuestConsole { .. } | Request::ConsoleInput { .. } | Request::ConsoleDetach => {
             error(
-                ErrorKind::Invalid,
+                ErrorCode::Invalid,
                 "No console is attached in this session.",
             )
         }
         // handle_connection routes the upload stream to upload_step.
         Request::Upload { .. } | Request::UploadChunk { .. } | Request::UploadFinish => error(
-            ErrorKind::Internal,
+            ErrorCode::Internal,
             "Upload messages are only served inside a session.",
         ),
     }

@@ -21,7 +21,7 @@ use std::thread::{self, JoinHandle};
 use ring::digest::{Context, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::messages::{ClientMessage, ErrorKind, RequestId, UPLOAD_CHUNK_INDEX, UPLOAD_WINDOW};
+use crate::messages::{ClientMessage, ErrorCode, RequestId, UPLOAD_CHUNK_INDEX, UPLOAD_WINDOW};
 use crate::session::{Session, SessionError};
 
 /// The default upload root inside the state directory, for a standalone
@@ -38,7 +38,7 @@ pub const UPLOAD_DIRS: [&str; 2] = ["images", "disks"];
 pub const ACK_EVERY: u64 = UPLOAD_WINDOW / 4;
 
 /// An error for the client: kind and message.
-pub type UploadError = (ErrorKind, String);
+pub type UploadError = (ErrorCode, String);
 
 /// Checks an upload path and returns it as a relative path: not empty,
 /// not absolute, only normal components (no `..`, no `.`), no NUL, at
@@ -47,7 +47,7 @@ pub type UploadError = (ErrorKind, String);
 pub fn check_path(path: &str) -> Result<PathBuf, UploadError> {
     let bad = |why: &str| {
         (
-            ErrorKind::Invalid,
+            ErrorCode::Invalid,
             format!("Bad upload path {path:?}: {why}."),
         )
     };
@@ -277,7 +277,7 @@ impl Writer {
     /// written.
     fn join(self) -> Result<(File, Context), UploadError> {
         drop(self.jobs);
-        let failed = || (ErrorKind::Internal, "The upload writer failed.".to_string());
+        let failed = || (ErrorCode::Internal, "The upload writer failed.".to_string());
         let hash = self.hasher.join().map_err(|_| failed());
         let written = self.writer.join();
         // The writer has closed the flusher's queue.
@@ -315,11 +315,11 @@ pub struct Upload {
 }
 
 fn internal(what: &str, e: io::Error) -> UploadError {
-    (ErrorKind::Internal, format!("Cannot {what}: {e}"))
+    (ErrorCode::Internal, format!("Cannot {what}: {e}"))
 }
 
 fn closed() -> UploadError {
-    (ErrorKind::Internal, "The upload is closed.".to_string())
+    (ErrorCode::Internal, "The upload is closed.".to_string())
 }
 
 impl Upload {
@@ -337,7 +337,7 @@ impl Upload {
         let final_path = root.join(&rel);
         let parent = final_path
             .parent()
-            .ok_or_else(|| (ErrorKind::Invalid, "Bad upload path.".to_string()))?;
+            .ok_or_else(|| (ErrorCode::Invalid, "Bad upload path.".to_string()))?;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -345,14 +345,14 @@ impl Upload {
             .map_err(|e| internal("create the upload directory", e))?;
         if final_path.is_dir() {
             return Err((
-                ErrorKind::Conflict,
+                ErrorCode::Conflict,
                 format!("{path} is a directory on the host."),
             ));
         }
         let mut r = [0u8; 8];
         SystemRandom::new()
             .fill(&mut r)
-            .map_err(|_| (ErrorKind::Internal, "The random source failed.".to_string()))?;
+            .map_err(|_| (ErrorCode::Internal, "The random source failed.".to_string()))?;
         let name = final_path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -393,11 +393,11 @@ impl Upload {
         window: u64,
     ) -> Result<(), UploadError> {
         if buf.get(data.clone()).is_none() {
-            return Err((ErrorKind::Internal, "Bad chunk range.".to_string()));
+            return Err((ErrorCode::Internal, "Bad chunk range.".to_string()));
         }
         if offset != self.received {
             return Err((
-                ErrorKind::Invalid,
+                ErrorCode::Invalid,
                 format!(
                     "Upload chunk at offset {offset}, expected {}.",
                     self.received
@@ -407,7 +407,7 @@ impl Upload {
         let end = offset.saturating_add(data.len() as u64);
         if end > self.size {
             return Err((
-                ErrorKind::Invalid,
+                ErrorCode::Invalid,
                 format!(
                     "The upload exceeds its announced size of {} bytes.",
                     self.size
@@ -416,7 +416,7 @@ impl Upload {
         }
         if end > self.acked.saturating_add(window) {
             return Err((
-                ErrorKind::Invalid,
+                ErrorCode::Invalid,
                 "The client sent more than the flow-control window allows.".to_string(),
             ));
         }
@@ -454,7 +454,7 @@ impl Upload {
         let (file, hash) = self.writer.take().ok_or_else(closed)?.join()?;
         if self.received != self.size {
             return Err((
-                ErrorKind::Invalid,
+                ErrorCode::Invalid,
                 format!(
                     "The upload ended after {} of {} bytes.",
                     self.received, self.size
@@ -464,7 +464,7 @@ impl Upload {
         let digest = hash.finish();
         if digest.as_ref() != self.sha256 {
             return Err((
-                ErrorKind::Invalid,
+                ErrorCode::Invalid,
                 "SHA-256 mismatch: the data received does not match the announced checksum; nothing was saved.".to_string(),
             ));
         }
@@ -578,7 +578,7 @@ mod tests {
         up.write(0, &mut abc, 0..3, 10).unwrap();
         assert_eq!(entries(&dir).len(), 2);
         let (kind, msg) = up.finish().unwrap_err();
-        assert_eq!(kind, ErrorKind::Invalid);
+        assert_eq!(kind, ErrorCode::Invalid);
         assert!(msg.contains("SHA-256"), "{msg}");
         let mut up = Upload::start(&root, "images/a/d.bin", 6, sha(b"abcdef")).unwrap();
         let mut abc = b"abc".to_vec();
@@ -683,7 +683,7 @@ mod tests {
             "images/a\0b",
         ] {
             let (kind, _) = check_path(bad).unwrap_err();
-            assert_eq!(kind, ErrorKind::Invalid, "{bad:?}");
+            assert_eq!(kind, ErrorCode::Invalid, "{bad:?}");
         }
         // Only below images/ or disks/, spelt exactly so.
         for outside in [
@@ -698,7 +698,7 @@ mod tests {
             "guests/web1.toml",
         ] {
             let (kind, msg) = check_path(outside).unwrap_err();
-            assert_eq!(kind, ErrorKind::Invalid, "{outside:?}");
+            assert_eq!(kind, ErrorCode::Invalid, "{outside:?}");
             assert_eq!(
                 msg,
                 format!("Bad upload path {outside:?}: it must start with images/ or disks/."),
@@ -712,7 +712,7 @@ mod tests {
         let root = temp_root("dirs");
         // Refused before anything is created, even the root.
         let (kind, msg) = Upload::start(&root, "x.bin", 3, sha(b"abc")).err().unwrap();
-        assert_eq!(kind, ErrorKind::Invalid);
+        assert_eq!(kind, ErrorCode::Invalid);
         assert!(msg.contains("images/ or disks/"), "{msg}");
         assert!(!root.exists());
         // Missing directories are made with mode 0700.

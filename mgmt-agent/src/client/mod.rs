@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::messages::{encode_upload_chunk_prefix, ErrorKind, MAX_CHUNK};
+use crate::messages::{encode_upload_chunk_prefix, ErrorCode, MAX_CHUNK};
 use crate::{
     client_handshake_with, ClientKey, ClientMessage, ClientOptions, HandshakeError, KnownHosts,
     Request, Response, ServerMessage, Session,
@@ -50,7 +50,7 @@ pub enum ClientError {
     #[error("Connection to the host failed: {0}")]
     Session(#[from] crate::SessionError),
     #[error("{message}")]
-    Host { kind: ErrorKind, message: String },
+    Host { kind: ErrorCode, message: String },
     #[error("The host sent an unexpected reply.")]
     Unexpected,
 }
@@ -68,7 +68,7 @@ impl ClientError {
             ClientError::Handshake(HandshakeError::Rejected) => exit::NOT_AUTHORIZED,
             ClientError::Handshake(_) => exit::CONNECTION,
             ClientError::Host {
-                kind: ErrorKind::Unauthorized,
+                kind: ErrorCode::Unauthorized,
                 ..
             } => exit::NOT_AUTHORIZED,
             ClientError::Host { .. } => exit::HOST_ERROR,
