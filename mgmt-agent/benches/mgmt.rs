@@ -13,7 +13,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use keel_mgmt::agent::{serve, AgentConfig};
+use keel_mgmt::agent::{serve, AgentSettings};
 use keel_mgmt::client::{sha256_file, Client, ConnectOptions, Target};
 use keel_mgmt::messages::MAX_CHUNK;
 use keel_mgmt::{ClientKey, KnownHosts, Request, Response};
@@ -242,7 +242,7 @@ fn main() {
     let state = dir.join("state");
     let handle = serve(
         TcpListener::bind("127.0.0.1:0").unwrap(),
-        AgentConfig::new(&state),
+        AgentSettings::new(&state),
     )
     .unwrap();
     let port = handle.local_addr().port();

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use keel_init::shutdown::Action;
 use support::{temp_dir, Agent};
 
-use keel_mgmt::agent::{serve, AgentConfig};
+use keel_mgmt::agent::{serve, AgentSettings};
 use keel_mgmt::client::{exit, Client, ClientError, ConnectOptions, Target};
 use keel_mgmt::messages::{ErrorCode, GuestState};
 use keel_mgmt::{ClientKey, HandshakeError, KnownHosts, Request, Response, Role};
@@ -126,14 +126,14 @@ fn no_pairing_code_when_an_admin_exists() {
     )
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut h = serve(listener, AgentConfig::new(&state)).unwrap();
+    let mut h = serve(listener, AgentSettings::new(&state)).unwrap();
     assert!(h.pairing_code().is_none());
     // The host key persists across restarts.
     let fp = h.host_fingerprint();
     h.shutdown();
     let h2 = serve(
         TcpListener::bind("127.0.0.1:0").unwrap(),
-        AgentConfig::new(&state),
+        AgentSettings::new(&state),
     )
     .unwrap();
     assert_eq!(h2.host_fingerprint(), fp);

@@ -432,7 +432,7 @@ fn images_land_in_the_upload_root_as_guest_specs_name_them() {
 fn a_standalone_agent_uploads_below_state_dir_uploads() {
     let agent = Agent::start();
     assert_eq!(
-        keel_mgmt::agent::AgentConfig::new(&agent.state).upload_root,
+        keel_mgmt::agent::AgentSettings::new(&agent.state).upload_root,
         agent.state.join("uploads")
     );
     let (_, mut c) = agent.admin();

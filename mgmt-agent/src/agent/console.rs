@@ -59,7 +59,7 @@ fn open(shared: &Shared, name: &str) -> Result<UnixStream, Box<Response>> {
             ),
         )));
     }
-    let path = shared.cfg.vmm_socket_dir.join(format!("{name}.sock"));
+    let path = shared.settings.vmm_socket_dir.join(format!("{name}.sock"));
     let failed = |e: &dyn std::fmt::Display| {
         Box::new(error(
             ErrorCode::Unavailable,

@@ -40,9 +40,11 @@ pub const HOST_KEY_FILE: &str = "host_key";
 pub const AUTHORIZED_KEYS_FILE: &str = "authorized_keys";
 pub const AUDIT_LOG_FILE: &str = "audit.log";
 
-/// Agent settings; [`AgentConfig::new`] gives production defaults.
+/// keel-agent's run-time settings (from its command line; host.toml's
+/// `[agent]` table is `keel_common::host::AgentConfig`, read by init).
+/// [`AgentSettings::new`] gives production defaults.
 #[derive(Clone, Debug)]
-pub struct AgentConfig {
+pub struct AgentSettings {
     pub state_dir: PathBuf,
     /// Where uploads go: `keelctl upload F images/x` writes
     /// `<upload_root>/images/x`. In the appliance the data partition, so
@@ -72,10 +74,10 @@ pub struct AgentConfig {
     pub pairing_file: Option<PathBuf>,
 }
 
-impl AgentConfig {
+impl AgentSettings {
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         let state_dir = state_dir.into();
-        AgentConfig {
+        AgentSettings {
             upload_root: state_dir.join(upload::UPLOADS_DIR),
             state_dir,
             handshake_timeout: Duration::from_secs(10),
@@ -107,7 +109,7 @@ struct Bucket {
 }
 
 struct Shared {
-    cfg: AgentConfig,
+    settings: AgentSettings,
     host_key: HostKey,
     authorized: Mutex<AuthorizedKeys>,
     pairing: Mutex<Option<Pairing>>,
@@ -149,7 +151,7 @@ impl AgentHandle {
     }
 
     pub fn pairing_validity(&self) -> Duration {
-        self.shared.cfg.pairing_validity
+        self.shared.settings.pairing_validity
     }
 
     /// Stops accepting; sessions already running finish on their own.
@@ -247,9 +249,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Starts serving on `listener` in background threads.
-pub fn serve(listener: TcpListener, cfg: AgentConfig) -> Result<AgentHandle, AgentError> {
-    let host_key = load_or_create_host_key(&cfg.state_dir)?;
-    let ak_path = cfg.state_dir.join(AUTHORIZED_KEYS_FILE);
+pub fn serve(listener: TcpListener, settings: AgentSettings) -> Result<AgentHandle, AgentError> {
+    let host_key = load_or_create_host_key(&settings.state_dir)?;
+    let ak_path = settings.state_dir.join(AUTHORIZED_KEYS_FILE);
     let authorized = match AuthorizedKeys::load(&ak_path) {
         Ok(k) => k,
         Err(crate::AuthorizedKeysError::Read { source, .. })
@@ -259,7 +261,7 @@ pub fn serve(listener: TcpListener, cfg: AgentConfig) -> Result<AgentHandle, Age
         }
         Err(e) => return Err(AgentError::Config(e.to_string())),
     };
-    let audit_path = cfg.state_dir.join(AUDIT_LOG_FILE);
+    let audit_path = settings.state_dir.join(AUDIT_LOG_FILE);
     let audit = OpenOptions::new()
         .append(true)
         .create(true)
@@ -278,14 +280,14 @@ pub fn serve(listener: TcpListener, cfg: AgentConfig) -> Result<AgentHandle, Age
     let addr = listener
         .local_addr()
         .map_err(io_err(Path::new("listener")))?;
-    let init = InitClient::new(&cfg.init_socket);
+    let init = InitClient::new(&settings.init_socket);
     let shared = Arc::new(Shared {
         init,
         pairing: Mutex::new(pairing_code.clone().map(|code| Pairing {
             code,
-            expires: Instant::now() + cfg.pairing_validity,
+            expires: Instant::now() + settings.pairing_validity,
         })),
-        cfg,
+        settings,
         host_key,
         authorized: Mutex::new(authorized),
         audit: Mutex::new(audit),
@@ -300,7 +302,7 @@ pub fn serve(listener: TcpListener, cfg: AgentConfig) -> Result<AgentHandle, Age
         keel_common::VERSION,
         shared.host_key.fingerprint()
     ));
-    if let Some(path) = &shared.cfg.pairing_file {
+    if let Some(path) = &shared.settings.pairing_file {
         match &pairing_code {
             Some(code) => {
                 if let Err(e) = atomic_write(path, format!("{code}\n").as_bytes(), 0o600) {
@@ -349,7 +351,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         if !shared.admit(peer.ip()) {
             continue;
         }
-        if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.cfg.max_sessions {
+        if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.settings.max_sessions {
             shared.active.fetch_sub(1, Ordering::SeqCst);
             shared.finish(peer.ip(), false);
             shared.audit_handshake(peer, None, "too many sessions");
@@ -371,7 +373,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 impl Shared {
     fn close_pairing_file(&self) {
-        if let Some(path) = &self.cfg.pairing_file {
+        if let Some(path) = &self.settings.pairing_file {
             match std::fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -417,19 +419,19 @@ impl Shared {
         let mut buckets = lock(&self.buckets);
         let now = Instant::now();
         if buckets.len() > 10_000 {
-            let burst = self.cfg.rate_burst;
+            let burst = self.settings.rate_burst;
             buckets.retain(|_, b| b.pending > 0 || b.tokens < burst);
         }
         let b = buckets.entry(ip).or_insert(Bucket {
-            tokens: self.cfg.rate_burst,
+            tokens: self.settings.rate_burst,
             last: now,
             pending: 0,
             refusal_logged: false,
         });
         let dt = now.duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + dt * self.cfg.rate_per_sec).min(self.cfg.rate_burst);
+        b.tokens = (b.tokens + dt * self.settings.rate_per_sec).min(self.settings.rate_burst);
         b.last = now;
-        if b.tokens < 1.0 || b.pending >= self.cfg.max_pending_per_ip {
+        if b.tokens < 1.0 || b.pending >= self.settings.max_pending_per_ip {
             // One audit line per episode, so a flood cannot fill the disk.
             let log_it = !b.refusal_logged;
             b.refusal_logged = true;
@@ -486,7 +488,7 @@ impl Shared {
                 let mut keys = lock(&self.authorized);
                 let mut updated = keys.clone();
                 updated.add(Role::Admin, *public_key, "enrolled-by-pairing");
-                let path = self.cfg.state_dir.join(AUTHORIZED_KEYS_FILE);
+                let path = self.settings.state_dir.join(AUTHORIZED_KEYS_FILE);
                 if let Err(e) = atomic_write(&path, updated.to_text().as_bytes(), 0o600) {
                     log::error!("cannot save {}: {e}", path.display());
                     reason.set("internal error saving authorized_keys");
@@ -545,7 +547,7 @@ fn handshake_reason(e: &HandshakeError, reason: &Cell<&'static str>) -> &'static
 }
 
 fn handle_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
-    let timeout = Some(shared.cfg.handshake_timeout);
+    let timeout = Some(shared.settings.handshake_timeout);
     // Frames are written whole; see Client::connect.
     let _ = stream.set_nodelay(true);
     if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
@@ -575,7 +577,7 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
         who.role,
         if who.paired { " (paired)" } else { "" }
     ));
-    let idle = Some(shared.cfg.idle_timeout);
+    let idle = Some(shared.settings.idle_timeout);
     let _ = stream.set_read_timeout(idle);
     let _ = stream.set_write_timeout(idle);
     let mut upload = UploadSlot::Idle;
@@ -706,7 +708,7 @@ fn upload_step(
             {
                 audit_upload(shared, peer, &u.path, u.received, "aborted");
             }
-            match Upload::start(&shared.cfg.upload_root, &path, size, sha256) {
+            match Upload::start(&shared.settings.upload_root, &path, size, sha256) {
                 Ok(upload) => {
                     *slot = UploadSlot::Active {
                         id,
@@ -912,7 +914,7 @@ fn host_info(shared: &Shared) -> HostInfo {
 }
 
 fn read_audit(shared: &Shared, tail: u32) -> Response {
-    let path = shared.cfg.state_dir.join(AUDIT_LOG_FILE);
+    let path = shared.settings.state_dir.join(AUDIT_LOG_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) => {
@@ -1039,7 +1041,7 @@ fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
             let mut keys = lock(&shared.authorized);
             let mut updated = keys.clone();
             updated.add(*role, crate::PublicKey(*public_key), &comment);
-            let path = shared.cfg.state_dir.join(AUTHORIZED_KEYS_FILE);
+            let path = shared.settings.state_dir.join(AUTHORIZED_KEYS_FILE);
             match atomic_write(&path, updated.to_text().as_bytes(), 0o600) {
                 Ok(()) => {
                     *keys = updated;

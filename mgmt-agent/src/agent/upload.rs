@@ -25,7 +25,7 @@ use crate::messages::{ClientMessage, ErrorCode, RequestId, UPLOAD_CHUNK_INDEX, U
 use crate::session::{Session, SessionError};
 
 /// The default upload root inside the state directory, for a standalone
-/// agent (see `AgentConfig::upload_root`).
+/// agent (see `AgentSettings::upload_root`).
 pub const UPLOADS_DIR: &str = "uploads";
 
 /// The directories of the upload root that uploads may go to: the first

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use keel_mgmt::agent::{self, AgentConfig, DEFAULT_LISTEN};
+use keel_mgmt::agent::{self, AgentSettings, DEFAULT_LISTEN};
 
 /// Keel management agent: serves keelctl over the signed channel.
 #[derive(Parser, Debug)]
@@ -46,16 +46,16 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut cfg = AgentConfig::new(&args.state_dir);
+    let mut settings = AgentSettings::new(&args.state_dir);
     if let Some(root) = args.upload_root {
-        cfg.upload_root = root;
+        settings.upload_root = root;
     }
-    cfg.max_sessions = args.max_sessions.max(1);
-    cfg.init_socket = args.init_socket;
-    cfg.vmm_socket_dir = args.vmm_socket_dir;
-    cfg.pairing_file = args.pairing_file;
-    cfg.handshake_timeout = Duration::from_secs(args.handshake_timeout.max(1));
-    cfg.pairing_validity = Duration::from_secs(args.pairing_minutes.max(1) * 60);
+    settings.max_sessions = args.max_sessions.max(1);
+    settings.init_socket = args.init_socket;
+    settings.vmm_socket_dir = args.vmm_socket_dir;
+    settings.pairing_file = args.pairing_file;
+    settings.handshake_timeout = Duration::from_secs(args.handshake_timeout.max(1));
+    settings.pairing_validity = Duration::from_secs(args.pairing_minutes.max(1) * 60);
     let listener = match TcpListener::bind(&args.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let handle = match agent::serve(listener, cfg) {
+    let handle = match agent::serve(listener, settings) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("keel-agent: {e}");

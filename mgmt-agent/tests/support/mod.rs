@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use keel_init::guests::{GuestManager, Paths, Shared};
 use keel_init::shutdown::Action;
-use keel_mgmt::agent::{serve, AgentConfig, AgentHandle};
+use keel_mgmt::agent::{serve, AgentHandle, AgentSettings};
 use keel_mgmt::client::{Client, ClientError, ConnectOptions, Target};
 use keel_mgmt::{ClientKey, KnownHosts};
 
@@ -61,11 +61,11 @@ pub fn start_init(data: &Path, host_actions: Arc<Mutex<Vec<Action>>>) -> PathBuf
 }
 
 impl Agent {
-    pub fn start_with(bind: &str, tweak: impl FnOnce(&mut AgentConfig)) -> Agent {
+    pub fn start_with(bind: &str, tweak: impl FnOnce(&mut AgentSettings)) -> Agent {
         let state = temp_dir("state");
         let data = temp_dir("data");
         let host_actions = Arc::new(Mutex::new(Vec::new()));
-        let mut cfg = AgentConfig::new(&state);
+        let mut cfg = AgentSettings::new(&state);
         cfg.handshake_timeout = Duration::from_secs(2);
         cfg.init_socket = start_init(&data, Arc::clone(&host_actions));
         cfg.vmm_socket_dir = data.join("run/vm");
