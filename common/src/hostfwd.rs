@@ -5,11 +5,15 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::str::FromStr;
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::config::deserialize_from_str;
+
 /// The address user-mode networking gives the guest.
 pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 
 /// Transport protocol of a forward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FwdProto {
     Tcp,
     Udp,
@@ -110,6 +114,19 @@ impl FromStr for HostFwd {
 impl fmt::Display for HostFwd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}-:{}", self.proto, self.host, self.guest_port)
+    }
+}
+
+/// Written in the rule syntax, so a spec keeps its forwards as strings.
+impl Serialize for HostFwd {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HostFwd {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_from_str(deserializer)
     }
 }
 

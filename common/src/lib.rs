@@ -12,6 +12,7 @@ pub mod guest;
 pub mod host;
 pub mod hostfwd;
 pub mod init_api;
+pub mod mac;
 #[cfg(feature = "tun")]
 pub mod tun;
 pub mod vmm_api;

@@ -95,15 +95,9 @@ fn nets_from_spec(spec: &GuestSpec, tap_fds: &[i32]) -> Result<Vec<NetConfig>, S
                     ))
                     }
                 },
-                NetMode::User => {
-                    // Validated with the spec; parsing again cannot fail.
-                    let rules = nic.hostfwd.as_deref().unwrap_or_default();
-                    let hostfwd = rules
-                        .iter()
-                        .map(|r| r.parse().map_err(|e| format!("net[{i}].hostfwd: {e}")))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    NetBackendConfig::User { hostfwd }
-                }
+                NetMode::User => NetBackendConfig::User {
+                    hostfwd: nic.hostfwd.clone().unwrap_or_default(),
+                },
             };
             let mac = nic.mac.unwrap_or_else(|| default_mac(&spec.name, i));
             Ok(NetConfig { backend, mac })

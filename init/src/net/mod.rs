@@ -148,12 +148,12 @@ fn run_uplink(network: &NetworkConfig, announcer: &Announcer) {
     };
     match network.mode() {
         AddressMode::Static => {
-            let Some(cidr) = network.address.as_ref().map(|a| *a.get_ref()) else {
+            let Some(cidr) = network.address else {
                 // Validation requires an address for static mode.
                 log::error!("{uplink}: static mode without an address");
                 return;
             };
-            let gateway = network.gateway.as_ref().map(|g| *g.get_ref());
+            let gateway = network.gateway;
             match apply_static(&host_if, cidr.address, cidr.prefix_len, gateway) {
                 Ok(()) => announcer.address(&host_if, cidr.address, cidr.prefix_len),
                 Err(err) => log::error!("cannot configure {host_if}: {err}"),
