@@ -22,7 +22,7 @@ use crate::vm::Vm;
 
 /// How the event loop's epoll set must change after handling an event.
 pub enum FdChange {
-    Add(RawFd, u64),
+    Add(RawFd, u32),
     /// Take the stream out of the epoll set, then drop (close) it. The
     /// order matters: a console client's dup keeps the file open, and
     /// epoll would go on reporting a descriptor that no longer exists.
@@ -30,13 +30,13 @@ pub enum FdChange {
 }
 
 /// Token 0 is the listener; connections get increasing tokens.
-const LISTENER: u64 = 0;
+const LISTENER: u32 = 0;
 
 pub struct ControlServer {
     path: PathBuf,
     listener: UnixListener,
-    connections: HashMap<u64, UnixStream>,
-    next_token: u64,
+    connections: HashMap<u32, UnixStream>,
+    next_token: u32,
 }
 
 impl ControlServer {
@@ -58,12 +58,12 @@ impl ControlServer {
     }
 
     /// The descriptors to poll at start: only the listener.
-    pub fn fds(&self) -> Vec<(RawFd, u64)> {
+    pub fn fds(&self) -> Vec<(RawFd, u32)> {
         vec![(self.listener.as_raw_fd(), LISTENER)]
     }
 
     /// Handles readiness of `token`.
-    pub fn handle(&mut self, token: u64, vm: &Vm) -> Vec<FdChange> {
+    pub fn handle(&mut self, token: u32, vm: &Vm) -> Vec<FdChange> {
         if token == LISTENER {
             return self.accept();
         }
@@ -106,8 +106,7 @@ impl ControlServer {
                     if !ok {
                         continue;
                     }
-                    let token = self.next_token;
-                    self.next_token += 1;
+                    let token = self.allocate_token();
                     changes.push(FdChange::Add(stream.as_raw_fd(), token));
                     self.connections.insert(token, stream);
                 }
@@ -121,7 +120,18 @@ impl ControlServer {
         changes
     }
 
-    fn drop_connection(&mut self, token: u64) -> Vec<FdChange> {
+    /// A token no connection holds: counting up, wrapping past the listener.
+    fn allocate_token(&mut self) -> u32 {
+        loop {
+            let token = self.next_token;
+            self.next_token = self.next_token.checked_add(1).unwrap_or(LISTENER + 1);
+            if !self.connections.contains_key(&token) {
+                return token;
+            }
+        }
+    }
+
+    fn drop_connection(&mut self, token: u32) -> Vec<FdChange> {
         match self.connections.remove(&token) {
             Some(stream) => vec![FdChange::Remove(stream)],
             None => Vec::new(),

@@ -1,0 +1,425 @@
+//! Building a VM in steps: the KVM VM with its in-kernel irqchip and PIT,
+//! guest memory, the legacy port-I/O devices, the virtio devices on the
+//! MMIO bus, the boot payload, and the vCPUs.
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{BootSource, NetBackendConfig, VirtioSlot, Vm, VmConfig, VmError};
+use crate::arch::boot::{self, BootEntry, BootPayload};
+use crate::arch::cpuid;
+use crate::arch::layout::*;
+use crate::arch::regs::{self, EntryMode};
+use crate::devices::acpi_pm::AcpiPm;
+use crate::devices::boot_timer::{BootMarker, BootTimer};
+use crate::devices::bus::Bus;
+use crate::devices::i8042::I8042;
+use crate::devices::pvpanic::PvPanic;
+use crate::devices::serial::{CappedLog, ConsoleSinks, SerialDevice};
+use crate::devices::virtio::net::user::{UserNet, UserNetConfig};
+use crate::devices::virtio::{
+    self, Block, BlockOptions, Interrupt, MmioTransport, Net, NetBackend, Rng, Tap, VirtioDevice,
+    Vsock,
+};
+use crate::exit::ExitSignal;
+use crate::vcpu::{ExitCounters, RunState, Vcpu};
+
+/// The port-I/O devices, and the handles the VM keeps to some of them.
+struct LegacyDevices {
+    pio: Bus,
+    serial: Arc<Mutex<SerialDevice>>,
+    i8042: Arc<Mutex<I8042>>,
+    sinks: Arc<Mutex<ConsoleSinks>>,
+    boot_marker: BootMarker,
+}
+
+/// The virtio devices on their transports.
+struct VirtioDevices {
+    mmio: Bus,
+    slots: Vec<VirtioSlot>,
+    /// The `virtio_mmio.device=` options that announce them to Linux.
+    cmdline: String,
+}
+
+/// A virtio device before it gets its transport: name, device, and the
+/// backend descriptor with the queue its readiness is delivered to.
+struct PendingDevice {
+    name: String,
+    device: Box<dyn VirtioDevice>,
+    backend: Option<(RawFd, u32)>,
+}
+
+/// Builds a [`Vm`] from its configuration, one step at a time.
+pub(super) struct VmBuilder {
+    config: VmConfig,
+    started: Instant,
+    kvm: Kvm,
+    vm: VmFd,
+    exit: Arc<ExitSignal>,
+}
+
+impl VmBuilder {
+    /// Creates the KVM VM with the in-kernel irqchip and PIT.
+    pub(super) fn new(config: VmConfig) -> Result<Self, VmError> {
+        let started = Instant::now();
+        let kvm = Kvm::new().map_err(VmError::kvm("open /dev/kvm"))?;
+        let vm = kvm.create_vm().map_err(VmError::kvm("create the VM"))?;
+        vm.set_tss_address(0xfffb_d000)
+            .map_err(VmError::kvm("set the TSS address"))?;
+        vm.create_irq_chip()
+            .map_err(VmError::kvm("create the in-kernel irqchip"))?;
+        vm.create_pit2(kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        })
+        .map_err(VmError::kvm("create the PIT"))?;
+        let exit = Arc::new(ExitSignal::new().map_err(VmError::EventFd)?);
+        Ok(VmBuilder {
+            config,
+            started,
+            kvm,
+            vm,
+            exit,
+        })
+    }
+
+    /// Runs the remaining steps and returns the VM, ready to run.
+    pub(super) fn build(self) -> Result<Vm, VmError> {
+        let mem = self.guest_memory()?;
+        let legacy = self.legacy_devices()?;
+        let virtio = self.virtio_devices(&mem)?;
+        let entry = self.load_payload(&mem, &virtio.cmdline)?;
+        let counters = Arc::new(ExitCounters::default());
+        let state = Arc::new(RunState::default());
+        let vcpus = self.vcpus(
+            &mem,
+            &entry,
+            [Arc::new(legacy.pio), Arc::new(virtio.mmio)],
+            &counters,
+            &state,
+        )?;
+        log::info!(
+            "{}: {} vCPU(s), {} MiB, {} entry at {:#x}, {} virtio device(s)",
+            self.config.name,
+            self.config.vcpus,
+            self.config.memory_bytes >> 20,
+            if entry.mode == EntryMode::Pvh {
+                "PVH"
+            } else {
+                "64-bit Linux"
+            },
+            entry.entry,
+            virtio.slots.len()
+        );
+        Ok(Vm {
+            config: self.config,
+            _vm: self.vm,
+            vcpus,
+            virtio: virtio.slots,
+            serial: legacy.serial,
+            i8042: legacy.i8042,
+            exit: self.exit,
+            counters,
+            state,
+            boot_marker: legacy.boot_marker,
+            sinks: legacy.sinks,
+            started: self.started,
+            vcpu_threads: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Allocates guest RAM around the MMIO hole and registers it with KVM.
+    fn guest_memory(&self) -> Result<GuestMemoryMmap, VmError> {
+        let ranges: Vec<(GuestAddress, usize)> = ram_ranges(self.config.memory_bytes)
+            .into_iter()
+            .map(|(start, size)| (GuestAddress(start), size as usize))
+            .collect();
+        let mem = GuestMemoryMmap::<()>::from_ranges(&ranges).map_err(VmError::Memory)?;
+        for (slot, region) in (0u32..).zip(mem.iter()) {
+            let region_desc = kvm_userspace_memory_region {
+                slot,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+                flags: 0,
+            };
+            // SAFETY: the region is a live mmap owned by `mem`, which the VM
+            // keeps (through the vCPUs and devices) for as long as it can
+            // run.
+            unsafe { self.vm.set_user_memory_region(region_desc) }
+                .map_err(VmError::kvm("register guest memory"))?;
+        }
+        Ok(mem)
+    }
+
+    /// An eventfd that raises `gsi` when written.
+    fn irqfd(&self, gsi: u32) -> Result<EventFd, VmError> {
+        let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(VmError::EventFd)?;
+        self.vm
+            .register_irqfd(&fd, gsi)
+            .map_err(VmError::kvm("register irqfd"))?;
+        Ok(fd)
+    }
+
+    /// The console sinks and the devices on the port-I/O bus: COM1, the
+    /// i8042 (reset), ACPI PM (power off), pvpanic and the boot timer.
+    fn legacy_devices(&self) -> Result<LegacyDevices, VmError> {
+        let config = &self.config;
+        let mut sinks = ConsoleSinks {
+            stdout: config.console_stdio,
+            ..Default::default()
+        };
+        if let Some(path) = &config.console_log {
+            let log = CappedLog::open(path, config.console_log_cap).map_err(|source| {
+                VmError::ConsoleLog {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            sinks.log = Some(log);
+        }
+        let sinks = Arc::new(Mutex::new(sinks));
+        let boot_marker = BootMarker::default();
+        let serial = Arc::new(Mutex::new(SerialDevice::new(
+            self.irqfd(SERIAL_IRQ)?,
+            sinks.clone(),
+        )));
+        let i8042 = Arc::new(Mutex::new(I8042::new(
+            self.irqfd(I8042_IRQ)?,
+            self.exit.clone(),
+        )));
+        let mut pio = Bus::default();
+        pio.insert(u64::from(SERIAL_PORT), 8, serial.clone())
+            .map_err(VmError::device("serial"))?;
+        pio.insert(u64::from(I8042_PORT), 5, i8042.clone())
+            .map_err(VmError::device("i8042"))?;
+        pio.insert(
+            u64::from(ACPI_PM_PORT),
+            u64::from(ACPI_PM_LEN),
+            Arc::new(Mutex::new(AcpiPm::new(self.exit.clone()))),
+        )
+        .map_err(VmError::device("acpi_pm"))?;
+        pio.insert(
+            u64::from(PVPANIC_PORT),
+            1,
+            Arc::new(Mutex::new(PvPanic::new(self.exit.clone()))),
+        )
+        .map_err(VmError::device("pvpanic"))?;
+        pio.insert(
+            u64::from(BOOT_TIMER_PORT),
+            1,
+            Arc::new(Mutex::new(BootTimer::new(
+                self.started,
+                boot_marker.clone(),
+            ))),
+        )
+        .map_err(VmError::device("boot_timer"))?;
+        Ok(LegacyDevices {
+            pio,
+            serial,
+            i8042,
+            sinks,
+            boot_marker,
+        })
+    }
+
+    /// Opens every configured device in slot order: disks, NICs, the
+    /// entropy device, vsock.
+    fn open_virtio_devices(&self) -> Result<Vec<PendingDevice>, VmError> {
+        let config = &self.config;
+        let mut devices = Vec::new();
+        for (i, disk) in config.disks.iter().enumerate() {
+            let name = format!("block{i}");
+            let options = BlockOptions {
+                read_only: disk.read_only,
+                serial: disk.serial.clone().unwrap_or_default(),
+            };
+            let block = Block::open(&disk.path, options).map_err(VmError::device(&name))?;
+            devices.push(PendingDevice {
+                name,
+                device: Box::new(block),
+                backend: None,
+            });
+        }
+        for (i, nic) in config.nets.iter().enumerate() {
+            let name = format!("net{i}");
+            let backend: Box<dyn NetBackend> = match &nic.backend {
+                NetBackendConfig::TapName(tap) => {
+                    Box::new(Tap::open(tap).map_err(VmError::device(&name))?)
+                }
+                NetBackendConfig::TapFd(fd) => {
+                    // SAFETY: the supervisor handed this descriptor over for
+                    // the VMM to own; nothing else in the process uses it.
+                    let fd = unsafe { OwnedFd::from_raw_fd(*fd) };
+                    Box::new(Tap::from_fd(fd).map_err(VmError::device(&name))?)
+                }
+                NetBackendConfig::User { hostfwd } => Box::new(
+                    UserNet::new(UserNetConfig {
+                        hostfwd: hostfwd.clone(),
+                    })
+                    .map_err(VmError::device(&name))?,
+                ),
+            };
+            let net = Net::new(backend, nic.mac).map_err(VmError::device(&name))?;
+            let backend = net
+                .backend_fd()
+                .map(|fd| (fd, virtio::net::RX_QUEUE as u32));
+            devices.push(PendingDevice {
+                name,
+                device: Box::new(net),
+                backend,
+            });
+        }
+        if config.rng {
+            devices.push(PendingDevice {
+                name: "rng".into(),
+                device: Box::new(Rng::new()),
+                backend: None,
+            });
+        }
+        if let Some(vsock) = &config.vsock {
+            let device =
+                Vsock::new(vsock.cid, &vsock.uds_path).map_err(VmError::device("vsock"))?;
+            let backend = Some((device.event_fd(), virtio::vsock::RX_QUEUE as u32));
+            devices.push(PendingDevice {
+                name: "vsock".into(),
+                device: Box::new(device),
+                backend,
+            });
+        }
+        Ok(devices)
+    }
+
+    /// Puts each virtio device on its MMIO transport with an interrupt and
+    /// one ioeventfd per queue.
+    fn virtio_devices(&self, mem: &GuestMemoryMmap) -> Result<VirtioDevices, VmError> {
+        let devices = self.open_virtio_devices()?;
+        if devices.len() > VIRTIO_IRQS.len() {
+            return Err(VmError::TooManyDevices {
+                max: VIRTIO_IRQS.len(),
+            });
+        }
+        let mut mmio = Bus::default();
+        let mut slots = Vec::new();
+        let mut cmdline = String::new();
+        for (i, (pending, &gsi)) in devices.into_iter().zip(VIRTIO_IRQS.iter()).enumerate() {
+            let base = VIRTIO_MMIO_START + i as u64 * VIRTIO_MMIO_STRIDE;
+            let PendingDevice {
+                name,
+                device,
+                backend,
+            } = pending;
+            let interrupt: Arc<dyn Interrupt> = Arc::new(self.irqfd(gsi)?);
+            let transport = MmioTransport::new(device, mem.clone(), interrupt)
+                .map_err(VmError::device(&name))?;
+            let mut notifies = Vec::new();
+            for queue in 0..transport.queue_count() as u32 {
+                let notify = EventFd::new(libc::EFD_NONBLOCK).map_err(VmError::EventFd)?;
+                self.vm
+                    .register_ioevent(
+                        &notify,
+                        &IoEventAddress::Mmio(base + virtio::QUEUE_NOTIFY_OFFSET),
+                        queue,
+                    )
+                    .map_err(VmError::kvm("register ioeventfd"))?;
+                notifies.push(notify);
+            }
+            let transport = Arc::new(Mutex::new(transport));
+            mmio.insert(base, virtio::MMIO_LEN, transport.clone())
+                .map_err(VmError::device(&name))?;
+            cmdline.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{gsi}"));
+            slots.push(VirtioSlot {
+                transport,
+                notifies,
+                backend,
+                name,
+            });
+        }
+        Ok(VirtioDevices {
+            mmio,
+            slots,
+            cmdline,
+        })
+    }
+
+    /// Loads the kernel (with `virtio_cmdline` appended to its command
+    /// line) or the flat payload into guest memory.
+    fn load_payload(
+        &self,
+        mem: &GuestMemoryMmap,
+        virtio_cmdline: &str,
+    ) -> Result<BootEntry, VmError> {
+        let vcpus = self.config.vcpus;
+        Ok(match &self.config.boot {
+            BootSource::Linux {
+                kernel,
+                initrd,
+                cmdline,
+            } => {
+                let cmdline = format!("{cmdline}{virtio_cmdline}");
+                let payload = BootPayload {
+                    kernel,
+                    initrd: initrd.as_deref(),
+                    cmdline: cmdline.trim(),
+                    vcpus,
+                };
+                boot::load(mem, &payload)?
+            }
+            BootSource::Flat { code, load_addr } => boot::load_flat(mem, code, *load_addr, vcpus)?,
+        })
+    }
+
+    /// Creates the vCPUs with their CPUID, MSRs, FPU and LAPIC set up; the
+    /// boot vCPU also gets the entry registers.
+    fn vcpus(
+        &self,
+        mem: &GuestMemoryMmap,
+        entry: &BootEntry,
+        [pio, mmio]: [Arc<Bus>; 2],
+        counters: &Arc<ExitCounters>,
+        state: &Arc<RunState>,
+    ) -> Result<Vec<Vcpu>, VmError> {
+        let config = &self.config;
+        let supported = self
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(VmError::kvm("get supported CPUID"))?;
+        let mut vcpus = Vec::new();
+        for index in 0..config.vcpus {
+            let fd = self
+                .vm
+                .create_vcpu(u64::from(index))
+                .map_err(VmError::kvm("create a vCPU"))?;
+            let mut cpuid = supported.clone();
+            cpuid::filter(&mut cpuid, index, config.vcpus, config.cpuid_profile);
+            fd.set_cpuid2(&cpuid).map_err(VmError::kvm("set CPUID"))?;
+            regs::setup_msrs(&fd)?;
+            regs::setup_fpu(&fd)?;
+            regs::setup_lint(&fd)?;
+            if index == 0 {
+                regs::setup_regs(&fd, entry.mode, entry.entry)?;
+                regs::setup_sregs(mem, &fd, entry.mode)?;
+            }
+            vcpus.push(Vcpu {
+                index,
+                fd,
+                pio: pio.clone(),
+                mmio: mmio.clone(),
+                exit: self.exit.clone(),
+                counters: counters.clone(),
+                state: state.clone(),
+                mem: mem.clone(),
+                seccomp: config.seccomp,
+            });
+        }
+        Ok(vcpus)
+    }
+}

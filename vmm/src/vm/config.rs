@@ -1,0 +1,89 @@
+//! What a VM is built from: the VMM's view of the guest spec, with paths
+//! resolved and defaults applied.
+
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use keel_common::guest::MacAddr;
+
+use crate::arch::cpuid::CpuidProfile;
+use crate::devices::virtio::net::user::HostFwd;
+
+/// A disk as the VMM sees it: paths already resolved.
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    pub read_only: bool,
+    pub serial: Option<String>,
+}
+
+/// Where a NIC's frames go.
+#[derive(Debug, Clone)]
+pub enum NetBackendConfig {
+    /// Open (or create) the named tap: running by hand.
+    TapName(String),
+    /// A tap descriptor handed over by the supervisor, which made the tap
+    /// and put it on the bridge.
+    TapFd(RawFd),
+    /// User-mode NAT inside the VMM: no tap, no root.
+    User { hostfwd: Vec<HostFwd> },
+}
+
+/// A virtio-net NIC.
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub backend: NetBackendConfig,
+    pub mac: MacAddr,
+}
+
+/// virtio-vsock with Firecracker's hybrid Unix-socket model.
+#[derive(Debug, Clone)]
+pub struct VsockConfig {
+    pub cid: u64,
+    pub uds_path: PathBuf,
+}
+
+/// What the boot vCPU runs.
+#[derive(Debug, Clone)]
+pub enum BootSource {
+    /// A Linux kernel (bzImage, or ELF vmlinux with or without PVH).
+    Linux {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        cmdline: String,
+    },
+    /// A flat binary entered at `load_addr` in 32-bit protected mode with
+    /// paging off, as PVH does: small test payloads and firmware.
+    Flat { code: Vec<u8>, load_addr: u64 },
+}
+
+/// Everything needed to build the VM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub name: String,
+    pub vcpus: u8,
+    pub memory_bytes: u64,
+    pub boot: BootSource,
+    pub disks: Vec<DiskConfig>,
+    pub nets: Vec<NetConfig>,
+    pub rng: bool,
+    pub vsock: Option<VsockConfig>,
+    pub cpuid_profile: CpuidProfile,
+    /// Copy the guest console to the VMM's stdout and feed stdin to it.
+    pub console_stdio: bool,
+    pub console_log: Option<PathBuf>,
+    pub console_log_cap: u64,
+    /// Confine the event loop and vCPU threads with seccomp filters. Off
+    /// only where the VM runs inside another program (tests, benches).
+    pub seccomp: bool,
+}
+
+impl VmConfig {
+    /// True when a NIC uses user-mode networking, which widens the event
+    /// loop's seccomp filter.
+    pub fn uses_user_net(&self) -> bool {
+        self.nets
+            .iter()
+            .any(|n| matches!(n.backend, NetBackendConfig::User { .. }))
+    }
+}

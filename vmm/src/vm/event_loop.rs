@@ -1,0 +1,158 @@
+//! The event loop: virtio queue notifications and backend readiness,
+//! console input from stdin, the control socket, and the exit signal.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+
+use super::token::Token;
+use super::Vm;
+use crate::control::{ControlServer, FdChange};
+use crate::exit::VmExit;
+
+pub(super) struct EventLoop<'a> {
+    vm: &'a Vm,
+    epoll: Epoll,
+    control: Option<ControlServer>,
+}
+
+impl<'a> EventLoop<'a> {
+    /// Creates the epoll set and registers every event source.
+    pub(super) fn new(vm: &'a Vm, control: Option<ControlServer>) -> Result<Self, String> {
+        let epoll = Epoll::new().map_err(|err| format!("cannot create epoll: {err}"))?;
+        let event_loop = EventLoop { vm, epoll, control };
+        if !event_loop.register() {
+            return Err("cannot register event sources with epoll".into());
+        }
+        Ok(event_loop)
+    }
+
+    fn add(&self, fd: RawFd, token: Token, events: EventSet) -> std::io::Result<()> {
+        self.epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(events, token.into()),
+        )
+    }
+
+    fn remove(&self, fd: RawFd) -> std::io::Result<()> {
+        self.epoll
+            .ctl(ControlOperation::Delete, fd, EpollEvent::default())
+    }
+
+    /// Registers every source; false if any registration failed.
+    fn register(&self) -> bool {
+        let vm = self.vm;
+        let mut ok = self
+            .add(vm.exit.eventfd.as_raw_fd(), Token::Exit, EventSet::IN)
+            .is_ok();
+        for (i, slot) in vm.virtio.iter().enumerate() {
+            let Ok(slot_index) = u16::try_from(i) else {
+                return false;
+            };
+            for (q, notify) in slot.notifies.iter().enumerate() {
+                let Ok(queue) = u16::try_from(q) else {
+                    return false;
+                };
+                let token = Token::QueueNotify {
+                    slot: slot_index,
+                    queue,
+                };
+                ok &= self.add(notify.as_raw_fd(), token, EventSet::IN).is_ok();
+            }
+            if let Some((fd, _)) = slot.backend {
+                // Edge-triggered: a device with no guest buffers leaves data
+                // queued, and the guest's next receive kick picks it up.
+                let token = Token::Backend { slot: slot_index };
+                ok &= self
+                    .add(fd, token, EventSet::IN | EventSet::EDGE_TRIGGERED)
+                    .is_ok();
+            }
+        }
+        if let Some(server) = self.control.as_ref() {
+            for (fd, id) in server.fds() {
+                ok &= self.add(fd, Token::Control(id), EventSet::IN).is_ok();
+            }
+        }
+        if vm.config.console_stdio {
+            // Best effort: stdin may be /dev/null or closed under a supervisor.
+            let _ = self.add(libc::STDIN_FILENO, Token::Stdin, EventSet::IN);
+        }
+        ok
+    }
+
+    /// Serves events until the VM must end, and returns why.
+    pub(super) fn run(mut self) -> VmExit {
+        let mut events = vec![EpollEvent::default(); 32];
+        loop {
+            let n = match self.epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => return VmExit::Error(format!("epoll_wait failed: {err}")),
+            };
+            for event in &events[..n] {
+                match Token::decode(event.data()) {
+                    Some(Token::Exit) => {
+                        let _ = self.vm.exit.eventfd.read();
+                        if let Some(reason) = self.vm.exit.reason() {
+                            return reason;
+                        }
+                    }
+                    Some(Token::Stdin) => self.stdin(),
+                    Some(Token::Control(id)) => self.control(id),
+                    Some(Token::QueueNotify { slot, queue }) => self.queue_notify(slot, queue),
+                    Some(Token::Backend { slot }) => self.backend(slot),
+                    None => log::warn!("event loop: unknown token {:#x}", event.data()),
+                }
+            }
+        }
+    }
+
+    fn stdin(&self) {
+        let mut buf = [0u8; 256];
+        // SAFETY: reading into a stack buffer of the given length.
+        let n = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
+        match usize::try_from(n) {
+            Ok(n) if n > 0 => {
+                self.vm.console_input(&buf[..n]);
+            }
+            _ => {
+                let _ = self.remove(libc::STDIN_FILENO);
+            }
+        }
+    }
+
+    fn control(&mut self, id: u32) {
+        let Some(server) = self.control.as_mut() else {
+            return;
+        };
+        for change in server.handle(id, self.vm) {
+            let result = match change {
+                FdChange::Add(fd, id) => self.add(fd, Token::Control(id), EventSet::IN),
+                FdChange::Remove(stream) => self.remove(stream.as_raw_fd()),
+            };
+            if let Err(err) = result {
+                log::warn!("control socket: epoll update failed: {err}");
+            }
+        }
+    }
+
+    fn queue_notify(&self, slot: u16, queue: u16) {
+        if let Some(slot) = self.vm.virtio.get(usize::from(slot)) {
+            if let Some(notify) = slot.notifies.get(usize::from(queue)) {
+                let _ = notify.read();
+            }
+            if let Ok(mut transport) = slot.transport.lock() {
+                transport.queue_notify(u32::from(queue));
+            }
+        }
+    }
+
+    fn backend(&self, slot: u16) {
+        if let Some(slot) = self.vm.virtio.get(usize::from(slot)) {
+            if let (Some((_, queue)), Ok(mut transport)) = (slot.backend, slot.transport.lock()) {
+                transport.queue_notify(queue);
+            }
+        }
+    }
+}
