@@ -2,8 +2,12 @@
 //! command line and os-release added as PE sections, so one signed file
 //! boots the whole appliance.
 
+use std::mem::offset_of;
 use std::path::Path;
 use std::process::Command;
+
+use object::pe::{ImageDosHeader, ImageFileHeader, ImageNtHeaders64, ImageOptionalHeader64};
+use object::read::pe::{ImageNtHeaders, ImageOptionalHeader};
 
 use crate::ImageError;
 
@@ -15,40 +19,23 @@ pub struct PeLayout {
     pub size_of_image: u64,
 }
 
-fn read_u16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn read_u32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn read_u64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+/// The file offset and NT headers of a PE32+ image.
+fn nt_headers(bytes: &[u8]) -> object::Result<(usize, &ImageNtHeaders64)> {
+    let offset = ImageDosHeader::parse(bytes)?.nt_headers_offset();
+    let mut at = u64::from(offset);
+    let (headers, _) = ImageNtHeaders64::parse(bytes, &mut at)?;
+    Ok((offset as usize, headers))
 }
 
 /// Reads the PE32+ optional header fields that place new sections.
 pub fn pe_layout(bytes: &[u8]) -> Result<PeLayout, ImageError> {
-    let bad = |what: &str| ImageError::Input(format!("the EFI stub is not a PE32+ image: {what}"));
-    if bytes.get(0..2) != Some(b"MZ") {
-        return Err(bad("no MZ header"));
-    }
-    let pe = read_u32(bytes, 0x3c).ok_or_else(|| bad("truncated DOS header"))? as usize;
-    if bytes.get(pe..pe + 4) != Some(b"PE\0\0") {
-        return Err(bad("no PE signature"));
-    }
-    let opt = pe + 4 + 20;
-    if read_u16(bytes, opt) != Some(0x20b) {
-        return Err(bad("not PE32+"));
-    }
+    let (_, headers) = nt_headers(bytes)
+        .map_err(|e| ImageError::Input(format!("the EFI stub is not a PE32+ image: {e}")))?;
+    let optional = headers.optional_header();
     Ok(PeLayout {
-        image_base: read_u64(bytes, opt + 24).ok_or_else(|| bad("truncated optional header"))?,
-        section_alignment: u64::from(
-            read_u32(bytes, opt + 32).ok_or_else(|| bad("truncated optional header"))?,
-        ),
-        size_of_image: u64::from(
-            read_u32(bytes, opt + 56).ok_or_else(|| bad("truncated optional header"))?,
-        ),
+        image_base: optional.image_base(),
+        section_alignment: u64::from(optional.section_alignment()),
+        size_of_image: u64::from(optional.size_of_image()),
     })
 }
 
@@ -74,13 +61,15 @@ pub fn section_plan(layout: PeLayout, sections: &[(&str, u64)]) -> Vec<(String, 
 /// Sets the COFF timestamp (objcopy writes the current time there and
 /// ignores SOURCE_DATE_EPOCH) and recomputes the PE checksum to match.
 pub fn stamp(bytes: &mut [u8], epoch: u32) -> Result<(), ImageError> {
-    let bad = || ImageError::Input("the UKI is not a PE image".into());
-    let pe = read_u32(bytes, 0x3c).ok_or_else(bad)? as usize;
-    let timestamp = pe + 8;
-    let checksum = pe + 4 + 20 + 64;
-    if bytes.len() < checksum + 4 {
-        return Err(bad());
-    }
+    let (pe, _) = nt_headers(bytes)
+        .map_err(|e| ImageError::Input(format!("the UKI is not a PE32+ image: {e}")))?;
+    let timestamp = pe
+        + offset_of!(ImageNtHeaders64, file_header)
+        + offset_of!(ImageFileHeader, time_date_stamp);
+    let checksum = pe
+        + offset_of!(ImageNtHeaders64, optional_header)
+        + offset_of!(ImageOptionalHeader64, check_sum);
+    // Both lie inside the headers just parsed.
     bytes[timestamp..timestamp + 4].copy_from_slice(&epoch.to_le_bytes());
     bytes[checksum..checksum + 4].fill(0);
     let sum = pe_checksum(bytes, checksum);
@@ -148,11 +137,18 @@ pub fn build(
 mod tests {
     use super::*;
 
+    fn read_u32(b: &[u8], at: usize) -> Option<u32> {
+        Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    }
+
+    /// A PE32+ header with an optional header without data directories.
     fn fake_pe(base: u64, align: u32, size: u32) -> Vec<u8> {
         let mut b = vec![0u8; 0x200];
         b[0..2].copy_from_slice(b"MZ");
         b[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
         b[0x80..0x84].copy_from_slice(b"PE\0\0");
+        // SizeOfOptionalHeader.
+        b[0x80 + 4 + 16..0x80 + 4 + 18].copy_from_slice(&0x70u16.to_le_bytes());
         let opt = 0x80 + 24;
         b[opt..opt + 2].copy_from_slice(&0x20bu16.to_le_bytes());
         b[opt + 24..opt + 32].copy_from_slice(&base.to_le_bytes());

@@ -5,54 +5,29 @@
 
 use std::path::Path;
 
+use object::read::pe::PeFile64;
+use object::{LittleEndian, Object};
+
 /// Where the UKI sits on the ESP.
 pub const UKI_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
 /// Where the kernel is copied (tmpfs; see the demo guest's spec).
 pub const GUEST_KERNEL: &str = "/run/keel/demo/vmlinuz";
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-/// The bytes of PE section `name` (at most 8 bytes, NUL padded), or None
-/// when `pe` is not a PE image or lacks the section. Every offset is
-/// bounds-checked: the file comes from a FAT partition anyone can edit.
+/// The bytes of PE section `name`, or None when `pe` is not a PE32+ image
+/// or lacks the section. Malformed offsets give None, never a panic: the
+/// file comes from a FAT partition anyone can edit.
 pub fn pe_section<'a>(pe: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    if pe.get(..2)? != b"MZ" {
-        return None;
+    let file = PeFile64::parse(pe).ok()?;
+    let section = file.section_by_name(name)?;
+    let header = section.pe_section();
+    // The raw data is padded to the file alignment; the virtual size is the
+    // real length when it is the smaller (`pe_data`), and is zero when the
+    // linker left it out.
+    if header.virtual_size.get(LittleEndian) == 0 {
+        header.coff_data(pe).ok()
+    } else {
+        header.pe_data(pe).ok()
     }
-    let header = u32_at(pe, 0x3c)? as usize;
-    if pe.get(header..header + 4)? != b"PE\0\0" {
-        return None;
-    }
-    let coff = header + 4;
-    let sections = usize::from(u16_at(pe, coff + 2)?);
-    let optional = usize::from(u16_at(pe, coff + 16)?);
-    let table = coff + 20 + optional;
-    let mut wanted = [0u8; 8];
-    let bytes = name.as_bytes();
-    wanted.get_mut(..bytes.len())?.copy_from_slice(bytes);
-    (0..sections).find_map(|i| {
-        let entry = table + i * 40;
-        if pe.get(entry..entry + 8)? != wanted {
-            return None;
-        }
-        let virtual_size = u32_at(pe, entry + 8)? as usize;
-        let raw_size = u32_at(pe, entry + 16)? as usize;
-        let raw_at = u32_at(pe, entry + 20)? as usize;
-        // The raw data is padded to the file alignment; the virtual size
-        // is the real length when it is the smaller.
-        let len = if virtual_size == 0 {
-            raw_size
-        } else {
-            virtual_size.min(raw_size)
-        };
-        pe.get(raw_at..raw_at.checked_add(len)?)
-    })
 }
 
 /// Copies the UKI's kernel from the mounted ESP to [`GUEST_KERNEL`].
@@ -93,8 +68,12 @@ pub fn extract_guest_kernel(esp: Option<&Path>) {
 mod tests {
     use super::*;
 
-    /// A minimal PE: DOS header, PE signature, COFF header, no optional
-    /// header, and the given sections laid out after the table.
+    /// Size of a PE32+ optional header without data directories.
+    const OPTIONAL: usize = 0x70;
+
+    /// A minimal PE32+: DOS header, PE signature, COFF header, an optional
+    /// header without data directories, and the given sections laid out
+    /// after the table.
     fn pe(sections: &[(&str, &[u8], u32)]) -> Vec<u8> {
         let mut b = vec![0u8; 0x40];
         b[..2].copy_from_slice(b"MZ");
@@ -102,7 +81,11 @@ mod tests {
         b.extend_from_slice(b"PE\0\0");
         let mut coff = [0u8; 20];
         coff[2..4].copy_from_slice(&(sections.len() as u16).to_le_bytes());
+        coff[16..18].copy_from_slice(&(OPTIONAL as u16).to_le_bytes());
         b.extend_from_slice(&coff);
+        let mut optional = [0u8; OPTIONAL];
+        optional[..2].copy_from_slice(&0x20bu16.to_le_bytes());
+        b.extend_from_slice(&optional);
         let mut data_at = b.len() + 40 * sections.len();
         let mut data = Vec::new();
         for (name, bytes, vsize) in sections {
@@ -125,6 +108,9 @@ mod tests {
         assert_eq!(pe_section(&image, ".linux"), Some(&b"KERNEL"[..]));
         assert_eq!(pe_section(&image, ".osrel"), Some(&b"ID=keel"[..]));
         assert_eq!(pe_section(&image, ".initrd"), None);
+        // Without a virtual size the raw size is the length.
+        let image = pe(&[(".linux", b"KERNEL", 0)]);
+        assert_eq!(pe_section(&image, ".linux"), Some(&b"KERNEL"[..]));
     }
 
     #[test]
@@ -133,7 +119,7 @@ mod tests {
         assert_eq!(pe_section(b"MZ", ".linux"), None);
         let mut image = pe(&[(".linux", b"KERNEL", 6)]);
         // Section data pointing past the end of the file.
-        let entry = 0x40 + 4 + 20;
+        let entry = 0x40 + 4 + 20 + OPTIONAL;
         image[entry + 20..entry + 24].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(pe_section(&image, ".linux"), None);
         // A header offset past the end.
