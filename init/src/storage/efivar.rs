@@ -104,19 +104,9 @@ pub fn read_loader_device_part_uuid(sys_root: &Path) -> Option<String> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// The efivarfs bytes systemd-stub's variable reads as: attributes
-    /// (non-volatile is not set: boot service and runtime access, 0x6),
-    /// then `text` as NUL-terminated UTF-16LE.
-    pub fn efivarfs_bytes(text: &str) -> Vec<u8> {
-        let mut raw = 6u32.to_le_bytes().to_vec();
-        for unit in text.encode_utf16().chain([0]) {
-            raw.extend_from_slice(&unit.to_le_bytes());
-        }
-        raw
-    }
+    use crate::storage::test_support::{efivarfs_bytes, Scratch};
 
     const UPPER: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
     const LOWER: &str = "0fc63daf-8483-4772-8e79-3d69d8477de4";
@@ -206,7 +196,7 @@ pub(crate) mod tests {
 
     #[test]
     fn reads_the_variable_from_efivarfs_under_a_sys_root() {
-        let s = crate::storage::probe::tests::Scratch::new("efivar");
+        let s = Scratch::new("efivar");
         assert_eq!(read_loader_device_part_uuid(&s.0), None);
         let path = variable_path(&s.0);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");

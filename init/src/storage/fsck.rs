@@ -77,7 +77,7 @@ pub fn run_e2fsck(e2fsck: &Path, device: &Path) -> FsckVerdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::probe::tests::{mkfs_ext4, Scratch};
+    use crate::storage::test_support::{mkfs_ext4, Scratch};
 
     #[test]
     fn exit_codes_map_to_verdicts() {

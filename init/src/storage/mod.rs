@@ -3,27 +3,35 @@
 //! grown to fill its disk, mounted at `/var/lib/keel`), then the seeds
 //! imported from the first into the second.
 //!
-//! Devices are found by file-system label by reading superblocks directly
-//! ([`probe`]); no blkid or udev is needed. When several devices carry the
-//! ESP's label (Keel on a server's disk and a Keel USB stick plugged in),
-//! the one the firmware booted from wins: its GPT partition GUID is in the
-//! EFI variable `LoaderDevicePartUUID` set by systemd-stub ([`efivar`]).
+//! Devices are found by file-system label ([`label`]) among those sysfs
+//! shows ([`blockdev`]), reading superblocks directly; no blkid or udev is
+//! needed. When several devices carry the ESP's label (Keel on a server's
+//! disk and a Keel USB stick plugged in), the one the firmware booted from
+//! wins ([`esp`]): its GPT partition GUID ([`partuuid`]) is in the EFI
+//! variable `LoaderDevicePartUUID` set by systemd-stub ([`efivar`]).
 //! [`bring_up`] is the entry point for init: it never fails and never
 //! panics, and says what it got.
 
+pub mod blockdev;
 pub mod efivar;
+pub mod esp;
 pub mod fsck;
 pub mod grow;
-pub mod probe;
+pub mod label;
+pub mod partuuid;
 pub mod seeds;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 
+pub use blockdev::{BlockDevice, Probe};
+pub use esp::{EspChoice, EspRule};
 pub use fsck::FsckVerdict;
 pub use grow::GrowOutcome;
-pub use probe::{find_by_label, BlockDevice, EspChoice, EspRule, FsKind, Probe};
+pub use label::FsKind;
 pub use seeds::{import_seeds, SeedReport};
 
 /// Label of the FAT EFI system partition.

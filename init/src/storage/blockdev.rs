@@ -1,0 +1,276 @@
+//! The block devices the kernel shows in `/sys/class/block`, each with the
+//! file system on it ([`super::label`]) and, for a GPT partition, its
+//! PARTUUID ([`super::partuuid`]); and finding them by label.
+
+use std::path::PathBuf;
+
+use keel_common::fsutil::read_trimmed;
+
+use super::label::{read_label, FsKind, FsLabel};
+use super::partuuid::{partuuid_of, GptCache};
+
+/// One block device seen in sysfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockDevice {
+    /// Kernel name, e.g. `vda2`.
+    pub name: String,
+    /// Device node, e.g. `/dev/vda2`.
+    pub path: PathBuf,
+    /// The whole disk it belongs to (its own name for a whole disk).
+    pub disk: String,
+    /// Partition number, `None` for a whole disk.
+    pub partition: Option<u32>,
+    /// First sector (512 bytes) of the partition on its disk.
+    pub start_sector: Option<u64>,
+    /// The file system found on it.
+    pub fs: Option<FsLabel>,
+    /// The partition's GPT unique partition GUID (PARTUUID), lower case;
+    /// read from its disk's partition table, as sysfs does not show it.
+    /// `None` for whole disks and partitions not in a readable GPT.
+    pub partuuid: Option<String>,
+}
+
+impl BlockDevice {
+    pub fn is_partition(&self) -> bool {
+        self.partition.is_some()
+    }
+}
+
+/// Where the probe looks: the sysfs root and the device directory, both
+/// replaceable so tests can use a fake tree and image files.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub sys_root: PathBuf,
+    pub dev_root: PathBuf,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe::system()
+    }
+}
+
+impl Probe {
+    /// The running system: `/sys` and `/dev`.
+    pub fn system() -> Self {
+        Probe::new("/sys", "/dev")
+    }
+
+    pub fn new(sys_root: impl Into<PathBuf>, dev_root: impl Into<PathBuf>) -> Self {
+        Probe {
+            sys_root: sys_root.into(),
+            dev_root: dev_root.into(),
+        }
+    }
+
+    fn class_block(&self) -> PathBuf {
+        self.sys_root.join("class/block")
+    }
+
+    /// Describes one device by kernel name, reading its label (and for a
+    /// partition its disk's GPT). `None` when sysfs does not know it.
+    pub fn device(&self, name: &str) -> Option<BlockDevice> {
+        self.device_with(name, &mut GptCache::default())
+    }
+
+    /// [`Probe::device`], reading each disk's GPT at most once per `gpts`.
+    fn device_with(&self, name: &str, gpts: &mut GptCache) -> Option<BlockDevice> {
+        let entry = self.class_block().join(name);
+        if !entry.exists() {
+            return None;
+        }
+        let partition = read_trimmed(entry.join("partition")).and_then(|s| s.parse().ok());
+        // Partitions live in their disk's directory:
+        // /sys/devices/.../vda/vda2, linked from /sys/class/block/vda2.
+        let disk = if partition.is_some() {
+            std::fs::canonicalize(&entry)
+                .ok()
+                .and_then(|p| {
+                    p.parent()?
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(|| name.to_string())
+        } else {
+            name.to_string()
+        };
+        let start_sector = read_trimmed(entry.join("start")).and_then(|s| s.parse().ok());
+        let path = self.dev_root.join(name);
+        // An empty loop device or drive without media: nothing to read.
+        let empty = read_trimmed(entry.join("size")).is_some_and(|s| s == "0");
+        let fs = if empty {
+            None
+        } else {
+            match read_label(&path) {
+                Ok(fs) => fs,
+                Err(err) => {
+                    log::debug!("cannot probe {}: {err}", path.display());
+                    None
+                }
+            }
+        };
+        let partuuid = match partition {
+            Some(number) if !empty => gpts
+                .entries(&self.dev_root, &disk)
+                .and_then(|entries| partuuid_of(entries, number, start_sector)),
+            _ => None,
+        };
+        Some(BlockDevice {
+            name: name.to_string(),
+            path,
+            disk,
+            partition,
+            start_sector,
+            fs,
+            partuuid,
+        })
+    }
+
+    /// Every block device, sorted by name.
+    pub fn devices(&self) -> Vec<BlockDevice> {
+        let dir = self.class_block();
+        let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(err) => {
+                log::warn!("cannot list {}: {err}", dir.display());
+                return Vec::new();
+            }
+        };
+        names.sort();
+        let mut gpts = GptCache::default();
+        names
+            .iter()
+            .filter_map(|n| self.device_with(n, &mut gpts))
+            .collect()
+    }
+
+    /// Every device whose file system carries `label`.
+    pub fn find_all(&self, label: &str) -> Vec<BlockDevice> {
+        self.devices()
+            .into_iter()
+            .filter(|d| d.fs.as_ref().is_some_and(|fs| fs.label == label))
+            .collect()
+    }
+
+    /// The device carrying `label` (on a file system of `kind`, if given).
+    /// When several do, the one on `prefer_disk` wins (else the first by
+    /// name) and a warning is logged.
+    pub fn find(
+        &self,
+        label: &str,
+        kind: Option<FsKind>,
+        prefer_disk: Option<&str>,
+    ) -> Option<BlockDevice> {
+        let mut found = self.find_all(label);
+        if let Some(kind) = kind {
+            found.retain(|d| d.fs.as_ref().is_some_and(|fs| fs.kind == kind));
+        }
+        if found.len() > 1 {
+            let pick = prefer_disk
+                .and_then(|disk| found.iter().position(|d| d.disk == disk))
+                .unwrap_or(0);
+            log::warn!("{}", duplicate_warning(label, &found, pick));
+            return Some(found.swap_remove(pick));
+        }
+        found.pop()
+    }
+}
+
+fn duplicate_warning(label: &str, found: &[BlockDevice], pick: usize) -> String {
+    let names: Vec<&str> = found.iter().map(|d| d.name.as_str()).collect();
+    format!(
+        "{} devices carry the label {label} ({}); using {}",
+        found.len(),
+        names.join(", "),
+        found[pick].name
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::test_support::{find_by_label, mkfs_ext4, mkfs_vfat, FakeSys, Scratch};
+
+    #[test]
+    fn finds_partitions_by_label_in_a_fake_sysfs() {
+        let images = Scratch::new("images");
+        let esp = images.0.join("esp.img");
+        let data = images.0.join("data.ext4");
+        let other = images.0.join("other.ext4");
+        mkfs_vfat(&esp, "KEEL-ESP", 40, true);
+        mkfs_ext4(&data, "KEEL-DATA", 8);
+        mkfs_ext4(&other, "SCRATCH", 8);
+        let sys = FakeSys::new();
+        sys.add_disk("vda", None);
+        sys.add_partition("vda", 1, &esp);
+        sys.add_partition("vda", 2, &data);
+        sys.add_disk("vdb", Some(&other));
+        // A disk with no device node must not stop the scan.
+        sys.add_disk("sr0", None);
+        let probe = sys.probe();
+
+        let root = &sys.root.0;
+        assert_eq!(
+            find_by_label(&probe, "KEEL-DATA"),
+            Some(root.join("dev/vda2"))
+        );
+        assert_eq!(
+            find_by_label(&probe, "KEEL-ESP"),
+            Some(root.join("dev/vda1"))
+        );
+        assert_eq!(find_by_label(&probe, "SCRATCH"), Some(root.join("dev/vdb")));
+        assert_eq!(find_by_label(&probe, "NOPE"), None);
+
+        let data_dev = probe.device("vda2").expect("vda2");
+        assert_eq!(data_dev.disk, "vda");
+        assert_eq!(data_dev.partition, Some(2));
+        assert_eq!(data_dev.start_sector, Some(2048));
+        assert_eq!(data_dev.fs.map(|f| f.kind), Some(FsKind::Ext));
+        let whole = probe.device("vdb").expect("vdb");
+        assert_eq!(whole.disk, "vdb");
+        assert!(!whole.is_partition());
+        // No GPT to read (vda has no node): no PARTUUIDs.
+        assert_eq!(data_dev.partuuid, None);
+        assert_eq!(whole.partuuid, None);
+    }
+
+    #[test]
+    fn a_duplicate_label_prefers_the_esp_disk() {
+        let images = Scratch::new("dups");
+        let esp = images.0.join("esp.img");
+        let data_a = images.0.join("a.ext4");
+        let data_b = images.0.join("b.ext4");
+        mkfs_vfat(&esp, "KEEL-ESP", 40, true);
+        mkfs_ext4(&data_a, "KEEL-DATA", 8);
+        mkfs_ext4(&data_b, "KEEL-DATA", 8);
+        let sys = FakeSys::new();
+        // sda sorts first but the ESP is on sdb.
+        sys.add_disk("sda", None);
+        sys.add_partition("sda", 1, &data_a);
+        sys.add_disk("sdb", None);
+        sys.add_partition("sdb", 1, &esp);
+        sys.add_partition("sdb", 2, &data_b);
+        let probe = sys.probe();
+        assert_eq!(probe.find_all("KEEL-DATA").len(), 2);
+        assert_eq!(probe.find("KEEL-DATA", Some(FsKind::Fat), None), None);
+        assert_eq!(
+            find_by_label(&probe, "KEEL-DATA"),
+            Some(sys.root.0.join("dev/sdb2"))
+        );
+        // Without a preference the first by name wins.
+        assert_eq!(
+            probe.find("KEEL-DATA", None, None).map(|d| d.name),
+            Some("sda1".to_string())
+        );
+    }
+
+    #[test]
+    fn a_missing_sysfs_finds_nothing() {
+        let probe = Probe::new("/nonexistent/sys", "/nonexistent/dev");
+        assert!(probe.devices().is_empty());
+        assert_eq!(find_by_label(&probe, "KEEL-DATA"), None);
+    }
+}
