@@ -14,7 +14,9 @@ use std::os::unix::net::UnixStream;
 use keel_common::vmm_api::{self, VmmRequest, VmmResponse};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::{dispatch, error, request_name, Shared};
+use super::audit::request_name;
+use super::dispatch::{dispatch, error};
+use super::server::Shared;
 use crate::messages::{ErrorCode, GuestState};
 use crate::{ClientMessage, Peer, Request, Response, ServerMessage, Session};
 
@@ -159,17 +161,17 @@ pub fn run(
                     }
                 )
             {
-                shared.audit_request(peer, &what, "ok");
+                shared.audit.request(peer, &what, "ok");
                 if !send(session, stream, Response::ConsoleData(history(shared))) {
                     return Ended::SessionClosed;
                 }
                 return finish(session, stream, id, Response::ConsoleClosed);
             }
-            shared.audit_request(peer, &what, "error");
+            shared.audit.request(peer, &what, "error");
             return finish(session, stream, id, *response);
         }
     };
-    shared.audit_request(peer, &what, "ok");
+    shared.audit.request(peer, &what, "ok");
     if !send(session, stream, Response::ConsoleData(history(shared))) {
         return Ended::SessionClosed;
     }

@@ -1,0 +1,168 @@
+//! One client connection: the handshake (with the key or pairing-code
+//! check), then the session's requests until it ends. Consoles and
+//! followed logs turn the session into a stream; upload messages go to
+//! the session's upload slot; everything else is dispatched.
+
+use std::cell::Cell;
+use std::net::{SocketAddr, TcpStream};
+
+use super::console;
+use super::dispatch::dispatch;
+use super::lock;
+use super::pairing::Refused;
+use super::server::Shared;
+use super::upload::{self, UploadSlot};
+use crate::{
+    allowed, server_handshake, FrameError, HandshakeError, PeerAuth, Request, Role, ServerMessage,
+};
+
+/// Serves `stream` from `peer` until the session ends.
+pub fn handle(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
+    let timeout = Some(shared.settings.handshake_timeout);
+    // Frames are written whole; see Client::connect.
+    let _ = stream.set_nodelay(true);
+    if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
+        shared.limiter.finish(peer.ip(), false);
+        return;
+    }
+    let reason = Cell::new("refused");
+    let result = server_handshake(&mut stream, &shared.host_key, |auth| {
+        authorize(shared, auth, &reason)
+    });
+    let (mut session, who) = match result {
+        Ok(ok) => ok,
+        Err(e) => {
+            shared.limiter.finish(peer.ip(), false);
+            let fp = match &e {
+                HandshakeError::Unauthorized { fingerprint } => Some(*fingerprint),
+                _ => None,
+            };
+            shared
+                .audit
+                .handshake(peer, fp, handshake_reason(&e, &reason));
+            return;
+        }
+    };
+    shared.limiter.finish(peer.ip(), true);
+    shared.events.record(&format!(
+        "session from {peer}: {} as {}{}",
+        who.fingerprint,
+        who.role,
+        if who.paired { " (paired)" } else { "" }
+    ));
+    let idle = Some(shared.settings.idle_timeout);
+    let _ = stream.set_read_timeout(idle);
+    let _ = stream.set_write_timeout(idle);
+    let mut upload = UploadSlot::Idle;
+    // Reused for every frame; upload chunks are served from it in place.
+    let mut buf = Vec::new();
+    while let Ok(incoming) = upload::recv(&mut session, &mut stream, &mut buf) {
+        let msg = match incoming {
+            upload::Incoming::Message(msg) => msg,
+            upload::Incoming::Chunk { id, offset, data } => {
+                let Some(response) = upload.chunk(shared, &who, id, offset, &mut buf, data) else {
+                    continue;
+                };
+                if session
+                    .send(&mut stream, &ServerMessage { id, response })
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+        };
+        let response = match &msg.request {
+            Request::Upload { .. } | Request::UploadChunk { .. } | Request::UploadFinish => {
+                match upload.step(shared, &who, msg.id, msg.request) {
+                    Some(r) => r,
+                    None => continue,
+                }
+            }
+            request => {
+                upload.abort(shared, &who);
+                // Consoles and followed logs turn the session into a stream.
+                let stream_of = match request {
+                    Request::GuestConsole { name } => Some((name, console::Mode::Attach)),
+                    Request::Logs {
+                        guest: Some(name),
+                        tail,
+                        follow: true,
+                    } => Some((name, console::Mode::Follow { tail: *tail })),
+                    _ => None,
+                };
+                match stream_of {
+                    Some((name, mode)) if allowed(who.role, request) => {
+                        let id = msg.id;
+                        match console::run(shared, &who, &mut session, &mut stream, id, name, mode)
+                        {
+                            console::Ended::Detached => continue,
+                            console::Ended::SessionClosed => break,
+                        }
+                    }
+                    _ => dispatch(shared, &who, request),
+                }
+            }
+        };
+        let reply = ServerMessage {
+            id: msg.id,
+            response,
+        };
+        if session.send(&mut stream, &reply).is_err() {
+            break;
+        }
+    }
+    upload.abort(shared, &who);
+}
+
+/// The handshake's authorisation: the role of a known key, or admin for
+/// a key enrolled with the pairing code. A refusal's reason for the
+/// audit log is left in `reason`.
+fn authorize(shared: &Shared, auth: &PeerAuth, reason: &Cell<&'static str>) -> Option<Role> {
+    match auth {
+        PeerAuth::Key { public_key } => {
+            let role = lock(&shared.authorized).lookup(public_key).map(|(r, _)| r);
+            if role.is_none() {
+                reason.set("unknown key");
+            }
+            role
+        }
+        PeerAuth::PairingCode { code, public_key } => {
+            if let Err(refused) = shared.pairing.redeem(code) {
+                reason.set(refused.reason());
+                if refused == Refused::WrongCode {
+                    shared
+                        .events
+                        .record("a pairing attempt used a wrong code; pairing is now closed");
+                }
+                return None;
+            }
+            if let Err(e) = shared.add_key(Role::Admin, *public_key, "enrolled-by-pairing") {
+                log::error!(
+                    "cannot save {}: {e}",
+                    shared.settings.authorized_keys_path().display()
+                );
+                reason.set("internal error saving authorized_keys");
+                return None;
+            }
+            shared.events.record(&format!(
+                "enrolled admin key {} by pairing",
+                public_key.fingerprint()
+            ));
+            Some(Role::Admin)
+        }
+    }
+}
+
+fn handshake_reason(e: &HandshakeError, reason: &Cell<&'static str>) -> &'static str {
+    match e {
+        HandshakeError::Frame(FrameError::TimedOut) => "handshake timed out",
+        HandshakeError::Frame(FrameError::Closed | FrameError::Truncated { .. }) => {
+            "connection closed during handshake"
+        }
+        HandshakeError::Unauthorized { .. } => reason.get(),
+        HandshakeError::ClientSignatureInvalid => "bad client signature",
+        HandshakeError::NoCommonVersion { .. } => "no common protocol version",
+        _ => "protocol error",
+    }
+}

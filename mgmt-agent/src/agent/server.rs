@@ -1,0 +1,289 @@
+//! The running agent: its state shared by the session threads, start-up
+//! (host key, authorized_keys, audit log, pairing), the accept loop with
+//! its admission checks, and the handle that stops it.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use keel_common::fsutil::atomic_write;
+
+use super::audit::AuditLog;
+use super::events::EventLog;
+use super::init_client::InitClient;
+use super::pairing::{self, Pairing};
+use super::rate_limit::{Admission, RateLimiter};
+use super::settings::{AgentSettings, HOST_KEY_FILE};
+use super::{connection, lock};
+use crate::{AuthorizedKeys, Fingerprint, HostKey, PublicKey, Role};
+
+/// The agent's state, shared by the accept loop and the session threads.
+pub struct Shared {
+    pub settings: AgentSettings,
+    pub host_key: HostKey,
+    pub authorized: Mutex<AuthorizedKeys>,
+    pub pairing: Pairing,
+    pub audit: AuditLog,
+    pub events: EventLog,
+    pub init: InitClient,
+    pub limiter: RateLimiter,
+    /// Connections being served (handshaking or established).
+    active: AtomicUsize,
+    stop: AtomicBool,
+    pub started: Instant,
+}
+
+impl Shared {
+    /// Adds a key to authorized_keys: saved (atomically, mode 0600)
+    /// before it takes effect.
+    pub fn add_key(&self, role: Role, key: PublicKey, comment: &str) -> io::Result<()> {
+        let mut keys = lock(&self.authorized);
+        let mut updated = keys.clone();
+        updated.add(role, key, comment);
+        let path = self.settings.authorized_keys_path();
+        atomic_write(&path, updated.to_text().as_bytes(), 0o600)?;
+        *keys = updated;
+        Ok(())
+    }
+}
+
+/// A running agent. Dropping it stops accepting connections.
+pub struct AgentHandle {
+    addr: SocketAddr,
+    pairing_code: Option<String>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AgentHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn host_fingerprint(&self) -> Fingerprint {
+        self.shared.host_key.fingerprint()
+    }
+
+    /// The first-boot pairing code, if no admin key existed at start.
+    pub fn pairing_code(&self) -> Option<&str> {
+        self.pairing_code.as_deref()
+    }
+
+    pub fn pairing_validity(&self) -> Duration {
+        self.shared.settings.pairing_validity
+    }
+
+    /// Stops accepting; sessions already running finish on their own.
+    pub fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(IpAddr::from([127, 0, 0, 1]));
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Blocks until the accept loop ends (never, unless shut down).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.shutdown();
+        }
+    }
+}
+
+/// Errors starting the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+pub fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AgentError + '_ {
+    move |source| AgentError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Loads the host key from the state directory, generating and saving it
+/// (atomically, mode 0600) on first start.
+pub fn load_or_create_host_key(state_dir: &Path) -> Result<HostKey, AgentError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(io_err(state_dir))?;
+    let path = state_dir.join(HOST_KEY_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => HostKey::from_pkcs8(&bytes)
+            .map_err(|e| AgentError::Config(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let key = HostKey::generate().map_err(|e| AgentError::Config(e.to_string()))?;
+            atomic_write(&path, key.pkcs8(), 0o600).map_err(io_err(&path))?;
+            Ok(key)
+        }
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+/// Starts serving on `listener` in background threads.
+pub fn serve(listener: TcpListener, settings: AgentSettings) -> Result<AgentHandle, AgentError> {
+    let host_key = load_or_create_host_key(&settings.state_dir)?;
+    let authorized = match AuthorizedKeys::load(&settings.authorized_keys_path()) {
+        Ok(k) => k,
+        Err(crate::AuthorizedKeysError::Read { source, .. })
+            if source.kind() == io::ErrorKind::NotFound =>
+        {
+            AuthorizedKeys::default()
+        }
+        Err(e) => return Err(AgentError::Config(e.to_string())),
+    };
+    let audit = AuditLog::open(settings.audit_log_path())?;
+    let has_admin = authorized.entries().iter().any(|e| e.role == Role::Admin);
+    let pairing_code =
+        if has_admin {
+            None
+        } else {
+            Some(pairing::new_code().ok_or_else(|| {
+                AgentError::Config("The system random source failed.".to_string())
+            })?)
+        };
+    let addr = listener
+        .local_addr()
+        .map_err(io_err(Path::new("listener")))?;
+    let shared = Arc::new(Shared {
+        init: InitClient::new(&settings.init_socket),
+        pairing: Pairing::new(
+            pairing_code.clone(),
+            settings.pairing_validity,
+            settings.pairing_file.clone(),
+        ),
+        limiter: RateLimiter::new(&settings),
+        settings,
+        host_key,
+        authorized: Mutex::new(authorized),
+        audit,
+        events: EventLog::default(),
+        active: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        started: Instant::now(),
+    });
+    shared.events.record(&format!(
+        "keel-agent {} listening on {addr}, host key {}",
+        keel_common::VERSION,
+        shared.host_key.fingerprint()
+    ));
+    shared.pairing.publish();
+    if pairing_code.is_some() {
+        shared
+            .events
+            .record("no admin key: first-boot pairing is open");
+    }
+    let s = shared.clone();
+    let thread = thread::Builder::new()
+        .name("keel-agent-accept".into())
+        .spawn(move || accept_loop(listener, s))
+        .map_err(io_err(Path::new("thread")))?;
+    Ok(AgentHandle {
+        addr,
+        pairing_code,
+        shared,
+        thread: Some(thread),
+    })
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for conn in listener.incoming() {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                // Out of file descriptors and the like: do not spin.
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let Ok(mut peer) = stream.peer_addr() else {
+            continue;
+        };
+        // An IPv4 client of a dual-stack listener is one source, however
+        // it is spelled.
+        peer.set_ip(peer.ip().to_canonical());
+        match shared.limiter.admit(peer.ip()) {
+            Admission::Admitted => {}
+            Admission::Refused { first } => {
+                if first {
+                    shared.audit.handshake(
+                        SocketAddr::new(peer.ip(), 0),
+                        None,
+                        "rate limited (further refusals from this address are not logged)",
+                    );
+                }
+                continue;
+            }
+        }
+        if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.settings.max_sessions {
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+            shared.limiter.finish(peer.ip(), false);
+            shared.audit.handshake(peer, None, "too many sessions");
+            continue;
+        }
+        let s = shared.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("keel-session-{peer}"))
+            .spawn(move || {
+                connection::handle(&s, stream, peer);
+                s.active.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+            shared.limiter.finish(peer.ip(), false);
+        }
+    }
+}
+
+/// How an operator names this host to reach `listen`: its IPv4 addresses
+/// (all of them, for a wildcard listener), with the port only when it is
+/// not the default. Empty while the host has no address yet.
+pub fn connect_hosts(listen: SocketAddr) -> Vec<String> {
+    let with_port = |ip| keel_common::host::agent_host(ip, listen.port());
+    if !listen.ip().is_unspecified() {
+        return vec![with_port(listen.ip())];
+    }
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut hosts: Vec<String> = addrs
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .filter(|ip| !ip.is_loopback())
+        .map(|ip| with_port(IpAddr::V4(ip)))
+        .collect();
+    hosts.dedup();
+    hosts
+}

@@ -1,0 +1,174 @@
+//! The uploads of one session: which one is open, how its messages are
+//! answered (acks, errors), and the one audit line each upload gets when
+//! it ends.
+
+use std::ops::Range;
+
+use super::{Upload, UploadError};
+use crate::agent::audit::upload_name;
+use crate::agent::dispatch::{dispatch, error};
+use crate::agent::server::Shared;
+use crate::messages::{ErrorCode, RequestId, UPLOAD_WINDOW};
+use crate::{allowed, Peer, Request, Response};
+
+/// The upload state of one session.
+pub enum UploadSlot {
+    Idle,
+    Active {
+        id: RequestId,
+        upload: Box<Upload>,
+    },
+    /// The upload with this id failed with this error: its remaining
+    /// in-flight chunks are dropped silently and `UploadFinish` repeats
+    /// the error.
+    Failed {
+        id: RequestId,
+        error: UploadError,
+    },
+}
+
+fn audit(shared: &Shared, peer: &Peer, path: &str, size: u64, outcome: &str) {
+    shared
+        .audit
+        .request(peer, &upload_name(path, size), outcome);
+}
+
+impl UploadSlot {
+    /// Ends an open upload as aborted (another request came, or the
+    /// session ended).
+    pub fn abort(&mut self, shared: &Shared, peer: &Peer) {
+        if let UploadSlot::Active { upload: u, .. } = std::mem::replace(self, UploadSlot::Idle) {
+            audit(shared, peer, &u.path, u.received, "aborted");
+        }
+    }
+
+    /// Serves one message of an upload stream. Returns `None` when there
+    /// is nothing to answer (a chunk that does not complete an ack period).
+    pub fn step(
+        &mut self,
+        shared: &Shared,
+        peer: &Peer,
+        id: RequestId,
+        request: Request,
+    ) -> Option<Response> {
+        let window = UPLOAD_WINDOW;
+        if !allowed(peer.role, &request) {
+            if let Request::Upload { path, size, .. } = &request {
+                audit(shared, peer, path, *size, "refused");
+                return Some(error(
+                    ErrorCode::Unauthorized,
+                    format!("The {} role may not upload.", peer.role),
+                ));
+            }
+            // Refuses and audits like any other request.
+            return Some(dispatch(shared, peer, &request));
+        }
+        match request {
+            Request::Upload { path, size, sha256 } => {
+                self.abort(shared, peer);
+                match Upload::start(&shared.settings.upload_root, &path, size, sha256) {
+                    Ok(upload) => {
+                        *self = UploadSlot::Active {
+                            id,
+                            upload: Box::new(upload),
+                        };
+                        Some(Response::UploadAck {
+                            received: 0,
+                            window,
+                        })
+                    }
+                    Err((kind, message)) => {
+                        audit(shared, peer, &path, size, "error");
+                        Some(error(kind, message))
+                    }
+                }
+            }
+            Request::UploadChunk { offset, mut data } => {
+                let len = data.len();
+                self.chunk(shared, peer, id, offset, &mut data, 0..len)
+            }
+            Request::UploadFinish => match std::mem::replace(self, UploadSlot::Idle) {
+                UploadSlot::Active { id: open, upload } if open == id => {
+                    let (path, size) = (upload.path.clone(), upload.size);
+                    match upload.finish() {
+                        Ok(n) => {
+                            audit(shared, peer, &path, n, "ok");
+                            shared.events.record(&format!(
+                                "upload {path} ({n} bytes) by {}",
+                                peer.fingerprint
+                            ));
+                            Some(Response::Ok)
+                        }
+                        Err((kind, message)) => {
+                            audit(shared, peer, &path, size, "error");
+                            shared
+                                .events
+                                .record(&format!("upload {path} failed: {message}"));
+                            Some(error(kind, message))
+                        }
+                    }
+                }
+                UploadSlot::Failed {
+                    id: failed,
+                    error: e,
+                } if failed == id => Some(error(e.0, e.1)),
+                other => {
+                    *self = other;
+                    Some(error(
+                        ErrorCode::Invalid,
+                        "No upload is in progress with this id.",
+                    ))
+                }
+            },
+            _ => None,
+        }
+    }
+
+    /// Serves one `UploadChunk` whose data is `buf[data]`, however it was
+    /// decoded (in place by `upload::recv`, or by postcard in `step`). An
+    /// accepted chunk's buffer goes to the upload's writer thread and
+    /// `buf` gets a spare one.
+    pub fn chunk(
+        &mut self,
+        shared: &Shared,
+        peer: &Peer,
+        id: RequestId,
+        offset: u64,
+        buf: &mut Vec<u8>,
+        data: Range<usize>,
+    ) -> Option<Response> {
+        let window = UPLOAD_WINDOW;
+        let request = Request::UploadChunk {
+            offset,
+            data: Vec::new(),
+        };
+        if !allowed(peer.role, &request) {
+            // Refuses and audits like any other request.
+            return Some(dispatch(shared, peer, &request));
+        }
+        match self {
+            UploadSlot::Active { id: open, upload } if *open == id => {
+                match upload.write(offset, buf, data, window) {
+                    Ok(()) if upload.ack_due() => Some(Response::UploadAck {
+                        received: upload.received,
+                        window,
+                    }),
+                    Ok(()) => None,
+                    Err(e) => {
+                        audit(shared, peer, &upload.path, upload.size, "error");
+                        *self = UploadSlot::Failed {
+                            id,
+                            error: e.clone(),
+                        };
+                        Some(error(e.0, e.1))
+                    }
+                }
+            }
+            UploadSlot::Failed { id: failed, .. } if *failed == id => None,
+            _ => Some(error(
+                ErrorCode::Invalid,
+                "No upload is in progress with this id.",
+            )),
+        }
+    }
+}
