@@ -5,6 +5,7 @@
 //! serial port; one thread per vCPU plus one event loop; seccomp per thread.
 
 pub mod arch;
+pub mod console;
 pub mod control;
 pub mod devices;
 pub mod exit;

@@ -10,9 +10,14 @@
 #[path = "support/payload.rs"]
 mod support;
 
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use keel_common::vmm_api::{read_frame, write_frame, VmmRequest, VmmResponse};
 use keel_vmm::arch::cpuid::CpuidProfile;
+use keel_vmm::control::ControlServer;
 use keel_vmm::exit::VmExit;
 use keel_vmm::vm::{BootSource, DiskConfig, Vm, VmConfig};
 
@@ -152,4 +157,57 @@ fn a_read_only_disk_refuses_the_write() {
     // VIRTIO_BLK_S_IOERR (1) for the write, OK for the read.
     assert_eq!(console, "10SECTOR1!\n");
     assert_eq!(after, before, "the read-only disk is unchanged");
+}
+
+fn ask(stream: &mut UnixStream, request: &VmmRequest) -> VmmResponse {
+    write_frame(stream, request).expect("request");
+    read_frame(stream).expect("answer")
+}
+
+#[test]
+fn a_silent_control_client_does_not_stop_the_event_loop() {
+    if !kvm_available("a_silent_control_client_does_not_stop_the_event_loop") {
+        return;
+    }
+    let dir = scratch("control");
+    let socket = dir.join("api.sock");
+    let control = ControlServer::bind(&socket).expect("bind the control socket");
+    let vm = Vm::new(config("control", payload("halt", &dir), &dir, vec![])).expect("build");
+    let running = std::thread::spawn(move || vm.run(Some(control)));
+    let connect = || {
+        let stream = UnixStream::connect(&socket).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream
+    };
+    // One client says nothing, one stops halfway through a frame.
+    let _silent = connect();
+    let mut half = connect();
+    half.write_all(&[0, 0, 0]).expect("write");
+    let started = Instant::now();
+    let mut client = connect();
+    match ask(&mut client, &VmmRequest::Info) {
+        VmmResponse::Info(info) => assert_eq!(info.name, "control"),
+        other => panic!("unexpected {other:?}"),
+    }
+    match ask(&mut client, &VmmRequest::Stats) {
+        VmmResponse::Stats(stats) => {
+            let console = stats
+                .devices
+                .iter()
+                .find(|d| d.name == "console")
+                .expect("console counters");
+            assert_eq!(console.counters, vec![("dropped_bytes".to_string(), 0)]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "answers took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(ask(&mut client, &VmmRequest::Kill), VmmResponse::Ok);
+    assert_eq!(running.join().expect("the VM thread"), VmExit::Killed);
+    std::fs::remove_dir_all(&dir).expect("clean up");
 }

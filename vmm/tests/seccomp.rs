@@ -17,7 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::OpenOptions;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::ExitStatusExt;
@@ -28,8 +28,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use keel_common::vmm_api::{
+    read_frame, write_frame, VmInfo, VmState, VmStats, VmmRequest, VmmResponse,
+};
+use keel_vmm::console::{CappedLog, ConsoleSinks};
+use keel_vmm::control::peer::Peer;
+use keel_vmm::control::{ControlServer, FdChange, VmControl};
 use keel_vmm::devices::bus::BusDevice;
-use keel_vmm::devices::serial::{CappedLog, ConsoleSinks, SerialDevice};
+use keel_vmm::devices::serial::SerialDevice;
 use keel_vmm::devices::virtio::{Block, BlockOptions, Interrupt, MmioTransport, Rng};
 use keel_vmm::exit::{ExitSignal, VmExit};
 use keel_vmm::seccomp::{self, ThreadKind};
@@ -518,15 +524,9 @@ fn vcpu_work() -> ! {
     let log_path = dir.join("console.log");
     let log = CappedLog::open(&log_path, 1024).expect("console log");
     let (client, mut client_peer) = UnixStream::pair().expect("pair");
-    client
-        .set_write_timeout(Some(Duration::from_secs(1)))
-        .expect("timeout");
-    let sinks = Arc::new(Mutex::new(ConsoleSinks {
-        stdout: true,
-        log: Some(log),
-        ..Default::default()
-    }));
-    sinks.lock().expect("sinks").clients.push(client);
+    let client = Arc::new(Peer::new(client).expect("peer"));
+    let sinks = Arc::new(Mutex::new(ConsoleSinks::new(true, Some(log))));
+    sinks.lock().expect("sinks").attach(client.clone());
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
     let mut serial = SerialDevice::new(serial_irq, sinks.clone());
 
@@ -624,8 +624,16 @@ fn vcpu_work() -> ! {
     client_peer
         .set_nonblocking(true)
         .expect("nonblocking client");
+    // What did not fit the socket waits in the peer's queue.
     let mut frames = Vec::new();
-    let _ = client_peer.read_to_end(&mut frames);
+    loop {
+        client.flush().expect("flush");
+        let before = frames.len();
+        let _ = client_peer.read_to_end(&mut frames);
+        if frames.len() == before {
+            break;
+        }
+    }
     assert!(
         frames.len() > text.len(),
         "the attached client got {} bytes",
@@ -638,13 +646,59 @@ fn vcpu_work() -> ! {
     std::process::exit(0)
 }
 
+/// A VM for the control server that only answers, as the event loop's
+/// would.
+#[derive(Default)]
+struct AnsweringVm {
+    consoles: Mutex<Vec<Arc<Peer>>>,
+}
+
+impl VmControl for AnsweringVm {
+    fn info(&self) -> VmInfo {
+        VmInfo {
+            name: "seccomp".into(),
+            state: VmState::Running,
+            vcpus: 1,
+            memory_mib: 64,
+            uptime_ms: 0,
+            boot_marker_ms: None,
+        }
+    }
+    fn stats(&self) -> VmStats {
+        VmStats {
+            devices: vec![],
+            exits: vec![],
+        }
+    }
+    fn pause(&self) -> Result<(), String> {
+        Ok(())
+    }
+    fn resume(&self) {}
+    fn shutdown(&self) -> bool {
+        true
+    }
+    fn kill(&self) {}
+    fn attach_console(&self, peer: Arc<Peer>) {
+        self.consoles.lock().expect("lock").push(peer);
+    }
+    fn detach_console(&self, peer: &Arc<Peer>) {
+        self.consoles
+            .lock()
+            .expect("lock")
+            .retain(|p| !Arc::ptr_eq(p, peer));
+    }
+    fn console_input(&self, data: &[u8]) -> usize {
+        data.len()
+    }
+}
+
 /// What the main thread does at run time, under its filter: an epoll loop
-/// on an eventfd standing in for an ioeventfd and on the control socket's
-/// listener; accepting a client and exchanging frames with it the way the
-/// control socket does (blocking with timeouts, console attach by cloning
-/// the stream); virtio queue processing for a disk and an entropy device;
-/// connecting to a host Unix socket; pausing by kicking a vCPU thread;
-/// removing the socket path; and ending the process.
+/// on an eventfd standing in for an ioeventfd and on the real control
+/// server (accepting a client, non-blocking reads and answers, console
+/// attach, console output sent to the attached client); virtio queue
+/// processing for a disk and an entropy device; connecting to a host Unix
+/// socket; pausing by kicking a vCPU thread; removing the socket path; and
+/// ending the process.
 #[test]
 fn vmm_filter_allows_the_event_loops_work() {
     const TEST: &str = "vmm_filter_allows_the_event_loops_work";
@@ -660,8 +714,8 @@ fn vmm_work() -> ! {
     // Setup, unconfined.
     keel_vmm::vcpu::install_kick_handler().expect("kick handler");
     let api_path = dir.join("api.sock");
-    let listener = UnixListener::bind(&api_path).expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
+    let mut server = ControlServer::bind(&api_path).expect("bind");
+    let vm = AnsweringVm::default();
     let host_path = dir.join("host.sock");
     let host_listener = UnixListener::bind(&host_path).expect("bind");
     let notify = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
@@ -690,7 +744,7 @@ fn vmm_work() -> ! {
     };
     let vcpu_pthread = vcpu.as_pthread_t();
     let (go_tx, go_rx) = mpsc::channel::<()>();
-    let (reply_tx, reply_rx) = mpsc::channel::<Vec<u8>>();
+    let (reply_tx, reply_rx) = mpsc::channel::<VmmResponse>();
     let client = {
         let api_path = api_path.clone();
         let notify = notify.try_clone().expect("clone eventfd");
@@ -698,14 +752,17 @@ fn vmm_work() -> ! {
             go_rx.recv().expect("cue");
             notify.write(1).expect("notify");
             let mut stream = UnixStream::connect(&api_path).expect("connect");
-            stream
-                .write_all(&[0, 0, 0, 4, b'i', b'n', b'f', b'o'])
-                .expect("request");
-            let mut len = [0u8; 4];
-            stream.read_exact(&mut len).expect("reply length");
-            let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-            stream.read_exact(&mut body).expect("reply body");
-            reply_tx.send(body).expect("send reply");
+            write_frame(&mut stream, &VmmRequest::Info).expect("request");
+            reply_tx
+                .send(read_frame(&mut stream).expect("reply"))
+                .expect("send reply");
+            write_frame(&mut stream, &VmmRequest::ConsoleAttach).expect("attach");
+            reply_tx
+                .send(read_frame(&mut stream).expect("attached"))
+                .expect("send reply");
+            reply_tx
+                .send(read_frame(&mut stream).expect("console output"))
+                .expect("send output");
             // Stay connected until the server hangs up.
             let mut rest = Vec::new();
             let _ = stream.read_to_end(&mut rest);
@@ -716,30 +773,24 @@ fn vmm_work() -> ! {
     // once the vCPU threads exist.
     {
         confine(ThreadKind::Vmm);
-        const NOTIFY: u64 = 1;
-        const LISTENER: u64 = 2;
-        const CONNECTION: u64 = 3;
+        const NOTIFY: u64 = u64::MAX;
         let epoll = Epoll::new().expect("epoll");
-        let add = |fd, token| {
+        let add = |fd, token, events| {
             epoll
-                .ctl(
-                    ControlOperation::Add,
-                    fd,
-                    EpollEvent::new(EventSet::IN, token),
-                )
+                .ctl(ControlOperation::Add, fd, EpollEvent::new(events, token))
                 .expect("epoll add")
         };
-        add(notify.as_raw_fd(), NOTIFY);
-        add(listener.as_raw_fd(), LISTENER);
+        add(notify.as_raw_fd(), NOTIFY, EventSet::IN);
+        for (fd, id) in server.fds() {
+            add(fd, u64::from(id), EventSet::IN);
+        }
         go_tx.send(()).expect("cue the client");
 
-        let mut connection: Option<UnixStream> = None;
-        let mut attached: Option<UnixStream> = None;
         let mut notified = false;
-        let mut answered = false;
         let mut events = vec![EpollEvent::default(); 8];
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !(notified && answered) {
+        let attached = || !vm.consoles.lock().expect("lock").is_empty();
+        while !(notified && attached()) {
             assert!(Instant::now() < deadline, "the event loop stalled");
             let n = epoll.wait(1000, &mut events).expect("epoll_wait");
             for event in &events[..n] {
@@ -750,45 +801,40 @@ fn vmm_work() -> ! {
                         entropy_request(mem, &rng_vq, || rng.queue_notify(0));
                         notified = true;
                     }
-                    LISTENER => match listener.accept() {
-                        Ok((stream, _)) => {
-                            stream.set_nonblocking(false).expect("blocking");
-                            stream
-                                .set_read_timeout(Some(Duration::from_secs(1)))
-                                .expect("read timeout");
-                            stream
-                                .set_write_timeout(Some(Duration::from_secs(1)))
-                                .expect("write timeout");
-                            add(stream.as_raw_fd(), CONNECTION);
-                            connection = Some(stream);
+                    token => {
+                        let id = u32::try_from(token).expect("control id");
+                        for change in server.handle(id, &vm) {
+                            match change {
+                                FdChange::Add { fd, id, events } => add(fd, u64::from(id), events),
+                                FdChange::Remove(peer) => panic!(
+                                    "the server dropped its client (fd {})",
+                                    peer.as_raw_fd()
+                                ),
+                            }
                         }
-                        Err(err) if err.kind() == ErrorKind::WouldBlock => {}
-                        Err(err) => panic!("accept: {err}"),
-                    },
-                    CONNECTION => {
-                        let stream = connection.as_mut().expect("connection");
-                        let mut len = [0u8; 4];
-                        stream.read_exact(&mut len).expect("request length");
-                        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-                        stream.read_exact(&mut body).expect("request body");
-                        assert_eq!(body, b"info");
-                        let reply = b"running";
-                        let mut frame = (reply.len() as u32).to_be_bytes().to_vec();
-                        frame.extend_from_slice(reply);
-                        stream.write_all(&frame).expect("reply");
-                        // Console attach keeps a clone of the stream.
-                        attached = Some(stream.try_clone().expect("try_clone"));
-                        answered = true;
                     }
-                    other => panic!("unexpected token {other}"),
                 }
             }
         }
-        // The client got its answer.
+        // The client got its answers.
         let reply = reply_rx
             .recv_timeout(Duration::from_secs(5))
             .expect("reply");
-        assert_eq!(reply, b"running");
+        assert!(matches!(reply, VmmResponse::Info(info) if info.name == "seccomp"));
+        let reply = reply_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("reply");
+        assert_eq!(reply, VmmResponse::Ok);
+        // Console output reaches the attached client.
+        let mut sinks = ConsoleSinks::default();
+        for peer in vm.consoles.lock().expect("lock").iter() {
+            sinks.attach(peer.clone());
+        }
+        sinks.write(b"console");
+        let output = reply_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("output");
+        assert_eq!(output, VmmResponse::Console(b"console".to_vec()));
         // Interrupts were raised through the irqfds.
         assert_eq!(blk_irq.read().expect("blk irq"), 4);
         assert_eq!(rng_irq.read().expect("rng irq"), 1);
@@ -804,20 +850,12 @@ fn vmm_work() -> ! {
         }
         gate.open();
         vcpu.join().expect("vcpu thread");
-        // Hanging up on the client, removing the socket path, exiting.
-        let stream = connection.take().expect("connection");
-        epoll
-            .ctl(
-                ControlOperation::Delete,
-                stream.as_raw_fd(),
-                EpollEvent::default(),
-            )
-            .expect("epoll delete");
-        drop(stream);
-        drop(attached);
+        // Hanging up on the client and removing the socket path (the
+        // server's drop), then exiting.
+        drop(sinks);
+        vm.consoles.lock().expect("lock").clear();
+        drop(server);
         client.join().expect("client thread");
-        drop(listener);
-        std::fs::remove_file(&api_path).expect("unlink the socket");
         eprintln!("vmm: work done under the filter");
         // The process ends from the confined thread, as main does.
         std::process::exit(0)

@@ -1,16 +1,14 @@
 //! The guest console: a 16550A UART (vm-superio) on COM1 whose output goes
-//! to every console sink (the VMM's stdout, a size-capped log file, and
-//! attached control-socket clients).
+//! to the console sinks (see [`crate::console`]).
 
-use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::bus::BusDevice;
+use crate::console::ConsoleSinks;
 
 /// Raises the UART's interrupt through an irqfd.
 pub struct IrqTrigger(pub EventFd);
@@ -19,82 +17,6 @@ impl Trigger for IrqTrigger {
     type E = std::io::Error;
     fn trigger(&self) -> std::io::Result<()> {
         self.0.write(1)
-    }
-}
-
-/// A console log file that never grows past `cap` bytes: when full, it is
-/// moved to `NAME.1` (replacing the previous one) and started afresh.
-pub struct CappedLog {
-    path: PathBuf,
-    file: File,
-    written: u64,
-    cap: u64,
-}
-
-impl CappedLog {
-    pub fn open(path: &Path, cap: u64) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        let written = file.metadata()?.len();
-        Ok(CappedLog {
-            path: path.to_path_buf(),
-            file,
-            written,
-            cap: cap.max(1024),
-        })
-    }
-
-    fn rotate(&mut self) -> std::io::Result<()> {
-        let mut old = self.path.clone().into_os_string();
-        old.push(".1");
-        std::fs::rename(&self.path, &old)?;
-        self.file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        self.written = 0;
-        Ok(())
-    }
-
-    pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
-        if self.written + data.len() as u64 > self.cap {
-            self.rotate()?;
-        }
-        self.file.write_all(data)?;
-        self.written += data.len() as u64;
-        Ok(())
-    }
-}
-
-/// Where console output goes. Shared with the control socket, which adds
-/// and removes attached clients.
-#[derive(Default)]
-pub struct ConsoleSinks {
-    pub stdout: bool,
-    pub log: Option<CappedLog>,
-    /// Attached control-socket clients, sent `Console` frames; a client
-    /// that fails or stalls is dropped.
-    pub clients: Vec<std::os::unix::net::UnixStream>,
-}
-
-impl ConsoleSinks {
-    pub fn write(&mut self, data: &[u8]) {
-        if self.stdout {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(data);
-            let _ = out.flush();
-        }
-        if let Some(log) = self.log.as_mut() {
-            if let Err(err) = log.write(data) {
-                log::warn!("console log write failed ({err}); logging stopped");
-                self.log = None;
-            }
-        }
-        let frame = keel_common::vmm_api::VmmResponse::Console(data.to_vec());
-        self.clients
-            .retain_mut(|client| keel_common::vmm_api::write_frame(client, &frame).is_ok());
     }
 }
 
@@ -151,6 +73,8 @@ impl BusDevice for SerialDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::console::CappedLog;
+    use crate::control::peer::Peer;
 
     #[test]
     fn output_reaches_the_log_and_clients_and_input_reaches_the_guest() {
@@ -158,11 +82,11 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("mkdir");
         let log = CappedLog::open(&dir.join("console.log"), 1024).expect("log");
         let (tx, mut rx) = std::os::unix::net::UnixStream::pair().expect("pair");
-        let sinks = Arc::new(Mutex::new(ConsoleSinks {
-            stdout: false,
-            log: Some(log),
-            clients: vec![tx],
-        }));
+        let sinks = Arc::new(Mutex::new(ConsoleSinks::new(false, Some(log))));
+        sinks
+            .lock()
+            .expect("sinks")
+            .attach(Arc::new(Peer::new(tx).expect("peer")));
         let mut dev = SerialDevice::new(EventFd::new(libc::EFD_NONBLOCK).expect("irq"), sinks);
         for b in b"hello" {
             dev.write(0, &[*b]);
@@ -188,25 +112,6 @@ mod tests {
         assert_eq!(rbr[0], b'x');
         dev.write(0x1000, &[1]);
         dev.read(0x1000, &mut rbr);
-        std::fs::remove_dir_all(&dir).expect("cleanup");
-    }
-
-    #[test]
-    fn log_is_capped_by_rotation() {
-        let dir = std::env::temp_dir().join(format!("keel-caplog-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let path = dir.join("c.log");
-        let mut log = CappedLog::open(&path, 1024).expect("open");
-        for _ in 0..10 {
-            log.write(&[b'a'; 300]).expect("write");
-        }
-        assert!(std::fs::metadata(&path).expect("meta").len() <= 1024);
-        assert!(
-            std::fs::metadata(dir.join("c.log.1"))
-                .expect("rotated")
-                .len()
-                <= 1024
-        );
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -18,12 +18,13 @@ use crate::arch::boot::{self, BootEntry, BootPayload};
 use crate::arch::cpuid;
 use crate::arch::layout::*;
 use crate::arch::regs::{self, EntryMode};
+use crate::console::{CappedLog, ConsoleSinks};
 use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::boot_timer::{BootMarker, BootTimer};
 use crate::devices::bus::Bus;
 use crate::devices::i8042::I8042;
 use crate::devices::pvpanic::PvPanic;
-use crate::devices::serial::{CappedLog, ConsoleSinks, SerialDevice};
+use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::net::user::{UserNet, UserNetConfig};
 use crate::devices::virtio::{
     self, Block, BlockOptions, Interrupt, MmioTransport, Net, NetBackend, Rng, Tap, VirtioDevice,
@@ -173,20 +174,19 @@ impl VmBuilder {
     /// i8042 (reset), ACPI PM (power off), pvpanic and the boot timer.
     fn legacy_devices(&self) -> Result<LegacyDevices, VmError> {
         let config = &self.config;
-        let mut sinks = ConsoleSinks {
-            stdout: config.console_stdio,
-            ..Default::default()
-        };
-        if let Some(path) = &config.console_log {
-            let log = CappedLog::open(path, config.console_log_cap).map_err(|source| {
-                VmError::ConsoleLog {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-            sinks.log = Some(log);
-        }
-        let sinks = Arc::new(Mutex::new(sinks));
+        let log = config
+            .console_log
+            .as_ref()
+            .map(|path| {
+                CappedLog::open(path, config.console_log_cap).map_err(|source| {
+                    VmError::ConsoleLog {
+                        path: path.clone(),
+                        source,
+                    }
+                })
+            })
+            .transpose()?;
+        let sinks = Arc::new(Mutex::new(ConsoleSinks::new(config.console_stdio, log)));
         let boot_marker = BootMarker::default();
         let serial = Arc::new(Mutex::new(SerialDevice::new(
             self.irqfd(SERIAL_IRQ)?,

@@ -7,7 +7,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::token::Token;
 use super::Vm;
-use crate::control::{ControlServer, FdChange};
+use crate::control::{ControlServer, FdChange, VmControl};
 use crate::exit::VmExit;
 
 pub(super) struct EventLoop<'a> {
@@ -128,8 +128,9 @@ impl<'a> EventLoop<'a> {
         };
         for change in server.handle(id, self.vm) {
             let result = match change {
-                FdChange::Add(fd, id) => self.add(fd, Token::Control(id), EventSet::IN),
-                FdChange::Remove(stream) => self.remove(stream.as_raw_fd()),
+                FdChange::Add { fd, id, events } => self.add(fd, Token::Control(id), events),
+                // The peer is dropped once out of the set.
+                FdChange::Remove(peer) => self.remove(peer.as_raw_fd()),
             };
             if let Err(err) = result {
                 log::warn!("control socket: epoll update failed: {err}");

@@ -1,9 +1,11 @@
 //! A VM built from its configuration ([`builder`]) and run: vCPU threads,
 //! seccomp, and the event loop ([`event_loop`]) that serves virtio
-//! notifications, console input, the control socket and the exit signal.
+//! notifications, console input, the control socket ([`control`] is what
+//! it may ask of the VM) and the exit signal.
 
 mod builder;
 mod config;
+mod control;
 mod error;
 mod event_loop;
 mod token;
@@ -12,7 +14,7 @@ use std::os::fd::RawFd;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
@@ -20,10 +22,11 @@ use vmm_sys_util::eventfd::EventFd;
 pub use config::{BootSource, DiskConfig, NetBackendConfig, NetConfig, VmConfig, VsockConfig};
 pub use error::{DeviceError, VmError};
 
+use crate::console::ConsoleSinks;
 use crate::control::ControlServer;
 use crate::devices::boot_timer::BootMarker;
 use crate::devices::i8042::I8042;
-use crate::devices::serial::{ConsoleSinks, SerialDevice};
+use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::MmioTransport;
 use crate::exit::{ExitSignal, VmExit};
 use crate::seccomp::{self, Policy, ThreadKind};
@@ -48,13 +51,13 @@ pub struct Vm {
     vcpus: Vec<Vcpu>,
     virtio: Vec<VirtioSlot>,
     serial: Arc<Mutex<SerialDevice>>,
-    pub i8042: Arc<Mutex<I8042>>,
-    pub exit: Arc<ExitSignal>,
-    pub counters: Arc<ExitCounters>,
-    pub state: Arc<RunState>,
-    pub boot_marker: BootMarker,
-    pub sinks: Arc<Mutex<ConsoleSinks>>,
-    pub started: Instant,
+    i8042: Arc<Mutex<I8042>>,
+    exit: Arc<ExitSignal>,
+    counters: Arc<ExitCounters>,
+    state: Arc<RunState>,
+    boot_marker: BootMarker,
+    sinks: Arc<Mutex<ConsoleSinks>>,
+    started: Instant,
     vcpu_threads: Mutex<Vec<libc::pthread_t>>,
 }
 
@@ -66,61 +69,6 @@ impl Vm {
 
     pub fn config(&self) -> &VmConfig {
         &self.config
-    }
-
-    /// Per-device counters, for `stats`.
-    pub fn device_counters(&self) -> Vec<(String, Vec<(String, u64)>)> {
-        self.virtio
-            .iter()
-            .map(|slot| {
-                let counters = slot
-                    .transport
-                    .lock()
-                    .map(|t| {
-                        t.counters()
-                            .into_iter()
-                            .map(|(k, v)| (k.to_string(), v))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (slot.name.clone(), counters)
-            })
-            .collect()
-    }
-
-    /// Feeds console input to the guest's UART.
-    pub fn console_input(&self, data: &[u8]) -> usize {
-        self.serial.lock().map(|mut s| s.input(data)).unwrap_or(0)
-    }
-
-    /// Pauses every vCPU and waits until each has left KVM_RUN.
-    pub fn pause(&self) -> Result<(), String> {
-        self.state.set_paused(true);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        // A kick can land just before a vCPU enters KVM_RUN; kick again
-        // until every vCPU reports itself parked.
-        while self.state.parked() < usize::from(self.config.vcpus) {
-            if Instant::now() > deadline {
-                return Err("the vCPUs did not stop within 2 s".into());
-            }
-            self.kick_vcpus();
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(())
-    }
-
-    pub fn resume(&self) {
-        self.state.set_paused(false);
-    }
-
-    fn kick_vcpus(&self) {
-        if let Ok(threads) = self.vcpu_threads.lock() {
-            for thread in threads.iter() {
-                // SAFETY: the pthread handles belong to vCPU threads that live
-                // as long as the process; the signal's handler does nothing.
-                unsafe { libc::pthread_kill(*thread, vcpu::kick_signal()) };
-            }
-        }
     }
 
     /// Runs the VM until it ends and returns why it ended.
