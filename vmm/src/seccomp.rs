@@ -419,13 +419,9 @@ pub struct Policy {
     pub user_net: bool,
 }
 
-/// The compiled filter for `kind` (x86_64): allow-listed system calls are
-/// allowed, everything else kills the process.
-pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
-    filter_with(kind, Policy::default())
-}
-
-/// As [`filter`], widened by `policy`.
+/// The compiled filter for `kind` (x86_64), widened by `policy`:
+/// allow-listed system calls are allowed, everything else kills the
+/// process.
 pub fn filter_with(kind: ThreadKind, policy: Policy) -> Result<BpfProgram, SeccompError> {
     let build = |source| SeccompError::Build { kind, source };
     let rules = rule_map(kind, policy).map_err(build)?;
@@ -501,6 +497,10 @@ mod tests {
                 other => panic!("unexpected BPF opcode {other:#x}"),
             }
         }
+    }
+
+    fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
+        filter_with(kind, Policy::default())
     }
 
     fn action(kind: ThreadKind, nr: i64, args: [u64; 6]) -> u32 {

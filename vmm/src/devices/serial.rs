@@ -11,7 +11,7 @@ use super::bus::BusDevice;
 use crate::console::ConsoleSinks;
 
 /// Raises the UART's interrupt through an irqfd.
-pub struct IrqTrigger(pub EventFd);
+struct IrqTrigger(EventFd);
 
 impl Trigger for IrqTrigger {
     type E = std::io::Error;
@@ -21,7 +21,7 @@ impl Trigger for IrqTrigger {
 }
 
 /// The UART's output writer.
-pub struct SinkWriter(pub Arc<Mutex<ConsoleSinks>>);
+struct SinkWriter(Arc<Mutex<ConsoleSinks>>);
 
 impl Write for SinkWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -38,7 +38,7 @@ impl Write for SinkWriter {
 
 /// COM1 on the port bus.
 pub struct SerialDevice {
-    pub uart: Serial<IrqTrigger, vm_superio::serial::NoEvents, SinkWriter>,
+    uart: Serial<IrqTrigger, vm_superio::serial::NoEvents, SinkWriter>,
 }
 
 impl SerialDevice {

@@ -67,10 +67,6 @@ impl Vm {
         builder::VmBuilder::new(config)?.build()
     }
 
-    pub fn config(&self) -> &VmConfig {
-        &self.config
-    }
-
     /// Runs the VM until it ends and returns why it ended.
     pub fn run(mut self, control: Option<ControlServer>) -> VmExit {
         if let Err(err) = vcpu::install_kick_handler() {

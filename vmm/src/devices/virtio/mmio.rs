@@ -184,7 +184,8 @@ impl MmioTransport {
     }
 
     /// Whether the driver finished initialisation and the device is running.
-    pub fn is_activated(&self) -> bool {
+    #[cfg(test)]
+    fn is_activated(&self) -> bool {
         self.activated
     }
 

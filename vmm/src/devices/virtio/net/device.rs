@@ -181,7 +181,8 @@ impl Net {
     }
 
     /// The guest's MAC address.
-    pub fn mac(&self) -> MacAddr {
+    #[cfg(test)]
+    fn mac(&self) -> MacAddr {
         let mut mac = [0u8; 6];
         mac.copy_from_slice(&self.config[..6]);
         MacAddr(mac)

@@ -317,7 +317,8 @@ impl UserNet {
 
     /// The host addresses the forwards actually listen on (port 0 rules
     /// got an ephemeral port), in rule order.
-    pub fn hostfwd_addrs(&self) -> Vec<SocketAddr> {
+    #[cfg(test)]
+    fn hostfwd_addrs(&self) -> Vec<SocketAddr> {
         self.forwards
             .iter()
             .map(|f| {
