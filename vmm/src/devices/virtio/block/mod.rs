@@ -1,0 +1,674 @@
+//! Virtio block device over a raw disk image (a regular file or a host
+//! block device).
+//!
+//! One queue, requests handled synchronously on the caller's thread. Data
+//! moves between guest memory and the file with pread/pwrite straight into
+//! the guest's buffers (no bounce buffer); every descriptor is checked
+//! against guest memory and every request against the disk size before any
+//! byte moves, so a refused request changes neither.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use log::{debug, warn};
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
+    VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
+    VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
+    VIRTIO_BLK_T_OUT,
+};
+use virtio_queue::desc::split::Descriptor;
+use virtio_queue::{DescriptorChain, Queue};
+use vm_memory::bitmap::BitmapSlice;
+use vm_memory::{
+    Bytes, GuestMemory, GuestMemoryError, GuestMemoryMmap, Permissions, ReadVolatile,
+    VolatileMemoryError, VolatileSlice, WriteVolatile,
+};
+
+use super::{
+    read_config_bytes, serve_queue, ActivateError, VirtioDevice, TYPE_BLOCK, VIRTIO_F_VERSION_1,
+};
+
+/// Size of the request queue offered to the driver.
+pub const QUEUE_SIZE: u16 = 256;
+/// Bytes per sector: the unit of `capacity` and of request offsets.
+pub const SECTOR_SIZE: u64 = 512;
+/// Most data segments per request (`seg_max`). Header and status take two
+/// more descriptors, and a driver without indirect descriptors needs the
+/// whole chain to fit in the queue, so this stays below `QUEUE_SIZE - 2`.
+pub const SEG_MAX: u32 = 128;
+/// Largest data segment (`size_max`).
+pub const SEGMENT_SIZE_MAX: u32 = 32 * 1024;
+/// Largest request, in data bytes (4 MiB). A driver honouring `seg_max`
+/// and `size_max` cannot exceed it; anything bigger is refused so that one
+/// request cannot hold the caller's thread for long. Linux's default
+/// request limit (1280 KiB) is well inside it.
+pub const MAX_REQUEST_BYTES: u64 = SEG_MAX as u64 * SEGMENT_SIZE_MAX as u64;
+
+/// Length of the disk identifier returned by `VIRTIO_BLK_T_GET_ID`.
+pub const ID_BYTES: usize = VIRTIO_BLK_ID_BYTES as usize;
+
+/// A chain longer than this is not a request the driver may build; it is
+/// returned unprocessed.
+const MAX_DESCRIPTORS: usize = SEG_MAX as usize + 2;
+
+/// Size of the request header (`struct virtio_blk_outhdr`).
+const HEADER_LEN: u32 = 16;
+
+/// Config space up to and including `blk_size`; the rest reads as zero.
+const CONFIG_LEN: usize = 24;
+
+/// How the disk is presented to the guest.
+#[derive(Clone, Debug, Default)]
+pub struct BlockOptions {
+    /// Refuse writes and tell the driver (`VIRTIO_BLK_F_RO`).
+    pub read_only: bool,
+    /// Disk identifier for `VIRTIO_BLK_T_GET_ID` (Linux shows it as
+    /// `/sys/block/vdX/serial`); at most 20 bytes, empty for none.
+    pub serial: String,
+}
+
+/// Why a block device could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("cannot open the disk image {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("cannot find the size of the disk image: {0}")]
+    Size(#[source] io::Error),
+    #[error("the disk serial is {0} bytes long but at most 20 fit")]
+    SerialTooLong(usize),
+}
+
+/// Why one request failed; logged, then reported to the guest as a status.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error("the chain has no header descriptor")]
+    MissingHeader,
+    #[error("the header descriptor is device-writable")]
+    WritableHeader,
+    #[error("the header descriptor holds {0} bytes, fewer than 16")]
+    ShortHeader(u32),
+    #[error("cannot read the request header: {0}")]
+    Header(#[source] GuestMemoryError),
+    #[error("request type {0} is not supported")]
+    Unsupported(u32),
+    #[error("a data descriptor points the wrong way for this request")]
+    Direction,
+    #[error("a data descriptor is empty")]
+    EmptyDescriptor,
+    #[error("the request carries {0} bytes or more, over the limit")]
+    TooLarge(u64),
+    #[error("the data length {0} is not a whole number of sectors")]
+    Unaligned(u64),
+    #[error("{len} bytes at sector {sector} do not fit on the disk")]
+    OutOfRange { sector: u64, len: u64 },
+    #[error("a data buffer lies outside guest memory")]
+    BadBuffer,
+    #[error("the disk is read-only")]
+    ReadOnly,
+    #[error("flushing the disk failed: {0}")]
+    Flush(#[source] io::Error),
+    #[error("moving data between the disk and guest memory failed: {0}")]
+    Transfer(#[source] GuestMemoryError),
+}
+
+impl RequestError {
+    fn status(&self) -> u8 {
+        match self {
+            RequestError::Unsupported(_) => VIRTIO_BLK_S_UNSUPP as u8,
+            _ => VIRTIO_BLK_S_IOERR as u8,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    read_requests: u64,
+    write_requests: u64,
+    flush_requests: u64,
+    read_bytes: u64,
+    write_bytes: u64,
+    errors: u64,
+}
+
+/// The backing file and everything needed to serve requests against it.
+struct Disk {
+    file: File,
+    read_only: bool,
+    /// Size in bytes, a whole number of sectors.
+    size: u64,
+    id: [u8; ID_BYTES],
+    counters: Counters,
+}
+
+/// What the driver handed over at DRIVER_OK.
+struct Active {
+    mem: GuestMemoryMmap,
+    queue: Queue,
+}
+
+/// A virtio-blk device.
+pub struct Block {
+    disk: Disk,
+    config: [u8; CONFIG_LEN],
+    features: u64,
+    acked_features: u64,
+    active: Option<Active>,
+}
+
+impl Block {
+    /// Opens `path` (read-write unless `options.read_only`) and wraps it.
+    pub fn open(path: &Path, options: BlockOptions) -> Result<Self, BlockError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!options.read_only)
+            .open(path)
+            .map_err(|source| BlockError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Self::new(file, options)
+    }
+
+    /// Wraps an open disk image. The capacity is its current size rounded
+    /// down to whole sectors.
+    pub fn new(mut file: File, options: BlockOptions) -> Result<Self, BlockError> {
+        let serial = options.serial.as_bytes();
+        if serial.len() > ID_BYTES {
+            return Err(BlockError::SerialTooLong(serial.len()));
+        }
+        let mut id = [0u8; ID_BYTES];
+        id[..serial.len()].copy_from_slice(serial);
+
+        // Seeking works for host block devices too, where metadata().len() is 0.
+        let bytes = file.seek(SeekFrom::End(0)).map_err(BlockError::Size)?;
+        if bytes % SECTOR_SIZE != 0 {
+            warn!(
+                "virtio-blk: disk size {bytes} is not a whole number of sectors; the last {} bytes are unreachable",
+                bytes % SECTOR_SIZE
+            );
+        }
+        let capacity = bytes / SECTOR_SIZE;
+
+        let mut config = [0u8; CONFIG_LEN];
+        config[0..8].copy_from_slice(&capacity.to_le_bytes());
+        config[8..12].copy_from_slice(&SEGMENT_SIZE_MAX.to_le_bytes());
+        config[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
+        // 16..20 is the geometry, which we do not offer.
+        config[20..24].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
+
+        let mut features = VIRTIO_F_VERSION_1
+            | (1 << VIRTIO_BLK_F_FLUSH)
+            | (1 << VIRTIO_BLK_F_SEG_MAX)
+            | (1 << VIRTIO_BLK_F_SIZE_MAX)
+            | (1 << VIRTIO_BLK_F_BLK_SIZE);
+        if options.read_only {
+            features |= 1 << VIRTIO_BLK_F_RO;
+        }
+
+        Ok(Block {
+            disk: Disk {
+                file,
+                read_only: options.read_only,
+                size: capacity * SECTOR_SIZE,
+                id,
+                counters: Counters::default(),
+            },
+            config,
+            features,
+            acked_features: 0,
+            active: None,
+        })
+    }
+
+    /// The disk size in sectors.
+    pub fn capacity(&self) -> u64 {
+        self.disk.size / SECTOR_SIZE
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        TYPE_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn device_features(&self) -> u64 {
+        self.features
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        // Every field we expose is read-only.
+        debug!(
+            "virtio-blk: ignoring a {}-byte config write at {offset:#x}",
+            data.len()
+        );
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        mut queues: Vec<Queue>,
+        acked_features: u64,
+    ) -> Result<(), ActivateError> {
+        if self.active.is_some() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        if queues.len() != 1 {
+            return Err(ActivateError::QueueCount {
+                expected: 1,
+                got: queues.len(),
+            });
+        }
+        let Some(queue) = queues.pop() else {
+            return Err(ActivateError::QueueCount {
+                expected: 1,
+                got: 0,
+            });
+        };
+        self.acked_features = acked_features & self.features;
+        self.active = Some(Active { mem, queue });
+        Ok(())
+    }
+
+    fn process_queue(&mut self, index: usize) -> bool {
+        let Some(active) = self.active.as_mut() else {
+            return false;
+        };
+        if index != 0 {
+            return false;
+        }
+        let mem = &active.mem;
+        serve_queue("virtio-blk", &mut active.queue, mem, |chain| {
+            self.disk.handle_chain(mem, chain)
+        })
+    }
+
+    fn reset(&mut self) {
+        self.active = None;
+        self.acked_features = 0;
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.disk.counters;
+        vec![
+            ("read_requests", c.read_requests),
+            ("write_requests", c.write_requests),
+            ("flush_requests", c.flush_requests),
+            ("read_bytes", c.read_bytes),
+            ("write_bytes", c.write_bytes),
+            ("errors", c.errors),
+        ]
+    }
+}
+
+impl Disk {
+    /// Serves one chain and returns the used length: the bytes written into
+    /// device-writable buffers, status byte included, or 0 when the chain
+    /// is dropped because there is nowhere valid to put the status.
+    fn handle_chain(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        chain: DescriptorChain<&GuestMemoryMmap>,
+    ) -> u32 {
+        // The chain iterator already stops at loops and at queue-size many
+        // descriptors; this bounds what we hold in memory further.
+        let descs: Vec<Descriptor> = chain.take(MAX_DESCRIPTORS + 1).collect();
+        if descs.len() > MAX_DESCRIPTORS {
+            debug!("virtio-blk: dropping a chain of more than {MAX_DESCRIPTORS} descriptors");
+            self.counters.errors += 1;
+            return 0;
+        }
+        let Some((status, request)) = descs.split_last() else {
+            debug!("virtio-blk: dropping an empty chain");
+            self.counters.errors += 1;
+            return 0;
+        };
+        if !status.is_write_only()
+            || status.len() == 0
+            || !mem.check_range(status.addr(), 1, Permissions::Write)
+        {
+            debug!("virtio-blk: dropping a chain without a usable status descriptor");
+            self.counters.errors += 1;
+            return 0;
+        }
+
+        let (code, written) = match self.execute(mem, request) {
+            Ok(written) => (VIRTIO_BLK_S_OK as u8, written),
+            Err(e) => {
+                debug!("virtio-blk: request failed: {e}");
+                self.counters.errors += 1;
+                (e.status(), 0)
+            }
+        };
+        if let Err(e) = mem.write_obj(code, status.addr()) {
+            debug!("virtio-blk: cannot write the status byte: {e}");
+            self.counters.errors += 1;
+            return 0;
+        }
+        written.saturating_add(1)
+    }
+
+    /// Runs the request made of `descs` (header, then data) and returns how
+    /// many bytes it wrote into guest buffers.
+    fn execute(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        descs: &[Descriptor],
+    ) -> Result<u32, RequestError> {
+        let (header, data) = descs.split_first().ok_or(RequestError::MissingHeader)?;
+        if header.is_write_only() {
+            return Err(RequestError::WritableHeader);
+        }
+        if header.len() < HEADER_LEN {
+            return Err(RequestError::ShortHeader(header.len()));
+        }
+        let mut raw = [0u8; HEADER_LEN as usize];
+        mem.read_slice(&mut raw, header.addr())
+            .map_err(RequestError::Header)?;
+        let request_type = u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+        let sector = u64::from_le_bytes([
+            raw[8], raw[9], raw[10], raw[11], raw[12], raw[13], raw[14], raw[15],
+        ]);
+
+        match request_type {
+            VIRTIO_BLK_T_IN => {
+                let len = self.check_transfer(mem, data, true, sector)?;
+                self.transfer(mem, data, sector * SECTOR_SIZE, len, true)?;
+                self.counters.read_requests += 1;
+                self.counters.read_bytes += len;
+                // len <= MAX_REQUEST_BYTES, far below u32::MAX.
+                Ok(len as u32)
+            }
+            VIRTIO_BLK_T_OUT => {
+                if self.read_only {
+                    return Err(RequestError::ReadOnly);
+                }
+                let len = self.check_transfer(mem, data, false, sector)?;
+                self.transfer(mem, data, sector * SECTOR_SIZE, len, false)?;
+                self.counters.write_requests += 1;
+                self.counters.write_bytes += len;
+                Ok(0)
+            }
+            VIRTIO_BLK_T_FLUSH => {
+                // Data descriptors and the sector field mean nothing here.
+                self.file.sync_data().map_err(RequestError::Flush)?;
+                self.counters.flush_requests += 1;
+                Ok(0)
+            }
+            VIRTIO_BLK_T_GET_ID => {
+                check_buffers(mem, data, true)?;
+                let mut written = 0;
+                for d in data {
+                    let Some(rest) = self.id.get(written..).filter(|r| !r.is_empty()) else {
+                        break;
+                    };
+                    let n = rest.len().min(d.len() as usize);
+                    mem.write_slice(&rest[..n], d.addr())
+                        .map_err(RequestError::Transfer)?;
+                    written += n;
+                }
+                // written <= ID_BYTES.
+                Ok(written as u32)
+            }
+            other => Err(RequestError::Unsupported(other)),
+        }
+    }
+
+    /// Moves `len` bytes between the file at `offset` and the checked
+    /// buffers `data`: into guest memory when `to_guest`, else out of it.
+    fn transfer(
+        &self,
+        mem: &GuestMemoryMmap,
+        data: &[Descriptor],
+        offset: u64,
+        len: u64,
+        to_guest: bool,
+    ) -> Result<(), RequestError> {
+        if self.transfer_vectored(mem, data, offset, len, to_guest)? {
+            return Ok(());
+        }
+        // A buffer spans two memory regions: one segment at a time.
+        let mut file = FileAt::new(&self.file, offset);
+        for d in data {
+            let result = if to_guest {
+                mem.read_exact_volatile_from(d.addr(), &mut file, d.len() as usize)
+            } else {
+                mem.write_all_volatile_to(d.addr(), &mut file, d.len() as usize)
+            };
+            result.map_err(RequestError::Transfer)?;
+        }
+        Ok(())
+    }
+
+    /// Moves a whole request with one preadv/pwritev, as the host would do
+    /// it, instead of one syscall per segment. Returns false (nothing done)
+    /// when a buffer spans two memory regions; the caller then copies
+    /// segment by segment. The buffers were checked by `check_transfer`.
+    fn transfer_vectored(
+        &self,
+        mem: &GuestMemoryMmap,
+        data: &[Descriptor],
+        offset: u64,
+        len: u64,
+        to_guest: bool,
+    ) -> Result<bool, RequestError> {
+        let mut slices = Vec::with_capacity(data.len());
+        for d in data {
+            match vm_memory::GuestMemoryBackend::get_slice(mem, d.addr(), d.len() as usize) {
+                Ok(slice) => slices.push(slice),
+                Err(_) => return Ok(false),
+            }
+        }
+        let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard_mut()).collect();
+        let mut iovecs: Vec<libc::iovec> = guards
+            .iter()
+            .zip(&slices)
+            .map(|(g, s)| libc::iovec {
+                iov_base: g.as_ptr().cast(),
+                iov_len: s.len(),
+            })
+            .collect();
+        let fd = self.file.as_raw_fd();
+        let (mut done, mut first) = (0u64, 0usize);
+        while done < len {
+            let iov = &iovecs[first..];
+            let (base, count) = (
+                iov.as_ptr(),
+                iov.len().min(libc::UIO_MAXIOV as usize) as libc::c_int,
+            );
+            let at = (offset + done) as libc::off_t;
+            let n = if to_guest {
+                // SAFETY: every iovec points into mapped guest memory that the
+                // guards keep valid for the call, within bounds checked above.
+                unsafe { libc::preadv(fd, base, count, at) }
+            } else {
+                // SAFETY: as above; the kernel only reads these buffers.
+                unsafe { libc::pwritev(fd, base, count, at) }
+            };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(RequestError::Transfer(
+                    vm_memory::GuestMemoryError::IOError(err),
+                ));
+            }
+            if n == 0 {
+                let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "the disk file ended early");
+                return Err(RequestError::Transfer(
+                    vm_memory::GuestMemoryError::IOError(eof),
+                ));
+            }
+            // Skip what a short transfer finished and trim the next iovec.
+            let mut left = n as usize;
+            done += left as u64;
+            while first < iovecs.len() && left >= iovecs[first].iov_len {
+                left -= iovecs[first].iov_len;
+                first += 1;
+            }
+            if let Some(iov) = iovecs.get_mut(first) {
+                // SAFETY: `left` is less than this iovec's length, so the
+                // advanced pointer stays inside the same buffer.
+                iov.iov_base = unsafe { iov.iov_base.cast::<u8>().add(left) }.cast();
+                iov.iov_len -= left;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Checks a read (`to_guest`) or write of `data` at `sector`: buffers
+    /// valid and pointing the right way, whole sectors, inside the disk.
+    /// Returns the data length.
+    fn check_transfer(
+        &self,
+        mem: &GuestMemoryMmap,
+        data: &[Descriptor],
+        to_guest: bool,
+        sector: u64,
+    ) -> Result<u64, RequestError> {
+        let len = check_buffers(mem, data, to_guest)?;
+        if len % SECTOR_SIZE != 0 {
+            return Err(RequestError::Unaligned(len));
+        }
+        let end = sector
+            .checked_mul(SECTOR_SIZE)
+            .and_then(|start| start.checked_add(len));
+        match end {
+            Some(end) if end <= self.size => Ok(len),
+            _ => Err(RequestError::OutOfRange { sector, len }),
+        }
+    }
+}
+
+/// Checks that every data descriptor is non-empty, device-writable exactly
+/// when `to_guest`, and inside guest memory, and that together they stay
+/// under `MAX_REQUEST_BYTES`. Returns their total length.
+fn check_buffers(
+    mem: &GuestMemoryMmap,
+    data: &[Descriptor],
+    to_guest: bool,
+) -> Result<u64, RequestError> {
+    let mut total: u64 = 0;
+    for d in data {
+        if d.is_write_only() != to_guest {
+            return Err(RequestError::Direction);
+        }
+        if d.len() == 0 {
+            return Err(RequestError::EmptyDescriptor);
+        }
+        total += u64::from(d.len());
+        if total > MAX_REQUEST_BYTES {
+            return Err(RequestError::TooLarge(total));
+        }
+    }
+    let access = if to_guest {
+        Permissions::Write
+    } else {
+        Permissions::Read
+    };
+    if data
+        .iter()
+        .any(|d| !mem.check_range(d.addr(), d.len() as usize, access))
+    {
+        return Err(RequestError::BadBuffer);
+    }
+    Ok(total)
+}
+
+/// The disk file at a cursor, so vm-memory can move data straight between
+/// guest memory and the file with pread/pwrite. Using positional I/O keeps
+/// the file's own offset out of the picture.
+struct FileAt<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl<'a> FileAt<'a> {
+    fn new(file: &'a File, offset: u64) -> Self {
+        FileAt { file, offset }
+    }
+
+    fn offset(&self, done: usize) -> Result<libc::off_t, VolatileMemoryError> {
+        self.offset
+            .checked_add(done as u64)
+            .and_then(|o| libc::off_t::try_from(o).ok())
+            .ok_or_else(|| VolatileMemoryError::IOError(io::ErrorKind::InvalidInput.into()))
+    }
+}
+
+impl ReadVolatile for FileAt<'_> {
+    /// Fills `buf` as far as the file allows: vm-memory calls this once per
+    /// guest memory region, so a short read would leave a hole.
+    fn read_volatile<B: BitmapSlice>(
+        &mut self,
+        buf: &mut VolatileSlice<B>,
+    ) -> Result<usize, VolatileMemoryError> {
+        let guard = buf.ptr_guard_mut();
+        let mut done = 0;
+        while done < buf.len() {
+            let offset = self.offset(done)?;
+            let dst = guard.as_ptr().wrapping_add(done).cast::<libc::c_void>();
+            // SAFETY: `dst` points `done` bytes into the `buf.len()` bytes of
+            // mapped guest memory that `guard` keeps valid, and pread writes
+            // at most the `buf.len() - done` bytes left there. The fd stays
+            // open because `self.file` borrows the File.
+            let n = unsafe { libc::pread(self.file.as_raw_fd(), dst, buf.len() - done, offset) };
+            match usize::try_from(n) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(_) => {
+                    let err = io::Error::last_os_error();
+                    if err.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    // Part of the buffer may have been written.
+                    buf.bitmap().mark_dirty(0, buf.len());
+                    return Err(VolatileMemoryError::IOError(err));
+                }
+            }
+        }
+        buf.bitmap().mark_dirty(0, done);
+        self.offset += done as u64;
+        Ok(done)
+    }
+}
+
+impl WriteVolatile for FileAt<'_> {
+    fn write_volatile<B: BitmapSlice>(
+        &mut self,
+        buf: &VolatileSlice<B>,
+    ) -> Result<usize, VolatileMemoryError> {
+        let offset = self.offset(0)?;
+        let guard = buf.ptr_guard();
+        // SAFETY: `guard` keeps the `buf.len()` bytes of mapped guest memory
+        // at its pointer valid, and pwrite reads at most that many. The fd
+        // stays open because `self.file` borrows the File.
+        let n = unsafe {
+            libc::pwrite(
+                self.file.as_raw_fd(),
+                guard.as_ptr().cast::<libc::c_void>(),
+                buf.len(),
+                offset,
+            )
+        };
+        // Negative means failure; vm-memory retries on EINTR.
+        let n = usize::try_from(n)
+            .map_err(|_| VolatileMemoryError::IOError(io::Error::last_os_error()))?;
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;
