@@ -1,9 +1,13 @@
 use super::*;
 use crate::devices::virtio::testing::{add_chain, guest_mem, used, TempFile, NEXT, R, W};
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH,
+    VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
+};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::QueueT;
-use vm_memory::GuestAddress;
+use vm_memory::{Bytes, GuestAddress};
 
 const MEM_SIZE: usize = 0x10_0000;
 const HDR: u64 = 0x1000;
