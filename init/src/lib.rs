@@ -15,6 +15,7 @@
 //! | ACPI power button | power off |
 
 pub mod boot_image;
+pub mod child;
 pub mod control;
 pub mod guests;
 pub mod logger;
@@ -124,7 +125,12 @@ pub fn run() -> ! {
         panics.retain(|t| now.duration_since(*t) < Duration::from_secs(60));
         panics.push(now);
         if panics.len() >= 10 {
-            shutdown_host(&guests, Action::Reboot, "repeated internal errors in init");
+            shutdown_host(
+                &guests,
+                &mut services,
+                Action::Reboot,
+                "repeated internal errors in init",
+            );
         }
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -209,11 +215,17 @@ fn start_guest_supervision(
     shared
 }
 
-/// Stops the guests (newest first), then everything else, and reboots or
-/// powers off.
-fn shutdown_host(guests: &guests::Shared, action: Action, reason: &str) -> ! {
+/// Stops the guests (newest first), then init's services, each waited
+/// for, then everything else, and reboots or powers off.
+fn shutdown_host(
+    guests: &guests::Shared,
+    services: &mut Supervisor,
+    action: Action,
+    reason: &str,
+) -> ! {
     log::info!("shutdown requested by {reason}");
     guests::stop_all_for_shutdown(guests, guests::STOP_TIMEOUT);
+    services.stop_all(supervisor::STOP_TIMEOUT);
     shutdown::shutdown(action, reason)
 }
 
@@ -338,7 +350,7 @@ fn main_loop(
         // Highest index first: a failing device is removed from the list.
         for index in ready_devices.into_iter().rev() {
             if power.read_pressed(index) {
-                shutdown_host(guests, Action::PowerOff, "the power button");
+                shutdown_host(guests, services, Action::PowerOff, "the power button");
             }
         }
         power.rescan();
@@ -354,7 +366,12 @@ fn handle_signals(signal_fd: &SignalFd, services: &mut Supervisor, guests: &gues
         if signal == Signal::SIGCHLD {
             reap = true;
         } else if let Some(action) = action_for_signal(signal) {
-            shutdown_host(guests, action, &format!("signal {}", signal.as_str()));
+            shutdown_host(
+                guests,
+                services,
+                action,
+                &format!("signal {}", signal.as_str()),
+            );
         } else {
             log::info!("ignoring {}", signal.as_str());
         }

@@ -4,13 +4,17 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::wait::WaitStatus;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 /// Shortest and longest wait before a restart.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A run this long resets the backoff: the service was healthy.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
+/// How long a service gets to exit after SIGTERM at host shutdown.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One supervised program.
 #[derive(Debug)]
@@ -103,11 +107,58 @@ impl Supervisor {
             service.restart_at = Some(now + delay);
         }
     }
+
+    /// Stops every service for the host shutdown, for good: SIGTERM, up to
+    /// `timeout` to exit, then SIGKILL. Runs on the main thread, which
+    /// reaps the services itself here. Returns how each running one ended.
+    pub fn stop_all(&mut self, timeout: Duration) -> Vec<(String, WaitStatus)> {
+        let mut ended = Vec::new();
+        for service in &mut self.services {
+            service.restart_at = None;
+            let Some(pid) = service.pid.take().map(Pid::from_raw) else {
+                continue;
+            };
+            log::info!("stopping {} (pid {pid})", service.name);
+            if let Some(status) = stop(pid, timeout, &service.name) {
+                log::info!("{} stopped ({})", service.name, describe(&status));
+                ended.push((service.name.clone(), status));
+            }
+        }
+        ended
+    }
+}
+
+/// SIGTERM to `pid`, then SIGKILL once `timeout` has passed; its exit
+/// status, or `None` when it was already reaped.
+fn stop(pid: Pid, timeout: Duration, name: &str) -> Option<WaitStatus> {
+    if kill(pid, Signal::SIGTERM).is_err() {
+        return waitpid(pid, Some(WaitPidFlag::WNOHANG)).ok();
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(WaitStatus::StillAlive) => {
+                log::warn!(
+                    "{name} still running {} s after SIGTERM; killing it",
+                    timeout.as_secs()
+                );
+                let _ = kill(pid, Signal::SIGKILL);
+                return waitpid(pid, None).ok();
+            }
+            Ok(status) => return Some(status),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 fn start(service: &mut Service, now: Instant) {
     // The service's output goes to init's stdout and stderr: the console.
-    let spawned = Command::new(&service.program)
+    let mut cmd = Command::new(&service.program);
+    let spawned = crate::child::unblock_signals(&mut cmd)
         .args(&service.args)
         .stdin(Stdio::null())
         .spawn();
@@ -169,6 +220,35 @@ mod tests {
         // Another process's exit changes nothing.
         sup.reaped(&WaitStatus::Exited(Pid::from_raw(1), 0));
         assert_eq!(sup.services[0].backoff, BACKOFF_MIN * 2);
+    }
+
+    /// As at host shutdown: init's threads block SIGTERM for its signalfd,
+    /// yet the agent it started stops on SIGTERM, at once, not after the
+    /// timeout and a SIGKILL.
+    #[test]
+    fn stop_all_ends_services_with_sigterm_though_init_blocks_it() {
+        std::thread::spawn(|| {
+            let mut blocked = nix::sys::signal::SigSet::empty();
+            blocked.add(Signal::SIGTERM);
+            blocked.thread_block().expect("block SIGTERM");
+            let mut sup = Supervisor::default();
+            sup.add(Service::new("sleeper", "/bin/sleep", &["30"]));
+            sup.tick();
+            let started = Instant::now();
+            let ended = sup.stop_all(Duration::from_secs(5));
+            assert!(started.elapsed() < Duration::from_secs(5), "{ended:?}");
+            match ended.as_slice() {
+                [(name, WaitStatus::Signaled(_, Signal::SIGTERM, _))] => {
+                    assert_eq!(name, "sleeper")
+                }
+                other => panic!("not ended by SIGTERM: {other:?}"),
+            }
+            // Stopped for good: nothing is restarted.
+            assert_eq!(sup.tick(), None);
+            assert!(sup.services[0].pid.is_none());
+        })
+        .join()
+        .expect("the test thread");
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub fn spawn(paths: &Paths, spec: &GuestSpec, spec_file: &Path) -> Result<i32, S
         .map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
 
     let mut cmd = Command::new(&paths.vmm);
-    cmd.arg("--config")
+    crate::child::unblock_signals(&mut cmd)
+        .arg("--config")
         .arg(spec_file)
         .arg("--base-dir")
         .arg(&paths.data)

@@ -39,7 +39,12 @@ impl FsckVerdict {
 
 /// Runs `e2fsck -p device` and logs what it says.
 pub fn run_e2fsck(e2fsck: &Path, device: &Path) -> FsckVerdict {
-    let output = match Command::new(e2fsck).arg("-p").arg(device).output() {
+    let mut cmd = Command::new(e2fsck);
+    let output = match crate::child::unblock_signals(&mut cmd)
+        .arg("-p")
+        .arg(device)
+        .output()
+    {
         Ok(output) => output,
         Err(err) => {
             let why = format!("cannot run {}: {err}", e2fsck.display());
