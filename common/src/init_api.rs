@@ -6,6 +6,8 @@
 //! Only root may connect (the socket is 0600): the agent authorises and
 //! audits operators before it forwards anything here.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 /// The protocol's framing under the names its users call it by.
@@ -15,6 +17,16 @@ pub use crate::frame::{read_message as read_frame, write_message as write_frame,
 pub const INIT_SOCKET: &str = "/run/keel/init.sock";
 /// Where each running guest's VMM listens (`<dir>/<name>.sock`).
 pub const VMM_SOCKET_DIR: &str = "/run/keel/vm";
+
+/// How long a guest gets to shut down cleanly (ctrl-alt-del) before init
+/// kills its VMM.
+pub const GUEST_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long init waits, past the stop timeout, for a killed VMM to be
+/// reaped before it answers a stop.
+pub const GUEST_REAP_GRACE: Duration = Duration::from_secs(5);
+/// The longest init takes to answer `GuestStop` (or the stop that
+/// `GuestRestart` begins with): callers wait at least this long.
+pub const GUEST_STOP_ANSWER_TIMEOUT: Duration = GUEST_STOP_TIMEOUT.saturating_add(GUEST_REAP_GRACE);
 
 /// A request to init.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +47,7 @@ pub enum InitRequest {
         name: String,
     },
     /// Ctrl-alt-del to the guest, then a kill once the stop timeout passes.
-    /// Answers when the VMM has exited.
+    /// Answers when the VMM has exited, within [`GUEST_STOP_ANSWER_TIMEOUT`].
     GuestStop {
         name: String,
     },

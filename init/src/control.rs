@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_common::init_api::{
-    read_frame, write_frame, ErrorCode, FrameError, InitRequest, InitResponse,
+    read_frame, write_frame, ErrorCode, FrameError, InitRequest, InitResponse, GUEST_REAP_GRACE,
 };
 
 use crate::guests::{self, Shared};
@@ -128,9 +128,7 @@ fn stop_and_wait(control: &Control, name: &str) -> Result<(), guests::GuestError
     // The main loop kills at the timeout; a little more covers the reap.
     let gone = control
         .shared
-        .wait_until(control.stop_timeout + Duration::from_secs(5), |m| {
-            m.is_down(name)
-        });
+        .wait_until(control.stop_timeout + GUEST_REAP_GRACE, |m| m.is_down(name));
     if gone {
         Ok(())
     } else {

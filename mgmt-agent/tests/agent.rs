@@ -690,3 +690,40 @@ fn keelctl_key_add_gives_a_second_operator_a_role() {
         Some(5)
     );
 }
+
+#[test]
+fn keelctl_waits_for_a_guest_that_is_slow_to_stop() {
+    // The guest ignores ctrl-alt-del (its "VMM" has no API socket), so init
+    // kills it only when the stop timeout passes: longer than the 15 s
+    // keelctl waits for an ordinary answer.
+    let stop_timeout = Duration::from_secs(17);
+    let agent = Agent::start_with_guests(support::Guests {
+        vmm_script: Some("exec sleep 600".into()),
+        stop_timeout,
+    });
+    let config = temp_dir("xdg-stop");
+    let host = format!("127.0.0.1:{}", agent.port());
+    assert!(keelctl(&config, &["keygen"]).status.success());
+    assert!(keelctl(&config, &["pair", &host, &agent.code()])
+        .status
+        .success());
+    let spec = config.join("web1.toml");
+    std::fs::write(&spec, SPEC).unwrap();
+    let define = ["--host", &host, "guest", "define", spec.to_str().unwrap()];
+    assert!(keelctl(&config, &define).status.success());
+    let out = keelctl(&config, &["--host", &host, "guest", "start", "web1"]);
+    assert!(out.status.success(), "{out:?}");
+
+    let started = Instant::now();
+    let out = keelctl(&config, &["--host", &host, "guest", "stop", "web1"]);
+    let waited = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "stopped\n");
+    assert!(!stderr.contains("Connection"), "{stderr}");
+    assert!(waited >= stop_timeout, "the stop took only {waited:?}");
+    let out = keelctl(&config, &["--json", "--host", &host, "guest", "list"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["state"], "Stopped");
+    std::fs::remove_dir_all(&config).unwrap();
+}

@@ -34,7 +34,7 @@ use nix::unistd::Pid;
 use crate::supervisor::Service;
 
 /// How long a guest gets to shut down cleanly before its VMM is killed.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+pub const STOP_TIMEOUT: Duration = keel_common::init_api::GUEST_STOP_TIMEOUT;
 /// A failed operation: its kind and a sentence for the operator.
 pub type GuestError = (ErrorCode, String);
 

@@ -6,15 +6,18 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use keel_common::init_api::{read_frame, write_frame, GuestStatus, InitRequest, InitResponse};
+use keel_common::init_api::{
+    read_frame, write_frame, GuestStatus, InitRequest, InitResponse, GUEST_STOP_ANSWER_TIMEOUT,
+};
 
 use crate::messages::{ErrorCode, GuestDetail, GuestSummary};
 
 /// A failed guest operation: the error kind and a message for the user.
 pub type GuestError = (ErrorCode, String);
 
-/// Long enough for a guest stop: init's clean-shutdown timeout plus the kill.
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Long enough for init's slowest answer, a guest stop (the clean-shutdown
+/// timeout, the kill and the reap), with room for a loaded host.
+const CALL_TIMEOUT: Duration = GUEST_STOP_ANSWER_TIMEOUT.saturating_add(Duration::from_secs(25));
 
 /// Client of init's control socket.
 #[derive(Clone, Debug)]

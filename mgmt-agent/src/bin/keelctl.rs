@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use keel_mgmt::client::{Client, ClientError, ConfigDir, ConnectOptions};
+use keel_common::init_api::GUEST_STOP_TIMEOUT;
+use keel_mgmt::client::{Client, ClientError, ConfigDir, ConnectOptions, GUEST_STOP_WAIT};
 use keel_mgmt::messages::{GuestDetail, GuestSummary, HostInfo};
 use keel_mgmt::util::rfc3339;
-use keel_mgmt::{HandshakeError, PublicKey, Request, Response, Role};
+use keel_mgmt::{FrameError, HandshakeError, PublicKey, Request, Response, Role, SessionError};
 
 /// Manage a Keel host over its signed management channel.
 #[derive(Parser, Debug)]
@@ -458,13 +459,45 @@ fn guest(cli: &Cli, dir: &ConfigDir, command: &GuestCommand) -> Result<(), Clien
             (Request::GuestUndefine { name: name.clone() }, "undefined")
         }
         GuestCommand::Start { name } => (Request::GuestStart { name: name.clone() }, "started"),
-        GuestCommand::Stop { name } => (Request::GuestStop { name: name.clone() }, "stopped"),
+        GuestCommand::Stop { name } => {
+            let request = Request::GuestStop { name: name.clone() };
+            return stop_guest(cli, &mut c, request, name, ("stopping", "stopped"));
+        }
         GuestCommand::Kill { name } => (Request::GuestKill { name: name.clone() }, "killed"),
         GuestCommand::Restart { name } => {
-            (Request::GuestRestart { name: name.clone() }, "restarted")
+            let request = Request::GuestRestart { name: name.clone() };
+            return stop_guest(cli, &mut c, request, name, ("restarting", "restarted"));
         }
     };
     report_ok(cli, c.call(request)?, done)
+}
+
+/// Sends a request that stops a guest (a stop or a restart). The host
+/// answers once the guest is down, which may take init's whole stop
+/// timeout, so this waits that long, saying so on a terminal.
+fn stop_guest(
+    cli: &Cli,
+    c: &mut Client,
+    request: Request,
+    name: &str,
+    (doing, done): (&str, &str),
+) -> Result<(), ClientError> {
+    use std::io::IsTerminal;
+    if !cli.json && std::io::stderr().is_terminal() {
+        eprintln!(
+            "keelctl: {doing} {name} (it has {} s to shut down cleanly before it is killed)...",
+            GUEST_STOP_TIMEOUT.as_secs()
+        );
+    }
+    match c.call_waiting(request, GUEST_STOP_WAIT) {
+        Ok(response) => report_ok(cli, response, done),
+        Err(ClientError::Session(SessionError::Frame(FrameError::TimedOut))) => {
+            Err(ClientError::StillInProgress(format!(
+                "{name} is still stopping on the host; `keelctl guest show {name}` tells when it has stopped."
+            )))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {

@@ -16,9 +16,16 @@ use crate::{
     Request, Response, ServerMessage, Session,
 };
 use keel_common::fsutil::atomic_write;
+use keel_common::init_api::GUEST_STOP_ANSWER_TIMEOUT;
 
 /// The agent's default TCP port.
 pub const DEFAULT_PORT: u16 = 7444;
+
+/// How long a request that stops a guest (`GuestStop`, `GuestRestart`)
+/// waits for its answer: init's longest stop, then room for the agent and
+/// the network.
+pub const GUEST_STOP_WAIT: Duration =
+    GUEST_STOP_ANSWER_TIMEOUT.saturating_add(Duration::from_secs(15));
 
 /// keelctl exit codes, stable for scripts.
 pub mod exit {
@@ -53,6 +60,9 @@ pub enum ClientError {
     Host { kind: ErrorCode, message: String },
     #[error("The host sent an unexpected reply.")]
     Unexpected,
+    /// The request goes on on the host, but its answer did not come in time.
+    #[error("{0}")]
+    StillInProgress(String),
 }
 
 impl ClientError {
@@ -71,7 +81,7 @@ impl ClientError {
                 kind: ErrorCode::Unauthorized,
                 ..
             } => exit::NOT_AUTHORIZED,
-            ClientError::Host { .. } => exit::HOST_ERROR,
+            ClientError::Host { .. } | ClientError::StillInProgress(_) => exit::HOST_ERROR,
         }
     }
 }
@@ -348,6 +358,23 @@ impl Client {
         self.session
             .send(&mut self.stream, &ClientMessage { id, request })?;
         self.recv(id)
+    }
+
+    /// As [`Client::call`], for a request whose answer may take up to
+    /// `wait` (a guest stop): the read timeout is raised to `wait` for
+    /// this call only.
+    pub fn call_waiting(
+        &mut self,
+        request: Request,
+        wait: Duration,
+    ) -> Result<Response, ClientError> {
+        let saved = self.stream.read_timeout().ok().flatten();
+        let _ = self
+            .stream
+            .set_read_timeout(Some(saved.map_or(wait, |t| t.max(wait))));
+        let response = self.call(request);
+        let _ = self.stream.set_read_timeout(saved);
+        response
     }
 
     /// The id of the last request sent.

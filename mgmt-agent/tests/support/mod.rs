@@ -38,41 +38,111 @@ pub struct Agent {
     pub host_actions: Arc<Mutex<Vec<Action>>>,
 }
 
+/// What runs guests behind init.
+pub struct Guests {
+    /// A shell script standing in for keel-vmm; `None`: no VMM, so no
+    /// guest can start.
+    pub vmm_script: Option<String>,
+    /// How long init gives a guest to shut down cleanly before the kill.
+    pub stop_timeout: Duration,
+}
+
+impl Default for Guests {
+    fn default() -> Self {
+        Guests {
+            vmm_script: None,
+            stop_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
 /// Serves init's control socket for a data directory, as PID 1 does.
-pub fn start_init(data: &Path, host_actions: Arc<Mutex<Vec<Action>>>) -> PathBuf {
+pub fn start_init(data: &Path, host_actions: Arc<Mutex<Vec<Action>>>, guests: Guests) -> PathBuf {
     let run = data.join("run");
+    let vmm = match &guests.vmm_script {
+        Some(script) => {
+            use std::os::unix::fs::PermissionsExt;
+            let vmm = data.join("fake-vmm");
+            std::fs::write(&vmm, format!("#!/bin/sh\n{script}\n")).unwrap();
+            std::fs::set_permissions(&vmm, std::fs::Permissions::from_mode(0o755)).unwrap();
+            // The kernel that guest specs name must exist.
+            std::fs::create_dir_all(data.join("images")).unwrap();
+            std::fs::write(data.join("images/vmlinux"), b"kernel").unwrap();
+            vmm
+        }
+        None => PathBuf::from("/usr/bin/keel-vmm"),
+    };
     let paths = Paths {
         data: data.to_path_buf(),
         sockets: run.join("vm"),
-        vmm: PathBuf::from("/usr/bin/keel-vmm"),
+        vmm,
         cgroup: None,
         drop_privileges: false,
         bridge: None,
         console_to_host: false,
     };
     let socket = run.join("init.sock");
+    let shared = Arc::new(Shared::new(GuestManager::load(paths)));
+    if guests.vmm_script.is_some() {
+        supervise(Arc::clone(&shared));
+    }
     let control = keel_init::control::Control {
-        shared: Arc::new(Shared::new(GuestManager::load(paths))),
+        shared,
         host_action: Arc::new(move |a| host_actions.lock().unwrap().push(a)),
-        stop_timeout: Duration::from_secs(2),
+        stop_timeout: guests.stop_timeout,
     };
     keel_init::control::serve(&socket, control).unwrap();
     socket
 }
 
+/// Does what init's main loop does for guests: kills those whose stop
+/// timed out and reaps their VMMs. Only the VMMs' own pids are waited
+/// for, so the keelctl children of other tests are left alone.
+fn supervise(shared: Arc<Shared>) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use nix::unistd::Pid;
+    std::thread::spawn(move || loop {
+        {
+            let mut manager = shared.lock();
+            manager.tick();
+            let pids: Vec<u32> = manager.list().iter().filter_map(|g| g.pid).collect();
+            for pid in pids {
+                let pid = Pid::from_raw(i32::try_from(pid).unwrap());
+                match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) | Err(_) => {}
+                    Ok(status) => {
+                        manager.reaped(&status);
+                    }
+                }
+            }
+        }
+        shared.notify();
+        std::thread::sleep(Duration::from_millis(50));
+    });
+}
+
 impl Agent {
     pub fn start_with(bind: &str, tweak: impl FnOnce(&mut AgentSettings)) -> Agent {
+        Agent::start_full(bind, Guests::default(), tweak)
+    }
+
+    /// An agent whose init runs guests with `guests`.
+    pub fn start_with_guests(guests: Guests) -> Agent {
+        Agent::start_full("127.0.0.1:0", guests, |_| {})
+    }
+
+    fn start_full(bind: &str, guests: Guests, tweak: impl FnOnce(&mut AgentSettings)) -> Agent {
         let state = temp_dir("state");
         let data = temp_dir("data");
         let host_actions = Arc::new(Mutex::new(Vec::new()));
-        let mut cfg = AgentSettings::new(&state);
-        cfg.handshake_timeout = Duration::from_secs(2);
-        cfg.init_socket = start_init(&data, Arc::clone(&host_actions));
-        cfg.vmm_socket_dir = data.join("run/vm");
-        tweak(&mut cfg);
+        let mut settings = AgentSettings::new(&state);
+        settings.handshake_timeout = Duration::from_secs(2);
+        settings.init_socket = start_init(&data, Arc::clone(&host_actions), guests);
+        settings.vmm_socket_dir = data.join("run/vm");
+        tweak(&mut settings);
         let listener = TcpListener::bind(bind).unwrap();
         Agent {
-            handle: serve(listener, cfg).unwrap(),
+            handle: serve(listener, settings).unwrap(),
             state,
             data,
             host_actions,
