@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use gptman::{GPTPartitionEntry, GPT};
 use keel_init::storage::{
-    self, import_seeds, mount_esp_device, prepare_device, DataOptions, FsKind, FsckVerdict,
-    GrowOutcome, Probe,
+    self, import_seeds, mount_esp_device, prepare_device, BlockDevice, DataOptions, FsKind,
+    FsckVerdict, GrowOutcome, Probe,
 };
 use nix::mount::{umount2, MntFlags};
 
@@ -168,6 +168,11 @@ fn has_capability(cap: u32) -> bool {
         .is_some_and(|caps| caps & (1 << cap) != 0)
 }
 
+/// The device sysfs calls `name`, as the probe's scan describes it.
+fn device(probe: &Probe, name: &str) -> Option<BlockDevice> {
+    probe.devices().into_iter().find(|d| d.name == name)
+}
+
 fn total_bytes(mount_point: &Path) -> u64 {
     let st = nix::sys::statvfs::statvfs(mount_point).expect("statvfs");
     st.blocks() * st.fragment_size()
@@ -257,7 +262,7 @@ fn grows_checks_and_mounts_keel_data_on_a_loop_device() {
 
     // The probe sees both partitions on the loop disk by label.
     let probe = Probe::system();
-    let data = probe.device(&data_name).expect("data partition in sysfs");
+    let data = device(&probe, &data_name).expect("data partition in sysfs");
     assert_eq!(data.disk, disk);
     assert_eq!(data.partition, Some(2));
     let fs = data.fs.clone().expect("label read");
@@ -266,7 +271,7 @@ fn grows_checks_and_mounts_keel_data_on_a_loop_device() {
         .find_all("KEEL-DATA")
         .iter()
         .any(|d| d.name == data_name));
-    let esp = probe.device(&esp_name).expect("ESP in sysfs");
+    let esp = device(&probe, &esp_name).expect("ESP in sysfs");
     assert_eq!(
         esp.fs.map(|f| (f.kind, f.label)),
         Some((FsKind::Fat, "KEEL-ESP".to_string()))

@@ -68,13 +68,9 @@ impl Probe {
     }
 
     /// Describes one device by kernel name, reading its label (and for a
-    /// partition its disk's GPT). `None` when sysfs does not know it.
-    pub fn device(&self, name: &str) -> Option<BlockDevice> {
-        self.device_with(name, &mut GptCache::default())
-    }
-
-    /// [`Probe::device`], reading each disk's GPT at most once per `gpts`.
-    fn device_with(&self, name: &str, gpts: &mut GptCache) -> Option<BlockDevice> {
+    /// partition its disk's GPT, at most once per disk and `gpts`). `None`
+    /// when sysfs does not know it.
+    fn device(&self, name: &str, gpts: &mut GptCache) -> Option<BlockDevice> {
         let entry = self.class_block().join(name);
         if !entry.exists() {
             return None;
@@ -143,7 +139,7 @@ impl Probe {
         let mut gpts = GptCache::default();
         names
             .iter()
-            .filter_map(|n| self.device_with(n, &mut gpts))
+            .filter_map(|n| self.device(n, &mut gpts))
             .collect()
     }
 
@@ -192,7 +188,9 @@ fn duplicate_warning(label: &str, found: &[BlockDevice], pick: usize) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::test_support::{find_by_label, mkfs_ext4, mkfs_vfat, FakeSys, Scratch};
+    use crate::storage::test_support::{
+        device, find_by_label, mkfs_ext4, mkfs_vfat, FakeSys, Scratch,
+    };
 
     #[test]
     fn finds_partitions_by_label_in_a_fake_sysfs() {
@@ -224,12 +222,12 @@ mod tests {
         assert_eq!(find_by_label(&probe, "SCRATCH"), Some(root.join("dev/vdb")));
         assert_eq!(find_by_label(&probe, "NOPE"), None);
 
-        let data_dev = probe.device("vda2").expect("vda2");
+        let data_dev = device(&probe, "vda2").expect("vda2");
         assert_eq!(data_dev.disk, "vda");
         assert_eq!(data_dev.partition, Some(2));
         assert_eq!(data_dev.start_sector, Some(2048));
         assert_eq!(data_dev.fs.map(|f| f.kind), Some(FsKind::Ext));
-        let whole = probe.device("vdb").expect("vdb");
+        let whole = device(&probe, "vdb").expect("vdb");
         assert_eq!(whole.disk, "vdb");
         assert!(!whole.is_partition());
         // No GPT to read (vda has no node): no PARTUUIDs.

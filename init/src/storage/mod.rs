@@ -1,5 +1,5 @@
 //! Persistent storage at boot: the ESP (read-only, for the seed
-//! configuration and later the UKI) and the KEEL-DATA partition (checked,
+//! configuration and the UKI's kernel) and the KEEL-DATA partition (checked,
 //! grown to fill its disk, mounted at `/var/lib/keel`), then the seeds
 //! imported from the first into the second.
 //!

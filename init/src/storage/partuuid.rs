@@ -83,7 +83,7 @@ pub(super) fn partuuid_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::test_support::{test_guid_text, two_keel_disks, Scratch};
+    use crate::storage::test_support::{device, test_guid_text, two_keel_disks, Scratch};
 
     #[test]
     fn partuuids_come_from_the_disks_gpt() {
@@ -114,7 +114,7 @@ mod tests {
         );
         // The GPT disk itself is not mistaken for a FAT file system.
         assert_eq!(devices[0].fs, None);
-        assert_eq!(probe.device("sdb2").and_then(|d| d.partuuid), Some(b2));
+        assert_eq!(device(&probe, "sdb2").and_then(|d| d.partuuid), Some(b2));
     }
 
     #[test]

@@ -210,6 +210,11 @@ pub fn efivarfs_bytes(text: &str) -> Vec<u8> {
     raw
 }
 
+/// The device sysfs calls `name`, as the scan describes it.
+pub fn device(probe: &Probe, name: &str) -> Option<super::BlockDevice> {
+    probe.devices().into_iter().find(|d| d.name == name)
+}
+
 /// The device node carrying `label`, chosen as boot chooses: the ESP is
 /// the one the firmware booted from ([`Probe::find_esp`]); for any other
 /// label a device on the same disk as the ESP is preferred when there are

@@ -1,9 +1,8 @@
 //! A small synchronous rtnetlink client: links, bridges, IPv4 addresses and
 //! the default route, plus a monitor for link changes.
 //!
-//! Unlike the `SIOC*` ioctls in [`super::link`], netlink can create bridges,
-//! enslave ports, list addresses and report carrier changes as they happen.
-//! Every request asks for an ACK and waits for it, so errors come back with
+//! Unlike the `SIOC*` ioctls, netlink can create bridges, enslave ports,
+//! list addresses and report carrier changes as they happen. Every request asks for an ACK and waits for it, so errors come back with
 //! the request that caused them.
 
 use std::io;
@@ -178,10 +177,6 @@ impl Netlink {
 
     pub fn set_up(&mut self, name: &str) -> Result<(), NetlinkError> {
         self.set_flags(name, true)
-    }
-
-    pub fn set_down(&mut self, name: &str) -> Result<(), NetlinkError> {
-        self.set_flags(name, false)
     }
 
     fn set_flags(&mut self, name: &str, up: bool) -> Result<(), NetlinkError> {

@@ -69,7 +69,7 @@ fn lo_is_listed_and_comes_up() {
         assert_eq!(nl.link_index("lo").unwrap(), lo.index);
         nl.set_up("lo").unwrap();
         assert!(find(&mut nl, "lo").up);
-        nl.set_down("lo").unwrap();
+        nl.set_flags("lo", false).unwrap();
         assert!(!find(&mut nl, "lo").up);
     });
 }

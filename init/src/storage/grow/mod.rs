@@ -130,7 +130,7 @@ pub fn grow_partition<D: Read + Write + Seek>(
     if old_backup != gpt.header.backup_lba && old_backup > old_end && old_backup <= new_end {
         wipe_stale_header(disk, old_backup * ss, ss).map_err(io_err("write", name))?;
     }
-    update_protective_mbr(disk, gpt.header.backup_lba + 1, ss).map_err(io_err("write", name))?;
+    update_protective_mbr(disk, gpt.header.backup_lba + 1).map_err(io_err("write", name))?;
     disk.flush().map_err(io_err("flush", name))?;
     Ok(GrowOutcome::Grown {
         partition: index,
@@ -161,7 +161,6 @@ fn wipe_stale_header<D: Read + Write + Seek>(
 fn update_protective_mbr<D: Read + Write + Seek>(
     disk: &mut D,
     disk_sectors: u64,
-    _ss: u64,
 ) -> std::io::Result<()> {
     let mut mbr = [0u8; 512];
     disk.seek(SeekFrom::Start(0))?;
