@@ -1,4 +1,4 @@
-//! What every child of init starts with.
+//! init's children: what each starts with, and how one is ended.
 //!
 //! init blocks the signals its signalfd reads (SIGTERM, SIGCHLD, ...) in
 //! every thread, and a signal mask survives fork and exec: std's `Command`
@@ -9,8 +9,12 @@
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
 /// Makes the child of `cmd` start with no signal blocked.
 pub fn unblock_signals(cmd: &mut Command) -> &mut Command {
@@ -25,10 +29,36 @@ pub fn unblock_signals(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// Waits up to `timeout` for child `pid` to exit; past it, calls
+/// `on_timeout` (to say so) and SIGKILLs it. Its exit status, or `None`
+/// when it is no child to wait for (already reaped).
+pub fn wait_or_kill(pid: Pid, timeout: Duration, on_timeout: impl FnOnce()) -> Option<WaitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(WaitStatus::StillAlive) => {
+                on_timeout();
+                let _ = kill(pid, Signal::SIGKILL);
+                return loop {
+                    match waitpid(pid, None) {
+                        Err(Errno::EINTR) => {}
+                        result => break result.ok(),
+                    }
+                };
+            }
+            Ok(status) => return Some(status),
+            Err(Errno::EINTR) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::sys::signal::Signal;
 
     /// The blocked-signal mask of the process that runs `cmd`, from its
     /// /proc status.

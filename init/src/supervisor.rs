@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 /// Shortest and longest wait before a restart.
@@ -131,28 +131,13 @@ impl Supervisor {
 /// SIGTERM to `pid`, then SIGKILL once `timeout` has passed; its exit
 /// status, or `None` when it was already reaped.
 fn stop(pid: Pid, timeout: Duration, name: &str) -> Option<WaitStatus> {
-    if kill(pid, Signal::SIGTERM).is_err() {
-        return waitpid(pid, Some(WaitPidFlag::WNOHANG)).ok();
-    }
-    let deadline = Instant::now() + timeout;
-    loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Ok(WaitStatus::StillAlive) => {
-                log::warn!(
-                    "{name} still running {} s after SIGTERM; killing it",
-                    timeout.as_secs()
-                );
-                let _ = kill(pid, Signal::SIGKILL);
-                return waitpid(pid, None).ok();
-            }
-            Ok(status) => return Some(status),
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return None,
-        }
-    }
+    let _ = kill(pid, Signal::SIGTERM);
+    crate::child::wait_or_kill(pid, timeout, || {
+        log::warn!(
+            "{name} still running {} s after SIGTERM; killing it",
+            timeout.as_secs()
+        );
+    })
 }
 
 fn start(service: &mut Service, now: Instant) {

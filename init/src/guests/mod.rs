@@ -666,24 +666,9 @@ pub fn stop_all_for_shutdown(shared: &Shared, timeout: Duration) {
         if let Err(e) = vmm_request(&socket, &VmmRequest::Shutdown) {
             log::warn!("guest {name}: cannot ask for a clean shutdown: {e}");
         }
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            match nix::sys::wait::waitpid(
-                Pid::from_raw(pid),
-                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-            ) {
-                Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Ok(WaitStatus::StillAlive) => {
-                    log::warn!("guest {name}: no clean shutdown in time; killing it");
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                    break nix::sys::wait::waitpid(Pid::from_raw(pid), None).ok();
-                }
-                Ok(status) => break Some(status),
-                Err(_) => break None,
-            }
-        };
+        let status = crate::child::wait_or_kill(Pid::from_raw(pid), timeout, || {
+            log::warn!("guest {name}: no clean shutdown in time; killing it");
+        });
         match status {
             Some(status) => {
                 shared.lock().reaped(&status);

@@ -266,3 +266,31 @@ fn guest_consoles_reach_the_host_console_only_when_configured() {
         assert_eq!(args.contains("--console-stdio"), to_host, "{args}");
     }
 }
+
+#[test]
+fn host_shutdown_waits_for_each_guest_and_kills_one_that_hangs() {
+    // "quick" powers off by itself; "hung" never answers (it serves no API
+    // socket) and outlives the timeout.
+    let f = fixture("case \"$*\" in *quick*) sleep 0.1; exit 0;; esac\nexec sleep 30");
+    let Fixture {
+        dir: _dir,
+        mut manager,
+    } = f;
+    for name in ["quick", "hung"] {
+        manager.define(&SPEC.replace("web1", name)).expect("define");
+        manager.start(name).expect("start");
+    }
+    let shared = Shared::new(manager);
+    let timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    stop_all_for_shutdown(&shared, timeout);
+    assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+    let m = shared.lock();
+    assert_eq!(m.running(), 0, "every VMM is reaped before the sweep");
+    let quick = m.show("quick").expect("show");
+    assert_eq!(quick.state, GuestState::Stopped);
+    assert_eq!(quick.last_exit.as_deref(), Some("powered off"));
+    let hung = m.show("hung").expect("show");
+    assert_eq!(hung.state, GuestState::Stopped);
+    assert_eq!(hung.last_exit.as_deref(), Some("VMM killed by SIGKILL"));
+}

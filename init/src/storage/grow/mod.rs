@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use gptman::GPT;
 
 use super::label::{ext_superblock, open_read_only, read_label_at, FsKind, PROBE_BYTES};
-use super::StorageError;
+use super::{io_err, StorageError};
 
 /// What growing the partition table did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,14 +36,6 @@ fn gpt_err(disk: &Path) -> impl Fn(gptman::Error) -> StorageError + '_ {
     move |err| StorageError::Gpt {
         disk: disk.to_path_buf(),
         message: err.to_string(),
-    }
-}
-
-fn io_err<'a>(what: &'a str, path: &'a Path) -> impl Fn(std::io::Error) -> StorageError + 'a {
-    move |source| StorageError::Io {
-        what: what.to_string(),
-        path: path.to_path_buf(),
-        source,
     }
 }
 
