@@ -416,24 +416,9 @@ fn agree(
     .map_err(HandshakeError::from)
 }
 
-/// Runs the client side with default options except trust-on-first-use.
-/// `host` is the known_hosts name, e.g. `hv01:7444`. On trust on first
-/// use the new key is added to `known_hosts`; the caller saves it.
-pub fn client_handshake<S: Read + Write + ?Sized>(
-    stream: &mut S,
-    key: &ClientKey,
-    known_hosts: &mut KnownHosts,
-    host: &str,
-    trust_on_first_use: bool,
-) -> Result<Session, HandshakeError> {
-    let options = ClientOptions {
-        trust_on_first_use,
-        ..ClientOptions::default()
-    };
-    client_handshake_with(stream, key, known_hosts, host, &options)
-}
-
-/// Runs the client side.
+/// Runs the client side. `host` is the known_hosts name, e.g.
+/// `hv01:7444`. On trust on first use the new key is added to
+/// `known_hosts`; the caller saves it.
 pub fn client_handshake_with<S: Read + Write + ?Sized>(
     stream: &mut S,
     key: &ClientKey,
@@ -516,7 +501,7 @@ pub fn client_handshake_with<S: Read + Write + ?Sized>(
     }
 
     let keys = agree(private, &server.ephemeral, &transcript)?;
-    let mut session = Session::new(&keys, true, transcript, server.chosen, host_key)?;
+    let mut session = Session::new(&keys, true, server.chosen, host_key)?;
     session.trusted_on_first_use = trusted_on_first_use;
 
     let signature = key.sign(&signed_message(CLIENT_SIG_CONTEXT, &transcript));
@@ -611,7 +596,7 @@ where
 
     let keys = agree(private, &hello.ephemeral, &transcript)?;
     let client_public_placeholder = PublicKey([0; 32]);
-    let mut session = Session::new(&keys, false, transcript, chosen, client_public_placeholder)?;
+    let mut session = Session::new(&keys, false, chosen, client_public_placeholder)?;
 
     let auth = ClientAuth::decode(&session.recv_bytes(stream)?)?;
     let (public_key, signature, peer_auth) = match auth {

@@ -16,8 +16,8 @@ pub mod util;
 
 pub use authorized_keys::{AuthorizedKey, AuthorizedKeys, AuthorizedKeysError};
 pub use handshake::{
-    client_handshake, client_handshake_with, server_handshake, server_handshake_with,
-    ClientOptions, HandshakeError, Peer, PeerAuth, ServerOptions, SUPPORTED_VERSIONS,
+    client_handshake_with, server_handshake, server_handshake_with, ClientOptions, HandshakeError,
+    Peer, PeerAuth, ServerOptions, SUPPORTED_VERSIONS,
 };
 pub use keel_common::frame::FrameError;
 pub use keys::{ClientKey, Fingerprint, HostKey, KeyError, PublicKey};

@@ -13,10 +13,9 @@ use keel_common::frame::{self, FrameError};
 use keel_mgmt::handshake::{ClientHello, MAX_HANDSHAKE_FRAME};
 use keel_mgmt::messages::{ErrorCode, HostInfo};
 use keel_mgmt::{
-    allowed, client_handshake, client_handshake_with, server_handshake_with, AuthorizedKeys,
-    ClientKey, ClientMessage, ClientOptions, HandshakeError, HostCheck, HostKey, KnownHosts, Peer,
-    PeerAuth, Request, Response, Role, ServerMessage, ServerOptions, Session, SessionError,
-    MAX_FRAME,
+    allowed, client_handshake_with, server_handshake_with, AuthorizedKeys, ClientKey,
+    ClientMessage, ClientOptions, HandshakeError, HostCheck, HostKey, KnownHosts, Peer, PeerAuth,
+    Request, Response, Role, ServerMessage, ServerOptions, Session, SessionError, MAX_FRAME,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -123,6 +122,21 @@ fn respond(role: Role, request: &Request) -> Response {
         Request::GuestList => Response::Guests(Vec::new()),
         _ => Response::Ok,
     }
+}
+
+/// The client handshake with default options but trust on first use.
+fn client_handshake(
+    stream: &mut TcpStream,
+    key: &ClientKey,
+    known_hosts: &mut KnownHosts,
+    host: &str,
+    trust_on_first_use: bool,
+) -> Result<Session, HandshakeError> {
+    let options = ClientOptions {
+        trust_on_first_use,
+        ..ClientOptions::default()
+    };
+    client_handshake_with(stream, key, known_hosts, host, &options)
 }
 
 fn connect(addr: SocketAddr) -> TcpStream {

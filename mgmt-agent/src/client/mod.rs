@@ -531,21 +531,6 @@ impl Client {
         })
     }
 
-    /// Uploads a local file: hashes it, then streams it with
-    /// [`Client::upload`]. Returns its size.
-    pub fn upload_file(
-        &mut self,
-        local: &Path,
-        remote: &str,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<u64, ClientError> {
-        let (size, sha256) = sha256_file(local)?;
-        let mut f = File::open(local)
-            .map_err(|e| ClientError::Local(format!("Cannot read {}: {e}", local.display())))?;
-        self.upload(remote, size, sha256, &mut f, MAX_CHUNK, progress)?;
-        Ok(size)
-    }
-
     /// Sends a message that continues request `id` (console input, detach)
     /// without waiting for an answer.
     pub fn send_on(&mut self, id: u64, request: Request) -> Result<(), ClientError> {

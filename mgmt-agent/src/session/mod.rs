@@ -182,7 +182,6 @@ pub struct Session {
     recv_key: LessSafeKey,
     send_counter: u64,
     recv_counter: u64,
-    transcript_hash: [u8; 32],
     version: u16,
     peer_key: PublicKey,
     pub(crate) role: Option<Role>,
@@ -194,7 +193,6 @@ impl Session {
     pub(crate) fn new(
         keys: &SessionKeys,
         is_client: bool,
-        transcript_hash: [u8; 32],
         version: u16,
         peer_key: PublicKey,
     ) -> Result<Self, SessionError> {
@@ -208,7 +206,6 @@ impl Session {
             recv_key: aead_key(recv)?,
             send_counter: 0,
             recv_counter: 0,
-            transcript_hash,
             version,
             peer_key,
             role: None,
@@ -235,11 +232,6 @@ impl Session {
         self.version
     }
 
-    /// The handshake transcript hash: a unique id for this session.
-    pub fn session_id(&self) -> [u8; 32] {
-        self.transcript_hash
-    }
-
     /// The peer's long-term key: the host key on the client side, the
     /// client key on the server side.
     pub fn peer_key(&self) -> PublicKey {
@@ -248,11 +240,6 @@ impl Session {
 
     pub(crate) fn set_peer_key(&mut self, key: PublicKey) {
         self.peer_key = key;
-    }
-
-    /// Whether an earlier error has closed the session.
-    pub fn is_closed(&self) -> bool {
-        self.dead
     }
 
     fn next(counter: &mut u64) -> Result<u64, SessionError> {
@@ -275,37 +262,6 @@ impl Session {
             .and_then(|n| seal_with(&self.send_key, n, plaintext))
             .and_then(|frame| {
                 w.write_all(&frame).map_err(FrameError::from)?;
-                w.flush().map_err(FrameError::from)?;
-                Ok(())
-            });
-        self.dead = result.is_err();
-        result
-    }
-
-    /// Sends one frame whose plaintext `fill` appends to `buf`, which is
-    /// cleared first and reused between calls: the plaintext is built,
-    /// sealed in place and written with a single `write_all`, with no
-    /// intermediate copy (the bulk upload path uses this).
-    pub fn send_with<W, F>(
-        &mut self,
-        w: &mut W,
-        buf: &mut Vec<u8>,
-        fill: F,
-    ) -> Result<(), SessionError>
-    where
-        W: Write + ?Sized,
-        F: FnOnce(&mut Vec<u8>) -> Result<(), SessionError>,
-    {
-        if self.dead {
-            return Err(SessionError::Closed);
-        }
-        buf.clear();
-        buf.extend_from_slice(&[0; 4]);
-        let result = fill(buf)
-            .and_then(|()| Self::next(&mut self.send_counter))
-            .and_then(|n| seal_frame_in_place(&self.send_key, n, buf))
-            .and_then(|()| {
-                w.write_all(buf).map_err(FrameError::from)?;
                 w.flush().map_err(FrameError::from)?;
                 Ok(())
             });
@@ -418,9 +374,11 @@ pub struct Sealer<'a> {
 }
 
 impl Sealer<'_> {
-    /// Builds and seals one frame in `buf` as [`Session::send_with`]
-    /// does, but does not write it: on success `buf` holds the whole
-    /// frame, header included, for the caller to write in order.
+    /// Builds and seals one frame in `buf`, which is cleared first and
+    /// reused between calls: `fill` appends the plaintext, which is sealed
+    /// in place with no intermediate copy (the bulk upload path uses
+    /// this). On success `buf` holds the whole frame, header included,
+    /// for the caller to write in order.
     pub fn seal_with<F>(&mut self, buf: &mut Vec<u8>, fill: F) -> Result<(), SessionError>
     where
         F: FnOnce(&mut Vec<u8>) -> Result<(), SessionError>,

@@ -7,8 +7,8 @@ fn pair() -> (Session, Session) {
     let keys = derive_keys(&[7; 32], &[9; 32]).unwrap();
     let pk = PublicKey([0; 32]);
     (
-        Session::new(&keys, true, [9; 32], 1, pk).unwrap(),
-        Session::new(&keys, false, [9; 32], 1, pk).unwrap(),
+        Session::new(&keys, true, 1, pk).unwrap(),
+        Session::new(&keys, false, 1, pk).unwrap(),
     )
 }
 
@@ -74,7 +74,7 @@ fn tamper_replay_reorder_fail_closed() {
         s.recv_bytes(&mut f1.as_slice()),
         Err(SessionError::Decrypt)
     ));
-    assert!(s.is_closed());
+    assert!(s.dead);
 }
 
 #[test]
@@ -96,7 +96,7 @@ fn recv_into_reuses_one_buffer_and_fails_closed() {
         s.recv_into(&mut r, &mut buf),
         Err(SessionError::Frame(FrameError::Closed))
     ));
-    assert!(s.is_closed());
+    assert!(s.dead);
 
     // Tampered, replayed and reordered frames all fail and close.
     let mut bad = f0.to_vec();
@@ -127,7 +127,7 @@ fn recv_into_reuses_one_buffer_and_fails_closed() {
         s.recv_into(&mut &f0[..f0.len() - 1], &mut buf),
         Err(SessionError::Frame(FrameError::Truncated { .. }))
     ));
-    assert!(s.is_closed());
+    assert!(s.dead);
 }
 
 #[test]
@@ -170,22 +170,23 @@ fn split_halves_keep_the_counters() {
 }
 
 #[test]
-fn send_with_matches_send_bytes() {
+fn seal_with_matches_send_bytes() {
     let (mut a, _) = pair();
     let (mut b, mut s) = pair();
     let mut w1 = Vec::new();
     a.send_bytes(&mut w1, b"payload").unwrap();
+    let (mut sealer, _) = b.split().unwrap();
     let mut w2 = Vec::new();
-    let mut buf = Vec::new();
-    b.send_with(&mut w2, &mut buf, |v| {
-        v.extend_from_slice(b"payload");
-        Ok(())
-    })
-    .unwrap();
+    sealer
+        .seal_with(&mut w2, |v| {
+            v.extend_from_slice(b"payload");
+            Ok(())
+        })
+        .unwrap();
     assert_eq!(w1, w2);
     assert_eq!(s.recv_bytes(&mut w2.as_slice()).unwrap(), b"payload");
     let too_big = vec![0u8; MAX_PLAINTEXT + 1];
-    let r = b.send_with(&mut Vec::new(), &mut buf, |v| {
+    let r = sealer.seal_with(&mut w2, |v| {
         v.extend_from_slice(&too_big);
         Ok(())
     });
