@@ -4,11 +4,11 @@
 //! ([`init_client::InitClient`]); an attached console talks to the guest's
 //! VMM socket directly.
 //!
-//! [`server`] starts the agent and accepts connections (admitted by
-//! [`rate_limit`]); [`connection`] runs one connection's handshake
-//! ([`pairing`] on first boot) and session; [`dispatch`] serves a request,
-//! [`console`] a console or followed log, [`upload`] an upload; every
-//! request is written to the [`audit`] log and the agent's own [`events`]
+//! `server` starts the agent and accepts connections (admitted by
+//! `rate_limit`); `connection` runs one connection's handshake
+//! (`pairing` on first boot) and session; `dispatch` serves a request,
+//! `console` a console or followed log, `upload` an upload; every
+//! request is written to the `audit` log and the agent's own `events`
 //! are kept for `keelctl logs`.
 
 mod audit;
