@@ -1,7 +1,7 @@
 //! `guests/NAME.toml`: one guest's specification.
 //!
 //! [`GuestSpec::parse`] checks everything that needs no file system;
-//! [`GuestSpec::validate_files`] then checks the kernel, initrd and disks
+//! keel-sys's `spec_files` then checks the kernel, initrd and disks
 //! against the data partition. Every error names the file, line and field,
 //! with array elements counted from zero as serde does (`disk[0].path`);
 //! [`crate::config::Source`] finds the line of a field validation refuses,
@@ -18,13 +18,11 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{FileType, Metadata};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{load_toml, parse_toml, ConfigError, Source};
+use crate::config::{parse_toml, ConfigError, Source};
 use crate::hostfwd::HostFwd;
 pub use crate::mac::MacAddr;
 
@@ -196,15 +194,6 @@ impl VsockSpec {
 }
 
 impl GuestSpec {
-    /// Reads `path`, parses and validates it, and checks its files against
-    /// `base_dir` (the data partition).
-    pub fn load(path: &Path, base_dir: &Path) -> Result<Self, ConfigError> {
-        let (spec, text): (GuestSpec, String) = load_toml(path)?;
-        spec.validate(path, &text)?;
-        spec.validate_files(path, &text, base_dir)?;
-        Ok(spec)
-    }
-
     /// Parses and validates `text` as if read from `path`, without touching
     /// the file system.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
@@ -315,7 +304,7 @@ impl GuestSpec {
             let field = format!("disk[{i}].path");
             check_spec_path(&disk.path).map_err(|m| at.error(&field, m))?;
             // Two devices on one image would corrupt it; compare the paths
-            // as written here, validate_files compares the files themselves.
+            // as written here, keel-sys's file checks compare the files themselves.
             if let Some(first) = paths.insert(normalize(&disk.path), i) {
                 return Err(at.error(
                     &field,
@@ -406,135 +395,6 @@ impl GuestSpec {
         }
         Ok(())
     }
-
-    /// Checks the spec's files under `base_dir` (the data partition): the
-    /// kernel and initrd must be regular files, each disk a regular file or
-    /// a block device, distinct from the other disks, and the vsock socket
-    /// path short enough and not taken by anything but a socket. Symbolic
-    /// links are followed. `text` only locates errors, as for
-    /// [`GuestSpec::validate`].
-    pub fn validate_files(
-        &self,
-        path: &Path,
-        text: &str,
-        base_dir: &Path,
-    ) -> Result<(), ConfigError> {
-        let at = Source::new(path, text);
-
-        self.inspect(base_dir, &self.boot.kernel, Expect::Regular)
-            .map_err(|m| at.error("boot.kernel", m))?;
-        if let Some(initrd) = &self.boot.initrd {
-            self.inspect(base_dir, initrd, Expect::Regular)
-                .map_err(|m| at.error("boot.initrd", m))?;
-        }
-
-        // Catches one image reached twice through different spellings,
-        // absolute paths, links or two nodes for one block device.
-        let mut seen: HashMap<(bool, u64, u64), usize> = HashMap::new();
-        for (i, disk) in self.disks.iter().enumerate() {
-            let field = format!("disk[{i}].path");
-            let meta = self
-                .inspect(base_dir, &disk.path, Expect::RegularOrBlock)
-                .map_err(|m| at.error(&field, m))?;
-            let key = if meta.file_type().is_block_device() {
-                (true, meta.rdev(), 0)
-            } else {
-                (false, meta.dev(), meta.ino())
-            };
-            if let Some(first) = seen.insert(key, i) {
-                return Err(at.error(
-                    &field,
-                    format!(
-                        "`{}` is the same file as disk[{first}]",
-                        self.resolve(base_dir, &disk.path).display()
-                    ),
-                ));
-            }
-        }
-
-        if let Some(vsock) = &self.vsock {
-            self.check_socket_path(base_dir, &vsock.uds_path)
-                .map_err(|m| at.error("vsock.uds_path", m))?;
-        }
-        Ok(())
-    }
-
-    fn inspect(&self, base_dir: &Path, rel: &Path, expect: Expect) -> Result<Metadata, String> {
-        // Repeated here for specs that did not come through parse.
-        check_spec_path(rel)?;
-        let full = self.resolve(base_dir, rel);
-        let meta = std::fs::metadata(&full).map_err(|err| match err.kind() {
-            std::io::ErrorKind::NotFound => format!("`{}` does not exist", full.display()),
-            _ => format!("cannot inspect `{}`: {err}", full.display()),
-        })?;
-        let kind = meta.file_type();
-        let fits = match expect {
-            Expect::Regular => kind.is_file(),
-            Expect::RegularOrBlock => kind.is_file() || kind.is_block_device(),
-        };
-        if !fits {
-            return Err(format!(
-                "`{}` is {}, not {}",
-                full.display(),
-                describe(kind),
-                match expect {
-                    Expect::Regular => "a regular file",
-                    Expect::RegularOrBlock => "a regular file or a block device",
-                }
-            ));
-        }
-        Ok(meta)
-    }
-
-    fn check_socket_path(&self, base_dir: &Path, rel: &Path) -> Result<(), String> {
-        check_spec_path(rel)?;
-        let full = self.resolve(base_dir, rel);
-        let len = full.as_os_str().len();
-        if len > MAX_UDS_PATH_LEN {
-            return Err(format!(
-                "`{}` is {len} bytes long; a Unix socket path has at most {MAX_UDS_PATH_LEN}",
-                full.display()
-            ));
-        }
-        // A stale socket is normal (the VMM replaces it); anything else
-        // there is a mistake the VMM must not delete.
-        match std::fs::symlink_metadata(&full) {
-            Ok(meta) if !meta.file_type().is_socket() => Err(format!(
-                "`{}` is {}, not a socket",
-                full.display(),
-                describe(meta.file_type())
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// What a spec path must name.
-#[derive(Clone, Copy)]
-enum Expect {
-    Regular,
-    RegularOrBlock,
-}
-
-/// "a directory", "a character device", ... for error messages.
-fn describe(kind: FileType) -> &'static str {
-    if kind.is_dir() {
-        "a directory"
-    } else if kind.is_file() {
-        "a regular file"
-    } else if kind.is_block_device() {
-        "a block device"
-    } else if kind.is_char_device() {
-        "a character device"
-    } else if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_socket() {
-        "a socket"
-    } else if kind.is_symlink() {
-        "a symbolic link"
-    } else {
-        "an unknown kind of file"
-    }
 }
 
 /// Checks a guest name: 1 to 63 lowercase letters, digits and inner
@@ -604,7 +464,7 @@ pub fn validate_disk_serial(serial: &str) -> Result<(), String> {
 
 /// Checks a path from a spec: not empty, and no `..` so that a relative
 /// path stays inside the data partition.
-fn check_spec_path(path: &Path) -> Result<(), String> {
+pub fn check_spec_path(path: &Path) -> Result<(), String> {
     if path.as_os_str().is_empty() {
         return Err("must not be empty".to_string());
     }

@@ -1,20 +1,18 @@
-//! Types shared by every Keel component.
+//! Types and wire contracts shared by every Keel component.
 //!
 //! Configuration lives here so that init, the agent and the client parse and
 //! validate it the same way, and every error names the file, line and field.
+//! This crate holds types and parsers only; what does I/O (atomic writes,
+//! taps, the DHCP client, the checks of a spec's files on disk) is in
+//! keel-sys (`common/sys/`).
 
 pub mod config;
-#[cfg(feature = "dhcp")]
-pub mod dhcp;
 pub mod frame;
-pub mod fsutil;
 pub mod guest;
 pub mod host;
 pub mod hostfwd;
 pub mod init_api;
 pub mod mac;
-#[cfg(feature = "tun")]
-pub mod tun;
 pub mod vmm_api;
 pub mod vmm_exit;
 

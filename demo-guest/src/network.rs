@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use keel_common::dhcp::{self, SYSFS_NET};
+use keel_sys::dhcp::{self, SYSFS_NET};
 
 const DHCP_TIMEOUT: Duration = Duration::from_secs(20);
 

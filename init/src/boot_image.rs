@@ -58,7 +58,7 @@ pub fn extract_guest_kernel(esp: Option<&Path>) {
     if let Some(dir) = target.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    match keel_common::fsutil::atomic_write(target, kernel, 0o644) {
+    match keel_sys::fsutil::atomic_write(target, kernel, 0o644) {
         Ok(()) => log::info!("guest kernel ready ({} KiB)", kernel.len() / 1024),
         Err(e) => log::warn!("cannot write {}: {e}", target.display()),
     }

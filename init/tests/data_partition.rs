@@ -368,7 +368,7 @@ fn grows_checks_and_mounts_keel_data_on_a_loop_device() {
     for sub in ["guests", "images", "disks", "logs", "agent"] {
         assert!(mount_point.join(sub).is_dir(), "{sub}");
     }
-    keel_common::fsutil::atomic_write(&mount_point.join("disks/probe.txt"), b"persisted\n", 0o644)
+    keel_sys::fsutil::atomic_write(&mount_point.join("disks/probe.txt"), b"persisted\n", 0o644)
         .expect("write on the data partition");
 
     // Mounting over a mount point is refused.

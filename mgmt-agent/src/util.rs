@@ -1,5 +1,5 @@
 //! Small helpers shared by keel-agent and keelctl: UTC timestamps without
-//! a date library. (Atomic file writes are `keel_common::fsutil`.)
+//! a date library. (Atomic file writes are `keel_sys::fsutil`.)
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -160,7 +160,7 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| args.config.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."));
-    let spec = match GuestSpec::load(&args.config, &base) {
+    let spec = match keel_sys::spec_files::load_guest_spec(&args.config, &base) {
         Ok(spec) => spec,
         Err(err) => {
             eprintln!("keel-vmm: error: {err}");

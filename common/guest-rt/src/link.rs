@@ -5,7 +5,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use keel_common::tun::ifreq_named;
+use keel_sys::tun::ifreq_named;
 
 /// A datagram socket, the handle the interface ioctls go through.
 fn ioctl_socket() -> io::Result<OwnedFd> {

@@ -21,12 +21,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use keel_common::fsutil::atomic_write;
 use keel_common::guest::RestartPolicy;
 use keel_common::init_api::{ErrorCode, GuestState, GuestStatus};
 use keel_common::vmm_api::{self, VmmRequest, VmmResponse};
 use keel_common::vmm_exit::VmmExitStatus;
 use keel_common::GuestSpec;
+use keel_sys::fsutil::atomic_write;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
@@ -376,8 +376,7 @@ impl GuestManager {
         g.stop_requested = false;
         g.kill_at = None;
         let file = paths.spec_file(name);
-        g.spec
-            .validate_files(&file, &g.spec_toml, &paths.data)
+        keel_sys::spec_files::check_spec_files(&g.spec, &file, &g.spec_toml, &paths.data)
             .map_err(|e| (ErrorCode::Invalid, e.to_string()))?;
         match vmm::spawn(&paths, &g.spec, &file) {
             Ok(pid) => {

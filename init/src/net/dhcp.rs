@@ -8,9 +8,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use keel_common::dhcp::{
-    self, Clock, DhcpClient, DhcpEvent, Lease, PacketDevice, PACKET_BUFFER_LEN,
-};
+use keel_sys::dhcp::{self, Clock, DhcpClient, DhcpEvent, Lease, PacketDevice, PACKET_BUFFER_LEN};
 
 use super::netlink::{LinkEvent, LinkMonitor, Netlink};
 use super::{Announcer, NetError};

@@ -4,7 +4,7 @@
 //! (or on the uplink when there is none).
 //!
 //! Links, addresses and routes go through rtnetlink (`netlink`). DHCP is
-//! smoltcp's client over a packet socket (`keel_common::dhcp`), kept
+//! smoltcp's client over a packet socket (`keel_sys::dhcp`), kept
 //! running for renewals and link changes (`dhcp`). Each uplink is set up on
 //! a thread of its own so that a missing NIC or a silent DHCP server never
 //! holds up PID 1; only the bridge is made before [`start`] returns, so
@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use keel_common::dhcp::SYSFS_NET;
 use keel_common::host::{AddressMode, HostConfig, NetworkConfig};
+use keel_sys::dhcp::SYSFS_NET;
 
 use netlink::{Netlink, NetlinkError};
 
@@ -47,7 +47,7 @@ pub enum NetError {
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     #[error(transparent)]
-    Dhcp(#[from] keel_common::dhcp::DhcpError),
+    Dhcp(#[from] keel_sys::dhcp::DhcpError),
 }
 
 /// Where the uplink threads publish what they learn: the console (the
@@ -75,8 +75,7 @@ impl Announcer {
             .iter()
             .map(|s| format!("nameserver {s}\n"))
             .collect();
-        if let Err(err) =
-            keel_common::fsutil::atomic_write(&self.resolv_conf, text.as_bytes(), 0o644)
+        if let Err(err) = keel_sys::fsutil::atomic_write(&self.resolv_conf, text.as_bytes(), 0o644)
         {
             log::warn!("cannot write {}: {err}", self.resolv_conf.display());
         }

@@ -79,7 +79,7 @@ fn is_candidate(dir: &Path, name: &str) -> bool {
 
 /// The interface's MAC address from `<sysfs_net>/<ifname>/address`.
 pub fn read_mac(sysfs_net: &Path, ifname: &str) -> Option<MacAddr> {
-    keel_common::dhcp::read_mac(sysfs_net, ifname).map(MacAddr)
+    keel_sys::dhcp::read_mac(sysfs_net, ifname).map(MacAddr)
 }
 
 #[cfg(test)]

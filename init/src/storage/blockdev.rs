@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use keel_common::fsutil::read_trimmed;
+use keel_sys::fsutil::read_trimmed;
 
 use super::label::{read_label, FsKind, FsLabel};
 use super::partuuid::{partuuid_of, GptCache};

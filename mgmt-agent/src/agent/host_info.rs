@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::messages::HostInfo;
-use keel_common::fsutil::read_trimmed;
+use keel_sys::fsutil::read_trimmed;
 
 use super::init_client::InitClient;
 

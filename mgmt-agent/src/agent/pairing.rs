@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::lock;
-use keel_common::fsutil::atomic_write;
+use keel_sys::fsutil::atomic_write;
 
 /// An open pairing code.
 struct Code {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use keel_common::fsutil::atomic_write;
+use keel_sys::fsutil::atomic_write;
 
 use super::audit::AuditLog;
 use super::events::EventLog;

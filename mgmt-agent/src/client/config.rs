@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::ClientError;
 use crate::{ClientKey, KnownHosts};
-use keel_common::fsutil::atomic_write;
+use keel_sys::fsutil::atomic_write;
 
 /// The agent's default TCP port.
 pub const DEFAULT_PORT: u16 = 7444;

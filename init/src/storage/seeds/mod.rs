@@ -12,8 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
-use keel_common::fsutil::atomic_write;
 use keel_common::{GuestSpec, HostConfig};
+use keel_sys::fsutil::atomic_write;
 
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

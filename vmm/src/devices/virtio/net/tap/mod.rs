@@ -5,7 +5,7 @@
 use std::io;
 use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
 
-use keel_common::tun::{ifreq_name, ifreq_named, open_tap, TunError, TAP_FLAGS};
+use keel_sys::tun::{ifreq_name, ifreq_named, open_tap, TunError, TAP_FLAGS};
 
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,

@@ -2,7 +2,7 @@ use std::fs::OpenOptions;
 use std::os::unix::io::FromRawFd;
 use std::time::{Duration, Instant};
 
-use keel_common::tun::TUN_PATH;
+use keel_sys::tun::TUN_PATH;
 
 use super::*;
 use crate::devices::virtio::net::{Net, TX_QUEUE};

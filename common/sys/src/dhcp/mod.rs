@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use client::{DhcpClient, DhcpEvent, PACKET_BUFFER_LEN};
 pub use packet::PacketDevice;
 
-use crate::mac::MacAddr;
+use keel_common::mac::MacAddr;
 
 /// Where the kernel lists network interfaces.
 pub const SYSFS_NET: &str = "/sys/class/net";
