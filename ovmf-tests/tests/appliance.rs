@@ -199,4 +199,8 @@ fn operator_runs_guests_across_reboot_crash_and_power_button() {
         !serial.contains("Kernel panic - not syncing: Attempted to kill init"),
         "init died:\n{serial}"
     );
+    assert!(
+        !serial.contains("still running after"),
+        "a process ignored SIGTERM at shutdown; console:\n{serial}"
+    );
 }

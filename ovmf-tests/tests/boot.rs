@@ -61,6 +61,11 @@ fn assert_clean_exit(qemu: &mut Qemu, marker: &str) {
     );
     let serial = qemu.serial();
     assert!(!serial.contains("Kernel panic"), "console:\n{serial}");
+    // Every process ends on SIGTERM: none waits for the last-resort kill.
+    assert!(
+        !serial.contains("still running after"),
+        "a process ignored SIGTERM at shutdown; console:\n{serial}"
+    );
 }
 
 #[test]
