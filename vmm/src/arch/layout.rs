@@ -40,6 +40,8 @@ pub const APIC_START: u64 = 0xfee0_0000;
 
 /// Legacy I/O ports and interrupt lines.
 pub const SERIAL_PORT: u16 = 0x3f8;
+/// PCI configuration mechanism #1: address at 0xCF8, data at 0xCFC.
+pub const PCI_CONFIG_PORT: u16 = 0xcf8;
 pub const SERIAL_IRQ: u32 = 4;
 pub const I8042_PORT: u16 = 0x60;
 pub const I8042_IRQ: u32 = 1;

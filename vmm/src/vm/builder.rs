@@ -23,6 +23,7 @@ use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::boot_timer::{BootMarker, BootTimer};
 use crate::devices::bus::Bus;
 use crate::devices::i8042::I8042;
+use crate::devices::pci_host::{self, PciHostBridge};
 use crate::devices::pvpanic::PvPanic;
 use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::net::user::{UserNet, UserNetConfig};
@@ -201,6 +202,12 @@ impl VmBuilder {
             .map_err(VmError::device("serial"))?;
         pio.insert(u64::from(I8042_PORT), 5, i8042.clone())
             .map_err(VmError::device("i8042"))?;
+        pio.insert(
+            u64::from(PCI_CONFIG_PORT),
+            pci_host::PORT_LEN,
+            Arc::new(Mutex::new(PciHostBridge::default())),
+        )
+        .map_err(VmError::device("pci_host"))?;
         pio.insert(
             u64::from(ACPI_PM_PORT),
             u64::from(ACPI_PM_LEN),
