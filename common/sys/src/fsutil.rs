@@ -90,23 +90,16 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    /// A scratch directory removed on drop.
-    struct Scratch(PathBuf);
+    /// A scratch directory; the `TempDir`, held only for its drop, removes it.
+    struct Scratch(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
     impl Scratch {
         fn new(tag: &str) -> Self {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let dir =
-                std::env::temp_dir().join(format!("keel-fsutil-{tag}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("mkdir scratch");
-            Scratch(dir)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("keel-fsutil-{tag}-"))
+                .tempdir()
+                .expect("mkdir scratch");
+            Scratch(dir.path().to_path_buf(), dir)
         }
     }
 

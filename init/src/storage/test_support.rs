@@ -7,27 +7,16 @@ use std::process::Command;
 
 use super::Probe;
 
-/// A temp directory removed on drop.
-pub struct Scratch(pub PathBuf);
+/// A temp directory; the `TempDir`, held only for its drop, removes it.
+pub struct Scratch(pub PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl Scratch {
     pub fn new(tag: &str) -> Self {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "keel-storage-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir scratch");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("keel-storage-{tag}-"))
+            .tempdir()
+            .expect("mkdir scratch");
+        Scratch(dir.path().to_path_buf(), dir)
     }
 }
 

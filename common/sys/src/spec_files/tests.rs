@@ -6,13 +6,17 @@ fn parse(text: &str) -> Result<GuestSpec, ConfigError> {
     GuestSpec::parse(Path::new("web1.toml"), text)
 }
 
-/// A scratch data partition, removed on drop.
-struct TempDir(PathBuf);
+/// A scratch data partition; the `TempDir`, held only for its drop,
+/// removes it.
+struct TempDir(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl TempDir {
     fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("keel-guest-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let temp = tempfile::Builder::new()
+            .prefix(&format!("keel-guest-{tag}-"))
+            .tempdir()
+            .expect("create temp dir");
+        let dir = temp.path().to_path_buf();
         for sub in ["images", "disks", "vsock"] {
             std::fs::create_dir_all(dir.join(sub)).expect("create temp dir");
         }
@@ -24,13 +28,7 @@ impl TempDir {
         ] {
             std::fs::write(dir.join(file), b"x").expect("create temp file");
         }
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        TempDir(dir, temp)
     }
 }
 
