@@ -13,6 +13,7 @@
 
 pub mod cgroup;
 pub mod tap;
+pub mod uids;
 pub mod vmm;
 
 use std::collections::BTreeMap;
@@ -62,6 +63,11 @@ pub struct Paths {
 impl Paths {
     fn spec_file(&self, name: &str) -> PathBuf {
         self.data.join("guests").join(format!("{name}.toml"))
+    }
+
+    /// The table of the guests' uids.
+    fn uid_file(&self) -> PathBuf {
+        self.data.join("guests").join("uids")
     }
 
     pub fn socket(&self, name: &str) -> PathBuf {
@@ -185,6 +191,7 @@ fn not_found(name: &str) -> GuestError {
 pub struct GuestManager {
     paths: Paths,
     guests: BTreeMap<String, Guest>,
+    uids: uids::UidTable,
     next_seq: u64,
     /// Set once the host shuts down: nothing starts any more.
     shutting_down: bool,
@@ -226,6 +233,7 @@ impl GuestManager {
             }
         }
         GuestManager {
+            uids: uids::UidTable::load(paths.uid_file()),
             paths,
             guests,
             next_seq: 1,
@@ -283,6 +291,9 @@ impl GuestManager {
         let spec =
             GuestSpec::parse(&file, spec_toml).map_err(|e| (ErrorCode::Invalid, e.to_string()))?;
         let name = spec.name.clone();
+        self.uids
+            .get_or_allocate(&name)
+            .map_err(|e| (ErrorCode::Internal, e))?;
         let file = self.paths.spec_file(&name);
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -340,6 +351,9 @@ impl GuestManager {
             let _ = dir.sync_all();
         }
         self.guests.remove(name);
+        if let Err(e) = self.uids.release(name) {
+            log::warn!("guest {name}: its uid stays recorded: {e}");
+        }
         log::info!("guest {name} undefined");
         Ok(())
     }
@@ -367,6 +381,14 @@ impl GuestManager {
     fn spawn(&mut self, name: &str) -> Result<(), GuestError> {
         let seq = self.next_seq;
         let paths = self.paths.clone();
+        if !self.guests.contains_key(name) {
+            return Err(not_found(name));
+        }
+        // Guests defined before uids were recorded get theirs here.
+        let uid = self
+            .uids
+            .get_or_allocate(name)
+            .map_err(|e| (ErrorCode::Internal, e))?;
         let g = self.guests.get_mut(name).ok_or_else(|| not_found(name))?;
         if let Some((spec, toml)) = g.pending.take() {
             g.spec = spec;
@@ -378,7 +400,7 @@ impl GuestManager {
         let file = paths.spec_file(name);
         keel_sys::spec_files::check_spec_files(&g.spec, &file, &g.spec_toml, &paths.data)
             .map_err(|e| (ErrorCode::Invalid, e.to_string()))?;
-        match vmm::spawn(&paths, &g.spec, &file) {
+        match vmm::spawn(&paths, &g.spec, &file, uid) {
             Ok(pid) => {
                 g.pid = Some(pid);
                 g.started = Some(Instant::now());

@@ -294,3 +294,17 @@ fn host_shutdown_waits_for_each_guest_and_kills_one_that_hangs() {
     assert_eq!(hung.state, GuestState::Stopped);
     assert_eq!(hung.last_exit.as_deref(), Some("VMM killed by SIGKILL"));
 }
+
+#[test]
+fn defined_guests_get_distinct_uids_that_survive_a_reload() {
+    let mut f = fixture("exit 0");
+    for name in ["app1", "app180"] {
+        f.manager
+            .define(&SPEC.replace("web1", name))
+            .expect("define");
+    }
+    let (a, b) = (f.manager.uids.get("app1"), f.manager.uids.get("app180"));
+    assert!(a.is_some() && a != b, "{a:?} {b:?}");
+    let again = GuestManager::load(f.manager.paths().clone());
+    assert_eq!((again.uids.get("app1"), again.uids.get("app180")), (a, b));
+}

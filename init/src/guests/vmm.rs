@@ -12,22 +12,9 @@ use keel_common::GuestSpec;
 
 use super::{cgroup, tap, Paths};
 
-/// First uid of the range guests run under; see [`guest_uid`].
-const GUEST_UID_BASE: u32 = 100_000;
-const GUEST_UID_SPAN: u32 = 60_000;
-
-/// The uid (and gid) a guest's VMM runs as: derived from its name, so it
-/// is stable across restarts and reboots without a table to keep.
-pub fn guest_uid(name: &str) -> u32 {
-    // FNV-1a: tiny, and stable across Rust releases, unlike DefaultHasher.
-    let hash = name.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    GUEST_UID_BASE + hash % GUEST_UID_SPAN
-}
-
-/// Starts the VMM for `spec` (stored at `spec_file`). Returns its pid.
-pub fn spawn(paths: &Paths, spec: &GuestSpec, spec_file: &Path) -> Result<i32, String> {
+/// Starts the VMM for `spec` (stored at `spec_file`), under `uid` when
+/// privileges are dropped. Returns its pid.
+pub fn spawn(paths: &Paths, spec: &GuestSpec, spec_file: &Path, uid: u32) -> Result<i32, String> {
     let name = &spec.name;
     let socket = paths.socket(name);
     std::fs::create_dir_all(&paths.sockets)
@@ -75,7 +62,6 @@ pub fn spawn(paths: &Paths, spec: &GuestSpec, spec_file: &Path) -> Result<i32, S
     }
 
     if paths.drop_privileges {
-        let uid = guest_uid(name);
         // The VMM rotates its console log as that uid.
         std::os::unix::fs::chown(&log_dir, Some(uid), Some(uid))
             .map_err(|e| format!("cannot hand {} to uid {uid}: {e}", log_dir.display()))?;
@@ -117,24 +103,4 @@ pub fn spawn(paths: &Paths, spec: &GuestSpec, spec_file: &Path) -> Result<i32, S
     // The child holds the taps now; ours close with `taps`.
     drop(taps);
     i32::try_from(child.id()).map_err(|_| "the VMM's pid is out of range".to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn guest_uids_are_stable_and_in_range() {
-        let a = guest_uid("web1");
-        assert_eq!(a, guest_uid("web1"));
-        assert_ne!(a, guest_uid("web2"));
-        for name in [
-            "a",
-            "demo",
-            "a-very-long-guest-name-that-is-still-one-dns-label",
-        ] {
-            let uid = guest_uid(name);
-            assert!((GUEST_UID_BASE..GUEST_UID_BASE + GUEST_UID_SPAN).contains(&uid));
-        }
-    }
 }
