@@ -12,6 +12,7 @@
 //! one mutex; waiters for a state change use the condition variable.
 
 pub mod cgroup;
+pub mod logdir;
 pub mod tap;
 pub mod uids;
 pub mod vmm;
@@ -74,12 +75,13 @@ impl Paths {
         self.sockets.join(format!("{name}.sock"))
     }
 
-    pub fn log_dir(&self, name: &str) -> PathBuf {
-        self.data.join("logs").join(name)
+    /// Parent of the guests' log directories.
+    pub fn logs(&self) -> PathBuf {
+        self.data.join("logs")
     }
 
     pub fn console_log(&self, name: &str) -> PathBuf {
-        self.log_dir(name).join("console.log")
+        self.logs().join(name).join(logdir::LOG_FILES[0])
     }
 }
 
@@ -591,20 +593,19 @@ impl GuestManager {
         if !self.guests.contains_key(name) {
             return Err(not_found(name));
         }
-        let current = self.paths.console_log(name);
-        let mut older = current.clone().into_os_string();
-        older.push(".1");
-        let mut out = tail_of(Path::new(&older), max_bytes);
-        out.extend(tail_of(&current, max_bytes));
+        let logs = self.paths.logs();
+        let [current, older] = logdir::LOG_FILES.map(|f| logdir::open_log(&logs, name, f));
+        let mut out = tail_of(older, max_bytes);
+        out.extend(tail_of(current, max_bytes));
         let skip = out.len().saturating_sub(max_bytes);
         out.drain(..skip);
         Ok(out)
     }
 }
 
-fn tail_of(path: &Path, max: usize) -> Vec<u8> {
+fn tail_of(file: std::io::Result<std::fs::File>, max: usize) -> Vec<u8> {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
+    let Ok(mut f) = file else {
         return Vec::new();
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);

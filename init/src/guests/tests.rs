@@ -217,7 +217,7 @@ fn host_shutdown_stops_newest_first_and_blocks_starts() {
 fn console_log_tails_span_the_rotated_copy() {
     let mut f = fixture("exit 0");
     f.manager.define(SPEC).expect("define");
-    let dir = f.manager.paths().log_dir("web1");
+    let dir = f.manager.paths().logs().join("web1");
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::write(dir.join("console.log.1"), b"older\n").expect("write");
     std::fs::write(dir.join("console.log"), b"newer\n").expect("write");
@@ -307,4 +307,53 @@ fn defined_guests_get_distinct_uids_that_survive_a_reload() {
     assert!(a.is_some() && a != b, "{a:?} {b:?}");
     let again = GuestManager::load(f.manager.paths().clone());
     assert_eq!((again.uids.get("app1"), again.uids.get("app180")), (a, b));
+}
+
+/// A "VMM" that appends to the console log it is given.
+const APPEND_TO_LOG: &str = "echo pwned >> \"$8\"";
+
+#[test]
+fn a_planted_log_link_is_neither_followed_by_the_vmm_nor_read_back() {
+    let mut f = fixture(APPEND_TO_LOG);
+    f.manager.define(SPEC).expect("define");
+    let secret = f.dir.path().join("secret");
+    std::fs::write(&secret, "SECRET\n").expect("secret");
+    let dir = f.manager.paths().logs().join("web1");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for log in logdir::LOG_FILES {
+        std::os::unix::fs::symlink(&secret, dir.join(log)).expect("symlink");
+    }
+    assert!(f.manager.console_log("web1", 1024).expect("log").is_empty());
+
+    f.manager.start("web1").expect("start");
+    reap(&mut f.manager, "web1");
+    assert_eq!(
+        std::fs::read_to_string(&secret).expect("secret"),
+        "SECRET\n"
+    );
+    let log = dir.join("console.log");
+    assert!(log.symlink_metadata().expect("log").is_file());
+    assert_eq!(
+        f.manager.console_log("web1", 1024).expect("log"),
+        b"pwned\n"
+    );
+}
+
+#[test]
+fn a_log_directory_that_is_a_link_is_refused() {
+    let mut f = fixture(APPEND_TO_LOG);
+    f.manager.define(SPEC).expect("define");
+    let elsewhere = f.dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    std::fs::write(elsewhere.join("console.log"), "SECRET\n").expect("write");
+    let logs = f.manager.paths().logs();
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    std::os::unix::fs::symlink(&elsewhere, logs.join("web1")).expect("symlink");
+
+    let (_, message) = f.manager.start("web1").expect_err("a linked log directory");
+    assert!(message.contains("symbolic links are refused"), "{message}");
+    assert!(f.manager.is_down("web1"));
+    let target = std::fs::read_to_string(elsewhere.join("console.log")).expect("target");
+    assert_eq!(target, "SECRET\n");
+    assert!(f.manager.console_log("web1", 1024).expect("log").is_empty());
 }

@@ -25,9 +25,7 @@ pub fn spawn(paths: &Paths, spec: &GuestSpec, spec_file: &Path, uid: u32) -> Res
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot remove the old {}: {e}", socket.display())),
     }
-    let log_dir = paths.log_dir(name);
-    std::fs::create_dir_all(&log_dir)
-        .map_err(|e| format!("cannot create {}: {e}", log_dir.display()))?;
+    super::logdir::prepare(&paths.logs(), name, paths.drop_privileges.then_some(uid))?;
 
     let mut cmd = Command::new(&paths.vmm);
     crate::child::unblock_signals(&mut cmd)
@@ -62,12 +60,6 @@ pub fn spawn(paths: &Paths, spec: &GuestSpec, spec_file: &Path, uid: u32) -> Res
     }
 
     if paths.drop_privileges {
-        // The VMM rotates its console log as that uid.
-        std::os::unix::fs::chown(&log_dir, Some(uid), Some(uid))
-            .map_err(|e| format!("cannot hand {} to uid {uid}: {e}", log_dir.display()))?;
-        for file in ["console.log", "console.log.1"] {
-            let _ = std::os::unix::fs::chown(log_dir.join(file), Some(uid), Some(uid));
-        }
         cmd.arg("--uid")
             .arg(uid.to_string())
             .arg("--gid")
