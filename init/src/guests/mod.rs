@@ -13,6 +13,7 @@
 
 pub mod cgroup;
 pub mod logdir;
+pub mod shared_disks;
 pub mod tap;
 pub mod uids;
 pub mod vmm;
@@ -293,6 +294,12 @@ impl GuestManager {
         let spec =
             GuestSpec::parse(&file, spec_toml).map_err(|e| (ErrorCode::Invalid, e.to_string()))?;
         let name = spec.name.clone();
+        let others = self
+            .guests
+            .values()
+            .flat_map(|g| std::iter::once(&g.spec).chain(g.pending.as_ref().map(|(s, _)| s)));
+        shared_disks::check(&spec, &file, spec_toml, others, &self.paths.data)
+            .map_err(|e| (ErrorCode::Conflict, e))?;
         self.uids
             .get_or_allocate(&name)
             .map_err(|e| (ErrorCode::Internal, e))?;
@@ -402,6 +409,16 @@ impl GuestManager {
         let file = paths.spec_file(name);
         keel_sys::spec_files::check_spec_files(&g.spec, &file, &g.spec_toml, &paths.data)
             .map_err(|e| (ErrorCode::Invalid, e.to_string()))?;
+        // Files can change after the definitions were checked (a new link).
+        let g = self.guests.get(name).ok_or_else(|| not_found(name))?;
+        let running = self
+            .guests
+            .values()
+            .filter(|o| o.pid.is_some())
+            .map(|o| &o.spec);
+        shared_disks::check(&g.spec, &file, &g.spec_toml, running, &paths.data)
+            .map_err(|e| (ErrorCode::Conflict, e))?;
+        let g = self.guests.get_mut(name).ok_or_else(|| not_found(name))?;
         match vmm::spawn(&paths, &g.spec, &file, uid) {
             Ok(pid) => {
                 g.pid = Some(pid);

@@ -357,3 +357,91 @@ fn a_log_directory_that_is_a_link_is_refused() {
     assert_eq!(target, "SECRET\n");
     assert!(f.manager.console_log("web1", 1024).expect("log").is_empty());
 }
+
+#[test]
+fn two_guests_cannot_be_defined_on_one_writable_disk() {
+    let f = fixture("exit 0");
+    let disks = f.dir.path().join("data/disks");
+    std::fs::create_dir_all(&disks).expect("mkdir");
+    for img in ["a.img", "ro.img"] {
+        std::fs::write(disks.join(img), b"disk").expect("image");
+    }
+    std::fs::hard_link(disks.join("a.img"), disks.join("a-link.img")).expect("link");
+    let control = crate::control::Control {
+        shared: std::sync::Arc::new(Shared::new(f.manager)),
+        host_action: std::sync::Arc::new(|_| {}),
+        stop_timeout: Duration::from_secs(1),
+    };
+    let define = |name: &str, disk: &str, read_only: bool| {
+        let spec = format!(
+            "{}[[disk]]\npath = \"disks/{disk}\"\nread_only = {read_only}\n",
+            SPEC.replace("web1", name)
+        );
+        crate::control::answer(
+            &control,
+            keel_common::init_api::InitRequest::GuestDefine { spec_toml: spec },
+        )
+    };
+    let refused = |response: keel_common::init_api::InitResponse| match response {
+        keel_common::init_api::InitResponse::Error { kind, message } => {
+            assert_eq!(kind, ErrorCode::Conflict, "{message}");
+            message
+        }
+        other => panic!("defined: {other:?}"),
+    };
+
+    assert!(matches!(
+        define("web1", "a.img", false),
+        keel_common::init_api::InitResponse::Ok
+    ));
+    // The same inode under another name, written or only read.
+    let message = refused(define("web2", "a-link.img", false));
+    assert!(
+        message.contains("guests/web2.toml:7: field `disk[0].path`"),
+        "{message}"
+    );
+    assert!(message.contains("guest \"web1\""), "{message}");
+    refused(define("web3", "a.img", true));
+    assert!(!f.dir.path().join("data/guests/web2.toml").exists());
+    // Read-only sharing stays allowed; writing a shared read-only disk does not.
+    assert!(matches!(
+        define("ro1", "ro.img", true),
+        keel_common::init_api::InitResponse::Ok
+    ));
+    assert!(matches!(
+        define("ro2", "ro.img", true),
+        keel_common::init_api::InitResponse::Ok
+    ));
+    refused(define("rw3", "ro.img", false));
+    // A guest may be redefined on its own disk.
+    assert!(matches!(
+        define("web1", "a-link.img", false),
+        keel_common::init_api::InitResponse::Ok
+    ));
+}
+
+#[test]
+fn a_guest_does_not_start_on_a_disk_a_running_guest_writes() {
+    let mut f = fixture("exec sleep 10");
+    let disks = f.dir.path().join("data/disks");
+    std::fs::create_dir_all(&disks).expect("mkdir");
+    std::fs::write(disks.join("a.img"), b"disk").expect("image");
+    std::fs::write(disks.join("b.img"), b"disk").expect("image");
+    let with_disk = |name: &str, disk: &str| {
+        format!(
+            "{}[[disk]]\npath = \"disks/{disk}\"\n",
+            SPEC.replace("web1", name)
+        )
+    };
+    f.manager.define(&with_disk("web1", "a.img")).expect("web1");
+    f.manager.define(&with_disk("web2", "b.img")).expect("web2");
+    f.manager.start("web1").expect("start web1");
+    // b.img becomes a.img after both were defined.
+    std::fs::remove_file(disks.join("b.img")).expect("rm");
+    std::fs::hard_link(disks.join("a.img"), disks.join("b.img")).expect("link");
+    let (kind, message) = f.manager.start("web2").expect_err("a shared disk");
+    assert_eq!(kind, ErrorCode::Conflict, "{message}");
+    assert!(f.manager.is_down("web2"));
+    f.manager.kill("web1").expect("kill");
+    reap(&mut f.manager, "web1");
+}
