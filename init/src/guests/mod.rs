@@ -34,6 +34,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
+use crate::storage::seeds::undefined;
 use crate::supervisor::Service;
 
 /// How long a guest gets to shut down cleanly before its VMM is killed.
@@ -334,6 +335,9 @@ impl GuestManager {
                 log::info!("guest {name} defined");
             }
         }
+        if let Err(e) = undefined::set(&self.paths.data, &name, false) {
+            log::warn!("guest {name}: it stays on the undefined list: {e}");
+        }
         Ok(name)
     }
 
@@ -345,6 +349,8 @@ impl GuestManager {
                 format!("Guest \"{name}\" is running; stop it first."),
             ));
         }
+        // Recorded first: a seed of this name must not bring it back.
+        undefined::set(&self.paths.data, name, true).map_err(|e| (ErrorCode::Internal, e))?;
         let file = self.paths.spec_file(name);
         match std::fs::remove_file(&file) {
             Ok(()) => {}

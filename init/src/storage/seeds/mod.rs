@@ -5,7 +5,8 @@
 //! - `authorized_keys` lines whose key is new are appended to
 //!   `data/agent/authorized_keys`;
 //! - `guests/NAME.toml` becomes `data/guests/NAME.toml` when no guest of
-//!   that file name exists yet and the spec validates.
+//!   that file name exists yet, the operator did not undefine it (see
+//!   [`undefined`]) and the spec validates.
 //!
 //! An invalid seed is logged with its file, line and field and otherwise
 //! ignored: the copy on the data partition stays as it was.
@@ -14,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use keel_common::{GuestSpec, HostConfig};
 use keel_sys::fsutil::atomic_write;
+
+pub mod undefined;
 
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -260,11 +263,22 @@ fn import_guests(esp: &Path, data: &Path, report: &mut SeedReport) {
         })
         .collect();
     seeds.sort();
+    let undefined = undefined::names(data);
     for seed in seeds {
         let Some(file_name) = seed.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             continue;
         };
         let target = data.join("guests").join(&file_name);
+        if seed
+            .file_stem()
+            .is_some_and(|stem| undefined.contains(&*stem.to_string_lossy()))
+        {
+            log::info!(
+                "the operator undefined the guest of seed {}; it is not imported",
+                seed.display()
+            );
+            continue;
+        }
         if target.exists() {
             log::debug!(
                 "{} exists; seed {} not imported",

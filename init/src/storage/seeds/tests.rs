@@ -163,3 +163,34 @@ fn guests_are_imported_once_and_never_overwritten() {
         "# edited\n"
     );
 }
+
+#[test]
+fn a_seeded_guest_the_operator_undefined_is_not_imported_again() {
+    let (_s, esp, data) = dirs();
+    std::fs::create_dir_all(esp.join("guests")).expect("mkdir");
+    std::fs::write(esp.join("guests/web1.toml"), GUEST).expect("seed");
+    assert_eq!(import_seeds(&esp, &data).guests_imported, vec!["web1.toml"]);
+
+    let paths = crate::guests::Paths {
+        data: data.clone(),
+        sockets: data.join("vm"),
+        vmm: PathBuf::from("/nonexistent/keel-vmm"),
+        cgroup: None,
+        drop_privileges: false,
+        bridge: None,
+        console_to_host: false,
+    };
+    let mut manager = crate::guests::GuestManager::load(paths.clone());
+    manager.undefine("web1").expect("undefine");
+    // The next boot.
+    let report = import_seeds(&esp, &data);
+    assert!(report.guests_imported.is_empty(), "{report:?}");
+    assert!(!data.join("guests/web1.toml").exists());
+    assert!(crate::guests::GuestManager::load(paths.clone())
+        .show("web1")
+        .is_err());
+
+    // Defining it by hand again is the operator's word: the list forgets it.
+    manager.define(GUEST).expect("define");
+    assert!(!undefined::names(&data).contains("web1"));
+}
