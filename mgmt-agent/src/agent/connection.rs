@@ -7,28 +7,29 @@ use std::cell::Cell;
 use std::net::{SocketAddr, TcpStream};
 
 use super::console;
+use super::deadline::Deadline;
 use super::dispatch::dispatch;
 use super::lock;
 use super::pairing::Refused;
 use super::server::Shared;
 use super::upload::{self, UploadSlot};
 use crate::{
-    allowed, server_handshake, FrameError, HandshakeError, PeerAuth, Request, Role, ServerMessage,
+    allowed, server_handshake, FrameError, HandshakeError, Peer, PeerAuth, Request, Role,
+    ServerMessage, Session,
 };
 
-/// Serves `stream` from `peer` until the session ends.
-pub fn handle(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
-    let timeout = Some(shared.settings.handshake_timeout);
+/// Serves `stream` from `peer` (whose handshake holds place `ticket` in
+/// `shared.handshakes`) until the session ends.
+pub fn handle(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, ticket: u64) {
     // Frames are written whole; see Client::connect.
     let _ = stream.set_nodelay(true);
-    if stream.set_read_timeout(timeout).is_err() || stream.set_write_timeout(timeout).is_err() {
-        shared.limiter.finish(peer.ip(), false);
-        return;
-    }
     let reason = Cell::new("refused");
-    let result = server_handshake(&mut stream, &shared.host_key, |auth| {
-        authorize(shared, auth, &reason)
-    });
+    let result = server_handshake(
+        &mut Deadline::new(&stream, shared.settings.handshake_timeout),
+        &shared.host_key,
+        |auth| authorize(shared, peer, auth, &reason),
+    );
+    shared.handshakes.leave(ticket);
     let (mut session, who) = match result {
         Ok(ok) => ok,
         Err(e) => {
@@ -44,27 +45,41 @@ pub fn handle(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
         }
     };
     shared.limiter.finish(peer.ip(), true);
+    if !shared.enter_session(who.role) {
+        shared
+            .audit
+            .handshake(peer, Some(who.fingerprint), "too many sessions");
+        return;
+    }
+    shared.audit.login(peer, &who);
     shared.events.record(&format!(
         "session from {peer}: {} as {}{}",
         who.fingerprint,
         who.role,
         if who.paired { " (paired)" } else { "" }
     ));
+    serve_session(shared, &mut stream, &mut session, &who);
+    shared.leave_session();
+}
+
+/// The requests of an established session, until it ends.
+fn serve_session(shared: &Shared, stream: &mut TcpStream, session: &mut Session, who: &Peer) {
     let idle = Some(shared.settings.idle_timeout);
-    let _ = stream.set_read_timeout(idle);
-    let _ = stream.set_write_timeout(idle);
+    if stream.set_read_timeout(idle).is_err() || stream.set_write_timeout(idle).is_err() {
+        return;
+    }
     let mut upload = UploadSlot::Idle;
     // Reused for every frame; upload chunks are served from it in place.
     let mut buf = Vec::new();
-    while let Ok(incoming) = upload::recv(&mut session, &mut stream, &mut buf) {
+    while let Ok(incoming) = upload::recv(session, stream, &mut buf) {
         let msg = match incoming {
             upload::Incoming::Message(msg) => msg,
             upload::Incoming::Chunk { id, offset, data } => {
-                let Some(response) = upload.chunk(shared, &who, id, offset, &mut buf, data) else {
+                let Some(response) = upload.chunk(shared, who, id, offset, &mut buf, data) else {
                     continue;
                 };
                 if session
-                    .send(&mut stream, &ServerMessage { id, response })
+                    .send(stream, &ServerMessage { id, response })
                     .is_err()
                 {
                     break;
@@ -74,13 +89,13 @@ pub fn handle(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
         };
         let response = match &msg.request {
             Request::Upload { .. } | Request::UploadChunk { .. } | Request::UploadFinish => {
-                match upload.step(shared, &who, msg.id, msg.request) {
+                match upload.step(shared, who, msg.id, msg.request) {
                     Some(r) => r,
                     None => continue,
                 }
             }
             request => {
-                upload.abort(shared, &who);
+                upload.abort(shared, who);
                 // Consoles and followed logs turn the session into a stream.
                 let stream_of = match request {
                     Request::GuestConsole { name } => Some((name, console::Mode::Attach)),
@@ -94,13 +109,12 @@ pub fn handle(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
                 match stream_of {
                     Some((name, mode)) if allowed(who.role, request) => {
                         let id = msg.id;
-                        match console::run(shared, &who, &mut session, &mut stream, id, name, mode)
-                        {
+                        match console::run(shared, who, session, stream, id, name, mode) {
                             console::Ended::Detached => continue,
                             console::Ended::SessionClosed => break,
                         }
                     }
-                    _ => dispatch(shared, &who, request),
+                    _ => dispatch(shared, who, request),
                 }
             }
         };
@@ -108,17 +122,22 @@ pub fn handle(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
             id: msg.id,
             response,
         };
-        if session.send(&mut stream, &reply).is_err() {
+        if session.send(stream, &reply).is_err() {
             break;
         }
     }
-    upload.abort(shared, &who);
+    upload.abort(shared, who);
 }
 
 /// The handshake's authorisation: the role of a known key, or admin for
 /// a key enrolled with the pairing code. A refusal's reason for the
 /// audit log is left in `reason`.
-fn authorize(shared: &Shared, auth: &PeerAuth, reason: &Cell<&'static str>) -> Option<Role> {
+fn authorize(
+    shared: &Shared,
+    peer: SocketAddr,
+    auth: &PeerAuth,
+    reason: &Cell<&'static str>,
+) -> Option<Role> {
     match auth {
         PeerAuth::Key { public_key } => {
             let role = lock(&shared.authorized).lookup(public_key).map(|(r, _)| r);
@@ -145,6 +164,7 @@ fn authorize(shared: &Shared, auth: &PeerAuth, reason: &Cell<&'static str>) -> O
                 reason.set("internal error saving authorized_keys");
                 return None;
             }
+            shared.audit.enrolled(peer, public_key.fingerprint());
             shared.events.record(&format!(
                 "enrolled admin key {} by pairing",
                 public_key.fingerprint()

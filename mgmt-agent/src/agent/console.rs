@@ -6,6 +6,9 @@
 //!
 //! `Logs { guest, follow: true }` is the same stream, read-only: the last
 //! `tail` lines, then whatever the guest prints until it stops.
+//!
+//! Either ends the session after the idle limit without traffic either
+//! way, like an ordinary session without requests.
 
 use std::net::TcpStream;
 use std::os::fd::AsFd;
@@ -175,13 +178,16 @@ pub fn run(
     if !send(session, stream, Response::ConsoleData(history(shared))) {
         return Ended::SessionClosed;
     }
+    let idle = PollTimeout::try_from(shared.settings.idle_timeout).unwrap_or(PollTimeout::MAX);
     loop {
         let (client_ready, vmm_ready) = {
             let mut fds = [
                 PollFd::new(stream.as_fd(), PollFlags::POLLIN),
                 PollFd::new(vmm.as_fd(), PollFlags::POLLIN),
             ];
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, idle) {
+                // Neither side said anything for the idle limit.
+                Ok(0) => return Ended::SessionClosed,
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return Ended::SessionClosed,

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use super::audit::clean;
 use super::lock;
 use crate::util::{rfc3339, unix_now};
 
@@ -16,8 +17,10 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    /// Logs `line` and keeps it, timestamped.
+    /// Logs `line` and keeps it, timestamped; control characters (from
+    /// an upload path, say) are replaced so that it stays one line.
     pub fn record(&self, line: &str) {
+        let line = clean(line);
         log::info!("{line}");
         let mut lines = lock(&self.lines);
         if lines.len() >= MAX_EVENTS {

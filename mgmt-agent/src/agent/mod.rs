@@ -5,8 +5,8 @@
 //! VMM socket directly.
 //!
 //! `server` starts the agent and accepts connections (admitted by
-//! `rate_limit`); `connection` runs one connection's handshake
-//! (`pairing` on first boot) and session; `dispatch` serves a request,
+//! `rate_limit` and `handshakes`); `connection` runs one connection's
+//! handshake (within a `deadline`, `pairing` on first boot) and session; `dispatch` serves a request,
 //! `console` a console or followed log, `upload` an upload; every
 //! request is written to the `audit` log and the agent's own `events`
 //! are kept for `keelctl logs`.
@@ -14,8 +14,10 @@
 mod audit;
 mod connection;
 mod console;
+mod deadline;
 mod dispatch;
 mod events;
+mod handshakes;
 mod host_info;
 pub mod init_client;
 mod pairing;

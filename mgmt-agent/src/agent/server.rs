@@ -15,6 +15,7 @@ use keel_sys::fsutil::atomic_write;
 
 use super::audit::AuditLog;
 use super::events::EventLog;
+use super::handshakes::Handshakes;
 use super::init_client::InitClient;
 use super::pairing::{self, Pairing};
 use super::rate_limit::{Admission, RateLimiter};
@@ -32,8 +33,9 @@ pub struct Shared {
     pub events: EventLog,
     pub init: InitClient,
     pub limiter: RateLimiter,
-    /// Connections being served (handshaking or established).
-    active: AtomicUsize,
+    pub handshakes: Handshakes,
+    /// Established sessions.
+    established: AtomicUsize,
     stop: AtomicBool,
     pub started: Instant,
 }
@@ -49,6 +51,27 @@ impl Shared {
         atomic_write(&path, updated.to_text().as_bytes(), 0o600)?;
         *keys = updated;
         Ok(())
+    }
+
+    /// Takes an established session's place, if one is free for `role`:
+    /// the last few are kept for admins, so that sessions of lesser keys
+    /// cannot lock them out. Given back with [`Shared::leave_session`].
+    pub fn enter_session(&self, role: Role) -> bool {
+        let max = self.settings.max_sessions;
+        let limit = if role == Role::Admin {
+            max
+        } else {
+            max - self.settings.admin_reserved_sessions.min(max / 2)
+        };
+        if self.established.fetch_add(1, Ordering::SeqCst) >= limit {
+            self.established.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    pub fn leave_session(&self) {
+        self.established.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -161,7 +184,7 @@ pub fn serve(listener: TcpListener, settings: AgentSettings) -> Result<AgentHand
         }
         Err(e) => return Err(AgentError::Config(e.to_string())),
     };
-    let audit = AuditLog::open(settings.audit_log_path())?;
+    let audit = AuditLog::open(settings.audit_log_path(), settings.audit_max_bytes)?;
     let has_admin = authorized.entries().iter().any(|e| e.role == Role::Admin);
     let pairing_code =
         if has_admin {
@@ -182,12 +205,13 @@ pub fn serve(listener: TcpListener, settings: AgentSettings) -> Result<AgentHand
             settings.pairing_file.clone(),
         ),
         limiter: RateLimiter::new(&settings),
+        handshakes: Handshakes::new(settings.max_handshakes),
         settings,
         host_key,
         authorized: Mutex::new(authorized),
         audit,
         events: EventLog::default(),
-        active: AtomicUsize::new(0),
+        established: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
         started: Instant::now(),
     });
@@ -248,22 +272,22 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         }
-        if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.settings.max_sessions {
-            shared.active.fetch_sub(1, Ordering::SeqCst);
+        let Ok(ticket) = shared.handshakes.enter(&stream) else {
             shared.limiter.finish(peer.ip(), false);
-            shared.audit.handshake(peer, None, "too many sessions");
+            shared.limiter.closed(peer.ip());
             continue;
-        }
+        };
         let s = shared.clone();
         let spawned = thread::Builder::new()
             .name(format!("keel-session-{peer}"))
             .spawn(move || {
-                connection::handle(&s, stream, peer);
-                s.active.fetch_sub(1, Ordering::SeqCst);
+                connection::handle(&s, stream, peer, ticket);
+                s.limiter.closed(peer.ip());
             });
         if spawned.is_err() {
-            shared.active.fetch_sub(1, Ordering::SeqCst);
+            shared.handshakes.leave(ticket);
             shared.limiter.finish(peer.ip(), false);
+            shared.limiter.closed(peer.ip());
         }
     }
 }

@@ -23,12 +23,18 @@ pub struct AgentSettings {
     /// that guest specs name uploads as they are (`images/vmlinux`); by
     /// default `<state_dir>/uploads`, for a standalone agent.
     pub upload_root: PathBuf,
-    /// Read timeout while the handshake is in progress.
+    /// The whole handshake's deadline, counted from accept.
     pub handshake_timeout: Duration,
-    /// Read timeout between requests of an established session.
+    /// How long an established session (or its console or followed log)
+    /// may go without a request or output before it is closed.
     pub idle_timeout: Duration,
-    /// Most connections (handshaking or established) at once.
+    /// Most established sessions at once.
     pub max_sessions: usize,
+    /// Of `max_sessions`, how many only admin sessions may take.
+    pub admin_reserved_sessions: usize,
+    /// Most handshakes in progress at once; a newcomer past this cuts off
+    /// the oldest.
+    pub max_handshakes: usize,
     /// How long a first-boot pairing code stays valid.
     pub pairing_validity: Duration,
     /// Per source IP: failed or unfinished handshakes allowed in a burst.
@@ -37,10 +43,14 @@ pub struct AgentSettings {
     pub rate_per_sec: f64,
     /// Per source IP: handshakes in progress at once.
     pub max_pending_per_ip: usize,
+    /// Per source IP: connections (handshaking or established) at once.
+    pub max_connections_per_ip: usize,
     /// init's control socket, which owns the guests.
     pub init_socket: PathBuf,
     /// Where the VMMs' API sockets are (`<dir>/<guest>.sock`), for consoles.
     pub vmm_socket_dir: PathBuf,
+    /// Size at which the audit log moves to `audit.log.1`.
+    pub audit_max_bytes: u64,
     /// Where to publish an open pairing code (mode 0600) for init to show
     /// next to the management address; removed once pairing closes.
     pub pairing_file: Option<PathBuf>,
@@ -55,12 +65,16 @@ impl AgentSettings {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
             max_sessions: 64,
+            admin_reserved_sessions: 4,
+            max_handshakes: 32,
             pairing_validity: Duration::from_secs(15 * 60),
             rate_burst: 10.0,
             rate_per_sec: 0.2,
             max_pending_per_ip: 4,
+            max_connections_per_ip: 8,
             init_socket: PathBuf::from(keel_common::init_api::INIT_SOCKET),
             vmm_socket_dir: PathBuf::from(keel_common::init_api::VMM_SOCKET_DIR),
+            audit_max_bytes: 1024 * 1024,
             pairing_file: None,
         }
     }
