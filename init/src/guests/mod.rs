@@ -17,6 +17,7 @@ pub mod shared_disks;
 pub mod tap;
 pub mod uids;
 pub mod vmm;
+pub mod vsock;
 
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixStream;
@@ -422,8 +423,9 @@ impl GuestManager {
             .values()
             .filter(|o| o.pid.is_some())
             .map(|o| &o.spec);
-        shared_disks::check(&g.spec, &file, &g.spec_toml, running, &paths.data)
+        shared_disks::check(&g.spec, &file, &g.spec_toml, running.clone(), &paths.data)
             .map_err(|e| (ErrorCode::Conflict, e))?;
+        vsock::clear_stale(&g.spec, &paths.data, running).map_err(|e| (ErrorCode::Conflict, e))?;
         let g = self.guests.get_mut(name).ok_or_else(|| not_found(name))?;
         match vmm::spawn(&paths, &g.spec, &file, uid) {
             Ok(pid) => {

@@ -445,3 +445,43 @@ fn a_guest_does_not_start_on_a_disk_a_running_guest_writes() {
     f.manager.kill("web1").expect("kill");
     reap(&mut f.manager, "web1");
 }
+
+#[test]
+fn a_vsock_guest_restarts_after_its_vmm_was_killed() {
+    // Like keel-vmm, whose bind fails on a leftover socket; $4 is the
+    // data directory (--base-dir).
+    let mut f = fixture("[ -e \"$4/vsock/web1.sock\" ] && exit 1\nexec sleep 10");
+    std::fs::create_dir_all(f.manager.paths().data.join("vsock")).expect("mkdir");
+    let spec = spec_with("on-failure")
+        .replace("[boot]", "[vsock]\nuds_path = \"vsock/web1.sock\"\n[boot]");
+    let sock = f.manager.paths().data.join("vsock/web1.sock");
+    f.manager.define(&spec).expect("define");
+    f.manager.start("web1").expect("start");
+    // The running VMM's socket, left behind when it is killed.
+    drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind"));
+    let pid = f.manager.show("web1").expect("show").pid.expect("pid") as i32;
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill");
+    reap(&mut f.manager, "web1");
+    assert_eq!(
+        f.manager.show("web1").expect("show").state,
+        GuestState::Restarting
+    );
+
+    std::thread::sleep(crate::supervisor::BACKOFF_MIN);
+    f.manager.tick();
+    assert!(!sock.exists(), "the stale socket is gone");
+    std::thread::sleep(Duration::from_millis(300));
+    let status = f.manager.show("web1").expect("show");
+    assert_eq!(status.state, GuestState::Running, "{status:?}");
+    let pid = status.pid.expect("pid") as i32;
+    assert!(
+        waitpid(
+            Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG)
+        )
+        .is_ok_and(|s| s == WaitStatus::StillAlive),
+        "the second VMM did not bind-fail"
+    );
+    f.manager.kill("web1").expect("kill");
+    reap(&mut f.manager, "web1");
+}
