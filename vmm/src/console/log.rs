@@ -1,7 +1,8 @@
 //! The console log file, capped in size by rotation.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// A console log file that never grows past `cap` bytes: when full, it is
@@ -13,12 +14,20 @@ pub struct CappedLog {
     cap: u64,
 }
 
+/// Opens the log for appending, creating it. A symbolic link there is
+/// refused (ELOOP): the log directory belongs to the guest's uid, and a
+/// planted link must not make the VMM append to another file.
+fn open_append(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
 impl CappedLog {
     pub fn open(path: &Path, cap: u64) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let file = open_append(path)?;
         let written = file.metadata()?.len();
         Ok(CappedLog {
             path: path.to_path_buf(),
@@ -32,10 +41,7 @@ impl CappedLog {
         let mut old = self.path.clone().into_os_string();
         old.push(".1");
         std::fs::rename(&self.path, &old)?;
-        self.file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        self.file = open_append(&self.path)?;
         self.written = 0;
         Ok(())
     }
@@ -53,6 +59,18 @@ impl CappedLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_planted_link_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("host-file");
+        std::fs::write(&target, b"precious").expect("write");
+        let log = dir.path().join("console.log");
+        std::os::unix::fs::symlink(&target, &log).expect("symlink");
+        let err = CappedLog::open(&log, 1024).err().expect("refused");
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(std::fs::read(&target).expect("read"), b"precious");
+    }
 
     #[test]
     fn log_is_capped_by_rotation() {

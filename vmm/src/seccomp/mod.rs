@@ -66,8 +66,8 @@
 //!   sends. Reads are `recvfrom` (Vmm only). Control connections are
 //!   non-blocking, so no socket timeouts: no `setsockopt` without
 //!   user-mode networking.
-//! * `openat` (vCPU; only with `O_WRONLY|O_CREAT|O_APPEND|O_CLOEXEC`, the
-//!   flags of `OpenOptions::new().create(true).append(true)`) and `rename`:
+//! * `openat` (vCPU; only with `O_WRONLY|O_CREAT|O_APPEND|O_CLOEXEC|O_NOFOLLOW`, the
+//!   flags of `console::log::open_append`, which refuses links) and `rename`:
 //!   the console log is rotated by the thread that writes the UART. No
 //!   thread can open a file for reading, nor truncate one.
 //! * `ioctl(TUNSETOFFLOAD)` and `epoll_ctl(EPOLL_CTL_DEL)` (vCPU): device
@@ -156,10 +156,10 @@ mod ioctls {
     ioctl_iow_nr!(TUNSETOFFLOAD, TUNTAP, 208, ::std::os::raw::c_uint);
 }
 
-/// The flags `OpenOptions::new().create(true).append(true).open()` passes
-/// to `openat`: how the console log (re)opens its file.
+/// The flags the console log's append-only, link-refusing (re)open passes
+/// to `openat` (`console::log::open_append`).
 const APPEND_CREATE_FLAGS: u64 =
-    (libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC) as u64;
+    (libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
 
 /// Bits of socket(2)'s type argument that hold the type, not the flags.
 const SOCK_TYPE_MASK: u64 = 0xf;

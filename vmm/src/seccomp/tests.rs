@@ -78,7 +78,8 @@ fn ioctl_numbers_match_the_kernel_headers() {
     assert_eq!(ioctls::KVM_GET_REGS(), 0x8090_ae81);
     assert_eq!(ioctls::KVM_TRANSLATE(), 0xc018_ae85);
     assert_eq!(ioctls::TUNSETOFFLOAD(), 0x4004_54d0);
-    assert_eq!(APPEND_CREATE_FLAGS, 0o2_002_101);
+    // O_WRONLY|O_CREAT|O_APPEND|O_CLOEXEC|O_NOFOLLOW on x86_64.
+    assert_eq!(APPEND_CREATE_FLAGS, 0o2_402_101);
 }
 
 #[test]
@@ -379,6 +380,8 @@ fn files_open_only_for_appending_and_only_on_vcpus() {
             libc::O_RDWR | libc::O_CLOEXEC,
             libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
             libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+            // An append that would follow a link.
+            libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
         ] {
             let at = [libc::AT_FDCWD as u64, 0, flags as u64, 0o666, 0, 0];
             assert!(!allowed(kind, libc::SYS_openat, at), "{flags:#o}");

@@ -117,8 +117,8 @@ fn check_socket_path(spec: &GuestSpec, base_dir: &Path, rel: &Path) -> Result<()
             full.display()
         ));
     }
-    // A stale socket is normal (the VMM replaces it); anything else there
-    // is a mistake the VMM must not delete.
+    // A stale socket is normal (init removes it before the VMM starts);
+    // anything else there is a mistake that must not be deleted.
     match std::fs::symlink_metadata(&full) {
         Ok(meta) if !meta.file_type().is_socket() => Err(format!(
             "`{}` is {}, not a socket",
