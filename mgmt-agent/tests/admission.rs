@@ -12,14 +12,12 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use keel_mgmt::client::Client;
 use keel_mgmt::{ClientKey, Request, Response, Role};
 use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
-use support::{temp_dir, Agent};
+use support::{keelctl, temp_dir, Agent};
 
 /// A TCP connection to `to` from the loopback address `from` (all of
 /// 127/8 is this host's), so that one test can be many source addresses.
@@ -53,23 +51,6 @@ fn hung_up(s: &mut TcpStream, patience: Duration) -> bool {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
         ),
     }
-}
-
-fn keelctl(config: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_keelctl"))
-        .args(args)
-        .env("XDG_CONFIG_HOME", config)
-        .env_remove("KEEL_HOST")
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ keelctl {}\n{}{}[exit {:?}]",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status.code()
-    );
-    out
 }
 
 fn host_info(c: &mut Client) {

@@ -16,12 +16,11 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use keel_init::shutdown::Action;
-use support::{temp_dir, Agent};
+use support::{keelctl, temp_dir, Agent};
 
 use keel_mgmt::agent::{serve, AgentSettings};
 use keel_mgmt::client::{exit, Client, ClientError, ConnectOptions, Target};
@@ -446,23 +445,6 @@ fn flood_of_bad_handshakes_does_not_starve_a_good_client() {
 }
 
 // ---- the keelctl binary, exactly as the README shows it ----
-
-fn keelctl(config: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_keelctl"))
-        .args(args)
-        .env("XDG_CONFIG_HOME", config)
-        .env_remove("KEEL_HOST")
-        .output()
-        .unwrap();
-    eprintln!(
-        "$ keelctl {}\n{}{}[exit {:?}]",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status.code()
-    );
-    out
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

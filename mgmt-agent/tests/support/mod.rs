@@ -8,6 +8,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -219,4 +220,23 @@ impl Drop for Agent {
         let _ = std::fs::remove_dir_all(&self.state);
         let _ = std::fs::remove_dir_all(&self.data);
     }
+}
+
+/// Runs the real keelctl binary with `config` as its XDG config home, as
+/// the README shows it, and echoes the exchange for the test log.
+pub fn keelctl(config: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_keelctl"))
+        .args(args)
+        .env("XDG_CONFIG_HOME", config)
+        .env_remove("KEEL_HOST")
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ keelctl {}\n{}{}[exit {:?}]",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status.code()
+    );
+    out
 }
