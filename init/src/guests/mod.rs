@@ -101,13 +101,14 @@ pub enum VmmEnd {
 pub fn classify(status: &WaitStatus) -> (VmmEnd, String) {
     match status {
         WaitStatus::Exited(_, code) => match VmmExitStatus::from_code(*code) {
-            Some(VmmExitStatus::PowerOff) => {
-                (VmmEnd::PowerOff, VmmExitStatus::PowerOff.describe().into())
+            Some(status) => {
+                let end = match status {
+                    VmmExitStatus::PowerOff => VmmEnd::PowerOff,
+                    VmmExitStatus::Reboot => VmmEnd::Reboot,
+                    _ => VmmEnd::Failure,
+                };
+                (end, status.describe().into())
             }
-            Some(VmmExitStatus::Reboot) => {
-                (VmmEnd::Reboot, VmmExitStatus::Reboot.describe().into())
-            }
-            Some(other) => (VmmEnd::Failure, other.describe().into()),
             None => (VmmEnd::Failure, format!("VMM failed (status {code})")),
         },
         WaitStatus::Signaled(_, signal, _) => (
