@@ -72,6 +72,7 @@ fn serve_session(shared: &Shared, stream: &mut TcpStream, session: &mut Session,
     // Reused for every frame; upload chunks are served from it in place.
     let mut buf = Vec::new();
     while let Ok(incoming) = upload::recv(session, stream, &mut buf) {
+        let answering = shared.answering();
         let msg = match incoming {
             upload::Incoming::Message(msg) => msg,
             upload::Incoming::Chunk { id, offset, data } => {
@@ -108,6 +109,8 @@ fn serve_session(shared: &Shared, stream: &mut TcpStream, session: &mut Session,
                 };
                 match stream_of {
                     Some((name, mode)) if allowed(who.role, request) => {
+                        // A stream has no one reply to wait for.
+                        drop(answering);
                         let id = msg.id;
                         match console::run(shared, who, session, stream, id, name, mode) {
                             console::Ended::Detached => continue,

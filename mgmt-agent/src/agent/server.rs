@@ -36,6 +36,8 @@ pub struct Shared {
     pub handshakes: Handshakes,
     /// Established sessions.
     established: AtomicUsize,
+    /// Requests being answered; a draining agent waits for them.
+    in_flight: AtomicUsize,
     stop: AtomicBool,
     pub started: Instant,
 }
@@ -72,6 +74,22 @@ impl Shared {
 
     pub fn leave_session(&self) {
         self.established.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Marks a request as being answered until the guard drops, so that
+    /// [`AgentHandle::drain`] lets its reply out.
+    pub fn answering(&self) -> Answering<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Answering(&self.in_flight)
+    }
+}
+
+/// A request being answered; see [`Shared::answering`].
+pub struct Answering<'a>(&'a AtomicUsize);
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -115,10 +133,14 @@ impl AgentHandle {
         }
     }
 
-    /// Blocks until the accept loop ends (never, unless shut down).
-    pub fn join(mut self) {
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    /// Stops accepting, then waits up to `timeout` for the replies being
+    /// written. A host reboot is answered before init stops the agent,
+    /// and that answer must still reach the operator.
+    pub fn drain(&mut self, timeout: Duration) {
+        self.shutdown();
+        let deadline = Instant::now() + timeout;
+        while self.shared.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
         }
     }
 }
@@ -212,6 +234,7 @@ pub fn serve(listener: TcpListener, settings: AgentSettings) -> Result<AgentHand
         audit,
         events: EventLog::default(),
         established: AtomicUsize::new(0),
+        in_flight: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
         started: Instant::now(),
     });

@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use keel_mgmt::agent::{self, AgentSettings, DEFAULT_LISTEN};
+use nix::sys::signal::{SigSet, Signal};
+
+/// How long a stopping agent waits for replies it is writing.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Keel management agent: serves keelctl over the signed channel.
 #[derive(Parser, Debug)]
@@ -56,6 +60,15 @@ fn main() -> ExitCode {
     settings.pairing_file = args.pairing_file;
     settings.handshake_timeout = Duration::from_secs(args.handshake_timeout.max(1));
     settings.pairing_validity = Duration::from_secs(args.pairing_minutes.max(1) * 60);
+    // Blocked before any thread starts, so every thread inherits the mask
+    // and only the wait below takes these signals.
+    let mut stop_signals = SigSet::empty();
+    stop_signals.add(Signal::SIGTERM);
+    stop_signals.add(Signal::SIGINT);
+    if let Err(e) = stop_signals.thread_block() {
+        eprintln!("keel-agent: cannot block the stop signals: {e}");
+        return ExitCode::from(1);
+    }
     let listener = match TcpListener::bind(&args.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -63,7 +76,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let handle = match agent::serve(listener, settings) {
+    let mut handle = match agent::serve(listener, settings) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("keel-agent: {e}");
@@ -89,6 +102,10 @@ fn main() -> ExitCode {
         }
         log::warn!("pairing code: {code}, valid for {minutes} minutes");
     }
-    handle.join();
+    match stop_signals.wait() {
+        Ok(signal) => log::info!("{signal}: stopping after the replies in flight"),
+        Err(e) => log::error!("waiting for a stop signal failed: {e}; stopping"),
+    }
+    handle.drain(DRAIN_TIMEOUT);
     ExitCode::SUCCESS
 }

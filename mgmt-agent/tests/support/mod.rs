@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use keel_init::control::HostAction;
 use keel_init::guests::{GuestManager, Paths, Shared};
 use keel_init::shutdown::Action;
 use keel_mgmt::agent::{serve, AgentHandle, AgentSettings};
@@ -59,6 +60,15 @@ impl Default for Guests {
 
 /// Serves init's control socket for a data directory, as PID 1 does.
 pub fn start_init(data: &Path, host_actions: Arc<Mutex<Vec<Action>>>, guests: Guests) -> PathBuf {
+    start_init_acting(
+        data,
+        Arc::new(move |a| host_actions.lock().unwrap().push(a)),
+        guests,
+    )
+}
+
+/// As [`start_init`], doing `host_action` where PID 1 would shut down.
+pub fn start_init_acting(data: &Path, host_action: HostAction, guests: Guests) -> PathBuf {
     let run = data.join("run");
     let vmm = match &guests.vmm_script {
         Some(script) => {
@@ -89,7 +99,7 @@ pub fn start_init(data: &Path, host_actions: Arc<Mutex<Vec<Action>>>, guests: Gu
     }
     let control = keel_init::control::Control {
         shared,
-        host_action: Arc::new(move |a| host_actions.lock().unwrap().push(a)),
+        host_action,
         stop_timeout: guests.stop_timeout,
     };
     keel_init::control::serve(&socket, control).unwrap();
