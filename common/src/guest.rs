@@ -2,7 +2,13 @@
 //!
 //! [`GuestSpec::parse`] checks everything that needs no file system;
 //! keel-sys's `spec_files` then checks the kernel, initrd and disks
-//! against the data partition. Every error names the file, line and field,
+//! against the data partition and opens them.
+//!
+//! A spec reaches no host file: the kernel, initrd and disks are relative
+//! paths beneath the data partition's `images/` or `disks/` ([`GUEST_FILE_DIRS`]),
+//! the vsock socket a name in its `vsock/`, and the only absolute paths
+//! allowed are disks that `host.toml` allow-lists as host block devices
+//! (`[storage] guest_devices`). Every error names the file, line and field,
 //! with array elements counted from zero as serde does (`disk[0].path`);
 //! [`crate::config::Source`] finds the line of a field validation refuses,
 //! so the types here hold plain, typed values (a MAC is a [`MacAddr`], a
@@ -23,6 +29,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{parse_toml, ConfigError, Source};
+use crate::host::DEFAULT_AGENT_PORT;
 use crate::hostfwd::HostFwd;
 pub use crate::mac::MacAddr;
 
@@ -48,6 +55,12 @@ pub const MIN_GUEST_CID: u32 = 3;
 pub const DEFAULT_GUEST_CID: u32 = 3;
 /// Longest Unix socket path in bytes: `sun_path` (108) less the NUL.
 pub const MAX_UDS_PATH_LEN: usize = 107;
+/// The data partition's directories that a spec's kernel, initrd and disks
+/// live beneath. Nothing else there (the agent's keys, the specs, the
+/// logs) can be a guest file.
+pub const GUEST_FILE_DIRS: [&str; 2] = ["images", "disks"];
+/// The data partition's directory of the guests' vsock sockets.
+pub const VSOCK_DIR: &str = "vsock";
 
 /// The parsed and validated `guests/NAME.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,8 +111,8 @@ impl fmt::Display for RestartPolicy {
     }
 }
 
-/// The `[boot]` table. Paths are relative to the data partition unless
-/// absolute; see [`GuestSpec::resolve`].
+/// The `[boot]` table. Paths are beneath the data partition's `images/`
+/// or `disks/`; see [`check_spec_path`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootSpec {
@@ -119,7 +132,8 @@ impl BootSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskSpec {
-    /// A regular file (raw image) or a block device.
+    /// A regular file (raw image) or a block device beneath `images/` or
+    /// `disks/`, or a host block device that host.toml allow-lists.
     pub path: PathBuf,
     pub read_only: Option<bool>,
     /// Printable ASCII, at most [`MAX_SERIAL_LEN`] bytes.
@@ -174,6 +188,9 @@ pub struct NetSpec {
     /// Inbound port forwards for user-mode NAT, written in QEMU's syntax:
     /// `"tcp:127.0.0.1:8022-:22"` (host 127.0.0.1:8022 to guest port 22).
     pub hostfwd: Option<Vec<HostFwd>>,
+    /// Host ports a user-mode guest reaches at the gateway, 10.0.2.2; the
+    /// host is closed to it otherwise. Never the agent's port.
+    pub host_ports: Option<Vec<u16>>,
 }
 
 /// The `[vsock]` table: virtio-vsock in Firecracker's hybrid model, where
@@ -182,7 +199,7 @@ pub struct NetSpec {
 #[serde(deny_unknown_fields)]
 pub struct VsockSpec {
     pub cid: Option<u32>,
-    /// The host Unix socket, resolved like every other spec path.
+    /// The host Unix socket: `vsock/NAME` on the data partition.
     pub uds_path: PathBuf,
 }
 
@@ -197,8 +214,18 @@ impl GuestSpec {
     /// Parses and validates `text` as if read from `path`, without touching
     /// the file system.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::parse_with_devices(path, text, &[])
+    }
+
+    /// [`GuestSpec::parse`] on a host whose host.toml allow-lists the
+    /// block devices `devices` as guest disks.
+    pub fn parse_with_devices(
+        path: &Path,
+        text: &str,
+        devices: &[PathBuf],
+    ) -> Result<Self, ConfigError> {
         let spec: GuestSpec = parse_toml(path, text)?;
-        spec.validate(path, text)?;
+        spec.validate_with_devices(path, text, devices)?;
         Ok(spec)
     }
 
@@ -222,7 +249,9 @@ impl GuestSpec {
         self.memory_mib.saturating_mul(1 << 20)
     }
 
-    /// `rel` as a host path: unchanged when absolute, else under `base_dir`.
+    /// `rel` as a host path: unchanged when absolute (an allow-listed
+    /// device), else under `base_dir`. Only for names and comparisons:
+    /// keel-sys's `spec_files` opens the files, beneath their directory.
     pub fn resolve(&self, base_dir: &Path, rel: &Path) -> PathBuf {
         if rel.is_absolute() {
             rel.to_path_buf()
@@ -235,6 +264,17 @@ impl GuestSpec {
     /// the spec was parsed from and only locates errors: a spec that came
     /// from elsewhere (the wire) can pass `""` and gets line 0.
     pub fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        self.validate_with_devices(path, text, &[])
+    }
+
+    /// [`GuestSpec::validate`] where `devices` are the host block devices
+    /// host.toml allow-lists as guest disks.
+    pub fn validate_with_devices(
+        &self,
+        path: &Path,
+        text: &str,
+        devices: &[PathBuf],
+    ) -> Result<(), ConfigError> {
         let at = Source::new(path, text);
 
         validate_guest_name(&self.name).map_err(|m| at.error("name", m))?;
@@ -255,7 +295,7 @@ impl GuestSpec {
         }
 
         self.validate_boot(&at)?;
-        self.validate_disks(&at)?;
+        self.validate_disks(&at, devices)?;
         self.validate_nets(&at)?;
 
         if let Some(vsock) = &self.vsock {
@@ -269,7 +309,7 @@ impl GuestSpec {
             if cid == u32::MAX {
                 return Err(at.error("vsock.cid", "4294967295 is reserved (VMADDR_CID_ANY)"));
             }
-            check_spec_path(&vsock.uds_path).map_err(|m| at.error("vsock.uds_path", m))?;
+            check_socket_path(&vsock.uds_path).map_err(|m| at.error("vsock.uds_path", m))?;
         }
         Ok(())
     }
@@ -297,12 +337,12 @@ impl GuestSpec {
         Ok(())
     }
 
-    fn validate_disks(&self, at: &Source) -> Result<(), ConfigError> {
+    fn validate_disks(&self, at: &Source, devices: &[PathBuf]) -> Result<(), ConfigError> {
         let mut paths: HashMap<PathBuf, usize> = HashMap::new();
         let mut serials: HashMap<&str, usize> = HashMap::new();
         for (i, disk) in self.disks.iter().enumerate() {
             let field = format!("disk[{i}].path");
-            check_spec_path(&disk.path).map_err(|m| at.error(&field, m))?;
+            check_disk_path(&disk.path, devices).map_err(|m| at.error(&field, m))?;
             // Two devices on one image would corrupt it; compare the paths
             // as written here, keel-sys's file checks compare the files themselves.
             if let Some(first) = paths.insert(normalize(&disk.path), i) {
@@ -372,6 +412,10 @@ impl GuestSpec {
                     forwards.push((field, *fwd));
                 }
             }
+            if let Some(ports) = &net.host_ports {
+                validate_host_ports(net.mode, ports)
+                    .map_err(|m| at.error(&format!("net[{i}].host_ports"), m))?;
+            }
             if let Some(mac) = net.mac {
                 let field = format!("net[{i}].mac");
                 if mac.is_zero() {
@@ -395,6 +439,30 @@ impl GuestSpec {
         }
         Ok(())
     }
+}
+
+/// Checks `host_ports`: user mode only, real ports, each once, and never
+/// the agent's default port (keel-vmm also refuses the configured one).
+fn validate_host_ports(mode: NetMode, ports: &[u16]) -> Result<(), String> {
+    if mode != NetMode::User {
+        return Err(format!(
+            "only allowed when mode is \"user\", not \"{mode}\""
+        ));
+    }
+    for (j, &port) in ports.iter().enumerate() {
+        if port == 0 {
+            return Err("must not list port 0".to_string());
+        }
+        if port == DEFAULT_AGENT_PORT {
+            return Err(format!(
+                "port {port} is the management agent's: a guest must never reach it"
+            ));
+        }
+        if ports[..j].contains(&port) {
+            return Err(format!("port {port} is listed twice"));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a guest name: 1 to 63 lowercase letters, digits and inner
@@ -462,19 +530,80 @@ pub fn validate_disk_serial(serial: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a path from a spec: not empty, and no `..` so that a relative
-/// path stays inside the data partition.
+/// Checks a kernel, initrd or disk image path from a spec; see
+/// [`guest_file_parts`].
 pub fn check_spec_path(path: &Path) -> Result<(), String> {
+    guest_file_parts(path).map(|_| ())
+}
+
+/// Splits a guest file's path into its directory of the data partition
+/// (one of [`GUEST_FILE_DIRS`]) and the path beneath it. The path must be
+/// relative, without `..`, and name something inside that directory:
+/// `images/vmlinuz`, `disks/web/root.img`.
+pub fn guest_file_parts(path: &Path) -> Result<(&'static str, PathBuf), String> {
+    let shown = path.display();
     if path.as_os_str().is_empty() {
         return Err("must not be empty".to_string());
     }
+    if path.is_absolute() {
+        return Err(format!(
+            "`{shown}` is a host path; guest files are beneath the data partition's \
+             images/ or disks/ (e.g. \"images/vmlinuz\")"
+        ));
+    }
     if path.components().any(|c| c == Component::ParentDir) {
         return Err(format!(
-            "`{}` must not contain `..` (paths stay inside the data partition)",
+            "`{shown}` must not contain `..` (guest files stay beneath images/ or disks/)"
+        ));
+    }
+    let mut parts = path.components().filter(|c| *c != Component::CurDir);
+    let top = parts.next().and_then(|c| {
+        GUEST_FILE_DIRS
+            .into_iter()
+            .find(|dir| c.as_os_str() == *dir)
+    });
+    let rest: PathBuf = parts.collect();
+    match top {
+        Some(top) if !rest.as_os_str().is_empty() => Ok((top, rest)),
+        _ => Err(format!(
+            "`{shown}` is not beneath images/ or disks/ of the data partition \
+             (e.g. \"images/vmlinuz\", \"disks/web.img\")"
+        )),
+    }
+}
+
+/// Checks a disk path: a guest file ([`check_spec_path`]) or, given
+/// exactly as listed, one of the host block devices `devices` that
+/// host.toml allow-lists.
+pub fn check_disk_path(path: &Path, devices: &[PathBuf]) -> Result<(), String> {
+    if path.is_absolute() && devices.iter().any(|d| d == path) {
+        return Ok(());
+    }
+    if path.is_absolute() {
+        return Err(format!(
+            "`{}` is a host path; a disk is an image beneath the data partition's disks/ \
+             or images/, or a host block device that host.toml lists in \
+             [storage] guest_devices",
             path.display()
         ));
     }
-    Ok(())
+    check_spec_path(path)
+}
+
+/// Checks a vsock socket path: `vsock/NAME`, one name in the data
+/// partition's [`VSOCK_DIR`] (init removes a stale socket there, so it
+/// must be nowhere else).
+pub fn check_socket_path(path: &Path) -> Result<(), String> {
+    let mut parts = path.components();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Component::Normal(dir)), Some(Component::Normal(_)), None) if dir == VSOCK_DIR => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "`{}` must be a name in the data partition's {VSOCK_DIR}/ (e.g. \"{VSOCK_DIR}/web1.sock\")",
+            path.display()
+        )),
+    }
 }
 
 /// `path` without `.` components, so `./a` and `a` compare equal.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
 
@@ -47,6 +47,24 @@ pub struct HostConfig {
     pub network: Vec<NetworkConfig>,
     #[serde(default)]
     pub console: ConsoleConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// Where a host block device that host.toml allow-lists for guests may be
+/// named: by a stable identity, never by a kernel name like `/dev/sdb`
+/// that can change with the boot order.
+pub const GUEST_DEVICE_DIRS: [&str; 2] = ["/dev/disk/by-id", "/dev/disk/by-partuuid"];
+
+/// The `[storage]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Host block devices that guest specs may name as a disk, each as
+    /// `/dev/disk/by-id/NAME` or `/dev/disk/by-partuuid/NAME`. Nothing else
+    /// outside the data partition's `images/` and `disks/` can be a disk.
+    #[serde(default)]
+    pub guest_devices: Vec<PathBuf>,
 }
 
 /// The `[console]` table: what the host's own console shows.
@@ -316,6 +334,10 @@ impl HostConfig {
         if let Some(hostname) = &self.hostname {
             validate_hostname(hostname).map_err(|m| at.error("hostname", m))?;
         }
+        for (i, device) in self.storage.guest_devices.iter().enumerate() {
+            validate_guest_device(device)
+                .map_err(|m| at.error(&format!("storage.guest_devices[{i}]"), m))?;
+        }
         self.validate_networks(&at)
     }
 
@@ -361,6 +383,26 @@ impl HostConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Checks an allow-listed guest device: one name in one of
+/// [`GUEST_DEVICE_DIRS`].
+fn validate_guest_device(device: &Path) -> Result<(), String> {
+    let in_dir = device.parent().is_some_and(|dir| {
+        GUEST_DEVICE_DIRS
+            .iter()
+            .any(|allowed| dir == Path::new(allowed))
+    });
+    // file_name() is None for a path ending in `..`.
+    if in_dir && device.file_name().is_some() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` must name a device by a stable identity: /dev/disk/by-id/NAME or \
+             /dev/disk/by-partuuid/NAME",
+            device.display()
+        ))
     }
 }
 

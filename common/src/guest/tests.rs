@@ -110,7 +110,7 @@ fn minimal_spec_gets_defaults() {
     assert!(spec.disks.is_empty() && spec.nets.is_empty() && spec.vsock.is_none());
 
     let spec = parse(&format!(
-        "{MINIMAL}[[disk]]\npath = \"d.raw\"\n[vsock]\nuds_path = \"v.sock\"\n"
+        "{MINIMAL}[[disk]]\npath = \"disks/d.raw\"\n[vsock]\nuds_path = \"vsock/v.sock\"\n"
     ))
     .expect("valid spec");
     assert!(!spec.disks[0].read_only());
@@ -195,7 +195,7 @@ fn restart_must_be_a_known_policy() {
 
 #[test]
 fn missing_kernel_is_refused() {
-    let text = "name = \"web1\"\nvcpus = 1\nmemory_mib = 64\n[boot]\ninitrd = \"i\"\n";
+    let text = "name = \"web1\"\nvcpus = 1\nmemory_mib = 64\n[boot]\ninitrd = \"images/i\"\n";
     let message = parse(text).expect_err("no kernel").to_string();
     assert!(message.starts_with("web1.toml:"), "{message}");
     assert!(message.contains("kernel"), "{message}");
@@ -209,7 +209,7 @@ fn unknown_field_is_refused_with_its_name() {
     assert!(message.starts_with("web1.toml:1:"), "{message}");
     assert!(message.contains("memroy_mib"), "{message}");
 
-    let text = format!("{MINIMAL}[[disk]]\npath = \"d.raw\"\nreadonly = true\n");
+    let text = format!("{MINIMAL}[[disk]]\npath = \"disks/d.raw\"\nreadonly = true\n");
     let message = parse(&text).expect_err("typo").to_string();
     assert!(message.starts_with("web1.toml:8:"), "{message}");
     assert!(message.contains("readonly"), "{message}");
@@ -232,7 +232,7 @@ fn syntax_error_has_a_line() {
 #[test]
 fn cmdline_limits() {
     let spec = |cmdline: &str| {
-        format!("name = \"web1\"\nvcpus = 1\nmemory_mib = 64\n[boot]\nkernel = \"k\"\ncmdline = \"{cmdline}\"\n")
+        format!("name = \"web1\"\nvcpus = 1\nmemory_mib = 64\n[boot]\nkernel = \"images/k\"\ncmdline = \"{cmdline}\"\n")
     };
     assert!(parse(&spec(&"x".repeat(MAX_CMDLINE_LEN))).is_ok());
     let message = assert_refused(&spec(&"x".repeat(MAX_CMDLINE_LEN + 1)), 6, "boot.cmdline");
@@ -263,6 +263,105 @@ fn parent_components_are_refused() {
     );
 }
 
+/// MINIMAL with one disk at `path`, checked against the allow-list `devices`.
+fn with_disk(path: &str, devices: &[PathBuf]) -> Result<GuestSpec, ConfigError> {
+    let text = format!("{MINIMAL}[[disk]]\npath = \"{path}\"\n");
+    GuestSpec::parse_with_devices(Path::new("web1.toml"), &text, devices)
+}
+
+#[test]
+fn host_paths_are_refused_where_they_stand() {
+    for path in [
+        "/dev/sda",
+        "/var/lib/keel/agent/host_key",
+        "/var/lib/keel/disks/web.img",
+        "/dev/disk/by-id/ata-XYZ",
+        "../x",
+        "disks/../agent/host_key",
+        "agent/host_key",
+        "guests/web1.toml",
+        "disks",
+        "./images",
+        "web.img",
+    ] {
+        let message = with_disk(path, &[]).expect_err(path).to_string();
+        let prefix = "web1.toml:7: field `disk[0].path`: ";
+        assert!(message.starts_with(prefix), "{path}: {message}");
+    }
+    let message = with_disk("/dev/sda", &[])
+        .expect_err("/dev/sda")
+        .to_string();
+    assert!(message.contains("host path"), "{message}");
+    assert!(message.contains("guest_devices"), "{message}");
+
+    // The kernel and initrd never are host paths, allow-listed or not.
+    let text = MINIMAL.replace("images/vmlinux", "/var/lib/keel/agent/host_key");
+    let message = assert_refused(&text, 5, "boot.kernel");
+    assert!(message.contains("host path"), "{message}");
+    assert_refused(
+        &format!("{MINIMAL}initrd = \"/boot/initrd\"\n"),
+        6,
+        "boot.initrd",
+    );
+    assert_refused(
+        &format!("{MINIMAL}initrd = \"logs/web1/console.log\"\n"),
+        6,
+        "boot.initrd",
+    );
+
+    // The vsock socket is one name in vsock/, nowhere else.
+    for path in [
+        "/run/keel/init.sock",
+        "v.sock",
+        "vsock",
+        "vsock/a/b.sock",
+        "agent/x.sock",
+    ] {
+        let text = format!("{MINIMAL}[vsock]\nuds_path = \"{path}\"\n");
+        let message = assert_refused(&text, 7, "vsock.uds_path");
+        assert!(message.contains("vsock/"), "{message}");
+    }
+}
+
+#[test]
+fn guest_files_beneath_images_and_disks_are_accepted() {
+    for path in [
+        "disks/web.img",
+        "images/base.img",
+        "./disks/web/root.img",
+        "disks//a.raw",
+    ] {
+        with_disk(path, &[]).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    assert_eq!(
+        guest_file_parts(Path::new("./disks/web/root.img")).expect("parts"),
+        ("disks", PathBuf::from("web/root.img"))
+    );
+}
+
+#[test]
+fn allow_listed_devices_are_accepted_as_listed_only() {
+    let devices = [PathBuf::from("/dev/disk/by-id/ata-XYZ")];
+    let spec = with_disk("/dev/disk/by-id/ata-XYZ", &devices).expect("allow-listed");
+    assert_eq!(spec.disks[0].path, Path::new("/dev/disk/by-id/ata-XYZ"));
+    for path in ["/dev/disk/by-id/ata-OTHER", "/dev/sda"] {
+        let message = with_disk(path, &devices).expect_err(path).to_string();
+        assert!(
+            message.starts_with("web1.toml:7: field `disk[0].path`: "),
+            "{message}"
+        );
+    }
+    // An allow-listed device is a disk, never a kernel.
+    let text = MINIMAL.replace("images/vmlinux", "/dev/disk/by-id/ata-XYZ");
+    let message = GuestSpec::parse_with_devices(Path::new("web1.toml"), &text, &devices)
+        .expect_err("kernel")
+        .to_string();
+    assert!(
+        message.starts_with("web1.toml:5: field `boot.kernel`: "),
+        "{message}"
+    );
+}
+
 #[test]
 fn duplicate_disks_are_refused() {
     let text = format!(
@@ -274,15 +373,16 @@ fn duplicate_disks_are_refused() {
 
 #[test]
 fn disk_serial_rules() {
-    let disk =
-        |serial: &str| format!("{MINIMAL}[[disk]]\npath = \"d.raw\"\nserial = \"{serial}\"\n");
+    let disk = |serial: &str| {
+        format!("{MINIMAL}[[disk]]\npath = \"disks/d.raw\"\nserial = \"{serial}\"\n")
+    };
     assert!(parse(&disk(&"s".repeat(MAX_SERIAL_LEN))).is_ok());
     assert_refused(&disk(&"s".repeat(MAX_SERIAL_LEN + 1)), 8, "disk[0].serial");
     assert_refused(&disk("séri"), 8, "disk[0].serial");
     assert_refused(&disk("a\\tb"), 8, "disk[0].serial");
     assert_refused(&disk(""), 8, "disk[0].serial");
     let twice = format!(
-        "{MINIMAL}[[disk]]\npath = \"a\"\nserial = \"s1\"\n[[disk]]\npath = \"b\"\nserial = \"s1\"\n"
+        "{MINIMAL}[[disk]]\npath = \"disks/a\"\nserial = \"s1\"\n[[disk]]\npath = \"disks/b\"\nserial = \"s1\"\n"
     );
     assert_refused(&twice, 11, "disk[1].serial");
 }
@@ -358,7 +458,7 @@ fn duplicate_taps_are_refused() {
 
 #[test]
 fn vsock_cid_rules() {
-    let vsock = |cid: &str| format!("{MINIMAL}[vsock]\ncid = {cid}\nuds_path = \"v.sock\"\n");
+    let vsock = |cid: &str| format!("{MINIMAL}[vsock]\ncid = {cid}\nuds_path = \"vsock/v.sock\"\n");
     for bad in ["0", "1", "2", "4294967295"] {
         assert_refused(&vsock(bad), 7, "vsock.cid");
     }
@@ -371,8 +471,8 @@ fn vsock_cid_rules() {
 
 #[test]
 fn inline_tables_are_located_too() {
-    let text = "name = \"web1\"\nvcpus = 1\nmemory_mib = 64\nboot = { kernel = \"k\" }\n\
-                disk = [\n  { path = \"a\" },\n  { path = \"a\" },\n]\n";
+    let text = "name = \"web1\"\nvcpus = 1\nmemory_mib = 64\nboot = { kernel = \"images/k\" }\n\
+                disk = [\n  { path = \"disks/a\" },\n  { path = \"disks/a\" },\n]\n";
     assert_refused(text, 7, "disk[1].path");
 }
 
@@ -401,7 +501,7 @@ fn spec_from_elsewhere_validates_with_line_zero() {
 }
 
 #[test]
-fn resolve_keeps_absolute_paths() {
+fn resolve_keeps_allow_listed_devices() {
     let spec = parse(MINIMAL).expect("valid spec");
     let base = Path::new("/var/lib/keel");
     assert_eq!(
@@ -409,8 +509,8 @@ fn resolve_keeps_absolute_paths() {
         Path::new("/var/lib/keel/images/vmlinux")
     );
     assert_eq!(
-        spec.resolve(base, Path::new("/boot/vmlinuz")),
-        Path::new("/boot/vmlinuz")
+        spec.resolve(base, Path::new("/dev/disk/by-id/ata-XYZ")),
+        Path::new("/dev/disk/by-id/ata-XYZ")
     );
 }
 

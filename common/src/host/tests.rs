@@ -235,3 +235,29 @@ fn hostname_rules() {
     assert!(validate_hostname(&"a".repeat(64)).is_err());
     assert!(validate_hostname("a b").is_err());
 }
+
+#[test]
+fn guest_devices_are_named_by_stable_identity_only() {
+    let config = parse(
+        "[storage]\nguest_devices = [\"/dev/disk/by-id/ata-XYZ\", \"/dev/disk/by-partuuid/0a1b\"]\n",
+    )
+    .expect("stable names");
+    assert_eq!(config.storage.guest_devices.len(), 2);
+    assert!(parse("").expect("empty").storage.guest_devices.is_empty());
+    for bad in [
+        "/dev/sda",
+        "/dev/disk/by-id",
+        "/dev/disk/by-id/..",
+        "/dev/disk/by-id/a/b",
+        "dev/disk/by-id/ata-XYZ",
+        "/var/lib/keel/agent/host_key",
+    ] {
+        let text =
+            format!("[storage]\nguest_devices = [\n  \"/dev/disk/by-id/ok\",\n  \"{bad}\",\n]\n");
+        let message = parse(&text).expect_err(bad).to_string();
+        assert!(
+            message.starts_with("host.toml:4: field `storage.guest_devices[1]`: "),
+            "{bad}: {message}"
+        );
+    }
+}
