@@ -1,12 +1,14 @@
 //! The block devices the kernel shows in `/sys/class/block`, each with the
 //! file system on it ([`super::label`]) and, for a GPT partition, its
-//! PARTUUID ([`super::partuuid`]); and finding them by label.
+//! PARTUUID ([`super::partuuid`]); and finding them by label. Which of
+//! them boot may trust is decided elsewhere ([`super::esp`],
+//! [`super::data`]).
 
 use std::path::PathBuf;
 
 use keel_sys::fsutil::read_trimmed;
 
-use super::label::{read_label, FsKind, FsLabel};
+use super::label::{read_label, FsLabel};
 use super::partuuid::{partuuid_of, GptCache};
 
 /// One block device seen in sysfs.
@@ -150,47 +152,18 @@ impl Probe {
             .filter(|d| d.fs.as_ref().is_some_and(|fs| fs.label == label))
             .collect()
     }
-
-    /// The device carrying `label` (on a file system of `kind`, if given).
-    /// When several do, the one on `prefer_disk` wins (else the first by
-    /// name) and a warning is logged.
-    pub fn find(
-        &self,
-        label: &str,
-        kind: Option<FsKind>,
-        prefer_disk: Option<&str>,
-    ) -> Option<BlockDevice> {
-        let mut found = self.find_all(label);
-        if let Some(kind) = kind {
-            found.retain(|d| d.fs.as_ref().is_some_and(|fs| fs.kind == kind));
-        }
-        if found.len() > 1 {
-            let pick = prefer_disk
-                .and_then(|disk| found.iter().position(|d| d.disk == disk))
-                .unwrap_or(0);
-            log::warn!("{}", duplicate_warning(label, &found, pick));
-            return Some(found.swap_remove(pick));
-        }
-        found.pop()
-    }
-}
-
-fn duplicate_warning(label: &str, found: &[BlockDevice], pick: usize) -> String {
-    let names: Vec<&str> = found.iter().map(|d| d.name.as_str()).collect();
-    format!(
-        "{} devices carry the label {label} ({}); using {}",
-        found.len(),
-        names.join(", "),
-        found[pick].name
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::test_support::{
-        device, find_by_label, mkfs_ext4, mkfs_vfat, FakeSys, Scratch,
-    };
+    use crate::storage::test_support::{device, mkfs_ext4, mkfs_vfat, FakeSys, Scratch};
+    use crate::storage::FsKind;
+
+    /// The device nodes carrying `label`, by name.
+    fn find_by_label(probe: &Probe, label: &str) -> Vec<PathBuf> {
+        probe.find_all(label).into_iter().map(|d| d.path).collect()
+    }
 
     #[test]
     fn finds_partitions_by_label_in_a_fake_sysfs() {
@@ -211,16 +184,10 @@ mod tests {
         let probe = sys.probe();
 
         let root = &sys.root.0;
-        assert_eq!(
-            find_by_label(&probe, "KEEL-DATA"),
-            Some(root.join("dev/vda2"))
-        );
-        assert_eq!(
-            find_by_label(&probe, "KEEL-ESP"),
-            Some(root.join("dev/vda1"))
-        );
-        assert_eq!(find_by_label(&probe, "SCRATCH"), Some(root.join("dev/vdb")));
-        assert_eq!(find_by_label(&probe, "NOPE"), None);
+        assert_eq!(find_by_label(&probe, "KEEL-DATA"), [root.join("dev/vda2")]);
+        assert_eq!(find_by_label(&probe, "KEEL-ESP"), [root.join("dev/vda1")]);
+        assert_eq!(find_by_label(&probe, "SCRATCH"), [root.join("dev/vdb")]);
+        assert!(find_by_label(&probe, "NOPE").is_empty());
 
         let data_dev = device(&probe, "vda2").expect("vda2");
         assert_eq!(data_dev.disk, "vda");
@@ -236,39 +203,9 @@ mod tests {
     }
 
     #[test]
-    fn a_duplicate_label_prefers_the_esp_disk() {
-        let images = Scratch::new("dups");
-        let esp = images.0.join("esp.img");
-        let data_a = images.0.join("a.ext4");
-        let data_b = images.0.join("b.ext4");
-        mkfs_vfat(&esp, "KEEL-ESP", 40, true);
-        mkfs_ext4(&data_a, "KEEL-DATA", 8);
-        mkfs_ext4(&data_b, "KEEL-DATA", 8);
-        let sys = FakeSys::new();
-        // sda sorts first but the ESP is on sdb.
-        sys.add_disk("sda", None);
-        sys.add_partition("sda", 1, &data_a);
-        sys.add_disk("sdb", None);
-        sys.add_partition("sdb", 1, &esp);
-        sys.add_partition("sdb", 2, &data_b);
-        let probe = sys.probe();
-        assert_eq!(probe.find_all("KEEL-DATA").len(), 2);
-        assert_eq!(probe.find("KEEL-DATA", Some(FsKind::Fat), None), None);
-        assert_eq!(
-            find_by_label(&probe, "KEEL-DATA"),
-            Some(sys.root.0.join("dev/sdb2"))
-        );
-        // Without a preference the first by name wins.
-        assert_eq!(
-            probe.find("KEEL-DATA", None, None).map(|d| d.name),
-            Some("sda1".to_string())
-        );
-    }
-
-    #[test]
     fn a_missing_sysfs_finds_nothing() {
         let probe = Probe::new("/nonexistent/sys", "/nonexistent/dev");
         assert!(probe.devices().is_empty());
-        assert_eq!(find_by_label(&probe, "KEEL-DATA"), None);
+        assert!(find_by_label(&probe, "KEEL-DATA").is_empty());
     }
 }

@@ -5,14 +5,20 @@
 //!
 //! Devices are found by file-system label ([`label`]) among those sysfs
 //! shows ([`blockdev`]), reading superblocks directly; no blkid or udev is
-//! needed. When several devices carry the ESP's label (Keel on a server's
-//! disk and a Keel USB stick plugged in), the one the firmware booted from
-//! wins ([`esp`]): its GPT partition GUID ([`partuuid`]) is in the EFI
-//! variable `LoaderDevicePartUUID` set by systemd-stub ([`efivar`]).
+//! needed. A label alone never makes a disk the host's, since a guest can
+//! write any label on a raw disk it is given. The ESP is the one the
+//! firmware booted from ([`esp`]): its GPT partition GUID ([`partuuid`]) is
+//! in the EFI variable `LoaderDevicePartUUID` set by systemd-stub
+//! ([`efivar`]). KEEL-DATA is the one on that ESP's disk, or the one the
+//! operator names with `keel.data=PARTUUID=` on the kernel command line
+//! ([`claim`], [`data`]): the only way to use a data disk on an ISO boot.
+//! Every other KEEL-ESP or KEEL-DATA is ignored, with a log line naming it.
 //! [`bring_up`] is the entry point for init: it never fails and never
 //! panics, and says what it got.
 
 pub mod blockdev;
+pub mod claim;
+pub mod data;
 pub mod efivar;
 pub mod esp;
 pub mod fsck;
@@ -28,6 +34,8 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, MsFlags};
 
 pub use blockdev::{BlockDevice, Probe};
+pub use claim::DataClaim;
+pub use data::DataChoice;
 pub use esp::{EspChoice, EspRule};
 pub use fsck::FsckVerdict;
 pub use grow::GrowOutcome;
@@ -150,22 +158,6 @@ fn is_mounted(target: &Path) -> bool {
         .any(|m| m.target == target)
 }
 
-/// Finds the KEEL-DATA ext4 file system (preferring the disk of `esp`, the
-/// ESP booted from, when there are several), checks, grows and mounts it at
-/// `mount_point`. `Ok(None)` when there is no such file system (an ISO boot
-/// without a disk).
-pub fn prepare_data(
-    esp: Option<&BlockDevice>,
-    mount_point: &Path,
-) -> Result<Option<DataMount>, StorageError> {
-    let esp_disk = esp.map(|d| d.disk.as_str());
-    let Some(device) = Probe::system().find(DATA_LABEL, Some(FsKind::Ext), esp_disk) else {
-        log::info!("no {DATA_LABEL} partition: configuration and guests will not persist");
-        return Ok(None);
-    };
-    prepare_device(&device, &DataOptions::system(mount_point)).map(Some)
-}
-
 /// Checks, grows and mounts one KEEL-DATA device.
 ///
 /// 1. `e2fsck -p`: exit 0-2 continue; 4 and above mount read-only and grow
@@ -281,7 +273,7 @@ pub fn prepare_device(
 }
 
 /// Mounts `esp` (the FAT file system labelled KEEL-ESP the firmware booted
-/// from, see [`Probe::find_esp`]) read-only at `mount_point`. `Ok(None)`
+/// from, see [`esp::choose_esp`]) read-only at `mount_point`. `Ok(None)`
 /// when there is none (booted from an ISO on a virtual CD, whose ESP is
 /// not a partition the kernel sees).
 pub fn mount_esp(
@@ -289,7 +281,7 @@ pub fn mount_esp(
     mount_point: &Path,
 ) -> Result<Option<PathBuf>, StorageError> {
     let Some(device) = esp else {
-        log::info!("no {ESP_LABEL} partition found: no seed configuration to import");
+        log::info!("no {ESP_LABEL} partition booted from: no seed configuration to import");
         return Ok(None);
     };
     mount_esp_device(&device.path, mount_point).map(Some)
@@ -351,29 +343,59 @@ pub fn bring_up() -> Storage {
         })
 }
 
+/// The ESP and the data partition boot may use, chosen from one scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub esp: EspChoice,
+    pub data: DataChoice,
+}
+
+impl Selection {
+    pub fn log(&self) {
+        self.esp.log();
+        self.data.log();
+    }
+}
+
+/// Chooses, without logging, the ESP (the KEEL-ESP whose PARTUUID is
+/// `booted`, the firmware's `LoaderDevicePartUUID`) and the data partition
+/// (the KEEL-DATA of that ESP's disk, or the one `claim` names) among the
+/// devices `probe` sees.
+pub fn select(probe: &Probe, booted: Option<&str>, claim: Option<&DataClaim>) -> Selection {
+    let devices = probe.devices();
+    let esp = esp::choose_esp(&devices, booted);
+    let data = data::choose_data(&devices, esp.device.as_ref(), claim);
+    Selection { esp, data }
+}
+
 /// How long boot waits for the Keel partitions to appear: USB sticks and
 /// some controllers register their disks a few seconds after init starts.
 const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Waits until both Keel labels are visible, or the timeout passes (an ISO
-/// boot from a virtual CD has neither).
-fn wait_for_partitions() {
+/// Chooses the partitions once both are visible (the ESP only when the
+/// firmware booted from a partition), or the timeout passes (an ISO boot
+/// from a virtual CD without a claimed data disk has neither).
+fn settle(probe: &Probe, booted: Option<&str>, claim: Option<&DataClaim>) -> Selection {
     let started = std::time::Instant::now();
     loop {
-        let probe = Probe::system();
-        let esp = !probe.find_all(ESP_LABEL).is_empty();
-        let data = !probe.find_all(DATA_LABEL).is_empty();
+        let selection = select(probe, booted, claim);
+        let esp = selection.esp.device.is_some() || booted.is_none();
+        let data = selection.data.device.is_some();
         if esp && data {
-            return;
+            return selection;
         }
         if started.elapsed() >= SETTLE_TIMEOUT {
             log::info!(
                 "after {} s: {ESP_LABEL} {}, {DATA_LABEL} {}",
                 SETTLE_TIMEOUT.as_secs(),
-                if esp { "found" } else { "missing" },
+                if selection.esp.device.is_some() {
+                    "found"
+                } else {
+                    "missing"
+                },
                 if data { "found" } else { "missing" }
             );
-            return;
+            return selection;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -381,15 +403,27 @@ fn wait_for_partitions() {
 
 fn bring_up_at(esp_mount: &Path, data_mount: &Path) -> Storage {
     let mut storage = Storage::default();
-    wait_for_partitions();
+    let probe = Probe::system();
+    let booted = probe.loader_device_part_uuid();
+    let claim = claim::read_claim(Path::new("/proc/cmdline"));
     // Chosen once, so the ESP mounted and the disk KEEL-DATA is taken from
     // agree, and the choice is logged once.
-    let esp = Probe::system().find_esp();
-    match mount_esp(esp.as_ref(), esp_mount) {
+    let selection = settle(&probe, booted.as_deref(), claim.as_ref());
+    selection.log();
+    match mount_esp(selection.esp.device.as_ref(), esp_mount) {
         Ok(esp) => storage.esp = esp,
         Err(err) => log::error!("{err}"),
     }
-    match prepare_data(esp.as_ref(), data_mount) {
+    let prepared = match &selection.data.device {
+        Some(device) => prepare_device(device, &DataOptions::system(data_mount)).map(Some),
+        None => {
+            log::info!(
+                "no {DATA_LABEL} partition in use: configuration and guests will not persist"
+            );
+            Ok(None)
+        }
+    };
+    match prepared {
         Ok(Some(data)) => {
             storage.data_read_only = data.read_only;
             storage.data = Some(data.mount_point);

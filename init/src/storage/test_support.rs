@@ -128,11 +128,24 @@ pub fn test_guid_text(last: u8) -> String {
     format!("44332211-6655-8877-99aa-bbccddeeff{last:02x}")
 }
 
-/// A sparse 16 MiB disk image with a real GPT written by gptman: an ESP
-/// at sector 2048 (PARTUUID `esp_guid`) and a Linux partition at 8192.
-/// The file systems live in separate images linked as the partitions'
-/// device nodes; only the table is read from the disk.
-fn gpt_disk(path: &Path, esp_guid: [u8; 16], data_guid: [u8; 16]) {
+/// One GPT entry of a test disk: type, unique GUID, first sector, name.
+pub type TestPartition = ([u8; 16], [u8; 16], u64, &'static str);
+
+/// The ESP of a test disk, at sector 2048.
+pub fn esp_entry(guid: [u8; 16]) -> TestPartition {
+    (ESP_TYPE, guid, ESP_START, "KEEL-ESP")
+}
+
+/// The data partition of a test disk, at sector 8192.
+pub fn data_entry(guid: [u8; 16]) -> TestPartition {
+    (LINUX_TYPE, guid, DATA_START, "KEEL-DATA")
+}
+
+/// A sparse 16 MiB disk image with a real GPT written by gptman, holding
+/// `partitions` (4096 sectors each) numbered from 1. The file systems live
+/// in separate images linked as the partitions' device nodes; only the
+/// table is read from the disk.
+pub fn gpt_disk(path: &Path, partitions: &[TestPartition]) {
     use gptman::{GPTPartitionEntry, GPT};
     let mut file = File::options()
         .read(true)
@@ -143,13 +156,7 @@ fn gpt_disk(path: &Path, esp_guid: [u8; 16], data_guid: [u8; 16]) {
         .expect("create disk");
     file.set_len(16 << 20).expect("size disk");
     let mut gpt = GPT::new_from(&mut file, 512, [0x5a; 16]).expect("gpt");
-    for (i, (ty, guid, start, name)) in [
-        (ESP_TYPE, esp_guid, ESP_START, "KEEL-ESP"),
-        (LINUX_TYPE, data_guid, DATA_START, "KEEL-DATA"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, &(ty, guid, start, name)) in partitions.iter().enumerate() {
         gpt[i as u32 + 1] = GPTPartitionEntry {
             partition_type_guid: ty,
             unique_partition_guid: guid,
@@ -174,7 +181,13 @@ pub fn two_keel_disks(images: &Scratch) -> FakeSys {
     let sys = FakeSys::new();
     for (disk, tag) in [("sda", 0xa0u8), ("sdb", 0xb0)] {
         let image = images.0.join(format!("{disk}.img"));
-        gpt_disk(&image, test_guid(tag + 1), test_guid(tag + 2));
+        gpt_disk(
+            &image,
+            &[
+                esp_entry(test_guid(tag + 1)),
+                data_entry(test_guid(tag + 2)),
+            ],
+        );
         sys.add_disk(disk, Some(&image));
         sys.add_partition_at(disk, 1, &esp, ESP_START);
         sys.add_partition_at(disk, 2, &data, DATA_START);
@@ -204,14 +217,18 @@ pub fn device(probe: &Probe, name: &str) -> Option<super::BlockDevice> {
     probe.devices().into_iter().find(|d| d.name == name)
 }
 
-/// The device node carrying `label`, chosen as boot chooses: the ESP is
-/// the one the firmware booted from ([`Probe::find_esp`]); for any other
-/// label a device on the same disk as the ESP is preferred when there are
-/// several.
+/// The device node boot would use for the ESP or the data partition, with
+/// the firmware's variable as `probe` shows it and no `keel.data=` claim.
 pub fn find_by_label(probe: &Probe, label: &str) -> Option<PathBuf> {
-    if label == super::ESP_LABEL {
-        return probe.find_esp().map(|d| d.path);
-    }
-    let esp_disk = probe.find_esp().map(|d| d.disk);
-    probe.find(label, None, esp_disk.as_deref()).map(|d| d.path)
+    let selection = super::select(probe, probe.loader_device_part_uuid().as_deref(), None);
+    let device = match label {
+        super::ESP_LABEL => selection.esp.device,
+        super::DATA_LABEL => selection.data.device,
+        _ => panic!(
+            "boot chooses only {} and {}",
+            super::ESP_LABEL,
+            super::DATA_LABEL
+        ),
+    };
+    device.map(|d| d.path)
 }
