@@ -413,8 +413,15 @@ impl GuestSpec {
                 }
             }
             if let Some(ports) = &net.host_ports {
-                validate_host_ports(net.mode, ports)
-                    .map_err(|m| at.error(&format!("net[{i}].host_ports"), m))?;
+                if net.mode != NetMode::User {
+                    let message =
+                        format!("only allowed when mode is \"user\", not \"{}\"", net.mode);
+                    return Err(at.error(&format!("net[{i}].host_ports"), message));
+                }
+                for (j, &port) in ports.iter().enumerate() {
+                    validate_host_port(port, &ports[..j])
+                        .map_err(|m| at.error(&format!("net[{i}].host_ports[{j}]"), m))?;
+                }
             }
             if let Some(mac) = net.mac {
                 let field = format!("net[{i}].mac");
@@ -441,26 +448,20 @@ impl GuestSpec {
     }
 }
 
-/// Checks `host_ports`: user mode only, real ports, each once, and never
-/// the agent's default port (keel-vmm also refuses the configured one).
-fn validate_host_ports(mode: NetMode, ports: &[u16]) -> Result<(), String> {
-    if mode != NetMode::User {
+/// Checks one of `host_ports` against those before it: a real port,
+/// listed once, and never the agent's default port (keel-vmm also refuses
+/// the one host.toml configures, which a spec cannot know).
+fn validate_host_port(port: u16, before: &[u16]) -> Result<(), String> {
+    if port == 0 {
+        return Err("must not be 0".to_string());
+    }
+    if port == DEFAULT_AGENT_PORT {
         return Err(format!(
-            "only allowed when mode is \"user\", not \"{mode}\""
+            "{port} is the management agent's port: a guest must never reach it"
         ));
     }
-    for (j, &port) in ports.iter().enumerate() {
-        if port == 0 {
-            return Err("must not list port 0".to_string());
-        }
-        if port == DEFAULT_AGENT_PORT {
-            return Err(format!(
-                "port {port} is the management agent's: a guest must never reach it"
-            ));
-        }
-        if ports[..j].contains(&port) {
-            return Err(format!("port {port} is listed twice"));
-        }
+    if before.contains(&port) {
+        return Err(format!("{port} is listed twice"));
     }
     Ok(())
 }

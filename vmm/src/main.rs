@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use keel_common::guest::{MacAddr, NetMode};
+use keel_common::host::DEFAULT_AGENT_PORT;
 use keel_common::vmm_exit::VmmExitStatus;
 use keel_common::GuestSpec;
 use keel_vmm::arch::cpuid::CpuidProfile;
@@ -52,6 +53,10 @@ struct Args {
     /// supervisor (repeat, in NIC order).
     #[arg(long = "tap-fd")]
     tap_fds: Vec<i32>,
+    /// The management agent's TCP port (host.toml `[agent] listen`): a
+    /// user-mode guest never reaches it, even if `host_ports` lists it.
+    #[arg(long, default_value_t = DEFAULT_AGENT_PORT)]
+    agent_port: u16,
     /// Run without seccomp filters (debugging only).
     #[arg(long)]
     no_seccomp: bool,
@@ -79,7 +84,11 @@ fn default_mac(name: &str, index: usize) -> MacAddr {
     MacAddr([0x52, 0x54, 0x00, b[0], b[1], b[2]])
 }
 
-fn nets_from_spec(spec: &GuestSpec, tap_fds: &[i32]) -> Result<Vec<NetConfig>, String> {
+fn nets_from_spec(
+    spec: &GuestSpec,
+    tap_fds: &[i32],
+    agent_port: u16,
+) -> Result<Vec<NetConfig>, String> {
     let mut fds = tap_fds.iter();
     spec.nets
         .iter()
@@ -97,6 +106,8 @@ fn nets_from_spec(spec: &GuestSpec, tap_fds: &[i32]) -> Result<Vec<NetConfig>, S
                 },
                 NetMode::User => NetBackendConfig::User {
                     hostfwd: nic.hostfwd.clone().unwrap_or_default(),
+                    host_ports: nic.host_ports.clone().unwrap_or_default(),
+                    agent_port,
                 },
             };
             let mac = nic.mac.unwrap_or_else(|| default_mac(&spec.name, i));
@@ -130,7 +141,7 @@ fn config_from_spec(spec: &GuestSpec, base: &Path, args: &Args) -> Result<VmConf
                 serial: d.serial.clone(),
             })
             .collect(),
-        nets: nets_from_spec(spec, &args.tap_fds)?,
+        nets: nets_from_spec(spec, &args.tap_fds, args.agent_port)?,
         rng: spec.rng_enabled(),
         vsock: spec.vsock.as_ref().map(|v| VsockConfig {
             cid: u64::from(v.cid()),

@@ -556,3 +556,24 @@ fn hostfwd_rules_are_typed_located_per_rule_and_round_trip() {
     let twice = text.replace("udp:0.0.0.0:5353", "tcp:0.0.0.0:8022");
     assert_refused(&twice, 10, "net[0].hostfwd[1]");
 }
+
+#[test]
+fn host_ports_rules() {
+    let ports = |mode: &str, list: &str| {
+        format!("{MINIMAL}[[net]]\nmode = \"{mode}\"\nhost_ports = [{list}]\n")
+    };
+    let spec = parse(&ports("user", "8080, 9000")).expect("valid");
+    assert_eq!(spec.nets[0].host_ports, Some(vec![8080, 9000]));
+    let closed = parse(&format!("{MINIMAL}[[net]]\nmode = \"user\"\n")).expect("valid");
+    assert_eq!(closed.nets[0].host_ports, None);
+    // The agent's port is never reachable from a guest.
+    let message = assert_refused(&ports("user", "8080, 7444"), 8, "net[0].host_ports[1]");
+    assert!(message.contains("7444"), "{message}");
+    assert_refused(&ports("user", "0"), 8, "net[0].host_ports[0]");
+    let message = assert_refused(&ports("user", "22, 22"), 8, "net[0].host_ports[1]");
+    assert!(message.contains("twice"), "{message}");
+    assert_refused(&ports("user", "65536"), 8, "net[0].host_ports[0]");
+    // Only user mode has a gateway standing for the host.
+    let message = assert_refused(&ports("bridge", "8080"), 8, "net[0].host_ports");
+    assert!(message.contains("user"), "{message}");
+}

@@ -268,9 +268,15 @@ impl VmBuilder {
                     let fd = unsafe { OwnedFd::from_raw_fd(*fd) };
                     Box::new(Tap::from_fd(fd).map_err(VmError::device(&name))?)
                 }
-                NetBackendConfig::User { hostfwd } => Box::new(
+                NetBackendConfig::User {
+                    hostfwd,
+                    host_ports,
+                    agent_port,
+                } => Box::new(
                     UserNet::new(UserNetConfig {
                         hostfwd: hostfwd.clone(),
+                        host_ports: host_ports.clone(),
+                        agent_port: Some(*agent_port),
                     })
                     .map_err(VmError::device(&name))?,
                 ),

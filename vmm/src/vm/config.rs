@@ -25,8 +25,13 @@ pub enum NetBackendConfig {
     /// A tap descriptor handed over by the supervisor, which made the tap
     /// and put it on the bridge.
     TapFd(RawFd),
-    /// User-mode NAT inside the VMM: no tap, no root.
-    User { hostfwd: Vec<HostFwd> },
+    /// User-mode NAT inside the VMM: no tap, no root. The guest reaches
+    /// the host only on `host_ports`, never on `agent_port`.
+    User {
+        hostfwd: Vec<HostFwd>,
+        host_ports: Vec<u16>,
+        agent_port: u16,
+    },
 }
 
 /// A virtio-net NIC.

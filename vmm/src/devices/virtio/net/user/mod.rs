@@ -10,8 +10,11 @@
 //! - a DHCP server handing out 10.0.2.15/24, router 10.0.2.2, DNS
 //!   10.0.2.3, a one-day lease;
 //! - TCP and UDP to any address outside 10.0.2.0/24 carried by host
-//!   sockets (TCP is terminated here, see [`tcp`]); traffic to 10.0.2.2
-//!   goes to the host's 127.0.0.1 (like slirp without `restrict`);
+//!   sockets (TCP is terminated here, see [`tcp`]), except to the host
+//!   itself ([`policy`]): 10.0.2.2 is the host's 127.0.0.1 only on the
+//!   ports the spec lists in `host_ports`, and the host's own addresses
+//!   (0.0.0.0, 127.0.0.0/8, its interfaces') are refused: TCP with RST,
+//!   UDP dropped;
 //! - DNS on 10.0.2.3:53 (UDP) forwarded to the first `nameserver` of the
 //!   host's /etc/resolv.conf; with none, every query is answered SERVFAIL;
 //! - inbound forwards ([`HostFwd`]): host ports bound at construction, each
@@ -52,6 +55,7 @@
 mod dhcp;
 mod dns;
 mod link;
+mod policy;
 mod tcp;
 mod udp;
 
@@ -78,6 +82,7 @@ pub use keel_common::hostfwd::{FwdProto, HostFwd, HostFwdParseError, GUEST_IP};
 
 use super::backend::{NetBackend, NetBackendError, VNET_HDR_LEN};
 use link::Stack;
+use policy::{HostPolicy, Route};
 
 /// The gateway's (and host's) address on the guest network.
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
@@ -104,6 +109,10 @@ const MAX_DATAGRAM: usize = 65_536;
 #[derive(Debug, Clone, Default)]
 pub struct UserNetConfig {
     pub hostfwd: Vec<HostFwd>,
+    /// Host ports the guest reaches through the gateway (`host_ports`).
+    pub host_ports: Vec<u16>,
+    /// The management agent's port: never reachable, even if listed.
+    pub agent_port: Option<u16>,
 }
 
 /// Why a [`UserNet`] could not be built.
@@ -164,6 +173,8 @@ pub struct UserNetStats {
     pub fragments: u64,
     /// Frames for the guest dropped because the queue was full.
     pub tx_dropped: u64,
+    /// Connections and datagrams refused by the outbound rule ([`policy`]).
+    pub refused: u64,
 }
 
 /// The user-mode network backend. See the module documentation.
@@ -174,6 +185,7 @@ pub struct UserNet {
     timer_armed: Option<Instant>,
     stack: Stack,
     dns: Option<SocketAddr>,
+    policy: HostPolicy,
     tcp: tcp::TcpNat,
     udp: udp::UdpNat,
     forwards: Vec<Forward>,
@@ -227,6 +239,17 @@ impl UserNet {
     pub fn with_resolver(
         config: UserNetConfig,
         resolver: Option<SocketAddr>,
+    ) -> Result<Self, UserNetError> {
+        let policy = HostPolicy::new(&config.host_ports, config.agent_port.as_slice())
+            .map_err(setup("the list of the host's addresses"))?;
+        Self::with_policy(config, resolver, policy)
+    }
+
+    /// Builds the backend with the outbound rule given.
+    fn with_policy(
+        config: UserNetConfig,
+        resolver: Option<SocketAddr>,
+        policy: HostPolicy,
     ) -> Result<Self, UserNetError> {
         for (i, a) in config.hostfwd.iter().enumerate() {
             if let Some(b) = config.hostfwd[..i].iter().find(|b| a.overlaps(b)) {
@@ -306,6 +329,7 @@ impl UserNet {
             timer_armed: None,
             stack: Stack::new(interface),
             dns: resolver,
+            policy,
             tcp: tcp::TcpNat::new(),
             udp: udp::UdpNat::new(),
             forwards,
@@ -337,6 +361,14 @@ impl UserNet {
             tx_dropped: self.stack.tx.dropped,
             ..self.stats
         }
+    }
+
+    /// A guest connection or datagram to a host service it may not reach.
+    fn refused(&mut self, dst: Ipv4Addr, port: u16, proto: &str) {
+        debug!(
+            "user-net: refused guest {proto} to {dst}:{port}: the host itself, not in host_ports"
+        );
+        self.stats.refused += 1;
     }
 
     fn drop_frame(&mut self, why: &str) {
@@ -432,7 +464,14 @@ impl UserNet {
                 };
                 let syn = seg.control == TcpControl::Syn && seg.ack_number.is_none();
                 let rst = seg.control == TcpControl::Rst;
-                let target = host_target(dst).map(|ip| SocketAddrV4::new(ip, seg.dst_port));
+                let target = match self.policy.route(dst, seg.dst_port) {
+                    Route::Out { to, host } => Some(tcp::Target { to, host }),
+                    Route::Refused if syn => {
+                        self.refused(dst, seg.dst_port, "TCP");
+                        None
+                    }
+                    Route::Refused | Route::Nowhere => None,
+                };
                 self.tcp.on_guest_segment(
                     key,
                     syn,
@@ -484,9 +523,10 @@ impl UserNet {
                 }
             }
         } else {
-            match host_target(dst) {
-                Some(ip) => SocketAddr::V4(SocketAddrV4::new(ip, udp.dst_port)),
-                None => return self.drop_frame("UDP to an address not routed"),
+            match self.policy.route(dst, udp.dst_port) {
+                Route::Out { to, .. } => SocketAddr::V4(to),
+                Route::Refused => return self.refused(dst, udp.dst_port, "UDP"),
+                Route::Nowhere => return self.drop_frame("UDP to an address not routed"),
             }
         };
         let key = udp::Key {
@@ -654,25 +694,6 @@ impl UserNet {
         if ret == 0 {
             self.timer_armed = next;
         }
-    }
-}
-
-/// Where a guest packet to `dst` goes on the host: the gateway means the
-/// host itself (loopback); the rest of 10.0.2.0/24, broadcast, multicast
-/// and the like go nowhere.
-fn host_target(dst: Ipv4Addr) -> Option<Ipv4Addr> {
-    let o = dst.octets();
-    if dst == GATEWAY_IP {
-        Some(Ipv4Addr::LOCALHOST)
-    } else if (o[0], o[1], o[2]) == (10, 0, 2)
-        || dst.is_broadcast()
-        || dst.is_multicast()
-        || dst.is_unspecified()
-        || dst.is_loopback()
-    {
-        None
-    } else {
-        Some(dst)
     }
 }
 

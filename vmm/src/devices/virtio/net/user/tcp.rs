@@ -9,6 +9,9 @@
 //!   guest dialled is created and the SYN handed to smoltcp, which answers
 //!   SYN-ACK. If it fails, the SYN goes to smoltcp with nothing listening
 //!   and smoltcp answers RST, so the guest sees "connection refused".
+//!   So does a connection that reached the host itself when the outbound
+//!   rule ([`policy`](super::policy)) did not mean it to: its local address
+//!   is its peer's.
 //! - Bytes are shovelled between the two sockets only as far as the other
 //!   side takes them: guest data stays in the smoltcp receive buffer
 //!   (closing the window) while the host socket is full, and the host
@@ -40,6 +43,14 @@ const BUF_LEN: usize = 256 * 1024;
 /// A guest that leaves data unacknowledged this long loses the connection.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Where a new guest connection goes on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub to: SocketAddrV4,
+    /// The host itself is meant (a listed port on the gateway).
+    pub host: bool,
+}
+
 /// A connection as the guest sees it: its port and the remote end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -49,7 +60,7 @@ pub struct Key {
 
 enum Phase {
     /// The host connect is in progress; the guest's SYN waits here.
-    Connecting { syn: Vec<u8> },
+    Connecting { syn: Vec<u8>, host: bool },
     Open {
         handle: SocketHandle,
         /// The host sent EOF (and the smoltcp socket was closed).
@@ -134,7 +145,7 @@ impl TcpNat {
         key: Key,
         syn: bool,
         rst: bool,
-        target: Option<SocketAddrV4>,
+        target: Option<Target>,
         frame: &[u8],
         stack: &mut Stack,
         poller: &mut Poller,
@@ -165,10 +176,11 @@ impl TcpNat {
             stack.poll(Some(frame));
             return;
         }
-        let stream = match target {
-            Some(t) if self.flows.len() < MAX_CONNS => connect_nonblocking(t),
-            _ => Err(io::ErrorKind::ConnectionRefused.into()),
+        let Some(target) = target.filter(|_| self.flows.len() < MAX_CONNS) else {
+            stack.poll(Some(frame));
+            return;
         };
+        let stream = connect_nonblocking(target.to);
         let registered = stream.and_then(|s| {
             let token = poller.add(
                 s.as_raw_fd(),
@@ -179,7 +191,10 @@ impl TcpNat {
         match registered {
             Ok((stream, token)) => {
                 let syn = frame.to_vec();
-                let phase = Phase::Connecting { syn };
+                let phase = Phase::Connecting {
+                    syn,
+                    host: target.host,
+                };
                 self.flows.insert(
                     key,
                     Flow {
@@ -262,15 +277,18 @@ impl TcpNat {
         let Some(flow) = self.flows.get_mut(&key) else {
             return;
         };
-        let Phase::Connecting { syn } = &mut flow.phase else {
+        let Phase::Connecting { syn, host } = &mut flow.phase else {
             return self.service(&key, stack);
         };
         if !events.intersects(EventSet::OUT | EventSet::ERROR | EventSet::HANG_UP) {
             return;
         }
         let syn = std::mem::take(syn);
-        let connected =
-            matches!(flow.stream.take_error(), Ok(None)) && flow.stream.peer_addr().is_ok();
+        let connected = matches!(flow.stream.take_error(), Ok(None))
+            && match (flow.stream.peer_addr(), flow.stream.local_addr()) {
+                (Ok(peer), Ok(local)) => *host || peer.ip() != local.ip(),
+                _ => false,
+            };
         let mut socket = new_socket();
         let endpoint = IpListenEndpoint {
             addr: Some((*key.remote.ip()).into()),

@@ -33,6 +33,15 @@ fn net() -> UserNet {
     primed(UserNet::with_resolver(UserNetConfig::default(), None).expect("user net"))
 }
 
+/// A backend whose guest reaches the host's `ports` through the gateway.
+fn net_to(ports: &[u16]) -> UserNet {
+    let cfg = UserNetConfig {
+        host_ports: ports.to_vec(),
+        ..UserNetConfig::default()
+    };
+    primed(UserNet::with_resolver(cfg, None).expect("user net"))
+}
+
 fn primed(mut net: UserNet) -> UserNet {
     net.write_frame(&arp_request(GATEWAY_IP)).unwrap();
     let frames = drain(&mut net);
@@ -345,6 +354,7 @@ fn hostfwd_rules_parse() {
 fn overlapping_and_busy_forwards_are_refused() {
     let rules = |a: &str, b: &str| UserNetConfig {
         hostfwd: vec![a.parse().unwrap(), b.parse().unwrap()],
+        ..UserNetConfig::default()
     };
     let e =
         UserNet::with_resolver(rules("tcp::8022-:22", "tcp:0.0.0.0:8022-:23"), None).unwrap_err();
@@ -360,6 +370,7 @@ fn overlapping_and_busy_forwards_are_refused() {
     let port = busy.local_addr().unwrap().port();
     let cfg = UserNetConfig {
         hostfwd: vec![format!("tcp:127.0.0.1:{port}-:22").parse().unwrap()],
+        ..UserNetConfig::default()
     };
     let e = UserNet::with_resolver(cfg, None).unwrap_err();
     assert!(matches!(e, UserNetError::Bind { .. }), "{e}");
@@ -496,7 +507,7 @@ fn tcp_connects_out_and_carries_data_both_ways() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let remote = SocketAddrV4::new(GATEWAY_IP, port);
-    let mut net = net();
+    let mut net = net_to(&[remote.port()]);
 
     net.write_frame(&tcp_frame(40_000, remote, 1000, 0, TCP_SYN, b""))
         .unwrap();
@@ -570,7 +581,7 @@ fn tcp_connects_out_and_carries_data_both_ways() {
 fn tcp_data_not_acknowledged_is_retransmitted() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let remote = SocketAddrV4::new(GATEWAY_IP, listener.local_addr().unwrap().port());
-    let mut net = net();
+    let mut net = net_to(&[remote.port()]);
     net.write_frame(&tcp_frame(40_001, remote, 7, 0, TCP_SYN, b""))
         .unwrap();
     let (mut host, _) = listener.accept().unwrap();
@@ -593,7 +604,7 @@ fn tcp_to_a_closed_port_is_reset() {
         l.local_addr().unwrap().port()
     };
     let remote = SocketAddrV4::new(GATEWAY_IP, port);
-    let mut net = net();
+    let mut net = net_to(&[port]);
     net.write_frame(&tcp_frame(40_002, remote, 99, 0, TCP_SYN, b""))
         .unwrap();
     let rst = wait_tcp(&mut net, |s| s.flags & TCP_RST != 0);
@@ -619,7 +630,7 @@ fn udp_goes_out_and_replies_come_back() {
     let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
     echo.set_read_timeout(Some(WAIT)).unwrap();
     let port = echo.local_addr().unwrap().port();
-    let mut net = net();
+    let mut net = net_to(&[port]);
     let guest = SocketAddrV4::new(GUEST_IP, 5555);
     let remote = SocketAddrV4::new(GATEWAY_IP, port);
     net.write_frame(&udp_frame(guest, remote, b"marco"))
@@ -717,6 +728,7 @@ fn resolv_conf_first_nameserver() {
 fn tcp_port_forward_reaches_the_guest() {
     let cfg = UserNetConfig {
         hostfwd: vec!["tcp:127.0.0.1:0-:22".parse().unwrap()],
+        ..UserNetConfig::default()
     };
     let mut net = primed(UserNet::with_resolver(cfg, None).unwrap());
     let addr = net.hostfwd_addrs()[0];
@@ -788,6 +800,7 @@ fn tcp_port_forward_reaches_the_guest() {
 fn udp_port_forward_reaches_the_guest_and_back() {
     let cfg = UserNetConfig {
         hostfwd: vec!["udp:127.0.0.1:0-:53".parse().unwrap()],
+        ..UserNetConfig::default()
     };
     let mut net = primed(UserNet::with_resolver(cfg, None).unwrap());
     let addr = net.hostfwd_addrs()[0];
@@ -808,7 +821,7 @@ fn udp_port_forward_reaches_the_guest_and_back() {
 fn the_fd_signals_host_events() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let remote = SocketAddrV4::new(GATEWAY_IP, listener.local_addr().unwrap().port());
-    let mut net = net();
+    let mut net = net_to(&[remote.port()]);
     let outer = vmm_sys_util::epoll::Epoll::new().unwrap();
     outer
         .ctl(
@@ -964,7 +977,8 @@ fn hostile_frames_are_dropped_without_panicking() {
         }
         // Never let noise open real connections to random hosts.
         if let Some(Ok(ip)) = f.get(ip_at..).map(Ipv4Packet::new_checked) {
-            if host_target(ip.dst_addr()).is_some() || ip.dst_addr() == DNS_IP {
+            let routed = matches!(net.policy.route(ip.dst_addr(), 0), Route::Out { .. });
+            if routed || ip.dst_addr() == DNS_IP {
                 continue;
             }
         }
@@ -991,7 +1005,7 @@ fn frames_for_the_guest_fit_small_buffers_truncated() {
 fn tcp_respects_the_guest_window_and_guest_first_close() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let remote = SocketAddrV4::new(GATEWAY_IP, listener.local_addr().unwrap().port());
-    let mut net = net();
+    let mut net = net_to(&[remote.port()]);
     let small = |seq: u32, ack: u32, flags: u8, window: u16| {
         let h = TcpHdr {
             src: SocketAddrV4::new(GUEST_IP, 40_020),
@@ -1044,6 +1058,7 @@ fn tcp_respects_the_guest_window_and_guest_first_close() {
 fn a_forward_to_a_guest_not_yet_heard_from_resolves_it_first() {
     let cfg = UserNetConfig {
         hostfwd: vec!["tcp:127.0.0.1:0-:22".parse().unwrap()],
+        ..UserNetConfig::default()
     };
     let mut net = UserNet::with_resolver(cfg, None).unwrap();
     let _client = TcpStream::connect(net.hostfwd_addrs()[0]).unwrap();
@@ -1073,4 +1088,151 @@ fn a_forward_to_a_guest_not_yet_heard_from_resolves_it_first() {
         .unwrap();
     let syn = wait_tcp(&mut net, |s| s.flags & TCP_SYN != 0);
     assert_eq!(syn.dst, SocketAddrV4::new(GUEST_IP, 22));
+}
+
+/// A host service: a listener that never blocks the test when nobody came.
+fn service(addr: &str) -> (TcpListener, u16) {
+    let l = TcpListener::bind(addr).unwrap();
+    l.set_nonblocking(true).unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+/// A guest SYN to `to` is answered with RST, no host connect behind it.
+fn assert_refused(net: &mut UserNet, sport: u16, to: SocketAddrV4) {
+    let (refused, conns) = (net.stats().refused, net.tcp.len());
+    net.write_frame(&tcp_frame(sport, to, 500, 0, TCP_SYN, b""))
+        .unwrap();
+    if to.ip().is_unspecified() {
+        // smoltcp answers nothing from 0.0.0.0 (no guest dials it anyway).
+        assert!(drain(net).is_empty());
+    } else {
+        let rst = wait_tcp(net, |s| s.flags & TCP_RST != 0);
+        assert_eq!((rst.src, rst.ack), (to, 501), "{to}");
+    }
+    assert_eq!(net.tcp.len(), conns, "no host socket for {to}");
+    assert_eq!(net.stats().refused, refused + 1, "{to}");
+}
+
+fn assert_nobody_came(l: &TcpListener) {
+    std::thread::sleep(Duration::from_millis(50));
+    let e = l.accept().unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+}
+
+#[test]
+fn the_host_is_closed_to_the_guest_by_default() {
+    // The agent and another guest's forward listen on every address; a
+    // local service on loopback.
+    let (any, any_port) = service("0.0.0.0:0");
+    let (lo, lo_port) = service("127.0.0.1:0");
+    let mut net = net();
+    let mut targets = vec![
+        SocketAddrV4::new(GATEWAY_IP, lo_port),
+        SocketAddrV4::new(GATEWAY_IP, any_port),
+        SocketAddrV4::new(GATEWAY_IP, keel_common::host::DEFAULT_AGENT_PORT),
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, lo_port),
+        SocketAddrV4::new(Ipv4Addr::new(127, 1, 2, 3), any_port),
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, any_port),
+    ];
+    let local = policy::interface_addrs().unwrap();
+    assert!(local.contains(&Ipv4Addr::LOCALHOST), "{local:?}");
+    targets.extend(local.iter().map(|ip| SocketAddrV4::new(*ip, any_port)));
+    for (sport, to) in (41_000..).zip(targets) {
+        assert_refused(&mut net, sport, to);
+    }
+    assert_nobody_came(&any);
+    assert_nobody_came(&lo);
+
+    // UDP to the host is dropped, never sent.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let guest = SocketAddrV4::new(GUEST_IP, 5556);
+    for ip in [GATEWAY_IP, Ipv4Addr::LOCALHOST] {
+        net.write_frame(&udp_frame(guest, SocketAddrV4::new(ip, port), b"psst"))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(udp.recv_from(&mut [0u8; 16]).is_err(), "nothing arrived");
+    assert_eq!(net.udp.len(), 0);
+}
+
+#[test]
+fn a_listed_host_port_is_reachable_and_only_it() {
+    let (listed, port) = service("127.0.0.1:0");
+    let (other, other_port) = service("127.0.0.1:0");
+    let mut net = net_to(&[port]);
+    let remote = SocketAddrV4::new(GATEWAY_IP, port);
+    net.write_frame(&tcp_frame(41_100, remote, 1, 0, TCP_SYN, b""))
+        .unwrap();
+    let synack = wait_tcp(&mut net, |s| s.flags & TCP_SYN != 0);
+    assert_eq!((synack.flags, synack.src), (TCP_SYN | TCP_ACK, remote));
+    assert!(
+        listed.accept().is_ok(),
+        "the listed port got the connection"
+    );
+    // Listed at the gateway, not on the host's own addresses.
+    assert_refused(
+        &mut net,
+        41_101,
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+    );
+    assert_refused(&mut net, 41_102, SocketAddrV4::new(GATEWAY_IP, other_port));
+    assert_nobody_came(&other);
+}
+
+#[test]
+fn the_agent_port_is_refused_even_if_listed() {
+    let (agent, port) = service("127.0.0.1:0");
+    let cfg = UserNetConfig {
+        host_ports: vec![port],
+        agent_port: Some(port),
+        ..UserNetConfig::default()
+    };
+    let mut net = primed(UserNet::with_resolver(cfg, None).unwrap());
+    assert_refused(&mut net, 41_200, SocketAddrV4::new(GATEWAY_IP, port));
+    assert_nobody_came(&agent);
+}
+
+#[test]
+fn an_address_of_the_host_not_known_at_start_is_refused_once_connected() {
+    // As if the address came after start: the rule does not know it, the
+    // connection's source address gives it away.
+    let Some(ip) = policy::interface_addrs()
+        .unwrap()
+        .into_iter()
+        .find(|ip| !ip.is_loopback())
+    else {
+        eprintln!("skipped: the host has no address besides loopback");
+        return;
+    };
+    let (any, port) = service("0.0.0.0:0");
+    let rule = HostPolicy::with_local(&[], &[], Vec::new());
+    let mut net = primed(UserNet::with_policy(UserNetConfig::default(), None, rule).unwrap());
+    let to = SocketAddrV4::new(ip, port);
+    net.write_frame(&tcp_frame(41_300, to, 9, 0, TCP_SYN, b""))
+        .unwrap();
+    let rst = wait_tcp(&mut net, |s| s.flags & TCP_RST != 0);
+    assert_eq!((rst.src, rst.ack), (to, 10));
+    assert_eq!(net.tcp.len(), 0);
+    drop(any);
+}
+
+#[test]
+fn other_addresses_still_get_a_host_connect() {
+    // TEST-NET-3: routed by the default route, if any, and never answering.
+    let to = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 1), 80);
+    let mut net = net();
+    net.write_frame(&tcp_frame(41_400, to, 1, 0, TCP_SYN, b""))
+        .unwrap();
+    assert_eq!(net.stats().refused, 0);
+    if net.tcp.len() == 0 {
+        // Only a host without a route may fail the connect at once.
+        let e = TcpStream::connect_timeout(&to.into(), Duration::from_millis(10)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NetworkUnreachable, "{e}");
+        eprintln!("skipped: no route to {to}");
+        return;
+    }
+    assert_eq!(net.tcp.len(), 1, "the connect to {to} is under way");
 }
