@@ -21,6 +21,7 @@ pub mod guests;
 pub mod logger;
 pub mod mounts;
 pub mod net;
+pub mod pairing_display;
 pub mod power_button;
 pub mod reaper;
 pub mod shutdown;
@@ -111,6 +112,7 @@ pub fn run() -> ! {
         pairing_file: PathBuf::from(net::PAIRING_FILE),
         resolv_conf: PathBuf::from(net::RESOLV_CONF),
     };
+    pairing_display::spawn(PathBuf::from(net::PAIRING_FILE), host_config.agent.listen.port());
     let bridge = net::start(&host_config, announcer);
     let guests = start_guest_supervision(&data, bridge, host_config.console.guests);
     let mut services = appliance_services(&data, &host_config);
@@ -139,7 +141,7 @@ pub fn run() -> ! {
 /// Where the data partition is mounted.
 pub const DATA_DIR: &str = "/var/lib/keel";
 /// Stand-in for the data partition when there is none (an ISO boot
-/// without a disk): tmpfs, so nothing survives a reboot.
+/// without a claimed data disk): tmpfs, so nothing survives a reboot.
 pub const VOLATILE_DATA_DIR: &str = "/run/keel/data";
 /// The VMM binary in the image.
 pub const VMM_BINARY: &str = "/usr/bin/keel-vmm";
@@ -155,7 +157,8 @@ fn data_dir() -> PathBuf {
         Some(dir) => dir,
         None => {
             log::warn!(
-                "no KEEL-DATA partition: guests, keys and logs are kept in memory and lost at reboot"
+                "no data partition in use (the lines above say why): guests, keys and logs are \
+                 kept in memory and lost at reboot"
             );
             let dir = PathBuf::from(VOLATILE_DATA_DIR);
             for sub in ["guests", "images", "disks", "logs", "agent"] {
