@@ -39,7 +39,13 @@ pub fn open_dir(dir: &Path) -> io::Result<File> {
 pub fn open_beneath(dir: &File, rel: &Path, flags: libc::c_int) -> io::Result<File> {
     let name = CString::new(rel.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path holds a NUL byte"))?;
-    let flags = u64::try_from(flags | libc::O_CLOEXEC | libc::O_NOCTTY)
+    // openat2 refuses flags O_PATH ignores (EINVAL), O_NOCTTY among them.
+    let extra = if flags & libc::O_PATH != 0 {
+        libc::O_CLOEXEC
+    } else {
+        libc::O_CLOEXEC | libc::O_NOCTTY
+    };
+    let flags = u64::try_from(flags | extra)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "negative open flags"))?;
     let how = OpenHow {
         flags,

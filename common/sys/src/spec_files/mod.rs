@@ -2,48 +2,108 @@
 //! validates what a spec says, this looks at what its paths name.
 
 use std::collections::HashMap;
-use std::fs::{FileType, Metadata};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::fs::{File, FileType, Metadata};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use keel_common::config::{load_toml, ConfigError, Source};
-use keel_common::guest::{check_spec_path, MAX_UDS_PATH_LEN};
+use keel_common::guest::{
+    check_disk_path, check_socket_path as check_socket_name, guest_file_parts, MAX_UDS_PATH_LEN,
+    VSOCK_DIR,
+};
 use keel_common::GuestSpec;
 
+use crate::beneath::{describe_error, open_beneath, open_dir};
+
 /// Reads `path`, parses and validates it, and checks its files against
-/// `base_dir` (the data partition).
-pub fn load_guest_spec(path: &Path, base_dir: &Path) -> Result<GuestSpec, ConfigError> {
+/// `base_dir` (the data partition), where `devices` are the host block
+/// devices host.toml allow-lists.
+pub fn load_guest_spec(
+    path: &Path,
+    base_dir: &Path,
+    devices: &[PathBuf],
+) -> Result<GuestSpec, ConfigError> {
     let (spec, text): (GuestSpec, String) = load_toml(path)?;
-    spec.validate(path, &text)?;
-    check_spec_files(&spec, path, &text, base_dir)?;
+    spec.validate_with_devices(path, &text, devices)?;
+    check_spec_files(&spec, path, &text, base_dir, devices)?;
     Ok(spec)
+}
+
+/// Opens a guest file of a spec (`rel` as the spec writes it) with `flags`:
+/// a path beneath `base_dir`'s `images/` or `disks/` through
+/// [`open_beneath`], so no `..` or symbolic link leads out of that
+/// directory (a link inside it to a file inside it is followed); or an
+/// absolute path listed in `devices`, which must be a block device.
+pub fn open_guest_file(
+    base_dir: &Path,
+    rel: &Path,
+    devices: &[PathBuf],
+    flags: libc::c_int,
+) -> Result<File, String> {
+    if rel.is_absolute() {
+        check_disk_path(rel, devices)?;
+        let file = std::fs::OpenOptions::new()
+            .read(flags & libc::O_ACCMODE != libc::O_WRONLY)
+            .write(flags & libc::O_ACCMODE != libc::O_RDONLY)
+            .custom_flags(flags & !libc::O_ACCMODE | libc::O_CLOEXEC)
+            .open(rel)
+            .map_err(|err| match err.kind() {
+                std::io::ErrorKind::NotFound => format!("`{}` does not exist", rel.display()),
+                _ => format!("cannot open `{}`: {err}", rel.display()),
+            })?;
+        let kind = file
+            .metadata()
+            .map_err(|err| format!("cannot inspect `{}`: {err}", rel.display()))?
+            .file_type();
+        if !kind.is_block_device() {
+            return Err(format!(
+                "`{}` is {}; an allow-listed host device must be a block device",
+                rel.display(),
+                describe(kind)
+            ));
+        }
+        return Ok(file);
+    }
+    let (top, rest) = guest_file_parts(rel)?;
+    let dir_path = base_dir.join(top);
+    let dir = open_dir(&dir_path).map_err(|err| match err.raw_os_error() {
+        Some(libc::ENOTDIR) | Some(libc::ELOOP) => format!(
+            "`{}` is not a directory (a symbolic link there is refused)",
+            dir_path.display()
+        ),
+        _ => format!("cannot open `{}`: {err}", dir_path.display()),
+    })?;
+    open_beneath(&dir, &rest, flags).map_err(|err| describe_error(&err, &base_dir.join(rel), top))
 }
 
 /// Checks the spec's files under `base_dir` (the data partition): the
 /// kernel and initrd must be regular files, each disk a regular file or a
 /// block device, distinct from the other disks, and the vsock socket path
-/// short enough and not taken by anything but a socket. Symbolic links are
-/// followed. `text` only locates errors, as for [`GuestSpec::validate`].
+/// short enough and not taken by anything but a socket. Files are looked at
+/// through [`open_guest_file`] (`O_PATH`: nothing is read), so a link out
+/// of `images/` or `disks/` is refused here already. `text` only locates
+/// errors, as for [`GuestSpec::validate`].
 pub fn check_spec_files(
     spec: &GuestSpec,
     path: &Path,
     text: &str,
     base_dir: &Path,
+    devices: &[PathBuf],
 ) -> Result<(), ConfigError> {
     let at = Source::new(path, text);
 
-    inspect(spec, base_dir, &spec.boot.kernel, Expect::Regular)
+    inspect(base_dir, &spec.boot.kernel, &[], Expect::Regular)
         .map_err(|m| at.error("boot.kernel", m))?;
     if let Some(initrd) = &spec.boot.initrd {
-        inspect(spec, base_dir, initrd, Expect::Regular).map_err(|m| at.error("boot.initrd", m))?;
+        inspect(base_dir, initrd, &[], Expect::Regular).map_err(|m| at.error("boot.initrd", m))?;
     }
 
     // Catches one image reached twice through different spellings,
-    // absolute paths, links or two nodes for one block device.
+    // links or two nodes for one block device.
     let mut seen: HashMap<(bool, u64, u64), usize> = HashMap::new();
     for (i, disk) in spec.disks.iter().enumerate() {
         let field = format!("disk[{i}].path");
-        let meta = inspect(spec, base_dir, &disk.path, Expect::RegularOrBlock)
+        let meta = inspect(base_dir, &disk.path, devices, Expect::RegularOrBlock)
             .map_err(|m| at.error(&field, m))?;
         let key = if meta.file_type().is_block_device() {
             (true, meta.rdev(), 0)
@@ -76,18 +136,19 @@ enum Expect {
 }
 
 fn inspect(
-    spec: &GuestSpec,
     base_dir: &Path,
     rel: &Path,
+    devices: &[PathBuf],
     expect: Expect,
 ) -> Result<Metadata, String> {
-    // Repeated here for specs that did not come through parse.
-    check_spec_path(rel)?;
-    let full = spec.resolve(base_dir, rel);
-    let meta = std::fs::metadata(&full).map_err(|err| match err.kind() {
-        std::io::ErrorKind::NotFound => format!("`{}` does not exist", full.display()),
-        _ => format!("cannot inspect `{}`: {err}", full.display()),
-    })?;
+    let full = if rel.is_absolute() {
+        rel.to_path_buf()
+    } else {
+        base_dir.join(rel)
+    };
+    let meta = open_guest_file(base_dir, rel, devices, libc::O_PATH)?
+        .metadata()
+        .map_err(|err| format!("cannot inspect `{}`: {err}", full.display()))?;
     let kind = meta.file_type();
     let fits = match expect {
         Expect::Regular => kind.is_file(),
@@ -108,7 +169,8 @@ fn inspect(
 }
 
 fn check_socket_path(spec: &GuestSpec, base_dir: &Path, rel: &Path) -> Result<(), String> {
-    check_spec_path(rel)?;
+    // Repeated here for specs that did not come through parse.
+    check_socket_name(rel)?;
     let full = spec.resolve(base_dir, rel);
     let len = full.as_os_str().len();
     if len > MAX_UDS_PATH_LEN {
@@ -116,6 +178,19 @@ fn check_socket_path(spec: &GuestSpec, base_dir: &Path, rel: &Path) -> Result<()
             "`{}` is {len} bytes long; a Unix socket path has at most {MAX_UDS_PATH_LEN}",
             full.display()
         ));
+    }
+    // The VMM binds there and init removes a stale socket there: the
+    // directory must be the data partition's own, not a link elsewhere.
+    let dir = base_dir.join(VSOCK_DIR);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(meta) if !meta.file_type().is_dir() => {
+            return Err(format!(
+                "`{}` is {}, not a directory",
+                dir.display(),
+                describe(meta.file_type())
+            ))
+        }
+        _ => {}
     }
     // A stale socket is normal (init removes it before the VMM starts);
     // anything else there is a mistake that must not be deleted.

@@ -49,7 +49,7 @@ uds_path = "vsock/web1.sock"
 /// Parses `text` and checks its files against `dir`.
 fn check_files(dir: &TempDir, text: &str) -> Result<GuestSpec, ConfigError> {
     let spec = parse(text)?;
-    check_spec_files(&spec, Path::new("web1.toml"), text, &dir.0)?;
+    check_spec_files(&spec, Path::new("web1.toml"), text, &dir.0, &[])?;
     Ok(spec)
 }
 
@@ -70,22 +70,57 @@ fn files_present_are_accepted_and_load_reads_the_file() {
 
     let spec_path = dir.0.join("web1.toml");
     std::fs::write(&spec_path, FILES).expect("write spec");
-    let spec = load_guest_spec(&spec_path, &dir.0).expect("loads");
+    let spec = load_guest_spec(&spec_path, &dir.0, &[]).expect("loads");
     assert_eq!(spec.disks.len(), 2);
 
-    // Absolute paths are used as they are.
+    // Not even the data partition's own files by absolute path.
     let kernel = dir.0.join("images/vmlinux");
     let text = FILES.replace(
         "kernel = \"images/vmlinux\"",
         &format!("kernel = \"{}\"", kernel.display()),
     );
-    check_files(&dir, &text).expect("absolute kernel path");
+    let message = assert_files_refused(&dir, &text, 5, "boot.kernel");
+    assert!(message.contains("host path"), "{message}");
+}
+
+#[test]
+fn links_out_of_images_and_disks_are_refused() {
+    let dir = TempDir::new("links");
+    std::fs::create_dir_all(dir.0.join("agent")).expect("agent");
+    std::fs::write(dir.0.join("agent/host_key"), b"secret").expect("key");
+    std::os::unix::fs::symlink(dir.0.join("agent/host_key"), dir.0.join("disks/evil.img"))
+        .expect("link");
+    std::os::unix::fs::symlink("../agent/host_key", dir.0.join("images/evil")).expect("link");
+    let text = FILES.replace("disks/b.raw", "disks/evil.img");
+    let message = assert_files_refused(&dir, &text, 10, "disk[1].path");
+    assert!(message.contains("leads out of disks/"), "{message}");
+    let text = FILES.replace("images/web1.initrd", "images/evil");
+    let message = assert_files_refused(&dir, &text, 6, "boot.initrd");
+    assert!(message.contains("leads out of images/"), "{message}");
+    // The same refusal when opening for real.
+    let err = open_guest_file(&dir.0, Path::new("disks/evil.img"), &[], libc::O_RDWR)
+        .expect_err("refused");
+    assert!(err.contains("leads out of disks/"), "{err}");
+
+    // A link that stays inside its directory is followed.
+    std::os::unix::fs::symlink("a.raw", dir.0.join("disks/alias.raw")).expect("link");
+    let text = FILES.replace("disks/b.raw", "disks/alias.raw");
+    let message = assert_files_refused(&dir, &text, 10, "disk[1].path");
+    assert!(message.contains("same file as disk[0]"), "{message}");
+    open_guest_file(&dir.0, Path::new("disks/alias.raw"), &[], libc::O_RDONLY).expect("inside");
+
+    // disks/ itself must not be a link to elsewhere.
+    std::fs::remove_dir_all(dir.0.join("disks")).expect("rm");
+    std::os::unix::fs::symlink(dir.0.join("agent"), dir.0.join("disks")).expect("link");
+    let text = FILES.replace("disks/b.raw", "disks/host_key");
+    let message = assert_files_refused(&dir, &text, 8, "disk[0].path");
+    assert!(message.contains("is not a directory"), "{message}");
 }
 
 #[test]
 fn load_names_an_unreadable_file() {
     let dir = TempDir::new("unreadable");
-    let message = load_guest_spec(&dir.0.join("nope.toml"), &dir.0)
+    let message = load_guest_spec(&dir.0.join("nope.toml"), &dir.0, &[])
         .expect_err("no file")
         .to_string();
     assert!(
@@ -97,7 +132,8 @@ fn load_names_an_unreadable_file() {
 #[test]
 fn directory_as_kernel_is_refused() {
     let dir = TempDir::new("dirkernel");
-    let text = FILES.replace("kernel = \"images/vmlinux\"", "kernel = \"images\"");
+    std::fs::create_dir_all(dir.0.join("images/sub")).expect("mkdir");
+    let text = FILES.replace("kernel = \"images/vmlinux\"", "kernel = \"images/sub\"");
     let message = assert_files_refused(&dir, &text, 5, "boot.kernel");
     assert!(
         message.contains("is a directory, not a regular file"),
@@ -118,21 +154,36 @@ fn missing_files_are_refused() {
 }
 
 #[test]
-fn character_device_as_disk_is_refused() {
+fn allow_listed_device_must_be_a_block_device() {
     let dir = TempDir::new("chardev");
     let text = FILES.replace("path = \"disks/b.raw\"", "path = \"/dev/null\"");
     let message = assert_files_refused(&dir, &text, 10, "disk[1].path");
+    assert!(message.contains("host path"), "{message}");
+    // Listed (as host.toml would not allow), it is still no block device.
+    let spec =
+        GuestSpec::parse_with_devices(Path::new("web1.toml"), &text, &[PathBuf::from("/dev/null")])
+            .expect("listed");
+    let message = check_spec_files(
+        &spec,
+        Path::new("web1.toml"),
+        &text,
+        &dir.0,
+        &[PathBuf::from("/dev/null")],
+    )
+    .expect_err("character device")
+    .to_string();
+    assert!(
+        message.starts_with("web1.toml:10: field `disk[1].path`: "),
+        "{message}"
+    );
     assert!(message.contains("character device"), "{message}");
 }
 
 #[test]
 fn one_image_through_two_paths_is_refused() {
     let dir = TempDir::new("samefile");
-    let absolute = dir.0.join("disks/a.raw");
-    let text = FILES.replace(
-        "path = \"disks/b.raw\"",
-        &format!("path = \"{}\"", absolute.display()),
-    );
+    std::fs::hard_link(dir.0.join("disks/a.raw"), dir.0.join("disks/a-link.raw")).expect("link");
+    let text = FILES.replace("path = \"disks/b.raw\"", "path = \"disks/a-link.raw\"");
     let message = assert_files_refused(&dir, &text, 10, "disk[1].path");
     assert!(message.contains("same file as disk[0]"), "{message}");
 }
@@ -144,7 +195,7 @@ fn parent_escape_is_refused_by_check_spec_files() {
     // As if the spec had come from somewhere that skipped parse; the
     // check must come before any file system access.
     spec.disks[0].path = PathBuf::from("../keel-guest-outside");
-    let message = check_spec_files(&spec, Path::new("web1.toml"), FILES, &dir.0)
+    let message = check_spec_files(&spec, Path::new("web1.toml"), FILES, &dir.0, &[])
         .expect_err("escape")
         .to_string();
     assert!(
@@ -157,9 +208,17 @@ fn parent_escape_is_refused_by_check_spec_files() {
 #[test]
 fn vsock_path_must_be_free_and_short() {
     let dir = TempDir::new("vsock");
-    let text = FILES.replace("vsock/web1.sock", "vsock");
-    let message = assert_files_refused(&dir, &text, 12, "vsock.uds_path");
+    std::fs::create_dir_all(dir.0.join("vsock/web1.sock")).expect("mkdir");
+    let message = assert_files_refused(&dir, FILES, 12, "vsock.uds_path");
     assert!(message.contains("a directory, not a socket"), "{message}");
+    std::fs::remove_dir(dir.0.join("vsock/web1.sock")).expect("rmdir");
+
+    // vsock/ itself must not lead elsewhere: init removes stale sockets there.
+    std::fs::remove_dir_all(dir.0.join("vsock")).expect("rm");
+    std::os::unix::fs::symlink("/run", dir.0.join("vsock")).expect("link");
+    let message = assert_files_refused(&dir, FILES, 12, "vsock.uds_path");
+    assert!(message.contains("not a directory"), "{message}");
+    std::fs::remove_file(dir.0.join("vsock")).expect("rm");
 
     let long = format!("vsock/{}.sock", "s".repeat(MAX_UDS_PATH_LEN));
     let text = FILES.replace("vsock/web1.sock", &long);
