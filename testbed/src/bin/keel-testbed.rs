@@ -461,7 +461,12 @@ fn run_net_bench(scenario: &str) {
     report_throughput("netloop", sink.recv_timeout(Duration::from_secs(120)).ok());
 
     for (name, mode, nic) in [
-        ("netuser", "user-bench", "[[net]]\nmode = \"user\"\n"),
+        // The guest reaches the host's sink on port 9000 only if listed.
+        (
+            "netuser",
+            "user-bench",
+            "[[net]]\nmode = \"user\"\nhost_ports = [9000]\n",
+        ),
         (
             "nettap",
             "tap-bench",
@@ -524,7 +529,8 @@ fn start_http_server() -> std::io::Result<()> {
 }
 
 /// User-mode networking: the guest fetches a page from L1's loopback
-/// through the NAT, and L1 reaches a server in the guest through a port
+/// through the NAT (port 8080 listed in `host_ports`: the host is closed
+/// to guests otherwise), and L1 reaches a server in the guest through a port
 /// forward (127.0.0.1:8022 -> guest port 22).
 fn run_user_net(scenario: &str) {
     if let Err(err) = keel_guest_rt::configure_interface("lo", None)
@@ -538,7 +544,7 @@ fn run_user_net(scenario: &str) {
     let text = spec("poweroff", 1)
         .replace("\"poweroff\"", &format!("\"{scenario}\""))
         .replace("keel.action=poweroff", "keel.action=poweroff keel.net=user")
-        + "\n[[net]]\nmode = \"user\"\nhostfwd = [\"tcp:127.0.0.1:8022-:22\"]\n";
+        + "\n[[net]]\nmode = \"user\"\nhostfwd = [\"tcp:127.0.0.1:8022-:22\"]\nhost_ports = [8080]\n";
     if write_disk()
         .and_then(|_| std::fs::write(&config, text))
         .is_err()
