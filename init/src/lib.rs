@@ -114,7 +114,12 @@ pub fn run() -> ! {
     };
     pairing_display::spawn(PathBuf::from(net::PAIRING_FILE), host_config.agent.listen.port());
     let bridge = net::start(&host_config, announcer);
-    let guests = start_guest_supervision(&data, bridge, host_config.console.guests);
+    let guests = start_guest_supervision(
+        &data,
+        bridge,
+        host_config.console.guests,
+        host_config.agent.listen.port(),
+    );
     let mut services = appliance_services(&data, &host_config);
     let mut panics: Vec<Instant> = Vec::new();
     loop {
@@ -177,6 +182,7 @@ fn start_guest_supervision(
     data: &Path,
     bridge: Option<String>,
     console_to_host: bool,
+    agent_port: u16,
 ) -> Arc<guests::Shared> {
     let cgroup = PathBuf::from(GUEST_CGROUP);
     let paths = guests::Paths {
@@ -187,6 +193,7 @@ fn start_guest_supervision(
         drop_privileges: true,
         bridge,
         console_to_host,
+        agent_port,
     };
     let shared = Arc::new(guests::Shared::new(guests::GuestManager::load(paths)));
     let control = control::Control {

@@ -62,6 +62,9 @@ pub struct Paths {
     /// Copy guest consoles to init's stdout, the host console (host.toml
     /// `[console] guests`).
     pub console_to_host: bool,
+    /// The agent's TCP port (host.toml `[agent] listen`), which the VMMs
+    /// keep user-mode guests off whatever their specs list.
+    pub agent_port: u16,
 }
 
 impl Paths {

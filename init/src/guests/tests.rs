@@ -32,6 +32,7 @@ fn fixture(script: &str) -> Fixture {
         drop_privileges: false,
         console_to_host: false,
         bridge: None,
+        agent_port: 8443,
     };
     Fixture {
         manager: GuestManager::load(paths),
@@ -264,6 +265,8 @@ fn guest_consoles_reach_the_host_console_only_when_configured() {
         let args = std::fs::read_to_string(&args_file).expect("the VMM's arguments");
         assert!(args.contains("--console-log"), "{args}");
         assert_eq!(args.contains("--console-stdio"), to_host, "{args}");
+        // host.toml's agent port, for the VMM to keep the guest off it.
+        assert!(args.contains("--agent-port 8443"), "{args}");
     }
 }
 

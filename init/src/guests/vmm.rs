@@ -37,6 +37,8 @@ pub fn spawn(paths: &Paths, spec: &GuestSpec, spec_file: &Path, uid: u32) -> Res
         .arg(&socket)
         .arg("--console-log")
         .arg(paths.console_log(name))
+        .arg("--agent-port")
+        .arg(paths.agent_port.to_string())
         .stdin(Stdio::null());
     if paths.console_to_host {
         // stdout is init's, the host console; stdin stays /dev/null, so

@@ -179,6 +179,7 @@ fn a_seeded_guest_the_operator_undefined_is_not_imported_again() {
         drop_privileges: false,
         bridge: None,
         console_to_host: false,
+        agent_port: keel_common::host::DEFAULT_AGENT_PORT,
     };
     let mut manager = crate::guests::GuestManager::load(paths.clone());
     manager.undefine("web1").expect("undefine");
