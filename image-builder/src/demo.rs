@@ -1,7 +1,8 @@
 //! The demo guest the image ships: a tiny initramfs whose init is
 //! `keel-demo-guest`, installed at [`DEMO_INITRD`]. Its kernel is the
-//! appliance's own, which init copies out of the boot image at boot, so
-//! the demo costs the image only this initramfs (see
+//! appliance's own, which init copies out of the boot image at boot (both
+//! go to the data partition's `images/keel-demo/`, where the spec names
+//! them), so the demo costs the image only this initramfs (see
 //! rootfs/initramfs/usr/share/keel/demo/demo.toml).
 
 use std::path::Path;

@@ -1,7 +1,9 @@
 //! The kernel inside the boot image: the appliance's UKI holds its kernel
 //! in the `.linux` PE section. Copied out at boot, it is the demo guest's
 //! kernel ("the same kernel is the default guest kernel"), so the image
-//! need not carry a second copy.
+//! need not carry a second copy. It goes, with the demo's initramfs, to
+//! the data partition's `images/keel-demo/`: a guest spec names no file
+//! outside `images/` and `disks/`.
 
 use std::path::Path;
 
@@ -10,8 +12,11 @@ use object::{LittleEndian, Object};
 
 /// Where the UKI sits on the ESP.
 pub const UKI_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
-/// Where the kernel is copied (tmpfs; see the demo guest's spec).
-pub const GUEST_KERNEL: &str = "/run/keel/demo/vmlinuz";
+/// Where the demo guest's files go, beneath the data partition (see its
+/// spec, rootfs/initramfs/usr/share/keel/demo/demo.toml).
+pub const DEMO_DIR: &str = "images/keel-demo";
+/// The demo's initramfs in the image, copied to [`DEMO_DIR`].
+pub const DEMO_INITRD: &str = "/usr/share/keel/demo/initrd.cpio.zst";
 
 /// The bytes of PE section `name`, or None when `pe` is not a PE32+ image
 /// or lacks the section. Malformed offsets give None, never a panic: the
@@ -30,8 +35,38 @@ pub fn pe_section<'a>(pe: &'a [u8], name: &str) -> Option<&'a [u8]> {
     }
 }
 
-/// Copies the UKI's kernel from the mounted ESP to [`GUEST_KERNEL`].
-pub fn extract_guest_kernel(esp: Option<&Path>) {
+/// Puts the demo guest's kernel (the UKI's, from the mounted ESP) and
+/// initramfs into `<data>/`[`DEMO_DIR`].
+pub fn install_demo_files(esp: Option<&Path>, data: &Path) {
+    let dir = data.join(DEMO_DIR);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        log::warn!(
+            "cannot create {}: {e}; the demo guest has no files",
+            dir.display()
+        );
+        return;
+    }
+    match std::fs::read(DEMO_INITRD) {
+        Ok(initrd) => install(&dir.join("initrd.cpio.zst"), &initrd),
+        Err(e) => log::warn!("cannot read {DEMO_INITRD}: {e}; the demo guest has no initrd"),
+    }
+    extract_guest_kernel(esp, &dir.join("vmlinuz"));
+}
+
+/// Writes `bytes` to `target` unless it holds them already (the data
+/// partition is not rewritten at every boot).
+fn install(target: &Path, bytes: &[u8]) {
+    if std::fs::read(target).is_ok_and(|old| old == bytes) {
+        return;
+    }
+    match keel_sys::fsutil::atomic_write(target, bytes, 0o644) {
+        Ok(()) => log::info!("{} ready ({} KiB)", target.display(), bytes.len() / 1024),
+        Err(e) => log::warn!("cannot write {}: {e}", target.display()),
+    }
+}
+
+/// Copies the UKI's kernel from the mounted ESP to `target`.
+fn extract_guest_kernel(esp: Option<&Path>, target: &Path) {
     let Some(esp) = esp else {
         log::warn!("no ESP mounted: the demo guest has no kernel");
         return;
@@ -54,14 +89,7 @@ pub fn extract_guest_kernel(esp: Option<&Path>) {
         );
         return;
     };
-    let target = Path::new(GUEST_KERNEL);
-    if let Some(dir) = target.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    match keel_sys::fsutil::atomic_write(target, kernel, 0o644) {
-        Ok(()) => log::info!("guest kernel ready ({} KiB)", kernel.len() / 1024),
-        Err(e) => log::warn!("cannot write {}: {e}", target.display()),
-    }
+    install(target, kernel);
 }
 
 #[cfg(test)]

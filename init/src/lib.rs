@@ -112,13 +112,17 @@ pub fn run() -> ! {
         pairing_file: PathBuf::from(net::PAIRING_FILE),
         resolv_conf: PathBuf::from(net::RESOLV_CONF),
     };
-    pairing_display::spawn(PathBuf::from(net::PAIRING_FILE), host_config.agent.listen.port());
+    pairing_display::spawn(
+        PathBuf::from(net::PAIRING_FILE),
+        host_config.agent.listen.port(),
+    );
     let bridge = net::start(&host_config, announcer);
     let guests = start_guest_supervision(
         &data,
         bridge,
         host_config.console.guests,
         host_config.agent.listen.port(),
+        host_config.storage.guest_devices.clone(),
     );
     let mut services = appliance_services(&data, &host_config);
     let mut panics: Vec<Instant> = Vec::new();
@@ -157,8 +161,7 @@ pub const GUEST_CGROUP: &str = "/sys/fs/cgroup/keel";
 /// one, guests and keys live on tmpfs, loudly.
 fn data_dir() -> PathBuf {
     let storage = storage::bring_up();
-    boot_image::extract_guest_kernel(storage.esp.as_deref());
-    match storage.data {
+    let data = match storage.data {
         Some(dir) => dir,
         None => {
             log::warn!(
@@ -173,7 +176,9 @@ fn data_dir() -> PathBuf {
             }
             dir
         }
-    }
+    };
+    boot_image::install_demo_files(storage.esp.as_deref(), &data);
+    data
 }
 
 /// Loads the guest specs, opens init's control socket and starts the
@@ -183,6 +188,7 @@ fn start_guest_supervision(
     bridge: Option<String>,
     console_to_host: bool,
     agent_port: u16,
+    guest_devices: Vec<PathBuf>,
 ) -> Arc<guests::Shared> {
     let cgroup = PathBuf::from(GUEST_CGROUP);
     let paths = guests::Paths {
@@ -195,7 +201,8 @@ fn start_guest_supervision(
         console_to_host,
         agent_port,
     };
-    let shared = Arc::new(guests::Shared::new(guests::GuestManager::load(paths)));
+    let manager = guests::GuestManager::load_with_devices(paths, guest_devices);
+    let shared = Arc::new(guests::Shared::new(manager));
     let control = control::Control {
         shared: Arc::clone(&shared),
         host_action: Arc::new(|action| {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use keel_vmm::arch::cpuid::CpuidProfile;
 use keel_vmm::exit::VmExit;
-use keel_vmm::vm::{BootSource, DiskConfig, Vm, VmConfig};
+use keel_vmm::vm::{BootSource, DiskConfig, GuestFile, Vm, VmConfig};
 
 const EXITS: u64 = 200_000;
 /// Requests as large as the device allows (seg_max 128 x 32 KiB), as
@@ -40,7 +40,7 @@ fn time_vm(code: &[u8], disk: Option<&Path>) -> Duration {
         disks: disk
             .map(|p| {
                 vec![DiskConfig {
-                    path: p.to_path_buf(),
+                    file: GuestFile::open(p, true).expect("open the disk"),
                     read_only: false,
                     serial: None,
                 }]

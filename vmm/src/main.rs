@@ -14,7 +14,7 @@ use keel_vmm::control::ControlServer;
 use keel_vmm::exit::VmExit;
 use keel_vmm::jail;
 use keel_vmm::vm::{
-    BootSource, DiskConfig, NetBackendConfig, NetConfig, Vm, VmConfig, VsockConfig,
+    BootSource, DiskConfig, GuestFile, NetBackendConfig, NetConfig, Vm, VmConfig, VsockConfig,
 };
 
 /// Used when the spec sets no command line.
@@ -66,9 +66,24 @@ struct Args {
     /// Drop to this group after opening files and devices (needs --uid).
     #[arg(long, requires = "uid")]
     gid: Option<u32>,
+    /// A host block device that host.toml allow-lists as a guest disk, as
+    /// the spec names it (repeat). Every other file of the spec is opened
+    /// beneath the base directory's images/ or disks/.
+    #[arg(long = "guest-device")]
+    guest_devices: Vec<PathBuf>,
     /// Log more.
     #[arg(long, short)]
     verbose: bool,
+}
+
+/// Opens one of the spec's files (see keel-sys's `open_guest_file`).
+fn open_file(base: &Path, rel: &Path, args: &Args, write: bool) -> Result<GuestFile, String> {
+    let flags = if write { libc::O_RDWR } else { libc::O_RDONLY };
+    let file = keel_sys::spec_files::open_guest_file(base, rel, &args.guest_devices, flags)?;
+    Ok(GuestFile {
+        path: rel.to_path_buf(),
+        file,
+    })
 }
 
 /// A stable locally administered MAC for NIC `index` of guest `name`, so a
@@ -128,19 +143,26 @@ fn config_from_spec(spec: &GuestSpec, base: &Path, args: &Args) -> Result<VmConf
         vcpus,
         memory_bytes: spec.memory_bytes(),
         boot: BootSource::Linux {
-            kernel: spec.resolve(base, &spec.boot.kernel),
-            initrd: spec.boot.initrd.as_ref().map(|p| spec.resolve(base, p)),
+            kernel: open_file(base, &spec.boot.kernel, args, false)?,
+            initrd: spec
+                .boot
+                .initrd
+                .as_ref()
+                .map(|p| open_file(base, p, args, false))
+                .transpose()?,
             cmdline,
         },
         disks: spec
             .disks
             .iter()
-            .map(|d| DiskConfig {
-                path: spec.resolve(base, &d.path),
-                read_only: d.read_only(),
-                serial: d.serial.clone(),
+            .map(|d| {
+                Ok(DiskConfig {
+                    file: open_file(base, &d.path, args, !d.read_only())?,
+                    read_only: d.read_only(),
+                    serial: d.serial.clone(),
+                })
             })
-            .collect(),
+            .collect::<Result<_, String>>()?,
         nets: nets_from_spec(spec, &args.tap_fds, args.agent_port)?,
         rng: spec.rng_enabled(),
         vsock: spec.vsock.as_ref().map(|v| VsockConfig {
@@ -171,7 +193,8 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| args.config.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."));
-    let spec = match keel_sys::spec_files::load_guest_spec(&args.config, &base) {
+    let spec = match keel_sys::spec_files::load_guest_spec(&args.config, &base, &args.guest_devices)
+    {
         Ok(spec) => spec,
         Err(err) => {
             eprintln!("keel-vmm: error: {err}");

@@ -19,7 +19,7 @@ use keel_common::vmm_api::{read_frame, write_frame, VmmRequest, VmmResponse};
 use keel_vmm::arch::cpuid::CpuidProfile;
 use keel_vmm::control::ControlServer;
 use keel_vmm::exit::VmExit;
-use keel_vmm::vm::{BootSource, DiskConfig, Vm, VmConfig};
+use keel_vmm::vm::{BootSource, DiskConfig, GuestFile, Vm, VmConfig};
 
 use support::LOAD_ADDR;
 
@@ -117,7 +117,7 @@ fn run_blk_payload(name: &str, read_only: bool) -> (VmExit, String, Vec<u8>, Vec
     image[512..520].copy_from_slice(b"SECTOR1!");
     std::fs::write(&disk, &image).expect("write disk");
     let disks = vec![DiskConfig {
-        path: disk.clone(),
+        file: GuestFile::open(&disk, !read_only).expect("open disk"),
         read_only,
         serial: None,
     }];

@@ -204,12 +204,21 @@ pub struct GuestManager {
     next_seq: u64,
     /// Set once the host shuts down: nothing starts any more.
     shutting_down: bool,
+    /// Host block devices that host.toml allow-lists as guest disks
+    /// (`[storage] guest_devices`).
+    guest_devices: Vec<PathBuf>,
 }
 
 impl GuestManager {
     /// Loads every `guests/*.toml`. A spec that does not parse is logged
     /// with its file, line and field and skipped; the file stays.
     pub fn load(paths: Paths) -> Self {
+        Self::load_with_devices(paths, Vec::new())
+    }
+
+    /// [`GuestManager::load`] on a host whose host.toml allow-lists the
+    /// block devices `guest_devices` as guest disks.
+    pub fn load_with_devices(paths: Paths, guest_devices: Vec<PathBuf>) -> Self {
         let mut guests = BTreeMap::new();
         let dir = paths.data.join("guests");
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -228,7 +237,7 @@ impl GuestManager {
                     continue;
                 }
             };
-            match GuestSpec::parse(&file, &text) {
+            match GuestSpec::parse_with_devices(&file, &text, &guest_devices) {
                 Ok(spec) if file.file_stem().is_some_and(|s| *s == *spec.name) => {
                     guests.insert(spec.name.clone(), Guest::new(spec, text));
                 }
@@ -247,6 +256,7 @@ impl GuestManager {
             guests,
             next_seq: 1,
             shutting_down: false,
+            guest_devices,
         }
     }
 
@@ -297,8 +307,8 @@ impl GuestManager {
                 || PathBuf::from("<guest>.toml"),
                 |n| self.paths.spec_file(&n),
             );
-        let spec =
-            GuestSpec::parse(&file, spec_toml).map_err(|e| (ErrorCode::Invalid, e.to_string()))?;
+        let spec = GuestSpec::parse_with_devices(&file, spec_toml, &self.guest_devices)
+            .map_err(|e| (ErrorCode::Invalid, e.to_string()))?;
         let name = spec.name.clone();
         let others = self
             .guests
@@ -418,7 +428,8 @@ impl GuestManager {
         g.stop_requested = false;
         g.kill_at = None;
         let file = paths.spec_file(name);
-        keel_sys::spec_files::check_spec_files(&g.spec, &file, &g.spec_toml, &paths.data)
+        let devices = &self.guest_devices;
+        keel_sys::spec_files::check_spec_files(&g.spec, &file, &g.spec_toml, &paths.data, devices)
             .map_err(|e| (ErrorCode::Invalid, e.to_string()))?;
         // Files can change after the definitions were checked (a new link).
         let g = self.guests.get(name).ok_or_else(|| not_found(name))?;
@@ -431,7 +442,7 @@ impl GuestManager {
             .map_err(|e| (ErrorCode::Conflict, e))?;
         vsock::clear_stale(&g.spec, &paths.data, running).map_err(|e| (ErrorCode::Conflict, e))?;
         let g = self.guests.get_mut(name).ok_or_else(|| not_found(name))?;
-        match vmm::spawn(&paths, &g.spec, &file, uid) {
+        match vmm::spawn(&paths, &g.spec, &file, uid, &self.guest_devices) {
             Ok(pid) => {
                 g.pid = Some(pid);
                 g.started = Some(Instant::now());

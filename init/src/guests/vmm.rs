@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use keel_common::guest::NetMode;
@@ -13,8 +13,15 @@ use keel_common::GuestSpec;
 use super::{cgroup, tap, Paths};
 
 /// Starts the VMM for `spec` (stored at `spec_file`), under `uid` when
-/// privileges are dropped. Returns its pid.
-pub fn spawn(paths: &Paths, spec: &GuestSpec, spec_file: &Path, uid: u32) -> Result<i32, String> {
+/// privileges are dropped, telling it which of the allow-listed `devices`
+/// the spec uses. Returns its pid.
+pub fn spawn(
+    paths: &Paths,
+    spec: &GuestSpec,
+    spec_file: &Path,
+    uid: u32,
+    devices: &[PathBuf],
+) -> Result<i32, String> {
     let name = &spec.name;
     let socket = paths.socket(name);
     std::fs::create_dir_all(&paths.sockets)
@@ -40,6 +47,13 @@ pub fn spawn(paths: &Paths, spec: &GuestSpec, spec_file: &Path, uid: u32) -> Res
         .arg("--agent-port")
         .arg(paths.agent_port.to_string())
         .stdin(Stdio::null());
+    // The VMM opens every other file beneath images/ or disks/.
+    for device in devices
+        .iter()
+        .filter(|d| spec.disks.iter().any(|k| k.path == **d))
+    {
+        cmd.arg("--guest-device").arg(device);
+    }
     if paths.console_to_host {
         // stdout is init's, the host console; stdin stays /dev/null, so
         // typing there reaches no guest.

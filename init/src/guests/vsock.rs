@@ -57,7 +57,7 @@ mod tests {
 
     fn spec(name: &str) -> GuestSpec {
         let text = format!(
-            "name = \"{name}\"\nvcpus = 1\nmemory_mib = 64\n[boot]\nkernel = \"k\"\n[vsock]\nuds_path = \"v.sock\"\n"
+            "name = \"{name}\"\nvcpus = 1\nmemory_mib = 64\n[boot]\nkernel = \"images/k\"\n[vsock]\nuds_path = \"vsock/v.sock\"\n"
         );
         GuestSpec::parse(Path::new("g.toml"), &text).expect("spec")
     }
@@ -65,7 +65,8 @@ mod tests {
     #[test]
     fn a_running_guests_socket_and_other_files_are_kept() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sock = dir.path().join("v.sock");
+        std::fs::create_dir(dir.path().join("vsock")).expect("mkdir");
+        let sock = dir.path().join("vsock/v.sock");
         drop(std::os::unix::net::UnixListener::bind(&sock).expect("bind"));
         let (a, b) = (spec("a"), spec("b"));
         let message = clear_stale(&b, dir.path(), [&a]).expect_err("a's socket");

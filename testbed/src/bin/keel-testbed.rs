@@ -13,11 +13,27 @@ use keel_common::vmm_api::{read_frame, write_frame, VmmRequest, VmmResponse};
 
 use keel_guest_rt::{cmdline_value, mount_basics, power_off};
 
-const DISK: &str = "/tmp/disk.raw";
+/// The scratch data partition keel-vmm resolves the spec's files beneath.
+const DATA: &str = "/tmp/keel";
+const DISK: &str = "/tmp/keel/disks/disk.raw";
 const SECTOR0: &[u8] = b"keel-disk-sector0";
 const GUEST_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux loglevel=4";
 
+/// The data partition: the guest's kernels and initrd copied into
+/// images/ (a spec names no file outside images/ and disks/), the disk.
 fn write_disk() -> std::io::Result<()> {
+    for dir in ["images", "disks"] {
+        std::fs::create_dir_all(Path::new(DATA).join(dir))?;
+    }
+    for file in ["bzImage", "vmlinux", "initrd.cpio"] {
+        let (source, target) = (
+            Path::new("/guest").join(file),
+            Path::new(DATA).join("images").join(file),
+        );
+        if source.exists() && !target.exists() {
+            std::fs::copy(source, target)?;
+        }
+    }
     let mut image = vec![0u8; 1 << 20];
     image[..SECTOR0.len()].copy_from_slice(SECTOR0);
     std::fs::write(DISK, image)
@@ -25,7 +41,7 @@ fn write_disk() -> std::io::Result<()> {
 
 fn spec(scenario: &str, vcpus: u32) -> String {
     format!(
-        "name = \"{scenario}\"\nvcpus = {vcpus}\nmemory_mib = 256\n\n[boot]\nkernel = \"/guest/bzImage\"\ninitrd = \"/guest/initrd.cpio\"\ncmdline = \"{GUEST_CMDLINE} keel.action={scenario}\"\n\n[[disk]]\npath = \"{DISK}\"\nserial = \"testbed-disk\"\n"
+        "name = \"{scenario}\"\nvcpus = {vcpus}\nmemory_mib = 256\n\n[boot]\nkernel = \"images/bzImage\"\ninitrd = \"images/initrd.cpio\"\ncmdline = \"{GUEST_CMDLINE} keel.action={scenario}\"\n\n[[disk]]\npath = \"disks/disk.raw\"\nserial = \"testbed-disk\"\n"
     )
 }
 
@@ -39,7 +55,7 @@ fn run(scenario: &str) {
     // guest 4 GiB, so its RAM continues above the 32-bit MMIO hole.
     let text = match scenario {
         "pvh" => spec("poweroff", 2)
-            .replace("/guest/bzImage", "/guest/vmlinux")
+            .replace("images/bzImage", "images/vmlinux")
             .replace("\"poweroff\"", "\"pvh\""),
         "bigmem" => spec("poweroff", 1)
             .replace("memory_mib = 256", "memory_mib = 4096")
@@ -52,7 +68,7 @@ fn run(scenario: &str) {
     }
     let started = Instant::now();
     let status = Command::new("/usr/bin/keel-vmm")
-        .args(["--config", &config, "--console-stdio"])
+        .args(["--config", &config, "--base-dir", DATA, "--console-stdio"])
         .status();
     let ms = started.elapsed().as_millis();
     match status {
@@ -341,7 +357,7 @@ fn run_qemu_baseline(scenario: &str) {
 /// failure to start as the scenario's result.
 fn spawn_vmm(scenario: &str, args: &[&str], pipe_stdout: bool) -> Option<std::process::Child> {
     let mut cmd = Command::new("/usr/bin/keel-vmm");
-    cmd.args(args);
+    cmd.args(args).args(["--base-dir", DATA]);
     if pipe_stdout {
         cmd.stdout(std::process::Stdio::piped());
     }

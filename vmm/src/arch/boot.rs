@@ -4,7 +4,8 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+
+use crate::vm::GuestFile;
 
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
 use linux_loader::loader::elf::start_info::{
@@ -87,8 +88,8 @@ pub struct BootEntry {
 
 /// What to boot.
 pub struct BootPayload<'a> {
-    pub kernel: &'a Path,
-    pub initrd: Option<&'a Path>,
+    pub kernel: &'a GuestFile,
+    pub initrd: Option<&'a GuestFile>,
     pub cmdline: &'a str,
     pub vcpus: u8,
 }
@@ -102,8 +103,8 @@ fn is_elf(file: &mut File) -> std::io::Result<bool> {
 
 /// Loads everything into `mem` and returns the entry point.
 pub fn load(mem: &GuestMemoryMmap, payload: &BootPayload) -> Result<BootEntry, BootError> {
-    let kpath = payload.kernel.display().to_string();
-    let mut kernel = File::open(payload.kernel).map_err(|source| BootError::Open {
+    let kpath = payload.kernel.path.display().to_string();
+    let mut kernel = reopen(payload.kernel).map_err(|source| BootError::Open {
         path: kpath.clone(),
         source,
     })?;
@@ -248,17 +249,27 @@ pub fn load_flat(
 
 /// Puts the initrd as high as possible below `limit`, page aligned, above
 /// the kernel. Returns (address, size).
+/// A descriptor of `file`'s own, read from its start.
+fn reopen(file: &GuestFile) -> std::io::Result<File> {
+    let mut own = file.file.try_clone()?;
+    own.seek(SeekFrom::Start(0))?;
+    Ok(own)
+}
+
 fn load_initrd(
     mem: &GuestMemoryMmap,
-    path: &Path,
+    initrd: &GuestFile,
     kernel_end: u64,
     limit: u64,
 ) -> Result<(u64, u64), BootError> {
-    let name = path.display().to_string();
-    let data = std::fs::read(path).map_err(|source| BootError::Initrd {
-        path: name.clone(),
-        source,
-    })?;
+    let name = initrd.path.display().to_string();
+    let mut data = Vec::new();
+    reopen(initrd)
+        .and_then(|mut file| file.read_to_end(&mut data))
+        .map_err(|source| BootError::Initrd {
+            path: name.clone(),
+            source,
+        })?;
     let size = data.len() as u64;
     let top = limit.min(MMIO_HOLE_START).min(mem.last_addr().0 + 1);
     let addr = top
@@ -313,12 +324,13 @@ mod tests {
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).expect("memory");
         let path = std::env::temp_dir().join(format!("keel-initrd-test-{}", std::process::id()));
         std::fs::write(&path, vec![7u8; 5000]).expect("write");
-        let (addr, size) = load_initrd(&mem, &path, 2 << 20, u64::MAX).expect("fits");
+        let initrd = GuestFile::open(&path, false).expect("open");
+        let (addr, size) = load_initrd(&mem, &initrd, 2 << 20, u64::MAX).expect("fits");
         assert_eq!(size, 5000);
         assert_eq!(addr % 4096, 0);
         assert!(addr + size <= 16 << 20 && addr >= 15 << 20);
         assert!(matches!(
-            load_initrd(&mem, &path, (16 << 20) - 100, u64::MAX),
+            load_initrd(&mem, &initrd, (16 << 20) - 100, u64::MAX),
             Err(BootError::InitrdTooLarge { .. })
         ));
         std::fs::remove_file(&path).expect("cleanup");
@@ -330,8 +342,9 @@ mod tests {
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 16 << 20)]).expect("memory");
         let path = std::env::temp_dir().join(format!("keel-kernel-test-{}", std::process::id()));
         std::fs::write(&path, vec![0u8; 4096]).expect("write");
+        let kernel = GuestFile::open(&path, false).expect("open");
         let payload = BootPayload {
-            kernel: &path,
+            kernel: &kernel,
             initrd: None,
             cmdline: "console=ttyS0",
             vcpus: 1,

@@ -26,6 +26,7 @@ use crate::devices::i8042::I8042;
 use crate::devices::pci_host::{self, PciHostBridge};
 use crate::devices::pvpanic::PvPanic;
 use crate::devices::serial::SerialDevice;
+use crate::devices::virtio::block::BlockError;
 use crate::devices::virtio::net::user::{UserNet, UserNetConfig};
 use crate::devices::virtio::{
     self, Block, BlockOptions, Interrupt, MmioTransport, Net, NetBackend, Rng, Tap, VirtioDevice,
@@ -249,7 +250,13 @@ impl VmBuilder {
                 read_only: disk.read_only,
                 serial: disk.serial.clone().unwrap_or_default(),
             };
-            let block = Block::open(&disk.path, options).map_err(VmError::device(&name))?;
+            let file = disk.file.file.try_clone().map_err(|source| {
+                VmError::device(&name)(BlockError::Open {
+                    path: disk.file.path.clone(),
+                    source,
+                })
+            })?;
+            let block = Block::new(file, options).map_err(VmError::device(&name))?;
             devices.push(PendingDevice {
                 name,
                 device: Box::new(block),
@@ -380,7 +387,7 @@ impl VmBuilder {
                 let cmdline = format!("{cmdline}{virtio_cmdline}");
                 let payload = BootPayload {
                     kernel,
-                    initrd: initrd.as_deref(),
+                    initrd: initrd.as_ref(),
                     cmdline: cmdline.trim(),
                     vcpus,
                 };

@@ -1,18 +1,45 @@
-//! What a VM is built from: the VMM's view of the guest spec, with paths
-//! resolved and defaults applied.
+//! What a VM is built from: the VMM's view of the guest spec, with its
+//! files open and defaults applied.
 
+use std::fs::File;
+use std::io;
 use std::os::fd::RawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use keel_common::guest::MacAddr;
 
 use crate::arch::cpuid::CpuidProfile;
 use crate::devices::virtio::net::user::HostFwd;
 
-/// A disk as the VMM sees it: paths already resolved.
-#[derive(Debug, Clone)]
-pub struct DiskConfig {
+/// A file the guest's kernel, initrd or disk comes from, opened before the
+/// VM is built: keel-vmm opens a spec's files beneath the data partition
+/// (keel-sys's `open_guest_file`), so nothing here opens a path again.
+#[derive(Debug)]
+pub struct GuestFile {
+    /// What the file was opened as, for messages.
     pub path: PathBuf,
+    pub file: File,
+}
+
+impl GuestFile {
+    /// Opens `path` as it stands (read-write when `write`): for VMs that
+    /// tests and benches build from their own scratch files.
+    pub fn open(path: &Path, write: bool) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(path)?;
+        Ok(GuestFile {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+}
+
+/// A disk as the VMM sees it: its file already open.
+#[derive(Debug)]
+pub struct DiskConfig {
+    pub file: GuestFile,
     pub read_only: bool,
     pub serial: Option<String>,
 }
@@ -49,12 +76,12 @@ pub struct VsockConfig {
 }
 
 /// What the boot vCPU runs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum BootSource {
     /// A Linux kernel (bzImage, or ELF vmlinux with or without PVH).
     Linux {
-        kernel: PathBuf,
-        initrd: Option<PathBuf>,
+        kernel: GuestFile,
+        initrd: Option<GuestFile>,
         cmdline: String,
     },
     /// A flat binary entered at `load_addr` in 32-bit protected mode with
@@ -63,7 +90,7 @@ pub enum BootSource {
 }
 
 /// Everything needed to build the VM.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct VmConfig {
     pub name: String,
     pub vcpus: u8,

@@ -19,7 +19,9 @@ use std::time::Instant;
 use kvm_ioctls::VmFd;
 use vmm_sys_util::eventfd::EventFd;
 
-pub use config::{BootSource, DiskConfig, NetBackendConfig, NetConfig, VmConfig, VsockConfig};
+pub use config::{
+    BootSource, DiskConfig, GuestFile, NetBackendConfig, NetConfig, VmConfig, VsockConfig,
+};
 pub use error::{DeviceError, VmError};
 
 use crate::console::ConsoleSinks;
