@@ -70,6 +70,13 @@ pub enum InitRequest {
     /// shutdown starts.
     HostReboot,
     HostPowerOff,
+    /// The guests whose spec (in force, or pending for the next start)
+    /// names `path`, a file beneath the data partition (`images/...`,
+    /// `disks/...`), so that an upload does not replace it unasked.
+    /// Answered `Guests`.
+    FileUsers {
+        path: String,
+    },
 }
 
 /// Where a guest is in its life cycle.

@@ -6,6 +6,7 @@
 //! taps, the DHCP client, the checks of a spec's files on disk) is in
 //! keel-sys (`common/sys/`).
 
+pub mod authorized_keys;
 pub mod config;
 pub mod frame;
 pub mod guest;

@@ -189,6 +189,9 @@ pub fn answer(control: &Control, request: InitRequest) -> InitResponse {
         }
         InitRequest::HostLog { tail } => InitResponse::Lines(crate::logger::recent(tail as usize)),
         InitRequest::HostReboot | InitRequest::HostPowerOff => InitResponse::Ok,
+        InitRequest::FileUsers { path } => {
+            InitResponse::Guests(shared.lock().file_users(std::path::Path::new(&path)))
+        }
     };
     shared.notify();
     response

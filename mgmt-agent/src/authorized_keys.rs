@@ -1,12 +1,19 @@
-//! The `authorized_keys` file: one key per line,
+//! The agent's `authorized_keys` file, in keel-common's format (shared with
+//! init's seed importer): one key per line,
 //! `<role> ed25519:<base64 public key> [comment...]`.
-//! Blank lines and lines starting with `#` are ignored.
+//!
+//! Loading never fails on content: a bad line is skipped and reported
+//! with its number, and kept as it is (like comments) when the agent
+//! rewrites the file, so an operator can still fix it. A key listed twice
+//! is folded: the first line wins, as in OpenSSH, and the later line is
+//! dropped at the next rewrite.
 
 use std::path::Path;
 
+use keel_common::authorized_keys::{self as format, LineError};
 use thiserror::Error;
 
-use crate::keys::{KeyError, PublicKey};
+use crate::keys::{Fingerprint, KeyError, PublicKey};
 use crate::roles::Role;
 
 /// Errors from reading `authorized_keys`. Each names the line.
@@ -28,6 +35,27 @@ pub enum AuthorizedKeysError {
         #[source]
         source: KeyError,
     },
+    #[error("authorized_keys line {line}: the key is already listed on line {first}, which wins.")]
+    Duplicate { line: usize, first: usize },
+}
+
+impl AuthorizedKeysError {
+    fn from_line(line: usize, error: LineError) -> Self {
+        use keel_common::authorized_keys::KeyTextError;
+        match error {
+            LineError::BadRole(role) => AuthorizedKeysError::BadRole { line, role },
+            LineError::MissingKey => AuthorizedKeysError::MissingKey { line },
+            LineError::BadKey(e) => AuthorizedKeysError::BadKey {
+                line,
+                source: match e {
+                    KeyTextError::BadPrefix => KeyError::BadPrefix,
+                    KeyTextError::BadBase64 => KeyError::BadBase64,
+                    KeyTextError::BadLength(n) => KeyError::BadLength(n),
+                },
+            },
+            LineError::Duplicate { first } => AuthorizedKeysError::Duplicate { line, first },
+        }
+    }
 }
 
 /// One entry of `authorized_keys`.
@@ -38,79 +66,141 @@ pub struct AuthorizedKey {
     pub comment: String,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Line {
+    Key(AuthorizedKey),
+    /// A blank line, a comment or a skipped line, written back as it was.
+    Kept(String),
+}
+
 /// The parsed `authorized_keys` file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuthorizedKeys {
-    entries: Vec<AuthorizedKey>,
+    lines: Vec<Line>,
 }
 
 impl AuthorizedKeys {
-    /// Reads and parses a file.
-    pub fn load(path: &Path) -> Result<Self, AuthorizedKeysError> {
+    /// Reads a file, skipping bad lines; each skipped line comes back as
+    /// an error naming it. Only a file that cannot be read is an error.
+    pub fn load(path: &Path) -> Result<(Self, Vec<AuthorizedKeysError>), AuthorizedKeysError> {
         let text = std::fs::read_to_string(path).map_err(|source| AuthorizedKeysError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text)
+        Ok(Self::parse_lenient(&text))
     }
 
-    /// Parses the file's text.
+    /// Parses the file's text, refusing it at the first bad line.
     pub fn parse(text: &str) -> Result<Self, AuthorizedKeysError> {
-        let mut entries = Vec::new();
-        for (i, raw) in text.lines().enumerate() {
-            let line = i + 1;
-            let trimmed = raw.trim();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
-                continue;
-            }
-            let mut fields = trimmed.splitn(3, char::is_whitespace);
-            let role_text = fields.next().unwrap_or_default();
-            let role = role_text
-                .parse::<Role>()
-                .map_err(|()| AuthorizedKeysError::BadRole {
-                    line,
-                    role: role_text.to_string(),
-                })?;
-            let key_text = fields
-                .next()
-                .filter(|s| !s.is_empty())
-                .ok_or(AuthorizedKeysError::MissingKey { line })?;
-            let key = PublicKey::parse(key_text)
-                .map_err(|source| AuthorizedKeysError::BadKey { line, source })?;
-            let comment = fields.next().unwrap_or_default().trim().to_string();
-            entries.push(AuthorizedKey { role, key, comment });
+        let (keys, mut skipped) = Self::parse_lenient(text);
+        match skipped.is_empty() {
+            true => Ok(keys),
+            false => Err(skipped.remove(0)),
         }
-        Ok(AuthorizedKeys { entries })
     }
 
-    /// The role and comment of `key`, if it is authorised. If a key is
-    /// listed twice the first line wins, as in OpenSSH.
+    /// Parses the file's text, skipping bad lines and reporting each.
+    pub fn parse_lenient(text: &str) -> (Self, Vec<AuthorizedKeysError>) {
+        let parsed = format::parse(text);
+        let mut entries = parsed.entries.into_iter().peekable();
+        let mut skipped = parsed.skipped.into_iter().peekable();
+        let mut lines = Vec::new();
+        let mut errors = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let n = i + 1;
+            if let Some(e) = entries.next_if(|e| e.line == n) {
+                lines.push(Line::Key(AuthorizedKey {
+                    role: e.role,
+                    key: PublicKey(e.key),
+                    comment: e.comment,
+                }));
+            } else if let Some(s) = skipped.next_if(|s| s.line == n) {
+                if !matches!(s.error, LineError::Duplicate { .. }) {
+                    lines.push(Line::Kept(raw.to_string()));
+                }
+                errors.push(AuthorizedKeysError::from_line(n, s.error));
+            } else {
+                lines.push(Line::Kept(raw.to_string()));
+            }
+        }
+        (AuthorizedKeys { lines }, errors)
+    }
+
+    /// The role and comment of `key`, if it is authorised.
     pub fn lookup(&self, key: &PublicKey) -> Option<(Role, &str)> {
-        self.entries
-            .iter()
+        self.entries()
             .find(|e| &e.key == key)
             .map(|e| (e.role, e.comment.as_str()))
     }
 
-    /// Appends an entry (used when enrolling a key with a pairing code).
+    /// The entry whose key has fingerprint `fp`.
+    pub fn find(&self, fp: &Fingerprint) -> Option<&AuthorizedKey> {
+        self.entries().find(|e| &e.key.fingerprint() == fp)
+    }
+
+    /// Authorises `key` with `role`: appended, or, for a key already
+    /// listed, its role and comment replaced.
     pub fn add(&mut self, role: Role, key: PublicKey, comment: &str) {
-        self.entries.push(AuthorizedKey {
-            role,
-            key,
-            comment: comment.to_string(),
-        });
+        let comment = comment.to_string();
+        match self.entry_mut(&key.fingerprint()) {
+            Some(e) => {
+                e.role = role;
+                e.comment = comment;
+            }
+            None => self
+                .lines
+                .push(Line::Key(AuthorizedKey { role, key, comment })),
+        }
     }
 
-    /// All entries, in file order.
-    pub fn entries(&self) -> &[AuthorizedKey] {
-        &self.entries
+    /// Removes the key with fingerprint `fp`, giving back its entry.
+    pub fn remove(&mut self, fp: &Fingerprint) -> Option<AuthorizedKey> {
+        let at = self
+            .lines
+            .iter()
+            .position(|l| matches!(l, Line::Key(e) if &e.key.fingerprint() == fp))?;
+        match self.lines.remove(at) {
+            Line::Key(e) => Some(e),
+            Line::Kept(_) => None,
+        }
     }
 
-    /// The file's text form; parsing it gives back the same entries.
+    /// Changes the role of the key with fingerprint `fp`, giving back the
+    /// old role.
+    pub fn set_role(&mut self, fp: &Fingerprint, role: Role) -> Option<Role> {
+        let e = self.entry_mut(fp)?;
+        Some(std::mem::replace(&mut e.role, role))
+    }
+
+    fn entry_mut(&mut self, fp: &Fingerprint) -> Option<&mut AuthorizedKey> {
+        self.lines.iter_mut().find_map(|l| match l {
+            Line::Key(e) if &e.key.fingerprint() == fp => Some(e),
+            _ => None,
+        })
+    }
+
+    /// All keys, in file order.
+    pub fn entries(&self) -> impl Iterator<Item = &AuthorizedKey> {
+        self.lines.iter().filter_map(|l| match l {
+            Line::Key(e) => Some(e),
+            Line::Kept(_) => None,
+        })
+    }
+
+    /// How many admin keys there are.
+    pub fn admins(&self) -> usize {
+        self.entries().filter(|e| e.role == Role::Admin).count()
+    }
+
+    /// The file's text form; parsing it gives back the same keys.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        for e in &self.entries {
-            out.push_str(&format!("{} {} {}\n", e.role, e.key, e.comment));
+        for l in &self.lines {
+            match l {
+                Line::Key(e) => out.push_str(&format::format_line(e.role, &e.key.0, &e.comment)),
+                Line::Kept(raw) => out.push_str(raw),
+            }
+            out.push('\n');
         }
         out
     }
@@ -121,18 +211,20 @@ mod tests {
     use super::*;
 
     const KEY: &str = "ed25519:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    const KEY_B: &str = "ed25519:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=";
 
     #[test]
     fn parses_roles_and_comments() {
-        let text = format!("# keys\n\nadmin {KEY} alice@laptop (main)\nreader {KEY}\n");
+        let text = format!("# keys\n\nadmin {KEY} alice@laptop (main)\nreader {KEY_B}\n");
         let keys = AuthorizedKeys::parse(&text).unwrap();
-        assert_eq!(keys.entries().len(), 2);
+        assert_eq!(keys.entries().count(), 2);
         let key = PublicKey([0; 32]);
         assert_eq!(
             keys.lookup(&key),
             Some((Role::Admin, "alice@laptop (main)"))
         );
         assert_eq!(keys.lookup(&PublicKey([1; 32])), None);
+        assert_eq!(keys.to_text(), text);
         assert_eq!(AuthorizedKeys::parse(&keys.to_text()).unwrap(), keys);
     }
 
@@ -151,5 +243,34 @@ mod tests {
                 source: KeyError::BadLength(3)
             }
         ));
+    }
+
+    #[test]
+    fn bad_lines_are_skipped_and_kept_duplicates_folded() {
+        let text = format!("admin {KEY} a\nadmni {KEY_B} typo\nreader {KEY} again\n");
+        let (mut keys, errors) = AuthorizedKeys::parse_lenient(&text);
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("line 2"), "{lines:?}");
+        assert!(lines[1].contains("line 3") && lines[1].contains("line 1"));
+        assert_eq!(keys.lookup(&PublicKey([0; 32])), Some((Role::Admin, "a")));
+        // The typo stays for the operator to fix; the duplicate goes.
+        assert_eq!(
+            keys.to_text(),
+            format!("admin {KEY} a\nadmni {KEY_B} typo\n")
+        );
+
+        let fp = PublicKey([0; 32]).fingerprint();
+        assert_eq!(keys.set_role(&fp, Role::Reader), Some(Role::Admin));
+        keys.add(Role::Operator, PublicKey([0; 32]), "new");
+        assert_eq!(keys.entries().count(), 1);
+        assert_eq!(
+            keys.lookup(&PublicKey([0; 32])),
+            Some((Role::Operator, "new"))
+        );
+        assert_eq!(keys.admins(), 0);
+        assert!(keys.remove(&fp).is_some());
+        assert!(keys.remove(&fp).is_none());
+        assert_eq!(keys.to_text(), format!("admni {KEY_B} typo\n"));
     }
 }

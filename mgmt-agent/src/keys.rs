@@ -3,14 +3,11 @@
 
 use std::fmt;
 
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 use ring::rand::SystemRandom;
 use ring::signature::{self, Ed25519KeyPair, KeyPair};
 use thiserror::Error;
-
-/// Prefix of the text form of a public key.
-const KEY_PREFIX: &str = "ed25519:";
 
 /// Errors from generating, loading or parsing keys.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -32,15 +29,15 @@ pub enum KeyError {
 pub struct PublicKey(pub [u8; 32]);
 
 impl PublicKey {
-    /// Parses the text form `ed25519:<base64>`.
+    /// Parses the text form `ed25519:<base64>` (the authorized_keys
+    /// format's, in keel-common).
     pub fn parse(text: &str) -> Result<Self, KeyError> {
-        let b64 = text.strip_prefix(KEY_PREFIX).ok_or(KeyError::BadPrefix)?;
-        let raw = STANDARD.decode(b64).map_err(|_| KeyError::BadBase64)?;
-        let bytes: [u8; 32] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyError::BadLength(raw.len()))?;
-        Ok(PublicKey(bytes))
+        use keel_common::authorized_keys::{decode_public_key, KeyTextError};
+        decode_public_key(text).map(PublicKey).map_err(|e| match e {
+            KeyTextError::BadPrefix => KeyError::BadPrefix,
+            KeyTextError::BadBase64 => KeyError::BadBase64,
+            KeyTextError::BadLength(n) => KeyError::BadLength(n),
+        })
     }
 
     /// The SHA-256 fingerprint of the raw key bytes.
@@ -61,7 +58,7 @@ impl PublicKey {
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{KEY_PREFIX}{}", STANDARD.encode(self.0))
+        f.write_str(&keel_common::authorized_keys::encode_public_key(&self.0))
     }
 }
 
@@ -75,6 +72,14 @@ impl fmt::Debug for PublicKey {
 /// like OpenSSH so operators can compare it by eye.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// Parses the form it is shown in, `SHA256:<base64 without padding>`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let raw = STANDARD_NO_PAD.decode(text.strip_prefix("SHA256:")?).ok()?;
+        raw.try_into().ok().map(Fingerprint)
+    }
+}
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -216,5 +221,11 @@ mod tests {
         let fp = PublicKey([0; 32]).fingerprint().to_string();
         // SHA-256 of 32 zero bytes.
         assert_eq!(fp, "SHA256:Zmh6rfhivXdsj8GLjp+OIAiXFIVu4jOzkCpZHQ1fKSU");
+        assert_eq!(
+            Fingerprint::parse(&fp),
+            Some(PublicKey([0; 32]).fingerprint())
+        );
+        assert_eq!(Fingerprint::parse("SHA256:Zmh6"), None);
+        assert_eq!(Fingerprint::parse(&fp[7..]), None);
     }
 }

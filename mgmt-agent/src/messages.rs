@@ -112,10 +112,16 @@ pub enum Request {
     /// (absolute paths and `..` are refused). The server answers
     /// `UploadAck { received: 0, window }` and the client may then have
     /// at most `window` unacknowledged bytes in flight.
+    ///
+    /// A file that a defined guest's spec names is not replaced unless
+    /// `replace` is set, the client is an admin and those guests are
+    /// stopped; and the host must keep a reserve of free space beyond
+    /// `size`. Both are checked before the first chunk.
     Upload {
         path: String,
         size: u64,
         sha256: [u8; 32],
+        replace: bool,
     },
     /// The next chunk of an upload; `offset` must equal the bytes sent so
     /// far, which catches client bugs early.
@@ -138,6 +144,20 @@ pub enum Request {
     HostReboot,
     /// As `HostReboot`, then power off.
     HostPowerOff,
+    /// Every authorised key; answered `Keys`.
+    KeyList,
+    /// Removes the key whose fingerprint (SHA-256 of the public key) this
+    /// is, and ends its live sessions. The last admin key cannot go.
+    KeyRevoke {
+        fingerprint: [u8; 32],
+    },
+    /// Changes a key's role, and ends its live sessions when the role is
+    /// lowered (they reconnect with the new one). The last admin key
+    /// cannot be demoted.
+    KeySetRole {
+        fingerprint: [u8; 32],
+        role: Role,
+    },
 }
 
 /// Responses.
@@ -163,6 +183,8 @@ pub enum Response {
         received: u64,
         window: u64,
     },
+    /// The answer to `KeyList`, in file order.
+    Keys(Vec<KeyInfo>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +218,14 @@ pub struct GuestDetail {
     pub restarts: u32,
     /// How the VMM last ended, e.g. `crashed (status 4)`.
     pub last_exit: Option<String>,
+}
+
+/// One authorised key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub public_key: [u8; 32],
+    pub role: Role,
+    pub comment: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,6 +279,16 @@ mod tests {
         assert_eq!(idx(key), 17);
         assert_eq!(idx(Request::HostReboot), 18);
         assert_eq!(idx(Request::HostPowerOff), 19);
+        assert_eq!(idx(Request::KeyList), 20);
+        let fingerprint = [0; 32];
+        assert_eq!(idx(Request::KeyRevoke { fingerprint }), 21);
+        let role = Role::Reader;
+        assert_eq!(idx(Request::KeySetRole { fingerprint, role }), 22);
+        let keys = ServerMessage {
+            id: 0,
+            response: Response::Keys(Vec::new()),
+        };
+        assert_eq!(postcard::to_stdvec(&keys).unwrap(), [0, 10, 0]);
         let ack = ServerMessage {
             id: 0,
             response: Response::UploadAck {

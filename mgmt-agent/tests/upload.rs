@@ -189,6 +189,7 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
         path: "images/short".into(),
         size: 10,
         sha256: sha(&[0; 10]),
+        replace: false,
     });
     assert!(matches!(r, Ok(Response::UploadAck { received: 0, .. })));
     assert!(matches!(
@@ -278,7 +279,7 @@ fn keelctl_upload_command() {
     let agent = Agent::start();
     let config = temp_dir("xdg");
     let host = format!("127.0.0.1:{}", agent.handle.local_addr().port());
-    let code = agent.handle.pairing_code().unwrap().to_string();
+    let code = agent.handle.pairing_code().unwrap();
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_keelctl"))
             .args(args)

@@ -527,6 +527,27 @@ impl GuestManager {
         let Some(pid) = status.pid().map(|p| p.as_raw()) else {
             return false;
         };
+    /// The guests whose spec in force or pending names the guest file
+    /// `path` (compared as `images/...` or `disks/...`, normalised).
+    pub fn file_users(&self, path: &Path) -> Vec<GuestStatus> {
+        let parts = keel_common::guest::guest_file_parts;
+        let Ok(wanted) = parts(path) else {
+            return Vec::new();
+        };
+        let names = |spec: &GuestSpec| {
+            let disks = spec.disks.iter().map(|d| d.path.as_path());
+            std::iter::once(spec.boot.kernel.as_path())
+                .chain(spec.boot.initrd.as_deref())
+                .chain(disks)
+                .any(|f| parts(f).is_ok_and(|p| p == wanted))
+        };
+        self.guests
+            .values()
+            .filter(|g| names(&g.spec) || g.pending.as_ref().is_some_and(|(s, _)| names(s)))
+            .map(Guest::status)
+            .collect()
+    }
+
         let shutting_down = self.shutting_down;
         let Some(g) = self.guests.values_mut().find(|g| g.pid == Some(pid)) else {
             return false;

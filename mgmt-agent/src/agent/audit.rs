@@ -246,6 +246,11 @@ pub fn request_name(request: &Request) -> String {
         ),
         Request::HostReboot => "HostReboot".into(),
         Request::HostPowerOff => "HostPowerOff".into(),
+        Request::KeyList => "KeyList".into(),
+        Request::KeyRevoke { fingerprint } => format!("KeyRevoke({})", Fingerprint(*fingerprint)),
+        Request::KeySetRole { fingerprint, role } => {
+            format!("KeySetRole({},{role})", Fingerprint(*fingerprint))
+        }
     }
 }
 
@@ -255,6 +260,7 @@ pub fn upload_name(path: &str, size: u64) -> String {
         path: path.to_string(),
         size,
         sha256: [0; 32],
+        replace: false,
     });
     format!("{},size={size})", name.trim_end_matches(')'))
 }

@@ -58,7 +58,14 @@ pub fn handle(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, ticket: 
         who.role,
         if who.paired { " (paired)" } else { "" }
     ));
-    serve_session(shared, &mut stream, &mut session, &who);
+    // Registered before the key is checked again, so that a revocation
+    // racing with this handshake either is seen here or ends the session.
+    let registered = shared.sessions.register(who.fingerprint, &stream);
+    let current = shared.key_role(&who.public_key);
+    if registered.is_some() && current.is_some_and(|role| role >= who.role) {
+        serve_session(shared, &mut stream, &mut session, &who);
+    }
+    drop(registered);
     shared.leave_session();
 }
 

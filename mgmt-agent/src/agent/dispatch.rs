@@ -7,9 +7,10 @@ use keel_common::init_api::InitRequest;
 use super::audit::request_name;
 use super::host_info::host_info;
 use super::init_client::GuestError;
+use super::keys;
 use super::server::Shared;
 use crate::messages::{ErrorCode, Request, Response};
-use crate::{allowed, Peer};
+use crate::{allowed, Fingerprint, Peer};
 
 /// Largest console-log tail `keelctl logs --guest` gets.
 const GUEST_LOG_BYTES: u32 = 256 * 1024;
@@ -138,16 +139,11 @@ fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
             role,
             public_key,
             comment,
-        } => {
-            let comment: String = comment
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(200)
-                .collect();
-            match shared.add_key(*role, crate::PublicKey(*public_key), &comment) {
-                Ok(()) => Response::Ok,
-                Err(e) => error(ErrorCode::Internal, format!("Cannot save keys: {e}")),
-            }
+        } => keys::authorize(shared, peer, *role, crate::PublicKey(*public_key), comment),
+        Request::KeyList => keys::list(shared),
+        Request::KeyRevoke { fingerprint } => keys::revoke(shared, peer, Fingerprint(*fingerprint)),
+        Request::KeySetRole { fingerprint, role } => {
+            keys::set_role(shared, peer, Fingerprint(*fingerprint), *role)
         }
         // The session loop turns the session into a console stream.
         Request::GuestConsole { .. } | Request::ConsoleInput { .. } | Request::ConsoleDetach => {

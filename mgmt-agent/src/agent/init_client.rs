@@ -105,6 +105,16 @@ impl InitClient {
             .ok()
             .and_then(|r| match r {
                 InitResponse::Guests(g) => {
+    /// The guests whose spec names `path` (relative to the data
+    /// partition, e.g. `disks/web.img`).
+    pub fn file_users(&self, path: &std::path::Path) -> Result<Vec<GuestStatus>, GuestError> {
+        let path = path.to_string_lossy().into_owned();
+        match self.call(&InitRequest::FileUsers { path })? {
+            InitResponse::Guests(guests) => Ok(guests),
+            other => Err(unexpected(&other)),
+        }
+    }
+
                     Some(g.iter().filter(|g| g.pid.is_some()).count() as u32)
                 }
                 _ => None,

@@ -21,9 +21,11 @@ mod handshakes;
 mod host_info;
 pub mod init_client;
 mod pairing;
+mod keys;
 mod rate_limit;
 mod server;
 mod settings;
+mod sessions;
 pub mod upload;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -14,14 +14,15 @@ use std::time::{Duration, Instant};
 use keel_sys::fsutil::atomic_write;
 
 use super::audit::AuditLog;
+use super::connection;
 use super::events::EventLog;
 use super::handshakes::Handshakes;
 use super::init_client::InitClient;
 use super::pairing::{self, Pairing};
 use super::rate_limit::{Admission, RateLimiter};
+use super::sessions::Sessions;
 use super::settings::{AgentSettings, HOST_KEY_FILE};
-use super::{connection, lock};
-use crate::{AuthorizedKeys, Fingerprint, HostKey, PublicKey, Role};
+use crate::{AuthorizedKeys, Fingerprint, HostKey, Role};
 
 /// The agent's state, shared by the accept loop and the session threads.
 pub struct Shared {
@@ -34,6 +35,8 @@ pub struct Shared {
     pub init: InitClient,
     pub limiter: RateLimiter,
     pub handshakes: Handshakes,
+    /// Established sessions by key, to end them when the key goes.
+    pub sessions: Sessions,
     /// Established sessions.
     established: AtomicUsize,
     /// Requests being answered; a draining agent waits for them.
@@ -43,18 +46,6 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Adds a key to authorized_keys: saved (atomically, mode 0600)
-    /// before it takes effect.
-    pub fn add_key(&self, role: Role, key: PublicKey, comment: &str) -> io::Result<()> {
-        let mut keys = lock(&self.authorized);
-        let mut updated = keys.clone();
-        updated.add(role, key, comment);
-        let path = self.settings.authorized_keys_path();
-        atomic_write(&path, updated.to_text().as_bytes(), 0o600)?;
-        *keys = updated;
-        Ok(())
-    }
-
     /// Takes an established session's place, if one is free for `role`:
     /// the last few are kept for admins, so that sessions of lesser keys
     /// cannot lock them out. Given back with [`Shared::leave_session`].
@@ -194,20 +185,36 @@ pub fn load_or_create_host_key(state_dir: &Path) -> Result<HostKey, AgentError> 
     }
 }
 
-/// Starts serving on `listener` in background threads.
-pub fn serve(listener: TcpListener, settings: AgentSettings) -> Result<AgentHandle, AgentError> {
-    let host_key = load_or_create_host_key(&settings.state_dir)?;
-    let authorized = match AuthorizedKeys::load(&settings.authorized_keys_path()) {
-        Ok(k) => k,
+/// Loads authorized_keys; a missing file is an empty one, and a bad line
+/// is skipped with a warning naming it (one typo must not lock every key
+/// out), given back to go in the agent's log.
+fn load_authorized_keys(
+    settings: &AgentSettings,
+) -> Result<(AuthorizedKeys, Vec<String>), AgentError> {
+    let path = settings.authorized_keys_path();
+    match AuthorizedKeys::load(&path) {
+        Ok((keys, skipped)) => {
+            let warnings = skipped
+                .iter()
+                .map(|e| format!("{}: {e} The line is skipped.", path.display()))
+                .collect();
+            Ok((keys, warnings))
+        }
         Err(crate::AuthorizedKeysError::Read { source, .. })
             if source.kind() == io::ErrorKind::NotFound =>
         {
-            AuthorizedKeys::default()
+            Ok((AuthorizedKeys::default(), Vec::new()))
         }
-        Err(e) => return Err(AgentError::Config(e.to_string())),
-    };
+        Err(e) => Err(AgentError::Config(e.to_string())),
+    }
+}
+
+/// Starts serving on `listener` in background threads.
+pub fn serve(listener: TcpListener, settings: AgentSettings) -> Result<AgentHandle, AgentError> {
+    let host_key = load_or_create_host_key(&settings.state_dir)?;
+    let (authorized, key_warnings) = load_authorized_keys(&settings)?;
     let audit = AuditLog::open(settings.audit_log_path(), settings.audit_max_bytes)?;
-    let has_admin = authorized.entries().iter().any(|e| e.role == Role::Admin);
+    let has_admin = authorized.admins() > 0;
     let pairing_code =
         if has_admin {
             None
@@ -228,6 +235,7 @@ pub fn serve(listener: TcpListener, settings: AgentSettings) -> Result<AgentHand
         ),
         limiter: RateLimiter::new(&settings),
         handshakes: Handshakes::new(settings.max_handshakes),
+        sessions: Sessions::default(),
         settings,
         host_key,
         authorized: Mutex::new(authorized),
@@ -243,6 +251,15 @@ pub fn serve(listener: TcpListener, settings: AgentSettings) -> Result<AgentHand
         keel_common::VERSION,
         shared.host_key.fingerprint()
     ));
+    for temp in super::upload::sweep(&shared.settings.upload_root) {
+        shared
+            .events
+            .record(&format!("removed {temp}, left by an interrupted upload"));
+    }
+    for warning in key_warnings {
+        log::warn!("{warning}");
+        shared.events.record(&warning);
+    }
     shared.pairing.publish();
     if pairing_code.is_some() {
         shared

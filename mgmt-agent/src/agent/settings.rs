@@ -23,6 +23,10 @@ pub struct AgentSettings {
     /// that guest specs name uploads as they are (`images/vmlinux`); by
     /// default `<state_dir>/uploads`, for a standalone agent.
     pub upload_root: PathBuf,
+    /// Free space an upload must leave on the upload root's file system;
+    /// `None`: the larger of `upload::MIN_RESERVE` and
+    /// `upload::RESERVE_PERCENT` of the file system.
+    pub upload_reserve: Option<u64>,
     /// The whole handshake's deadline, counted from accept.
     pub handshake_timeout: Duration,
     /// How long an established session (or its console or followed log)
@@ -62,6 +66,7 @@ impl AgentSettings {
         AgentSettings {
             upload_root: state_dir.join(upload::UPLOADS_DIR),
             state_dir,
+            upload_reserve: None,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
             max_sessions: 64,

@@ -10,8 +10,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use keel_common::init_api::GUEST_STOP_TIMEOUT;
-use keel_mgmt::client::{Client, ClientError, ConfigDir, ConnectOptions, GUEST_STOP_WAIT};
-use keel_mgmt::messages::{GuestDetail, GuestSummary, HostInfo};
+use keel_mgmt::client::{
+    parse_fingerprint, Client, ClientError, ConfigDir, ConnectOptions, GUEST_STOP_WAIT,
+};
+use keel_mgmt::messages::{GuestDetail, GuestSummary, HostInfo, KeyInfo};
 use keel_mgmt::util::rfc3339;
 use keel_mgmt::{FrameError, HandshakeError, PublicKey, Request, Response, Role, SessionError};
 
@@ -72,8 +74,13 @@ enum Command {
         /// partition in the appliance, to <state-dir>/uploads for a
         /// standalone keel-agent.
         remote_path: String,
+        /// Replace a file that defined guests use (admin only, while
+        /// they are stopped).
+        #[arg(long)]
+        replace: bool,
     },
-    /// Operator keys: show this workstation's, or authorise another.
+    /// Keys: show this workstation's; list, authorise, revoke or change
+    /// the role of the host's.
     Key {
         #[command(subcommand)]
         command: KeyCommand,
@@ -99,6 +106,21 @@ enum KeyCommand {
         /// Who the key belongs to.
         #[arg(default_value = "")]
         comment: String,
+    },
+    /// List the keys the host authorises (admin only).
+    List,
+    /// Remove a key, ending its sessions (admin only; not the last admin).
+    Revoke {
+        /// The key's fingerprint, as `keelctl key list` prints it.
+        fingerprint: String,
+    },
+    /// Change a key's role; a lowered key's sessions end (admin only; not
+    /// the last admin).
+    SetRole {
+        fingerprint: String,
+        /// admin, operator or reader.
+        #[arg(value_parser = parse_role)]
+        role: Role,
     },
 }
 
@@ -298,7 +320,8 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
         Command::Upload {
             local_file,
             remote_path,
-        } => upload(cli, &dir, local_file, remote_path),
+            replace,
+        } => upload(cli, &dir, local_file, remote_path, *replace),
         Command::Key {
             command: KeyCommand::Show,
         } => {
@@ -338,6 +361,7 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
         }
         Command::Audit { tail } => {
             let mut c = connect(&dir, cli.host.as_deref(), &ConnectOptions::default())?;
+        Command::Key { command } => key(cli, &dir, command),
             match c.call(Request::Audit { tail: *tail })? {
                 Response::Audit(entries) if cli.json => json_out(&entries),
                 Response::Audit(entries) => {
@@ -365,6 +389,53 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
 
 fn print_host_info(json: bool, info: &HostInfo) -> Result<(), ClientError> {
     if json {
+fn key(cli: &Cli, dir: &ConfigDir, command: &KeyCommand) -> Result<(), ClientError> {
+    let fingerprint = match command {
+        KeyCommand::Revoke { fingerprint } | KeyCommand::SetRole { fingerprint, .. } => {
+            Some(parse_fingerprint(fingerprint)?)
+        }
+        _ => None,
+    };
+    let mut c = connect(dir, cli.host.as_deref(), &ConnectOptions::default())?;
+    match (command, fingerprint) {
+        (KeyCommand::Revoke { .. }, Some(fp)) => {
+            c.key_revoke(fp)?;
+            report_ok(cli, Response::Ok, &format!("revoked {fp}"))
+        }
+        (KeyCommand::SetRole { role, .. }, Some(fp)) => {
+            c.key_set_role(fp, *role)?;
+            report_ok(cli, Response::Ok, &format!("{fp} is now {role}"))
+        }
+        (KeyCommand::List, _) => {
+            let keys = c.key_list()?;
+            let rows: Vec<(String, &KeyInfo)> = keys
+                .iter()
+                .map(|k| (PublicKey(k.public_key).fingerprint().to_string(), k))
+                .collect();
+            if cli.json {
+                let rows: Vec<_> = rows
+                    .iter()
+                    .map(|(fp, k)| {
+                        serde_json::json!({
+                            "fingerprint": fp,
+                            "public_key": PublicKey(k.public_key).to_string(),
+                            "role": k.role,
+                            "comment": k.comment,
+                        })
+                    })
+                    .collect();
+                return json_out(&rows);
+            }
+            println!("{:<51}  {:<8}  COMMENT", "FINGERPRINT", "ROLE");
+            for (fp, k) in rows {
+                println!("{fp:<51}  {:<8}  {}", k.role.to_string(), k.comment);
+            }
+            Ok(())
+        }
+        _ => Err(ClientError::Unexpected),
+    }
+}
+
         return json_out(info);
     }
     println!("hostname:       {}", info.hostname);
@@ -524,6 +595,7 @@ fn upload(
     remote: &str,
 ) -> Result<(), ClientError> {
     use std::io::IsTerminal;
+    replace: bool,
     // Hash before connecting, so a missing file fails fast and the idle
     // timeout does not run while a large file is hashed.
     let (size, sha256) = keel_mgmt::client::sha256_file(local)?;
@@ -542,12 +614,16 @@ fn upload(
         bar
     };
     let started = std::time::Instant::now();
-    let result = c.upload(
+    let target = keel_mgmt::client::UploadFile {
         remote,
         size,
         sha256,
         &mut file,
         keel_mgmt::messages::MAX_CHUNK,
+        replace,
+    };
+    let result = c.upload_file(
+        &target,
         &mut |sent| bar.set_position(sent),
     );
     bar.finish_and_clear();

@@ -3,6 +3,7 @@
 //! in `config`, uploads in `upload`.
 
 mod config;
+mod keys;
 mod upload;
 
 use std::net::{TcpStream, ToSocketAddrs};
@@ -17,7 +18,8 @@ use crate::{
 };
 pub use config::{split_host_port, ConfigDir, HostEntry, HostsFile, Target, DEFAULT_PORT};
 use keel_common::init_api::GUEST_STOP_ANSWER_TIMEOUT;
-pub use upload::sha256_file;
+pub use keys::parse_fingerprint;
+pub use upload::{sha256_file, UploadFile};
 
 /// How long a request that stops a guest (`GuestStop`, `GuestRestart`)
 /// waits for its answer: init's longest stop, then room for the agent and

@@ -10,6 +10,16 @@ use super::{Client, ClientError};
 use crate::messages::{encode_upload_chunk_prefix, MAX_CHUNK};
 use crate::{ClientMessage, Request, Response, ServerMessage};
 
+/// Where an upload goes and what it holds.
+pub struct UploadFile<'a> {
+    /// Under `images/` or `disks/` of the host's upload root.
+    pub remote: &'a str,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    /// Replace a file that stopped guests use (admin only).
+    pub replace: bool,
+}
+
 impl Client {
     /// Uploads `size` bytes read from `data` to `remote` (under `images/`
     /// or `disks/` of the host's upload root), announcing `sha256`, in chunks of at
@@ -27,11 +37,31 @@ impl Client {
         chunk: usize,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), ClientError> {
-        let chunk = chunk.clamp(1, MAX_CHUNK) as u64;
-        let opened = self.call(Request::Upload {
-            path: remote.to_string(),
+        let file = UploadFile {
+            remote,
             size,
             sha256,
+            replace: false,
+        };
+        self.upload_file(&file, data, chunk, progress)
+    }
+
+    /// As [`Client::upload`], for `file`, which may replace a file that
+    /// guests use (an admin's choice, while they are stopped).
+    pub fn upload_file<R: Read + Send + ?Sized>(
+        &mut self,
+        file: &UploadFile<'_>,
+        data: &mut R,
+        chunk: usize,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), ClientError> {
+        let size = file.size;
+        let chunk = chunk.clamp(1, MAX_CHUNK) as u64;
+        let opened = self.call(Request::Upload {
+            path: file.remote.to_string(),
+            size,
+            sha256: file.sha256,
+            replace: file.replace,
         })?;
         let id = self.last_id();
         let limit = match opened {

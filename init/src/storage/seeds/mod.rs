@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use keel_common::{GuestSpec, HostConfig};
+use keel_common::{authorized_keys, GuestSpec, HostConfig};
 use keel_sys::fsutil::atomic_write;
 
 pub mod undefined;
@@ -128,42 +128,6 @@ fn import_host_config(esp: &Path, data: &Path, report: &mut SeedReport) {
     }
 }
 
-/// The key field of an `authorized_keys` line (`ROLE KEY [COMMENT]`), or
-/// `None` for blank lines and comments.
-fn key_field(line: &str) -> Option<&str> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    line.split_whitespace().nth(1)
-}
-
-/// Why a seed line is unfit for the agent's file, which refuses to load at
-/// all when one line is bad.
-fn line_problem(line: &str) -> Option<&'static str> {
-    let mut fields = line.split_whitespace();
-    let role = fields.next().unwrap_or_default();
-    if !["admin", "operator", "reader"].contains(&role) {
-        return Some("unknown role (expected admin, operator or reader)");
-    }
-    let Some(key) = fields.next() else {
-        return Some("missing the public key");
-    };
-    let Some(b64) = key.strip_prefix("ed25519:") else {
-        return Some("the key does not start with ed25519:");
-    };
-    // 32 bytes in standard base64: 43 characters and one `=`.
-    let valid = b64.len() == 44
-        && b64.ends_with('=')
-        && b64[..43]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
-    if !valid {
-        return Some("the key is not 32 bytes of base64");
-    }
-    None
-}
-
 fn import_authorized_keys(esp: &Path, data: &Path, report: &mut SeedReport) {
     let seed = esp.join("authorized_keys");
     let Some(text) = read_seed(&seed, report) else {
@@ -184,41 +148,28 @@ fn import_authorized_keys(esp: &Path, data: &Path, report: &mut SeedReport) {
             return;
         }
     };
-    let mut known: Vec<String> = existing
-        .lines()
-        .filter_map(key_field)
-        .map(str::to_string)
+    // The agent's parser, so that what is merged here is what it loads.
+    let mut known: Vec<[u8; 32]> = authorized_keys::parse(&existing)
+        .entries
+        .iter()
+        .map(|e| e.key)
         .collect();
     let mut additions = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let Some(key) = key_field(line) else {
-            if !line.trim().is_empty() && !line.trim().starts_with('#') {
-                fail(
-                    report,
-                    format!(
-                        "{}:{}: missing the public key; the line is skipped.",
-                        seed.display(),
-                        i + 1
-                    ),
-                );
+        let key = match authorized_keys::parse_line(line) {
+            Ok(None) => continue,
+            Ok(Some((_, key, _))) => key,
+            Err(problem) => {
+                let at = format!("{}:{}", seed.display(), i + 1);
+                fail(report, format!("{at}: {problem}; the line is skipped."));
+                continue;
             }
-            continue;
         };
-        if known.iter().any(|k| k == key) {
+        // A key already there keeps its line: the first one wins.
+        if known.contains(&key) {
             continue;
         }
-        if let Some(problem) = line_problem(line) {
-            fail(
-                report,
-                format!(
-                    "{}:{}: {problem}; the line is skipped.",
-                    seed.display(),
-                    i + 1
-                ),
-            );
-            continue;
-        }
-        known.push(key.to_string());
+        known.push(key);
         additions.push(line.trim().to_string());
     }
     if additions.is_empty() {

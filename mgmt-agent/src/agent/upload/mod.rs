@@ -10,6 +10,11 @@
 //! the final name is either absent, its old content, or the complete new
 //! content; never a partial file.
 //!
+//! Before it starts, an upload must not replace a file a guest uses
+//! (`users`, asking init) and must leave the host its reserve of free
+//! space (`space`); temporary files an interrupted agent left are swept
+//! at start (`sweep`).
+//!
 //! [`Upload`] is one upload; `path` checks where it may go, `wire`
 //! receives its chunks without copying them, `pipeline` hashes and writes
 //! them on their own threads, and `stream` is the session side (which
@@ -17,7 +22,10 @@
 
 mod path;
 mod pipeline;
+mod space;
 mod stream;
+mod sweep;
+mod users;
 mod wire;
 
 use std::fs::{File, OpenOptions};
@@ -32,7 +40,10 @@ use crate::messages::{ErrorCode, UPLOAD_WINDOW};
 pub use path::{check_path, UPLOAD_DIRS};
 use pipeline::{Job, Writer};
 pub use pipeline::{FLUSH_EVERY, PIPELINE_DEPTH};
+pub use space::{check_free_space, MIN_RESERVE, RESERVE_PERCENT};
 pub use stream::UploadSlot;
+pub use sweep::sweep;
+pub use users::check_replace;
 pub use wire::{decode_chunk, recv, Incoming};
 
 /// The default upload root inside the state directory, for a standalone
@@ -58,6 +69,8 @@ pub type UploadError = (ErrorCode, String);
 pub struct Upload {
     pub path: String,
     pub size: u64,
+    /// The client asked to replace a file that guests use.
+    pub replace: bool,
     sha256: [u8; 32],
     final_path: PathBuf,
     temp_path: PathBuf,
@@ -109,7 +122,7 @@ impl Upload {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let temp_path = parent.join(format!(".{name}.upload-{:016x}.tmp", u64::from_le_bytes(r)));
+        let temp_path = parent.join(sweep::temp_name(&name, u64::from_le_bytes(r)));
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -120,6 +133,7 @@ impl Upload {
         let mut upload = Upload {
             path: path.to_string(),
             size,
+            replace: false,
             sha256,
             final_path,
             temp_path,

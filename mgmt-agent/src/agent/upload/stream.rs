@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use super::{Upload, UploadError};
+use super::{check_free_space, check_path, check_replace, Upload, UploadError};
 use crate::agent::audit::upload_name;
 use crate::agent::dispatch::{dispatch, error};
 use crate::agent::server::Shared;
@@ -31,6 +31,28 @@ fn audit(shared: &Shared, peer: &Peer, path: &str, size: u64, outcome: &str) {
     shared
         .audit
         .request(peer, &upload_name(path, size), outcome);
+}
+
+/// The checks before an upload starts: where it goes, whether it would
+/// replace a guest's file, and whether the host keeps its free space.
+fn admit(
+    shared: &Shared,
+    peer: &Peer,
+    path: &str,
+    size: u64,
+    replace: bool,
+) -> Result<(), UploadError> {
+    let root = &shared.settings.upload_root;
+    let rel = check_path(path)?;
+    check_replace(&shared.init, root, &rel, peer, replace)?;
+    let target = root.join(&rel);
+    // Directories are created when the upload starts; the nearest
+    // existing one is on the same file system.
+    let existing = target
+        .ancestors()
+        .find(|a| a.is_dir())
+        .unwrap_or(std::path::Path::new("/"));
+    check_free_space(existing, size, shared.settings.upload_reserve)
 }
 
 impl UploadSlot {
@@ -64,9 +86,21 @@ impl UploadSlot {
             return Some(dispatch(shared, peer, &request));
         }
         match request {
-            Request::Upload { path, size, sha256 } => {
+            Request::Upload {
+                path,
+                size,
+                sha256,
+                replace,
+            } => {
                 self.abort(shared, peer);
-                match Upload::start(&shared.settings.upload_root, &path, size, sha256) {
+                let root = &shared.settings.upload_root;
+                let started = admit(shared, peer, &path, size, replace)
+                    .and_then(|()| Upload::start(root, &path, size, sha256))
+                    .map(|mut upload| {
+                        upload.replace = replace;
+                        upload
+                    });
+                match started {
                     Ok(upload) => {
                         *self = UploadSlot::Active {
                             id,
@@ -90,7 +124,15 @@ impl UploadSlot {
             Request::UploadFinish => match std::mem::replace(self, UploadSlot::Idle) {
                 UploadSlot::Active { id: open, upload } if open == id => {
                     let (path, size) = (upload.path.clone(), upload.size);
-                    match upload.finish() {
+                    // A guest may have started on the file meanwhile.
+                    let replace = upload.replace;
+                    let finished = check_path(&path)
+                        .and_then(|rel| {
+                            let root = &shared.settings.upload_root;
+                            check_replace(&shared.init, root, &rel, peer, replace)
+                        })
+                        .and_then(|()| upload.finish());
+                    match finished {
                         Ok(n) => {
                             audit(shared, peer, &path, n, "ok");
                             shared.events.record(&format!(
