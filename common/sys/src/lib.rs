@@ -2,12 +2,14 @@
 //! I/O, while keel-common holds the pure types and parsers it works on.
 //!
 //! - [`beneath`]: opening a file that cannot leave its directory;
+//! - [`deadline`]: one deadline for a whole exchange on a socket;
 //! - [`fsutil`]: atomic, durable writes to the data partition;
 //! - [`tun`]: taps through `/dev/net/tun`;
 //! - [`dhcp`] (feature `dhcp`): the DHCPv4 client over a packet socket;
 //! - [`spec_files`]: what a guest spec's paths name on disk.
 
 pub mod beneath;
+pub mod deadline;
 #[cfg(feature = "dhcp")]
 pub mod dhcp;
 pub mod fsutil;

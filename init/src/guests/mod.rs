@@ -20,7 +20,6 @@ pub mod vmm;
 pub mod vsock;
 
 use std::collections::BTreeMap;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -30,6 +29,7 @@ use keel_common::init_api::{ErrorCode, GuestState, GuestStatus};
 use keel_common::vmm_api::{self, VmmRequest, VmmResponse};
 use keel_common::vmm_exit::VmmExitStatus;
 use keel_common::GuestSpec;
+use keel_sys::deadline::{connect_unix, Deadline};
 use keel_sys::fsutil::atomic_write;
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
@@ -488,8 +488,18 @@ impl GuestManager {
         g.state = GuestState::Stopping;
         g.kill_at = Some(Instant::now() + timeout);
         log::info!("guest {name}: stopping");
-        if let Err(e) = vmm_request(&paths.socket(name), &VmmRequest::Shutdown) {
-            // The kill timer still ends it.
+        // Asked from a thread of its own, not under the manager's lock: a
+        // VMM that does not answer holds up nothing, and the kill timer
+        // still ends it.
+        let (socket, guest) = (paths.socket(name), name.to_string());
+        let asked = std::thread::Builder::new()
+            .name(format!("stop-{name}"))
+            .spawn(move || {
+                if let Err(e) = vmm_request(&socket, &VmmRequest::Shutdown) {
+                    log::warn!("guest {guest}: cannot ask for a clean shutdown: {e}");
+                }
+            });
+        if let Err(e) = asked {
             log::warn!("guest {name}: cannot ask for a clean shutdown: {e}");
         }
         Ok(())
@@ -517,16 +527,6 @@ impl GuestManager {
         Ok(())
     }
 
-    /// Whether the guest's VMM is gone (for waiters).
-    pub fn is_down(&self, name: &str) -> bool {
-        self.guests.get(name).is_none_or(|g| g.pid.is_none())
-    }
-
-    /// Records a reaped child. Returns true if it was a VMM.
-    pub fn reaped(&mut self, status: &WaitStatus) -> bool {
-        let Some(pid) = status.pid().map(|p| p.as_raw()) else {
-            return false;
-        };
     /// The guests whose spec in force or pending names the guest file
     /// `path` (compared as `images/...` or `disks/...`, normalised).
     pub fn file_users(&self, path: &Path) -> Vec<GuestStatus> {
@@ -548,6 +548,16 @@ impl GuestManager {
             .collect()
     }
 
+    /// Whether the guest's VMM is gone (for waiters).
+    pub fn is_down(&self, name: &str) -> bool {
+        self.guests.get(name).is_none_or(|g| g.pid.is_none())
+    }
+
+    /// Records a reaped child. Returns true if it was a VMM.
+    pub fn reaped(&mut self, status: &WaitStatus) -> bool {
+        let Some(pid) = status.pid().map(|p| p.as_raw()) else {
+            return false;
+        };
         let shutting_down = self.shutting_down;
         let Some(g) = self.guests.values_mut().find(|g| g.pid == Some(pid)) else {
             return false;
@@ -679,15 +689,26 @@ fn tail_of(file: std::io::Result<std::fs::File>, max: usize) -> Vec<u8> {
     buf
 }
 
+/// How long one exchange with a VMM's API socket may take, connect
+/// included, however the VMM trickles its answer.
+const VMM_EXCHANGE: Duration = Duration::from_secs(5);
+
 /// One request to a VMM's API socket.
 pub fn vmm_request(socket: &Path, request: &VmmRequest) -> Result<VmmResponse, String> {
-    let mut stream =
-        UnixStream::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
-    let timeout = Some(Duration::from_secs(5));
-    let _ = stream.set_read_timeout(timeout);
-    let _ = stream.set_write_timeout(timeout);
-    vmm_api::write_frame(&mut stream, request).map_err(|e| e.to_string())?;
-    vmm_api::read_frame(&mut stream).map_err(|e| e.to_string())
+    vmm_request_within(socket, request, VMM_EXCHANGE)
+}
+
+fn vmm_request_within(
+    socket: &Path,
+    request: &VmmRequest,
+    within: Duration,
+) -> Result<VmmResponse, String> {
+    let started = Instant::now();
+    let failed = |e: &dyn std::fmt::Display| format!("{}: {e}", socket.display());
+    let stream = connect_unix(socket, within).map_err(|e| failed(&e))?;
+    let mut exchange = Deadline::new(&stream, within.saturating_sub(started.elapsed()));
+    vmm_api::write_frame(&mut exchange, request).map_err(|e| failed(&e))?;
+    vmm_api::read_frame(&mut exchange).map_err(|e| failed(&e))
 }
 
 /// The manager and its change signal, shared by init's threads.

@@ -183,6 +183,58 @@ fn a_guest_that_ignores_stop_is_killed_after_the_timeout() {
 }
 
 #[test]
+fn a_vmm_that_never_answers_holds_up_neither_the_call_nor_the_lock() {
+    let mut f = fixture("exec sleep 30");
+    f.manager.define(SPEC).expect("define");
+    f.manager.start("web1").expect("start");
+    // The VMM's socket accepts (the backlog does) and never answers.
+    let socket = f.manager.paths().socket("web1");
+    let wedged = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let started = Instant::now();
+    let e = vmm_request_within(&socket, &VmmRequest::Info, Duration::from_millis(300))
+        .expect_err("no answer");
+    assert!(e.contains("Timed out"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // A peer trickling its answer a byte at a time does not stretch the
+    // exchange.
+    let trickle = std::thread::spawn(move || {
+        use std::io::Write;
+        // The first caller's connection, given up on above.
+        drop(wedged.accept().expect("accept"));
+        let (mut peer, _) = wedged.accept().expect("accept");
+        peer.write_all(&[0, 0, 0, 64]).expect("header");
+        for _ in 0..30 {
+            if peer.write_all(b"\0").is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        wedged
+    });
+    let started = Instant::now();
+    vmm_request_within(&socket, &VmmRequest::Info, Duration::from_millis(300))
+        .expect_err("no whole answer");
+    assert!(started.elapsed() < Duration::from_millis(900));
+    let _wedged = trickle.join().expect("trickle");
+
+    // A stop's shutdown request waits under the lock for no VMM.
+    let shared = Shared::new(f.manager);
+    let started = Instant::now();
+    shared
+        .lock()
+        .request_stop("web1", Duration::from_secs(30))
+        .expect("stop");
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert_eq!(
+        shared.lock().show("web1").expect("show").state,
+        GuestState::Stopping
+    );
+    shared.lock().kill("web1").expect("kill");
+    reap(&mut shared.lock(), "web1");
+}
+
+#[test]
 fn host_shutdown_stops_newest_first_and_blocks_starts() {
     let mut f = fixture("exec sleep 30");
     for name in ["b", "a", "c"] {

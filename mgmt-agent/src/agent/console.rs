@@ -13,8 +13,10 @@
 use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use keel_common::vmm_api::{self, VmmRequest, VmmResponse};
+use keel_sys::deadline::{connect_unix, Deadline};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::audit::request_name;
@@ -25,6 +27,10 @@ use crate::{ClientMessage, Peer, Request, Response, ServerMessage, Session};
 
 /// How long an attach waits for a starting VMM's socket.
 const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long the VMM may take over the attach exchange, over one frame of
+/// output once it started one, or to take one frame of input: a VMM that
+/// trickles or stalls ends the console, not the session's thread.
+const VMM_EXCHANGE: Duration = Duration::from_secs(5);
 
 /// Recent output replayed on attach, so a late attach still sees context.
 const HISTORY_BYTES: u32 = 4096;
@@ -73,8 +79,9 @@ fn open(shared: &Shared, name: &str) -> Result<UnixStream, Box<Response>> {
     };
     // A VMM just started may not have bound its socket yet.
     let deadline = std::time::Instant::now() + CONNECT_PATIENCE;
-    let mut vmm = loop {
-        match UnixStream::connect(&path) {
+    let vmm = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match connect_unix(&path, left) {
             Ok(s) => break s,
             Err(_) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(100));
@@ -82,8 +89,9 @@ fn open(shared: &Shared, name: &str) -> Result<UnixStream, Box<Response>> {
             Err(e) => return Err(failed(&e)),
         }
     };
-    vmm_api::write_frame(&mut vmm, &VmmRequest::ConsoleAttach).map_err(|e| failed(&e))?;
-    match vmm_api::read_frame::<_, VmmResponse>(&mut vmm) {
+    let mut exchange = Deadline::new(&vmm, VMM_EXCHANGE);
+    vmm_api::write_frame(&mut exchange, &VmmRequest::ConsoleAttach).map_err(|e| failed(&e))?;
+    match vmm_api::read_frame::<_, VmmResponse>(&mut exchange) {
         Ok(VmmResponse::Ok) => Ok(vmm),
         Ok(other) => Err(failed(&format!("{other:?}"))),
         Err(e) => Err(failed(&e)),
@@ -151,7 +159,7 @@ pub fn run(
             .map(|log| last_lines(&log, tail).to_vec())
             .unwrap_or_default(),
     };
-    let mut vmm = match open(shared, name) {
+    let vmm = match open(shared, name) {
         Ok(vmm) => vmm,
         Err(response) => {
             // A stopped guest's log can still be followed to its end.
@@ -196,7 +204,7 @@ pub fn run(
             (ready(&fds[0]), ready(&fds[1]))
         };
         if vmm_ready {
-            match vmm_api::read_frame::<_, VmmResponse>(&mut vmm) {
+            match vmm_api::read_frame::<_, VmmResponse>(&mut Deadline::new(&vmm, VMM_EXCHANGE)) {
                 Ok(VmmResponse::Console(bytes)) => {
                     if !send(session, stream, Response::ConsoleData(bytes)) {
                         return Ended::SessionClosed;
@@ -226,7 +234,9 @@ pub fn run(
                     }
                 }
                 Request::ConsoleInput { data } if msg.id == id => {
-                    if vmm_api::write_frame(&mut vmm, &VmmRequest::ConsoleInput(data)).is_err() {
+                    let input = VmmRequest::ConsoleInput(data);
+                    let mut to_vmm = Deadline::new(&vmm, VMM_EXCHANGE);
+                    if vmm_api::write_frame(&mut to_vmm, &input).is_err() {
                         return finish(session, stream, id, Response::ConsoleClosed);
                     }
                 }

@@ -1,14 +1,16 @@
 //! The agent's side of init's control socket: guest operations are
 //! forwarded to PID 1, which owns the VMMs. One connection per request
-//! keeps a wedged request from holding up the others.
+//! keeps a wedged request from holding up the others, and one deadline
+//! for the whole exchange keeps a wedged init from holding up the caller.
 
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use keel_common::init_api::{
     read_frame, write_frame, GuestStatus, InitRequest, InitResponse, GUEST_STOP_ANSWER_TIMEOUT,
 };
+
+use keel_sys::deadline::{connect_unix, Deadline};
 
 use crate::messages::{ErrorCode, GuestDetail, GuestSummary};
 
@@ -23,12 +25,15 @@ const CALL_TIMEOUT: Duration = GUEST_STOP_ANSWER_TIMEOUT.saturating_add(Duration
 #[derive(Clone, Debug)]
 pub struct InitClient {
     socket: PathBuf,
+    /// How long one call may take, connect included.
+    timeout: Duration,
 }
 
 impl InitClient {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         InitClient {
             socket: socket.into(),
+            timeout: CALL_TIMEOUT,
         }
     }
 
@@ -43,11 +48,11 @@ impl InitClient {
                 ),
             )
         };
-        let mut stream = UnixStream::connect(&self.socket).map_err(|e| unavailable(&e))?;
-        let _ = stream.set_read_timeout(Some(CALL_TIMEOUT));
-        let _ = stream.set_write_timeout(Some(CALL_TIMEOUT));
-        write_frame(&mut stream, request).map_err(|e| unavailable(&e))?;
-        match read_frame(&mut stream).map_err(|e| unavailable(&e))? {
+        let started = std::time::Instant::now();
+        let stream = connect_unix(&self.socket, self.timeout).map_err(|e| unavailable(&e))?;
+        let mut exchange = Deadline::new(&stream, self.timeout.saturating_sub(started.elapsed()));
+        write_frame(&mut exchange, request).map_err(|e| unavailable(&e))?;
+        match read_frame(&mut exchange).map_err(|e| unavailable(&e))? {
             InitResponse::Error { kind, message } => Err((kind, message)),
             other => Ok(other),
         }
@@ -100,11 +105,6 @@ impl InitClient {
         }
     }
 
-    pub fn running(&self) -> u32 {
-        self.call(&InitRequest::GuestList)
-            .ok()
-            .and_then(|r| match r {
-                InitResponse::Guests(g) => {
     /// The guests whose spec names `path` (relative to the data
     /// partition, e.g. `disks/web.img`).
     pub fn file_users(&self, path: &std::path::Path) -> Result<Vec<GuestStatus>, GuestError> {
@@ -115,6 +115,11 @@ impl InitClient {
         }
     }
 
+    pub fn running(&self) -> u32 {
+        self.call(&InitRequest::GuestList)
+            .ok()
+            .and_then(|r| match r {
+                InitResponse::Guests(g) => {
                     Some(g.iter().filter(|g| g.pid.is_some()).count() as u32)
                 }
                 _ => None,
@@ -151,3 +156,6 @@ fn detail(s: &GuestStatus) -> GuestDetail {
         last_exit: s.last_exit.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests;

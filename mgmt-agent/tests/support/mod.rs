@@ -91,6 +91,7 @@ pub fn start_init_acting(data: &Path, host_action: HostAction, guests: Guests) -
         drop_privileges: false,
         bridge: None,
         console_to_host: false,
+        agent_port: keel_common::host::DEFAULT_AGENT_PORT,
     };
     let socket = run.join("init.sock");
     let shared = Arc::new(Shared::new(GuestManager::load(paths)));
