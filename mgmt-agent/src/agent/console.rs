@@ -22,7 +22,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use super::audit::request_name;
 use super::dispatch::{dispatch, error};
 use super::server::Shared;
-use crate::messages::{ErrorCode, GuestState};
+use crate::messages::{ErrorCode, GuestState, MAX_CHUNK};
 use crate::{ClientMessage, Peer, Request, Response, ServerMessage, Session};
 
 /// How long an attach waits for a starting VMM's socket.
@@ -106,6 +106,14 @@ fn finish(session: &mut Session, stream: &mut TcpStream, id: u64, response: Resp
     }
 }
 
+/// `data` as the `ConsoleData` of one frame each (a follow's history may
+/// be larger than a frame); at least one, empty for no data.
+fn frames(data: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
+    let none = data.is_empty().then(Vec::new);
+    none.into_iter()
+        .chain(data.chunks(MAX_CHUNK).map(<[u8]>::to_vec))
+}
+
 /// The last `n` lines of `bytes` (all of it if it has fewer).
 pub fn last_lines(bytes: &[u8], n: u32) -> &[u8] {
     if n == 0 {
@@ -173,7 +181,8 @@ pub fn run(
                 )
             {
                 shared.audit.request(peer, &what, "ok");
-                if !send(session, stream, Response::ConsoleData(history(shared))) {
+                let history = history(shared);
+                if !frames(&history).all(|d| send(session, stream, Response::ConsoleData(d))) {
                     return Ended::SessionClosed;
                 }
                 return finish(session, stream, id, Response::ConsoleClosed);
@@ -183,7 +192,8 @@ pub fn run(
         }
     };
     shared.audit.request(peer, &what, "ok");
-    if !send(session, stream, Response::ConsoleData(history(shared))) {
+    let history = history(shared);
+    if !frames(&history).all(|d| send(session, stream, Response::ConsoleData(d))) {
         return Ended::SessionClosed;
     }
     let idle = PollTimeout::try_from(shared.settings.idle_timeout).unwrap_or(PollTimeout::MAX);

@@ -8,6 +8,7 @@ use super::audit::request_name;
 use super::host_info::host_info;
 use super::init_client::GuestError;
 use super::keys;
+use super::log_lines;
 use super::server::Shared;
 use crate::messages::{ErrorCode, Request, Response};
 use crate::{allowed, Fingerprint, Peer};
@@ -118,8 +119,7 @@ fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
                     .lines()
                     .map(|l| l.trim_end_matches('\r').to_string())
                     .collect();
-                let skip = lines.len().saturating_sub(*tail as usize);
-                Response::LogLines(lines.into_iter().skip(skip).collect())
+                Response::LogLines(log_lines::fit(lines, *tail))
             }
             Err((kind, message)) => error(kind, message),
         },
@@ -131,8 +131,7 @@ fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
             let mut lines = init.host_log(*tail).unwrap_or_default();
             let events = shared.events.lines();
             lines.extend(events.iter().map(|l| format!("keel-agent: {l}")));
-            let skip = lines.len().saturating_sub(*tail as usize);
-            Response::LogLines(lines.into_iter().skip(skip).collect())
+            Response::LogLines(log_lines::fit(lines, *tail))
         }
         Request::Audit { tail } => shared.audit.tail(*tail),
         Request::AuthorizeKey {

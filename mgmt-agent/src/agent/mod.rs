@@ -20,12 +20,13 @@ mod events;
 mod handshakes;
 mod host_info;
 pub mod init_client;
-mod pairing;
 mod keys;
+mod log_lines;
+mod pairing;
 mod rate_limit;
 mod server;
-mod settings;
 mod sessions;
+mod settings;
 pub mod upload;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};

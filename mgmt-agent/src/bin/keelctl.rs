@@ -359,9 +359,9 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
                 &format!("authorised {} as {role}", key.fingerprint()),
             )
         }
+        Command::Key { command } => key(cli, &dir, command),
         Command::Audit { tail } => {
             let mut c = connect(&dir, cli.host.as_deref(), &ConnectOptions::default())?;
-        Command::Key { command } => key(cli, &dir, command),
             match c.call(Request::Audit { tail: *tail })? {
                 Response::Audit(entries) if cli.json => json_out(&entries),
                 Response::Audit(entries) => {
@@ -387,8 +387,6 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
     }
 }
 
-fn print_host_info(json: bool, info: &HostInfo) -> Result<(), ClientError> {
-    if json {
 fn key(cli: &Cli, dir: &ConfigDir, command: &KeyCommand) -> Result<(), ClientError> {
     let fingerprint = match command {
         KeyCommand::Revoke { fingerprint } | KeyCommand::SetRole { fingerprint, .. } => {
@@ -436,6 +434,8 @@ fn key(cli: &Cli, dir: &ConfigDir, command: &KeyCommand) -> Result<(), ClientErr
     }
 }
 
+fn print_host_info(json: bool, info: &HostInfo) -> Result<(), ClientError> {
+    if json {
         return json_out(info);
     }
     println!("hostname:       {}", info.hostname);
@@ -593,9 +593,9 @@ fn upload(
     dir: &ConfigDir,
     local: &std::path::Path,
     remote: &str,
+    replace: bool,
 ) -> Result<(), ClientError> {
     use std::io::IsTerminal;
-    replace: bool,
     // Hash before connecting, so a missing file fails fast and the idle
     // timeout does not run while a large file is hashed.
     let (size, sha256) = keel_mgmt::client::sha256_file(local)?;
@@ -618,12 +618,12 @@ fn upload(
         remote,
         size,
         sha256,
-        &mut file,
-        keel_mgmt::messages::MAX_CHUNK,
         replace,
     };
     let result = c.upload_file(
         &target,
+        &mut file,
+        keel_mgmt::messages::MAX_CHUNK,
         &mut |sent| bar.set_position(sent),
     );
     bar.finish_and_clear();
