@@ -63,7 +63,26 @@ pub fn announce(line: &str) {
     LOGGER.write(Level::Info, line);
 }
 
+/// Writes `line` to the consoles only: not to the recent lines that
+/// `keelctl logs` serves, nor to the kernel log. For secrets meant for
+/// whoever stands at the host, such as the pairing code.
+pub fn console_only(line: &str) {
+    LOGGER.write_consoles(line);
+}
+
 impl InitLogger {
+    fn write_consoles(&self, line: &str) {
+        let Ok(mut sinks) = self.sinks.lock() else {
+            return;
+        };
+        for console in sinks.consoles.iter_mut() {
+            let _ = console.write_all(format!("{line}\r\n").as_bytes());
+        }
+        if sinks.consoles.is_empty() {
+            eprintln!("{line}");
+        }
+    }
+
     fn reopen(&self) {
         let mut consoles = Vec::new();
         for name in active_consoles() {

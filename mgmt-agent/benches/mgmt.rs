@@ -255,7 +255,7 @@ fn main() {
     let mut kh = KnownHosts::default();
     let pair = ConnectOptions {
         trust_on_first_use: true,
-        pairing_code: handle.pairing_code().map(str::to_string),
+        pairing_code: handle.pairing_code(),
         timeout: Some(Duration::from_secs(60)),
     };
     drop(Client::connect(&target, &key, &mut kh, &pair).unwrap());

@@ -1,6 +1,8 @@
 //! The handshake: version negotiation, ephemeral X25519, host signature,
 //! host key check, session keys, then client authentication inside the
-//! encrypted channel. PROTOCOL.md gives the byte layouts and the argument.
+//! encrypted channel. Pairing adds a SPAKE2 exchange ([`crate::pake`])
+//! whose key goes into the session keys, and the server proves it first.
+//! PROTOCOL.md gives the byte layouts and the argument.
 
 use std::io::{Read, Write};
 
@@ -13,11 +15,13 @@ use keel_common::frame::{self, FrameError};
 
 use crate::keys::{ClientKey, Fingerprint, HostKey, PublicKey};
 use crate::known_hosts::{HostCheck, KnownHosts};
+use crate::pake::{Pake, PAKE_MESSAGE_LEN};
 use crate::roles::Role;
 use crate::session::{derive_keys, Session, SessionError};
 
-/// Protocol versions this build speaks, lowest first.
-pub const SUPPORTED_VERSIONS: &[u16] = &[1];
+/// Protocol versions this build speaks, lowest first. Version 1's pairing
+/// sent the code to whichever host answered, so it is refused outright.
+pub const SUPPORTED_VERSIONS: &[u16] = &[2];
 
 /// Domain-separation label that starts every transcript.
 pub const TRANSCRIPT_LABEL: &[u8] = b"keel-mgmt handshake\0";
@@ -34,7 +38,12 @@ pub const MSG_AUTH_KEY: u8 = 0x03;
 pub const MSG_AUTH_PAIRING: u8 = 0x04;
 pub const MSG_AUTH_ACCEPTED: u8 = 0x05;
 pub const MSG_AUTH_REJECTED: u8 = 0x06;
+pub const MSG_PAIRING_CONFIRM: u8 = 0x07;
 pub const MSG_ALERT_NO_VERSION: u8 = 0x7f;
+
+/// Hello mode bytes: how the client means to authenticate.
+pub const MODE_KEY: u8 = 0x00;
+pub const MODE_PAIRING: u8 = 0x01;
 
 /// Most versions a hello may list.
 pub const MAX_VERSIONS: usize = 16;
@@ -82,6 +91,17 @@ pub enum HandshakeError {
     ClientSignatureInvalid,
     #[error("The pairing code must be 1 to {MAX_PAIRING_CODE} bytes long.")]
     BadPairingCode,
+    /// Client side: the host did not answer the pairing exchange.
+    #[error("The host is not open for pairing: it has an admin key already, its pairing window has closed, or another pairing attempt is under way (try again in a few seconds).")]
+    PairingClosed,
+    /// Client side: the host's confirmation did not open, so it does not
+    /// know the code. Nothing derived from the code or the key was sent.
+    #[error("Pairing failed: the host did not prove that it knows this pairing code. Either the code is wrong (the host shows a fresh one on its console after a failed attempt) or someone is intercepting the connection.")]
+    PairingFailed,
+    /// Server side: a pairing client's proof did not open under the key
+    /// of this code, or it gave up after the server's confirmation.
+    #[error("The client did not complete pairing: wrong code or abandoned attempt.")]
+    WrongPairingCode,
     #[error("The X25519 key agreement failed.")]
     KeyAgreement,
     #[error("The system random source failed.")]
@@ -94,6 +114,8 @@ pub struct ClientHello {
     pub versions: Vec<u16>,
     pub ephemeral: [u8; 32],
     pub nonce: [u8; 32],
+    /// The client's SPAKE2 message when it comes to pair.
+    pub pairing: Option<[u8; PAKE_MESSAGE_LEN]>,
 }
 
 /// The server's reply. `signature` covers the transcript hash, which
@@ -105,10 +127,15 @@ pub struct ServerHello {
     pub ephemeral: [u8; 32],
     pub nonce: [u8; 32],
     pub host_key: [u8; 32],
+    /// The server's SPAKE2 message, in answer to a pairing client; `None`
+    /// tells it pairing is not open.
+    pub pairing: Option<[u8; PAKE_MESSAGE_LEN]>,
     pub signature: [u8; 64],
 }
 
-/// How the client authenticates, inside the encrypted channel.
+/// How the client authenticates, inside the encrypted channel. Both
+/// carry the client key and its signature over the transcript; a pairing
+/// client has already proved the code through the session keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientAuth {
     Key {
@@ -118,20 +145,29 @@ pub enum ClientAuth {
     Pairing {
         public_key: [u8; 32],
         signature: [u8; 64],
-        code: String,
     },
 }
 
 /// What the server learned about a client whose signature verified, for
-/// the agent's authorisation callback.
+/// the agent's authorisation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerAuth {
     /// Look the key up in authorized_keys.
     Key { public_key: PublicKey },
-    /// First-boot enrolment: check the one-time code (in constant time),
-    /// expire it, and enrol `public_key`. The client has proved it holds
-    /// the private half.
-    PairingCode { code: String, public_key: PublicKey },
+    /// First-boot enrolment: the client proved the pairing code (its
+    /// frames opened under the exchange's key) and holds the private half
+    /// of `public_key`; enrol it.
+    Paired { public_key: PublicKey },
+}
+
+/// The agent's side of the handshake's decisions.
+pub trait Authority {
+    /// The code to run a pairing exchange with, if a pairing attempt may
+    /// start now; `None` tells the client that pairing is closed.
+    fn pairing_code(&self) -> Option<String>;
+    /// The role for a client that proved `auth`, or `None` to refuse.
+    /// Called once, after the client's signature verified.
+    fn authorize(&self, auth: &PeerAuth) -> Option<Role>;
 }
 
 /// An authenticated client, as the server sees it.
@@ -151,8 +187,8 @@ pub struct ClientOptions {
     pub trust_on_first_use: bool,
     /// Versions to offer; defaults to [`SUPPORTED_VERSIONS`].
     pub versions: Vec<u16>,
-    /// Authenticate with this one-time pairing code instead of an
-    /// authorized key, enrolling the client key.
+    /// Pair with this code instead of authenticating with an authorized
+    /// key, enrolling the client key. The host must prove the code first.
     pub pairing_code: Option<String>,
 }
 
@@ -242,7 +278,25 @@ impl ClientHello {
         put_versions(&mut out, &self.versions);
         out.extend_from_slice(&self.ephemeral);
         out.extend_from_slice(&self.nonce);
+        match &self.pairing {
+            None => out.push(MODE_KEY),
+            Some(msg) => {
+                out.push(MODE_PAIRING);
+                out.extend_from_slice(msg);
+            }
+        }
         out
+    }
+
+    /// Only the offered versions: every version's hello starts with them,
+    /// so a client of another version gets a version alert rather than a
+    /// parse error.
+    pub fn offered_versions(buf: &[u8]) -> Result<Vec<u16>, HandshakeError> {
+        let mut r = Reader { buf };
+        if r.u8("message type")? != MSG_CLIENT_HELLO {
+            return Err(HandshakeError::Malformed("expected a client hello"));
+        }
+        r.versions()
     }
 
     pub fn decode(buf: &[u8]) -> Result<Self, HandshakeError> {
@@ -250,13 +304,21 @@ impl ClientHello {
         if r.u8("message type")? != MSG_CLIENT_HELLO {
             return Err(HandshakeError::Malformed("expected a client hello"));
         }
-        let hello = ClientHello {
-            versions: r.versions()?,
-            ephemeral: r.array("ephemeral key")?,
-            nonce: r.array("nonce")?,
+        let versions = r.versions()?;
+        let ephemeral = r.array("ephemeral key")?;
+        let nonce = r.array("nonce")?;
+        let pairing = match r.u8("mode")? {
+            MODE_KEY => None,
+            MODE_PAIRING => Some(r.array("pairing message")?),
+            _ => return Err(HandshakeError::Malformed("unknown hello mode")),
         };
         r.end()?;
-        Ok(hello)
+        Ok(ClientHello {
+            versions,
+            ephemeral,
+            nonce,
+            pairing,
+        })
     }
 }
 
@@ -269,6 +331,14 @@ impl ServerHello {
         out.extend_from_slice(&self.ephemeral);
         out.extend_from_slice(&self.nonce);
         out.extend_from_slice(&self.host_key);
+        match &self.pairing {
+            None => out.push(0),
+            Some(msg) => {
+                // PAKE_MESSAGE_LEN is 33: it fits the length byte.
+                out.push(PAKE_MESSAGE_LEN as u8);
+                out.extend_from_slice(msg);
+            }
+        }
         out
     }
 
@@ -289,6 +359,11 @@ impl ServerHello {
             ephemeral: r.array("ephemeral key")?,
             nonce: r.array("nonce")?,
             host_key: r.array("host key")?,
+            pairing: match r.u8("pairing length")? as usize {
+                0 => None,
+                PAKE_MESSAGE_LEN => Some(r.array("pairing message")?),
+                _ => return Err(HandshakeError::Malformed("bad pairing message length")),
+            },
             signature: r.array("signature")?,
         };
         r.end()?;
@@ -311,16 +386,10 @@ impl ClientAuth {
             ClientAuth::Pairing {
                 public_key,
                 signature,
-                code,
             } => {
-                // The client checks the length up front; this cap only keeps
-                // the length byte honest.
-                let code = &code.as_bytes()[..code.len().min(MAX_PAIRING_CODE)];
                 let mut out = vec![MSG_AUTH_PAIRING];
                 out.extend_from_slice(public_key);
                 out.extend_from_slice(signature);
-                out.push(code.len() as u8);
-                out.extend_from_slice(code);
                 out
             }
         }
@@ -333,23 +402,10 @@ impl ClientAuth {
                 public_key: r.array("public key")?,
                 signature: r.array("signature")?,
             },
-            MSG_AUTH_PAIRING => {
-                let public_key = r.array("public key")?;
-                let signature = r.array("signature")?;
-                let len = r.u8("code length")? as usize;
-                if len == 0 || len > MAX_PAIRING_CODE {
-                    return Err(HandshakeError::Malformed(
-                        "pairing code length out of range",
-                    ));
-                }
-                let code = std::str::from_utf8(r.take(len, "pairing code")?)
-                    .map_err(|_| HandshakeError::Malformed("pairing code is not UTF-8"))?;
-                ClientAuth::Pairing {
-                    public_key,
-                    signature,
-                    code: code.to_string(),
-                }
-            }
+            MSG_AUTH_PAIRING => ClientAuth::Pairing {
+                public_key: r.array("public key")?,
+                signature: r.array("signature")?,
+            },
             _ => {
                 return Err(HandshakeError::Malformed(
                     "expected a client authentication",
@@ -406,19 +462,21 @@ fn ephemeral(rng: &SystemRandom) -> Result<(EphemeralPrivateKey, [u8; 32]), Hand
 fn agree(
     private: EphemeralPrivateKey,
     peer: &[u8; 32],
+    pake_key: &[u8],
     transcript: &[u8; 32],
 ) -> Result<crate::session::SessionKeys, HandshakeError> {
     // ring rejects an all-zero shared secret (a low-order peer point).
     agreement::agree_ephemeral(private, &UnparsedPublicKey::new(&X25519, peer), |shared| {
-        derive_keys(shared, transcript)
+        derive_keys(shared, pake_key, transcript)
     })
     .map_err(|_| HandshakeError::KeyAgreement)?
     .map_err(HandshakeError::from)
 }
 
 /// Runs the client side. `host` is the known_hosts name, e.g.
-/// `hv01:7444`. On trust on first use the new key is added to
-/// `known_hosts`; the caller saves it.
+/// `hv01:7444`. A host key that is new is added to `known_hosts` (the
+/// caller saves it) when trust on first use is allowed, or when the host
+/// proved the pairing code.
 pub fn client_handshake_with<S: Read + Write + ?Sized>(
     stream: &mut S,
     key: &ClientKey,
@@ -433,6 +491,7 @@ pub fn client_handshake_with<S: Read + Write + ?Sized>(
     }
     let rng = SystemRandom::new();
     let (private, ephemeral_public) = ephemeral(&rng)?;
+    let pake = options.pairing_code.as_deref().map(Pake::client);
     let hello = ClientHello {
         versions: options
             .versions
@@ -442,6 +501,7 @@ pub fn client_handshake_with<S: Read + Write + ?Sized>(
             .collect(),
         ephemeral: ephemeral_public,
         nonce: random32(&rng)?,
+        pairing: pake.as_ref().map(|(_, msg)| *msg),
     };
     let hello_bytes = hello.encode();
     frame::write_frame(stream, &hello_bytes, MAX_HANDSHAKE_FRAME)?;
@@ -473,36 +533,36 @@ pub fn client_handshake_with<S: Read + Write + ?Sized>(
             expected: expected.unwrap_or(0),
         });
     }
-    let mut trusted_on_first_use = false;
-    match known_hosts.check(host, &host_key) {
-        HostCheck::Trusted => {}
-        HostCheck::Unknown(fingerprint) if !options.trust_on_first_use => {
-            return Err(HandshakeError::UnknownHost {
-                host: host.to_string(),
-                fingerprint,
-            })
-        }
-        HostCheck::Unknown(_) => {
-            known_hosts.add(host, host_key);
-            trusted_on_first_use = true;
-        }
-        HostCheck::Changed {
-            expected,
-            presented,
-            line,
-        } => {
-            return Err(HandshakeError::HostKeyChanged {
-                host: host.to_string(),
-                expected,
-                presented,
-                line,
-            })
-        }
-    }
 
-    let keys = agree(private, &server.ephemeral, &transcript)?;
-    let mut session = Session::new(&keys, true, server.chosen, host_key)?;
-    session.trusted_on_first_use = trusted_on_first_use;
+    let mut session = match pake {
+        None => {
+            let pinned = check_host(known_hosts, host, host_key, options.trust_on_first_use)?;
+            let keys = agree(private, &server.ephemeral, &[], &transcript)?;
+            let mut session = Session::new(&keys, true, server.chosen, host_key)?;
+            session.trusted_on_first_use = pinned;
+            session
+        }
+        Some((pake, _)) => {
+            let theirs = server.pairing.ok_or(HandshakeError::PairingClosed)?;
+            let pake_key = pake
+                .finish(&theirs)
+                .map_err(|_| HandshakeError::Malformed("invalid pairing message"))?;
+            let keys = agree(private, &server.ephemeral, &pake_key, &transcript)?;
+            let mut session = Session::new(&keys, true, server.chosen, host_key)?;
+            // The host proves the code before we send anything that
+            // depends on it: its confirmation opens only under the key of
+            // the same code and the same transcript.
+            match session.recv_bytes(stream) {
+                Ok(confirm) if confirm == [MSG_PAIRING_CONFIRM] => {}
+                Ok(_) => return Err(HandshakeError::Malformed("expected a pairing confirmation")),
+                Err(SessionError::Decrypt) => return Err(HandshakeError::PairingFailed),
+                Err(e) => return Err(e.into()),
+            }
+            // Now the host key is vouched for by the code.
+            session.trusted_on_first_use = check_host(known_hosts, host, host_key, true)?;
+            session
+        }
+    };
 
     let signature = key.sign(&signed_message(CLIENT_SIG_CONTEXT, &transcript));
     let public_key = key.public_key().0;
@@ -511,10 +571,9 @@ pub fn client_handshake_with<S: Read + Write + ?Sized>(
             public_key,
             signature,
         },
-        Some(code) => ClientAuth::Pairing {
+        Some(_) => ClientAuth::Pairing {
             public_key,
             signature,
-            code: code.clone(),
         },
     };
     session.send_bytes(stream, &auth.encode())?;
@@ -532,38 +591,69 @@ pub fn client_handshake_with<S: Read + Write + ?Sized>(
     }
 }
 
-/// Runs the server side with default options. `authorize` is called once,
-/// only after the client has proved possession of the key, and returns
-/// the role to grant or `None` to refuse. The caller should set a read
-/// timeout on the stream first so that a silent client cannot hold a
-/// connection slot.
-pub fn server_handshake<S, F>(
+/// Checks `host_key` against known_hosts; a new key is pinned when
+/// `pin_new` allows it. Returns whether it was pinned now.
+fn check_host(
+    known_hosts: &mut KnownHosts,
+    host: &str,
+    host_key: PublicKey,
+    pin_new: bool,
+) -> Result<bool, HandshakeError> {
+    match known_hosts.check(host, &host_key) {
+        HostCheck::Trusted => Ok(false),
+        HostCheck::Unknown(fingerprint) if !pin_new => Err(HandshakeError::UnknownHost {
+            host: host.to_string(),
+            fingerprint,
+        }),
+        HostCheck::Unknown(_) => {
+            known_hosts.add(host, host_key);
+            Ok(true)
+        }
+        HostCheck::Changed {
+            expected,
+            presented,
+            line,
+        } => Err(HandshakeError::HostKeyChanged {
+            host: host.to_string(),
+            expected,
+            presented,
+            line,
+        }),
+    }
+}
+
+/// Runs the server side with default options. `authority` is asked for
+/// the pairing code when a client comes to pair, and to authorise the
+/// client once it has proved its key. The caller bounds the whole
+/// handshake in time (see the agent's deadline) so that a silent client
+/// cannot hold a connection slot.
+pub fn server_handshake<S, A>(
     stream: &mut S,
     host_key: &HostKey,
-    authorize: F,
+    authority: &A,
 ) -> Result<(Session, Peer), HandshakeError>
 where
     S: Read + Write + ?Sized,
-    F: FnOnce(&PeerAuth) -> Option<Role>,
+    A: Authority + ?Sized,
 {
-    server_handshake_with(stream, host_key, &ServerOptions::default(), authorize)
+    server_handshake_with(stream, host_key, &ServerOptions::default(), authority)
 }
 
 /// Runs the server side.
-pub fn server_handshake_with<S, F>(
+pub fn server_handshake_with<S, A>(
     stream: &mut S,
     host_key: &HostKey,
     options: &ServerOptions,
-    authorize: F,
+    authority: &A,
 ) -> Result<(Session, Peer), HandshakeError>
 where
     S: Read + Write + ?Sized,
-    F: FnOnce(&PeerAuth) -> Option<Role>,
+    A: Authority + ?Sized,
 {
     let rng = SystemRandom::new();
     let hello_bytes = frame::read_frame(stream, MAX_HANDSHAKE_FRAME)?;
-    let hello = ClientHello::decode(&hello_bytes)?;
-    let Some(chosen) = negotiate(&options.versions, &hello.versions) else {
+    let offered = ClientHello::offered_versions(&hello_bytes)?;
+    let Some(chosen) = negotiate(&options.versions, &offered) else {
         // Tell the client what we speak so its error is useful; the list
         // is no secret.
         let mut alert = vec![MSG_ALERT_NO_VERSION];
@@ -572,8 +662,14 @@ where
         let _ = frame::write_frame(stream, &alert, MAX_HANDSHAKE_FRAME);
         return Err(HandshakeError::NoCommonVersion {
             ours: options.versions.clone(),
-            theirs: hello.versions,
+            theirs: offered,
         });
+    };
+    let hello = ClientHello::decode(&hello_bytes)?;
+    // A pairing client gets our SPAKE2 message if pairing is open now.
+    let pake = match hello.pairing {
+        Some(_) => authority.pairing_code().map(|code| Pake::server(&code)),
+        None => None,
     };
 
     let (private, ephemeral_public) = ephemeral(&rng)?;
@@ -588,50 +684,89 @@ where
         ephemeral: ephemeral_public,
         nonce: random32(&rng)?,
         host_key: host_key.public_key().0,
+        pairing: pake.as_ref().map(|(_, msg)| *msg),
         signature: [0; 64],
     };
     let transcript = transcript_hash(&hello_bytes, &server.encode_unsigned());
     server.signature = host_key.sign(&signed_message(SERVER_SIG_CONTEXT, &transcript));
     frame::write_frame(stream, &server.encode(), MAX_HANDSHAKE_FRAME)?;
 
-    let keys = agree(private, &hello.ephemeral, &transcript)?;
+    let pake_key = match (hello.pairing, pake) {
+        (None, _) => None,
+        (Some(_), None) => return Err(HandshakeError::PairingClosed),
+        (Some(theirs), Some((pake, _))) => Some(
+            pake.finish(&theirs)
+                .map_err(|_| HandshakeError::Malformed("invalid pairing message"))?,
+        ),
+    };
+    let keys = agree(
+        private,
+        &hello.ephemeral,
+        pake_key.as_ref().map_or(&[][..], |k| &k[..]),
+        &transcript,
+    )?;
     let client_public_placeholder = PublicKey([0; 32]);
     let mut session = Session::new(&keys, false, chosen, client_public_placeholder)?;
+    if pake_key.is_some() {
+        // Proof that we know the code, before the client sends anything.
+        session.send_bytes(stream, &[MSG_PAIRING_CONFIRM])?;
+    }
 
-    let auth = ClientAuth::decode(&session.recv_bytes(stream)?)?;
-    let (public_key, signature, peer_auth) = match auth {
-        ClientAuth::Key {
-            public_key,
-            signature,
-        } => (
+    let auth = match session.recv_bytes(stream) {
+        Ok(bytes) => ClientAuth::decode(&bytes)?,
+        // Under a pairing key, a frame that does not open came from a
+        // client with another code; a client that gives up after our
+        // confirmation has tested its one guess.
+        Err(SessionError::Decrypt) if pake_key.is_some() => {
+            return Err(HandshakeError::WrongPairingCode)
+        }
+        Err(SessionError::Frame(FrameError::Closed)) if pake_key.is_some() => {
+            return Err(HandshakeError::WrongPairingCode)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (public_key, signature, peer_auth) = match (auth, pake_key.is_some()) {
+        (
+            ClientAuth::Key {
+                public_key,
+                signature,
+            },
+            false,
+        ) => (
             public_key,
             signature,
             PeerAuth::Key {
                 public_key: PublicKey(public_key),
             },
         ),
-        ClientAuth::Pairing {
+        (
+            ClientAuth::Pairing {
+                public_key,
+                signature,
+            },
+            true,
+        ) => (
             public_key,
             signature,
-            code,
-        } => (
-            public_key,
-            signature,
-            PeerAuth::PairingCode {
-                code,
+            PeerAuth::Paired {
                 public_key: PublicKey(public_key),
             },
         ),
+        _ => {
+            return Err(HandshakeError::Malformed(
+                "authentication does not match the hello's mode",
+            ))
+        }
     };
     let public_key = PublicKey(public_key);
     // Every refusal sends the same single byte, so the client cannot tell
-    // an unknown key from a bad signature or a wrong pairing code.
+    // an unknown key from a bad signature.
     if !public_key.verify(&signed_message(CLIENT_SIG_CONTEXT, &transcript), &signature) {
         session.send_bytes(stream, &[MSG_AUTH_REJECTED])?;
         return Err(HandshakeError::ClientSignatureInvalid);
     }
-    let paired = matches!(peer_auth, PeerAuth::PairingCode { .. });
-    let Some(role) = authorize(&peer_auth) else {
+    let paired = matches!(peer_auth, PeerAuth::Paired { .. });
+    let Some(role) = authority.authorize(&peer_auth) else {
         session.send_bytes(stream, &[MSG_AUTH_REJECTED])?;
         return Err(HandshakeError::Unauthorized {
             fingerprint: public_key.fingerprint(),
@@ -657,26 +792,30 @@ mod tests {
 
     #[test]
     fn hellos_round_trip() {
-        let c = ClientHello {
+        let mut c = ClientHello {
             versions: vec![1, 2],
             ephemeral: [1; 32],
             nonce: [2; 32],
+            pairing: None,
         };
         assert_eq!(ClientHello::decode(&c.encode()).unwrap(), c);
-        assert_eq!(c.encode().len(), 1 + 1 + 4 + 64);
+        assert_eq!(c.encode().len(), 1 + 1 + 4 + 64 + 1);
+        c.pairing = Some([9; PAKE_MESSAGE_LEN]);
+        assert_eq!(ClientHello::decode(&c.encode()).unwrap(), c);
+        assert_eq!(ClientHello::offered_versions(&c.encode()).unwrap(), [1, 2]);
         let s = ServerHello {
             chosen: 2,
             versions: vec![1, 2],
             ephemeral: [3; 32],
             nonce: [4; 32],
             host_key: [5; 32],
+            pairing: Some([7; PAKE_MESSAGE_LEN]),
             signature: [6; 64],
         };
         assert_eq!(ServerHello::decode(&s.encode()).unwrap(), s);
         let a = ClientAuth::Pairing {
             public_key: [7; 32],
             signature: [8; 64],
-            code: "123-456".into(),
         };
         assert_eq!(ClientAuth::decode(&a.encode()).unwrap(), a);
     }
@@ -693,6 +832,7 @@ mod tests {
             versions: vec![1],
             ephemeral: [0; 32],
             nonce: [0; 32],
+            pairing: None,
         }
         .encode();
         long.push(0);

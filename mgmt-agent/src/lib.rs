@@ -10,14 +10,15 @@ pub mod handshake;
 pub mod keys;
 pub mod known_hosts;
 pub mod messages;
+pub mod pake;
 pub mod roles;
 pub mod session;
 pub mod util;
 
 pub use authorized_keys::{AuthorizedKey, AuthorizedKeys, AuthorizedKeysError};
 pub use handshake::{
-    client_handshake_with, server_handshake, server_handshake_with, ClientOptions, HandshakeError,
-    Peer, PeerAuth, ServerOptions, SUPPORTED_VERSIONS,
+    client_handshake_with, server_handshake, server_handshake_with, Authority, ClientOptions,
+    HandshakeError, Peer, PeerAuth, ServerOptions, SUPPORTED_VERSIONS,
 };
 pub use keel_common::frame::FrameError;
 pub use keys::{ClientKey, Fingerprint, HostKey, KeyError, PublicKey};

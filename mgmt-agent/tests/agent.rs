@@ -44,6 +44,23 @@ fn rejected(r: Result<Client, ClientError>) -> ClientError {
     }
 }
 
+/// A pairing attempt that fails on the client's side with `expected`.
+fn pairing_fails(r: Result<Client, ClientError>, expected: fn(&HandshakeError) -> bool) {
+    match r {
+        Ok(_) => panic!("expected pairing to fail"),
+        Err(ClientError::Handshake(e)) if expected(&e) => {}
+        Err(e) => panic!("unexpected {e:?}"),
+    }
+}
+
+fn closed(e: &HandshakeError) -> bool {
+    matches!(e, HandshakeError::PairingClosed)
+}
+
+fn failed(e: &HandshakeError) -> bool {
+    matches!(e, HandshakeError::PairingFailed)
+}
+
 #[test]
 fn pairing_code_works_once() {
     let agent = Agent::start();
@@ -71,11 +88,12 @@ fn pairing_code_works_once() {
     // The enrolled key now works without a code.
     agent.connect(&key, None).unwrap();
 
-    // The code cannot be reused, by anyone.
+    // The code cannot be reused, by anyone: pairing is closed.
     let other = ClientKey::generate().unwrap();
-    rejected(agent.connect(&other, Some(&code)));
+    pairing_fails(agent.connect(&other, Some(&code)), closed);
     agent.wait_audit(&["handshake refused", "reason=pairing not available"]);
-    rejected(agent.connect(&key, Some(&code)));
+    pairing_fails(agent.connect(&key, Some(&code)), closed);
+    assert_eq!(agent.handle.pairing_code(), None);
 }
 
 #[test]
@@ -94,14 +112,69 @@ fn the_pairing_file_holds_the_code_until_pairing_closes() {
     assert!(!file.exists(), "the code is gone once used");
 }
 
+/// A failed attempt from the network spends the code but does not lock
+/// the operator out: a fresh code is published (init shows it on the
+/// console) and works, and the spent one does not.
 #[test]
-fn wrong_pairing_code_burns_the_code() {
+fn a_wrong_pairing_code_gets_a_fresh_code_on_the_console() {
+    let dir = temp_dir("pairing-fresh");
+    let file = dir.join("pairing-code");
+    let path = file.clone();
+    let agent = Agent::start_with("127.0.0.1:0", move |c| c.pairing_file = Some(path));
+    let spent = agent.code();
+    let key = ClientKey::generate().unwrap();
+    pairing_fails(agent.connect(&key, Some("0000-0000")), failed);
+    agent.wait_audit(&["reason=wrong pairing code or abandoned pairing"]);
+    let fresh = agent.code();
+    assert_ne!(fresh, spent);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        format!("{fresh}\n")
+    );
+    // Attempts are paced.
+    std::thread::sleep(keel_mgmt::agent::PAIRING_ATTEMPT_INTERVAL);
+    pairing_fails(agent.connect(&key, Some(&spent)), failed);
+    // The server replaces the code as the attempt ends, just after the
+    // client has given up.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while agent.code() == fresh {
+        assert!(Instant::now() < deadline, "the code was not replaced");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fresh = agent.code();
+    std::thread::sleep(keel_mgmt::agent::PAIRING_ATTEMPT_INTERVAL);
+    let c = agent.connect(&key, Some(&fresh)).unwrap();
+    assert_eq!(c.session().role(), Some(Role::Admin));
+    assert!(!file.exists());
+}
+
+/// One pairing attempt at a time: a second one is told pairing is busy
+/// while a stalled one holds it, until the handshake deadline ends it.
+#[test]
+fn a_stalled_pairing_attempt_holds_pairing_only_until_its_deadline() {
+    use keel_mgmt::handshake::{ClientHello, MAX_HANDSHAKE_FRAME};
+    use keel_mgmt::pake::Pake;
     let agent = Agent::start();
     let code = agent.code();
+    let mut staller = TcpStream::connect(agent.addr()).unwrap();
+    let hello = ClientHello {
+        versions: keel_mgmt::SUPPORTED_VERSIONS.to_vec(),
+        ephemeral: [9; 32],
+        nonce: [1; 32],
+        pairing: Some(Pake::client(&code).1),
+    };
+    keel_common::frame::write_frame(&mut staller, &hello.encode(), MAX_HANDSHAKE_FRAME).unwrap();
+    // The server hello shows the attempt has begun.
+    keel_common::frame::read_frame(&mut staller, MAX_HANDSHAKE_FRAME).unwrap();
     let key = ClientKey::generate().unwrap();
-    rejected(agent.connect(&key, Some("0000-0000x")));
-    agent.wait_audit(&["reason=wrong pairing code"]);
-    rejected(agent.connect(&key, Some(&code)));
+    pairing_fails(agent.connect(&key, Some(&code)), closed);
+    agent.wait_audit(&["reason=pairing busy"]);
+    // The fixture's handshake deadline is 2 s.
+    agent.wait_audit(&["reason=handshake timed out"]);
+    let fresh = agent.code();
+    assert_ne!(fresh, code, "the stalled attempt spent the code");
+    std::thread::sleep(keel_mgmt::agent::PAIRING_ATTEMPT_INTERVAL);
+    agent.connect(&key, Some(&fresh)).unwrap();
 }
 
 #[test]
@@ -111,8 +184,11 @@ fn pairing_code_expires() {
     });
     let code = agent.code();
     std::thread::sleep(Duration::from_millis(400));
-    rejected(agent.connect(&ClientKey::generate().unwrap(), Some(&code)));
-    agent.wait_audit(&["reason=pairing code expired"]);
+    pairing_fails(
+        agent.connect(&ClientKey::generate().unwrap(), Some(&code)),
+        closed,
+    );
+    agent.wait_audit(&["reason=pairing window closed"]);
 }
 
 #[test]

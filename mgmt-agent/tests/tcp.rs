@@ -6,16 +6,22 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use keel_common::frame::{self, FrameError};
-use keel_mgmt::handshake::{ClientHello, MAX_HANDSHAKE_FRAME};
+use keel_mgmt::handshake::{
+    signed_message, transcript_hash, ClientHello, ServerHello, MAX_HANDSHAKE_FRAME,
+    SERVER_SIG_CONTEXT,
+};
 use keel_mgmt::messages::{ErrorCode, HostInfo};
 use keel_mgmt::{
-    allowed, client_handshake_with, server_handshake_with, AuthorizedKeys, ClientKey,
+    allowed, client_handshake_with, server_handshake_with, Authority, AuthorizedKeys, ClientKey,
     ClientMessage, ClientOptions, HandshakeError, HostCheck, HostKey, KnownHosts, Peer, PeerAuth,
     Request, Response, Role, ServerMessage, ServerOptions, Session, SessionError, MAX_FRAME,
+    SUPPORTED_VERSIONS,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,13 +79,9 @@ impl Fixture {
         let handle = thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
             stream.set_read_timeout(Some(read_timeout)).unwrap();
-            let authorize = |auth: &PeerAuth| match auth {
-                PeerAuth::Key { public_key } => authorized.lookup(public_key).map(|(r, _)| r),
-                // The agent compares in constant time and expires the code.
-                PeerAuth::PairingCode { code, .. } => (code == PAIRING_CODE).then_some(Role::Admin),
-            };
+            let authority = TestAuthority { authorized };
             let (mut session, peer) =
-                match server_handshake_with(&mut stream, &host, &options, authorize) {
+                match server_handshake_with(&mut stream, &host, &options, &authority) {
                     Ok(ok) => ok,
                     Err(e) => return Outcome::Handshake(e),
                 };
@@ -99,6 +101,24 @@ impl Fixture {
             }
         });
         (addr, handle)
+    }
+}
+
+/// A stand-in for the agent: pairing always open with [`PAIRING_CODE`].
+struct TestAuthority {
+    authorized: AuthorizedKeys,
+}
+
+impl Authority for TestAuthority {
+    fn pairing_code(&self) -> Option<String> {
+        Some(PAIRING_CODE.into())
+    }
+
+    fn authorize(&self, auth: &PeerAuth) -> Option<Role> {
+        match auth {
+            PeerAuth::Key { public_key } => self.authorized.lookup(public_key).map(|(r, _)| r),
+            PeerAuth::Paired { .. } => Some(Role::Admin),
+        }
     }
 }
 
@@ -201,7 +221,7 @@ fn through_proxy<F>(f: &Fixture, mutate: F) -> (TcpStream, Session, JoinHandle<O
 where
     F: FnMut(usize, &[u8]) -> Option<Vec<u8>> + Send + 'static,
 {
-    let (addr, server) = f.serve(&[1], TIMEOUT);
+    let (addr, server) = f.serve(&[2], TIMEOUT);
     let mut stream = connect(proxy(addr, mutate));
     let session =
         client_handshake(&mut stream, &f.admin, &mut f.known_hosts(), HOST, false).unwrap();
@@ -225,12 +245,12 @@ fn handshake_failed(server: JoinHandle<Outcome>) -> HandshakeError {
 #[test]
 fn happy_path() {
     let f = Fixture::new();
-    let (addr, server) = f.serve(&[1], TIMEOUT);
+    let (addr, server) = f.serve(&[2], TIMEOUT);
     let mut stream = connect(addr);
     let mut session =
         client_handshake(&mut stream, &f.admin, &mut f.known_hosts(), HOST, false).unwrap();
     assert_eq!(session.role(), Some(Role::Admin));
-    assert_eq!(session.version(), 1);
+    assert_eq!(session.version(), 2);
     assert_eq!(session.peer_key(), f.host.public_key());
     assert!(!session.trusted_on_first_use());
     assert!(matches!(
@@ -253,60 +273,36 @@ fn happy_path() {
 #[test]
 fn unknown_client_key_gets_one_generic_error() {
     let f = Fixture::new();
-    let (addr, server) = f.serve(&[1], TIMEOUT);
+    let (addr, server) = f.serve(&[2], TIMEOUT);
     let mut stream = connect(addr);
     let e =
         client_handshake(&mut stream, &f.stranger, &mut f.known_hosts(), HOST, false).unwrap_err();
     assert!(matches!(e, HandshakeError::Rejected));
-    let generic = e.to_string();
-    assert_eq!(generic, "The server refused the authentication.");
+    assert_eq!(e.to_string(), "The server refused the authentication.");
     match handshake_failed(server) {
         HandshakeError::Unauthorized { fingerprint } => {
             assert_eq!(fingerprint, f.stranger.fingerprint())
         }
         other => panic!("unexpected {other:?}"),
     }
-
-    // A wrong pairing code looks exactly the same from the client.
-    let (addr, server) = f.serve(&[1], TIMEOUT);
-    let mut stream = connect(addr);
-    let options = ClientOptions {
-        pairing_code: Some("000-000".into()),
-        ..ClientOptions::default()
-    };
-    let e = client_handshake_with(
-        &mut stream,
-        &f.stranger,
-        &mut f.known_hosts(),
-        HOST,
-        &options,
-    )
-    .unwrap_err();
-    assert_eq!(e.to_string(), generic);
-    assert!(matches!(
-        handshake_failed(server),
-        HandshakeError::Unauthorized { .. }
-    ));
 }
 
 #[test]
-fn pairing_code_enrols_a_new_key() {
+fn pairing_code_enrols_a_new_key_and_pins_the_proven_host() {
     let f = Fixture::new();
-    let (addr, server) = f.serve(&[1], TIMEOUT);
+    let (addr, server) = f.serve(&[2], TIMEOUT);
     let mut stream = connect(addr);
     let options = ClientOptions {
-        pairing_code: Some(PAIRING_CODE.into()),
+        pairing_code: Some("314 159".into()),
         ..ClientOptions::default()
     };
-    let mut session = client_handshake_with(
-        &mut stream,
-        &f.stranger,
-        &mut f.known_hosts(),
-        HOST,
-        &options,
-    )
-    .unwrap();
+    // No trust on first use: the code vouches for the host key.
+    let mut kh = KnownHosts::default();
+    let mut session =
+        client_handshake_with(&mut stream, &f.stranger, &mut kh, HOST, &options).unwrap();
     assert_eq!(session.role(), Some(Role::Admin));
+    assert!(session.trusted_on_first_use());
+    assert_eq!(kh.check(HOST, &f.host.public_key()), HostCheck::Trusted);
     assert_eq!(
         call(&mut session, &mut stream, 1, Request::GuestList),
         Response::Guests(vec![])
@@ -317,10 +313,195 @@ fn pairing_code_enrols_a_new_key() {
     assert_eq!(peer.public_key, f.stranger.public_key());
 }
 
+/// Pairs through `addr` with `code`, counting the frames the client
+/// sends (via a pass-through proxy).
+fn pair_counting_frames(
+    addr: SocketAddr,
+    key: &ClientKey,
+    code: &str,
+) -> (Result<Session, HandshakeError>, usize) {
+    let frames = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&frames);
+    let addr = proxy(addr, move |_, body| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Some(with_header(body))
+    });
+    let mut stream = connect(addr);
+    let options = ClientOptions {
+        pairing_code: Some(code.into()),
+        ..ClientOptions::default()
+    };
+    let result =
+        client_handshake_with(&mut stream, key, &mut KnownHosts::default(), HOST, &options);
+    drop(stream);
+    // Let the proxy see the close.
+    thread::sleep(Duration::from_millis(50));
+    (result, frames.load(Ordering::SeqCst))
+}
+
+#[test]
+fn a_wrong_code_fails_before_the_client_sends_anything_but_its_hello() {
+    let f = Fixture::new();
+    let (addr, server) = f.serve(&[2], TIMEOUT);
+    let (result, frames) = pair_counting_frames(addr, &f.stranger, "271-828");
+    assert!(matches!(result, Err(HandshakeError::PairingFailed)));
+    assert_eq!(frames, 1, "the client sent more than its hello");
+    assert!(matches!(
+        handshake_failed(server),
+        HandshakeError::WrongPairingCode
+    ));
+}
+
+/// A host that answers pairing with its own key and a guessed code, as a
+/// guest spoofing ARP or DHCP would: the client refuses it and gives it
+/// nothing but the hello, whose SPAKE2 message is a uniformly random
+/// group element whatever the code.
+#[test]
+fn an_impostor_host_cannot_take_the_pairing() {
+    let f = Fixture::new();
+    let impostor = Fixture::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        struct Guess;
+        impl Authority for Guess {
+            fn pairing_code(&self) -> Option<String> {
+                Some("123-456".into())
+            }
+            fn authorize(&self, _: &PeerAuth) -> Option<Role> {
+                Some(Role::Admin)
+            }
+        }
+        server_handshake_with(
+            &mut stream,
+            &impostor.host,
+            &ServerOptions::default(),
+            &Guess,
+        )
+        .map(|_| ())
+    });
+    let (result, frames) = pair_counting_frames(addr, &f.stranger, PAIRING_CODE);
+    assert!(matches!(result, Err(HandshakeError::PairingFailed)));
+    assert_eq!(frames, 1);
+    assert!(matches!(
+        fake.join().unwrap(),
+        Err(HandshakeError::WrongPairingCode)
+    ));
+}
+
+/// A man in the middle relays the pairing between the real client and
+/// the real host, substituting its own ephemeral key and host key (and
+/// signing for them) to read the session. The SPAKE2 messages pass
+/// unchanged, yet without the code's key neither side's proof opens for
+/// the other: the client refuses, and no key is enrolled.
+#[test]
+fn a_relaying_man_in_the_middle_cannot_pair_or_read() {
+    let f = Fixture::new();
+    let (addr, server) = f.serve(&[2], TIMEOUT);
+    let mitm_host = HostKey::generate().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mitm_addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let (mut client, _) = listener.accept().unwrap();
+        let mut upstream = TcpStream::connect(addr).unwrap();
+        let client_hello = frame::read_frame(&mut client, MAX_HANDSHAKE_FRAME).unwrap();
+        let mut hello = ClientHello::decode(&client_hello).unwrap();
+        hello.ephemeral = [0x55; 32];
+        frame::write_frame(&mut upstream, &hello.encode(), MAX_HANDSHAKE_FRAME).unwrap();
+        let reply = frame::read_frame(&mut upstream, MAX_HANDSHAKE_FRAME).unwrap();
+        let mut server_hello = ServerHello::decode(&reply).unwrap();
+        server_hello.ephemeral = [0x66; 32];
+        server_hello.host_key = mitm_host.public_key().0;
+        let th = transcript_hash(&client_hello, &server_hello.encode_unsigned());
+        server_hello.signature = mitm_host.sign(&signed_message(SERVER_SIG_CONTEXT, &th));
+        frame::write_frame(&mut client, &server_hello.encode(), MAX_HANDSHAKE_FRAME).unwrap();
+        // From here on, relay what it cannot decrypt.
+        let mut client_w = client.try_clone().unwrap();
+        let mut upstream_r = upstream.try_clone().unwrap();
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut upstream_r, &mut client_w);
+            let _ = client_w.shutdown(Shutdown::Both);
+        });
+        let _ = std::io::copy(&mut client, &mut upstream);
+        let _ = upstream.shutdown(Shutdown::Both);
+    });
+    let (result, frames) = pair_counting_frames(mitm_addr, &f.stranger, PAIRING_CODE);
+    assert!(
+        matches!(result, Err(HandshakeError::PairingFailed)),
+        "{result:?}"
+    );
+    // The hello went to the relay; nothing else did.
+    assert_eq!(frames, 1);
+    assert!(matches!(
+        handshake_failed(server),
+        HandshakeError::WrongPairingCode
+    ));
+}
+
+/// What a passive relay records of a successful pairing does not let it
+/// test codes offline: even given the right code and the X25519 shared
+/// secret, it cannot make the key the host's confirmation is sealed
+/// with, because each side's SPAKE2 secret never left it.
+#[test]
+fn a_recorded_pairing_cannot_be_tested_offline() {
+    use keel_mgmt::pake::Pake;
+    use keel_mgmt::session::{derive_keys, open};
+    let (client, client_msg) = Pake::client(PAIRING_CODE);
+    let (server, server_msg) = Pake::server(PAIRING_CODE);
+    let real = server.finish(&client_msg).unwrap();
+    assert_eq!(client.finish(&server_msg).unwrap(), real);
+    let shared = [0x42; 32];
+    let th = [0x24; 32];
+    let keys = derive_keys(&shared, &real, &th).unwrap();
+    let confirm = keel_mgmt::session::seal(&keys.server_to_client, 0, &[0x07]).unwrap();
+    // The relay's best: run its own SPAKE2 halves with the right code
+    // against each recorded message.
+    for guess in [
+        Pake::client(PAIRING_CODE).0.finish(&server_msg).unwrap(),
+        Pake::server(PAIRING_CODE).0.finish(&client_msg).unwrap(),
+    ] {
+        assert_ne!(guess, real);
+        let keys = derive_keys(&shared, &guess, &th).unwrap();
+        assert!(open(&keys.server_to_client, 0, &confirm[4..]).is_err());
+    }
+}
+
+/// The client comes to pair but the host is closed for pairing.
+#[test]
+fn pairing_with_a_closed_host_says_so() {
+    let f = Fixture::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let host = HostKey::from_pkcs8(f.host.pkcs8()).unwrap();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        struct Closed;
+        impl Authority for Closed {
+            fn pairing_code(&self) -> Option<String> {
+                None
+            }
+            fn authorize(&self, _: &PeerAuth) -> Option<Role> {
+                None
+            }
+        }
+        server_handshake_with(&mut stream, &host, &ServerOptions::default(), &Closed).map(|_| ())
+    });
+    let (result, frames) = pair_counting_frames(addr, &f.stranger, PAIRING_CODE);
+    assert!(matches!(result, Err(HandshakeError::PairingClosed)));
+    assert_eq!(frames, 1);
+    assert!(matches!(
+        server.join().unwrap(),
+        Err(HandshakeError::PairingClosed)
+    ));
+}
+
 #[test]
 fn changed_host_key_is_refused_loudly() {
     let f = Fixture::new();
-    let (addr, _server) = f.serve(&[1], TIMEOUT);
+    let (addr, _server) = f.serve(&[2], TIMEOUT);
     let mut stream = connect(addr);
     let mut kh = KnownHosts::default();
     let old = HostKey::generate().unwrap();
@@ -348,7 +529,7 @@ fn changed_host_key_is_refused_loudly() {
 #[test]
 fn unknown_host_needs_trust_on_first_use() {
     let f = Fixture::new();
-    let (addr, _server) = f.serve(&[1], TIMEOUT);
+    let (addr, _server) = f.serve(&[2], TIMEOUT);
     let mut stream = connect(addr);
     let mut kh = KnownHosts::default();
     let e = client_handshake(&mut stream, &f.admin, &mut kh, HOST, false).unwrap_err();
@@ -362,7 +543,7 @@ fn unknown_host_needs_trust_on_first_use() {
     assert!(e.to_string().contains(&f.host.fingerprint().to_string()));
     assert_eq!(kh, KnownHosts::default());
 
-    let (addr, _server) = f.serve(&[1], TIMEOUT);
+    let (addr, _server) = f.serve(&[2], TIMEOUT);
     let mut stream = connect(addr);
     let session = client_handshake(&mut stream, &f.admin, &mut kh, HOST, true).unwrap();
     assert!(session.trusted_on_first_use());
@@ -473,7 +654,7 @@ fn truncated_stream_is_detected() {
 fn oversized_frames_are_refused_before_allocation() {
     let f = Fixture::new();
     // In the handshake.
-    let (addr, server) = f.serve(&[1], TIMEOUT);
+    let (addr, server) = f.serve(&[2], TIMEOUT);
     let mut stream = connect(addr);
     stream.write_all(&[0xff; 4]).unwrap();
     assert!(matches!(
@@ -513,7 +694,7 @@ fn oversized_frames_are_refused_before_allocation() {
 #[test]
 fn garbage_handshake_is_malformed() {
     let f = Fixture::new();
-    let (addr, server) = f.serve(&[1], TIMEOUT);
+    let (addr, server) = f.serve(&[2], TIMEOUT);
     let mut stream = connect(addr);
     stream
         .write_all(&with_header(b"SSH-2.0-OpenSSH_9.6"))
@@ -527,7 +708,7 @@ fn garbage_handshake_is_malformed() {
 #[test]
 fn silent_client_times_out() {
     let f = Fixture::new();
-    let (addr, server) = f.serve(&[1], Duration::from_millis(200));
+    let (addr, server) = f.serve(&[2], Duration::from_millis(200));
     let _stream = connect(addr);
     assert!(matches!(
         handshake_failed(server),
@@ -535,12 +716,13 @@ fn silent_client_times_out() {
     ));
 
     // Also after the hello: a client that stops before authenticating.
-    let (addr, server) = f.serve(&[1], Duration::from_millis(200));
+    let (addr, server) = f.serve(&[2], Duration::from_millis(200));
     let mut stream = connect(addr);
     let hello = ClientHello {
-        versions: vec![1],
+        versions: vec![2],
         ephemeral: [9; 32],
         nonce: [0; 32],
+        pairing: None,
     };
     frame::write_frame(&mut stream, &hello.encode(), MAX_HANDSHAKE_FRAME).unwrap();
     let mut buf = [0u8; 1];
@@ -554,17 +736,17 @@ fn silent_client_times_out() {
 #[test]
 fn client_offering_only_an_old_version_is_refused() {
     let f = Fixture::new();
-    let (addr, server) = f.serve(&[1], TIMEOUT);
+    let (addr, server) = f.serve(SUPPORTED_VERSIONS, TIMEOUT);
     let mut stream = connect(addr);
     let options = ClientOptions {
-        versions: vec![0],
+        versions: vec![1],
         ..ClientOptions::default()
     };
     let e = client_handshake_with(&mut stream, &f.admin, &mut f.known_hosts(), HOST, &options)
         .unwrap_err();
     assert!(matches!(
         e,
-        HandshakeError::NoCommonVersion { ref ours, ref theirs } if ours == &[0] && theirs == &[1]
+        HandshakeError::NoCommonVersion { ref ours, ref theirs } if ours == &[1] && theirs == &[2]
     ));
     assert!(matches!(
         handshake_failed(server),
@@ -572,16 +754,36 @@ fn client_offering_only_an_old_version_is_refused() {
     ));
 }
 
+/// A version-1 keelctl's hello, byte for byte (no mode byte: version 1
+/// sent the pairing code later, to whichever host answered), gets the
+/// version alert, not a parse error.
+#[test]
+fn a_version_1_hello_gets_a_clear_version_refusal() {
+    let f = Fixture::new();
+    let (addr, server) = f.serve(SUPPORTED_VERSIONS, TIMEOUT);
+    let mut stream = connect(addr);
+    let mut v1 = vec![0x01, 1, 0, 1];
+    v1.extend_from_slice(&[9; 32]);
+    v1.extend_from_slice(&[7; 32]);
+    frame::write_frame(&mut stream, &v1, MAX_HANDSHAKE_FRAME).unwrap();
+    let alert = frame::read_frame(&mut stream, MAX_HANDSHAKE_FRAME).unwrap();
+    assert_eq!(alert, [0x7f, 1, 0, 2]);
+    assert!(matches!(
+        handshake_failed(server),
+        HandshakeError::NoCommonVersion { ref theirs, .. } if theirs == &[1]
+    ));
+}
+
 #[test]
 fn mitm_stripping_the_newest_version_breaks_the_signature() {
     let f = Fixture::new();
-    // Both sides speak 1 and a (hypothetical) 2; the attacker removes 2
-    // from the client's offer to force 1.
-    let (addr, server) = f.serve(&[1, 2], TIMEOUT);
+    // Both sides speak 2 and a (hypothetical) 3; the attacker removes 3
+    // from the client's offer to force 2.
+    let (addr, server) = f.serve(&[2, 3], TIMEOUT);
     let addr = proxy(addr, |i, body| {
         if i == 0 {
             let mut hello = ClientHello::decode(body).unwrap();
-            hello.versions.retain(|&v| v != 2);
+            hello.versions.retain(|&v| v != 3);
             Some(with_header(&hello.encode()))
         } else {
             Some(with_header(body))
@@ -589,7 +791,7 @@ fn mitm_stripping_the_newest_version_breaks_the_signature() {
     });
     let mut stream = connect(addr);
     let options = ClientOptions {
-        versions: vec![1, 2],
+        versions: vec![2, 3],
         ..ClientOptions::default()
     };
     let e = client_handshake_with(&mut stream, &f.admin, &mut f.known_hosts(), HOST, &options)
@@ -602,18 +804,18 @@ fn mitm_stripping_the_newest_version_breaks_the_signature() {
         HandshakeError::Session(_)
     ));
 
-    // Without the attacker the same pair settles on 2.
-    let (addr, _server) = f.serve(&[1, 2], TIMEOUT);
+    // Without the attacker the same pair settles on 3.
+    let (addr, _server) = f.serve(&[2, 3], TIMEOUT);
     let mut stream = connect(addr);
     let session =
         client_handshake_with(&mut stream, &f.admin, &mut f.known_hosts(), HOST, &options).unwrap();
-    assert_eq!(session.version(), 2);
+    assert_eq!(session.version(), 3);
 }
 
 #[test]
 fn reader_cannot_make_admin_requests() {
     let f = Fixture::new();
-    let (addr, server) = f.serve(&[1], TIMEOUT);
+    let (addr, server) = f.serve(&[2], TIMEOUT);
     let mut stream = connect(addr);
     let mut session =
         client_handshake(&mut stream, &f.reader, &mut f.known_hosts(), HOST, false).unwrap();

@@ -7,7 +7,7 @@
 
 use keel_mgmt::handshake::{
     signed_message, transcript_hash, ClientAuth, ClientHello, ServerHello, CLIENT_SIG_CONTEXT,
-    SERVER_SIG_CONTEXT,
+    MSG_PAIRING_CONFIRM, SERVER_SIG_CONTEXT,
 };
 use keel_mgmt::messages::{ClientMessage, Request};
 use keel_mgmt::session::{derive_keys, open, seal};
@@ -36,20 +36,22 @@ fn handshake_vector() {
     let v = &kat()["handshake"];
 
     let client_hello = ClientHello {
-        versions: vec![1],
+        versions: vec![2],
         ephemeral: arr(&v["client_ephemeral_public"]),
         nonce: arr(&v["client_nonce"]),
+        pairing: None,
     };
     assert_eq!(client_hello.encode(), hex(&v["client_hello"]));
 
     let host = HostKey::from_pkcs8(&hex(&v["host_pkcs8"])).unwrap();
     assert_eq!(host.public_key().0.to_vec(), hex(&v["host_public"]));
     let mut server_hello = ServerHello {
-        chosen: 1,
-        versions: vec![1],
+        chosen: 2,
+        versions: vec![2],
         ephemeral: arr(&v["server_ephemeral_public"]),
         nonce: arr(&v["server_nonce"]),
         host_key: host.public_key().0,
+        pairing: None,
         signature: [0; 64],
     };
     assert_eq!(
@@ -76,7 +78,7 @@ fn handshake_vector() {
         .public_key()
         .verify(&signed_message(CLIENT_SIG_CONTEXT, &th), &client_sig));
 
-    let keys = derive_keys(&hex(&v["shared_secret"]), &th).unwrap();
+    let keys = derive_keys(&hex(&v["shared_secret"]), &[], &th).unwrap();
     assert_eq!(
         keys.client_to_server.to_vec(),
         hex(&v["key_client_to_server"])
@@ -108,9 +110,77 @@ fn handshake_vector() {
 }
 
 #[test]
+fn pairing_vector() {
+    let kat = kat();
+    let (base, v) = (&kat["handshake"], &kat["pairing"]);
+    let client_hello = ClientHello {
+        versions: vec![2],
+        ephemeral: arr(&base["client_ephemeral_public"]),
+        nonce: arr(&base["client_nonce"]),
+        pairing: Some(arr(&v["pake_client_message"])),
+    };
+    assert_eq!(client_hello.encode(), hex(&v["client_hello"]));
+    assert_eq!(
+        ClientHello::decode(&hex(&v["client_hello"])).unwrap(),
+        client_hello
+    );
+    let host = HostKey::from_pkcs8(&hex(&base["host_pkcs8"])).unwrap();
+    let mut server_hello = ServerHello {
+        chosen: 2,
+        versions: vec![2],
+        ephemeral: arr(&base["server_ephemeral_public"]),
+        nonce: arr(&base["server_nonce"]),
+        host_key: host.public_key().0,
+        pairing: Some(arr(&v["pake_server_message"])),
+        signature: [0; 64],
+    };
+    assert_eq!(
+        server_hello.encode_unsigned(),
+        hex(&v["server_hello_unsigned"])
+    );
+    let th = transcript_hash(&client_hello.encode(), &server_hello.encode_unsigned());
+    assert_eq!(th.to_vec(), hex(&v["transcript_hash"]));
+    server_hello.signature = host.sign(&signed_message(SERVER_SIG_CONTEXT, &th));
+    assert_eq!(server_hello.encode(), hex(&v["server_hello"]));
+
+    let keys = derive_keys(&hex(&base["shared_secret"]), &hex(&v["pake_key"]), &th).unwrap();
+    assert_eq!(
+        keys.client_to_server.to_vec(),
+        hex(&v["key_client_to_server"])
+    );
+    assert_eq!(
+        keys.server_to_client.to_vec(),
+        hex(&v["key_server_to_client"])
+    );
+    assert_eq!(
+        seal(&keys.server_to_client, 0, &[MSG_PAIRING_CONFIRM]).unwrap(),
+        hex(&v["confirm_frame"])
+    );
+    let client = ClientKey::from_pkcs8(&hex(&base["client_pkcs8"])).unwrap();
+    let auth = ClientAuth::Pairing {
+        public_key: client.public_key().0,
+        signature: client.sign(&signed_message(CLIENT_SIG_CONTEXT, &th)),
+    };
+    assert_eq!(auth.encode(), hex(&v["client_auth"]));
+    assert_eq!(
+        seal(&keys.client_to_server, 0, &auth.encode()).unwrap(),
+        hex(&v["client_auth_frame"])
+    );
+    assert_eq!(
+        seal(&keys.server_to_client, 1, &[0x05, 0x03]).unwrap(),
+        hex(&v["auth_accepted_frame"])
+    );
+}
+
+#[test]
 fn kdf_vectors() {
     for v in kat()["kdf"].as_array().unwrap() {
-        let keys = derive_keys(&hex(&v["shared_secret"]), &arr(&v["transcript_hash"])).unwrap();
+        let keys = derive_keys(
+            &hex(&v["shared_secret"]),
+            &hex(&v["pake_key"]),
+            &arr(&v["transcript_hash"]),
+        )
+        .unwrap();
         assert_eq!(keys.client_to_server.to_vec(), hex(&v["client_to_server"]));
         assert_eq!(keys.server_to_client.to_vec(), hex(&v["server_to_client"]));
     }

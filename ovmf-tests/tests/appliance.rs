@@ -60,6 +60,17 @@ fn operator_runs_guests_across_reboot_crash_and_power_button() {
     op.ok(&["keygen"]);
     let paired = op.ok(&["pair", &op.host, &code]);
     assert!(paired.contains("as admin"), "{paired}");
+    // The code was for the console only: the host log, which any reader
+    // key may fetch, never had it.
+    let host_log = op.ok(&["logs", "--tail", "1000"]);
+    assert!(
+        host_log.contains("first-boot pairing is open"),
+        "{host_log}"
+    );
+    assert!(
+        !host_log.contains(&code),
+        "the pairing code reached the host log:\n{host_log}"
+    );
 
     // The demo guest: define, start, read its greeting, talk to it. Its
     // bridge-mode NIC is a tap on br0: its DHCP lease from QEMU's slirp

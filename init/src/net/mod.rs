@@ -88,17 +88,10 @@ impl Announcer {
             "management address: {address}/{prefix_len} on {ifname}, agent port {}",
             self.agent_port
         ));
-        if let Some(code) = read_pairing_code(&self.pairing_file) {
-            let host = keel_common::host::agent_host(address.into(), self.agent_port);
-            crate::logger::announce(&keel_common::host::pairing_hint(&host, &code));
+        if let Some(code) = crate::pairing_display::read_code(&self.pairing_file) {
+            crate::pairing_display::show(&code, self.agent_port);
         }
     }
-}
-
-fn read_pairing_code(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let code = text.trim();
-    (!code.is_empty() && code.len() < 64).then(|| code.to_owned())
 }
 
 /// Configures every `[[network]]` of `config`; returns the bridge that

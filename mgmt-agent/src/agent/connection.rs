@@ -1,21 +1,18 @@
-//! One client connection: the handshake (with the key or pairing-code
-//! check), then the session's requests until it ends. Consoles and
+//! One client connection: the handshake (answered by `authority`), then the session's requests until it ends. Consoles and
 //! followed logs turn the session into a stream; upload messages go to
 //! the session's upload slot; everything else is dispatched.
 
-use std::cell::Cell;
 use std::net::{SocketAddr, TcpStream};
 
+use super::authority::Authorizer;
 use super::console;
 use super::deadline::Deadline;
 use super::dispatch::dispatch;
-use super::lock;
-use super::pairing::Refused;
 use super::server::Shared;
 use super::upload::{self, UploadSlot};
 use crate::{
-    allowed, server_handshake, FrameError, HandshakeError, Peer, PeerAuth, Request, Role,
-    ServerMessage, Session,
+    allowed, server_handshake, FrameError, HandshakeError, Peer, Request, ServerMessage, Session,
+    SessionError,
 };
 
 /// Serves `stream` from `peer` (whose handshake holds place `ticket` in
@@ -23,12 +20,15 @@ use crate::{
 pub fn handle(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, ticket: u64) {
     // Frames are written whole; see Client::connect.
     let _ = stream.set_nodelay(true);
-    let reason = Cell::new("refused");
+    let authority = Authorizer::new(shared, peer);
     let result = server_handshake(
         &mut Deadline::new(&stream, shared.settings.handshake_timeout),
         &shared.host_key,
-        |auth| authorize(shared, peer, auth, &reason),
+        &authority,
     );
+    let reason = authority.reason();
+    // Ends a pairing attempt, which may open a fresh code.
+    drop(authority);
     shared.handshakes.leave(ticket);
     let (mut session, who) = match result {
         Ok(ok) => ok,
@@ -40,7 +40,7 @@ pub fn handle(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, ticket: 
             };
             shared
                 .audit
-                .handshake(peer, fp, handshake_reason(&e, &reason));
+                .handshake(peer, fp, handshake_reason(&e, reason));
             return;
         }
     };
@@ -139,58 +139,18 @@ fn serve_session(shared: &Shared, stream: &mut TcpStream, session: &mut Session,
     upload.abort(shared, who);
 }
 
-/// The handshake's authorisation: the role of a known key, or admin for
-/// a key enrolled with the pairing code. A refusal's reason for the
-/// audit log is left in `reason`.
-fn authorize(
-    shared: &Shared,
-    peer: SocketAddr,
-    auth: &PeerAuth,
-    reason: &Cell<&'static str>,
-) -> Option<Role> {
-    match auth {
-        PeerAuth::Key { public_key } => {
-            let role = lock(&shared.authorized).lookup(public_key).map(|(r, _)| r);
-            if role.is_none() {
-                reason.set("unknown key");
-            }
-            role
-        }
-        PeerAuth::PairingCode { code, public_key } => {
-            if let Err(refused) = shared.pairing.redeem(code) {
-                reason.set(refused.reason());
-                if refused == Refused::WrongCode {
-                    shared
-                        .events
-                        .record("a pairing attempt used a wrong code; pairing is now closed");
-                }
-                return None;
-            }
-            if let Err(e) = shared.add_key(Role::Admin, *public_key, "enrolled-by-pairing") {
-                log::error!(
-                    "cannot save {}: {e}",
-                    shared.settings.authorized_keys_path().display()
-                );
-                reason.set("internal error saving authorized_keys");
-                return None;
-            }
-            shared.audit.enrolled(peer, public_key.fingerprint());
-            shared.events.record(&format!(
-                "enrolled admin key {} by pairing",
-                public_key.fingerprint()
-            ));
-            Some(Role::Admin)
-        }
-    }
-}
-
-fn handshake_reason(e: &HandshakeError, reason: &Cell<&'static str>) -> &'static str {
+fn handshake_reason(e: &HandshakeError, reason: &'static str) -> &'static str {
     match e {
-        HandshakeError::Frame(FrameError::TimedOut) => "handshake timed out",
-        HandshakeError::Frame(FrameError::Closed | FrameError::Truncated { .. }) => {
-            "connection closed during handshake"
+        HandshakeError::Frame(FrameError::TimedOut)
+        | HandshakeError::Session(SessionError::Frame(FrameError::TimedOut)) => {
+            "handshake timed out"
         }
-        HandshakeError::Unauthorized { .. } => reason.get(),
+        HandshakeError::Frame(FrameError::Closed | FrameError::Truncated { .. })
+        | HandshakeError::Session(SessionError::Frame(
+            FrameError::Closed | FrameError::Truncated { .. },
+        )) => "connection closed during handshake",
+        HandshakeError::Unauthorized { .. } | HandshakeError::PairingClosed => reason,
+        HandshakeError::WrongPairingCode => "wrong pairing code or abandoned pairing",
         HandshakeError::ClientSignatureInvalid => "bad client signature",
         HandshakeError::NoCommonVersion { .. } => "no common protocol version",
         _ => "protocol error",

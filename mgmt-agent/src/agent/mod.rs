@@ -12,6 +12,7 @@
 //! are kept for `keelctl logs`.
 
 mod audit;
+mod authority;
 mod connection;
 mod console;
 mod deadline;
@@ -31,6 +32,7 @@ pub mod upload;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+pub use pairing::MIN_ATTEMPT_INTERVAL as PAIRING_ATTEMPT_INTERVAL;
 pub use server::{connect_hosts, load_or_create_host_key, serve, AgentError, AgentHandle};
 pub use settings::{
     AgentSettings, AUDIT_LOG_FILE, AUTHORIZED_KEYS_FILE, DEFAULT_LISTEN, HOST_KEY_FILE,

@@ -87,7 +87,6 @@ impl Drop for Answering<'_> {
 /// A running agent. Dropping it stops accepting connections.
 pub struct AgentHandle {
     addr: SocketAddr,
-    pairing_code: Option<String>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -101,9 +100,10 @@ impl AgentHandle {
         self.shared.host_key.fingerprint()
     }
 
-    /// The first-boot pairing code, if no admin key existed at start.
-    pub fn pairing_code(&self) -> Option<&str> {
-        self.pairing_code.as_deref()
+    /// The open pairing code: while no admin key exists, until the
+    /// window closes. A failed attempt replaces it.
+    pub fn pairing_code(&self) -> Option<String> {
+        self.shared.pairing.code()
     }
 
     pub fn pairing_validity(&self) -> Duration {
@@ -273,7 +273,6 @@ pub fn serve(listener: TcpListener, settings: AgentSettings) -> Result<AgentHand
         .map_err(io_err(Path::new("thread")))?;
     Ok(AgentHandle {
         addr,
-        pairing_code,
         shared,
         thread: Some(thread),
     })

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
     settings.max_sessions = args.max_sessions.max(1);
     settings.init_socket = args.init_socket;
     settings.vmm_socket_dir = args.vmm_socket_dir;
+    let published = args.pairing_file.is_some();
     settings.pairing_file = args.pairing_file;
     settings.handshake_timeout = Duration::from_secs(args.handshake_timeout.max(1));
     settings.pairing_validity = Duration::from_secs(args.pairing_minutes.max(1) * 60);
@@ -91,16 +92,22 @@ fn main() -> ExitCode {
     );
     if let Some(code) = handle.pairing_code() {
         let minutes = handle.pairing_validity().as_secs() / 60;
-        println!("pairing code: {code}, valid for {minutes} minutes");
-        let addr = handle.local_addr();
-        let hosts = keel_mgmt::agent::connect_hosts(addr);
-        if hosts.is_empty() {
-            println!("on your workstation: keelctl pair HOST {code}");
+        if published {
+            // Under init: stdout goes to the host log, which reader keys
+            // can fetch, so the code goes only to the console (init shows
+            // the pairing file there).
+            println!("pairing is open for {minutes} minutes; the code is on the host's console");
+        } else {
+            // Standalone: stdout is the operator's terminal.
+            println!("pairing code: {code}, valid for {minutes} minutes");
+            let hosts = keel_mgmt::agent::connect_hosts(handle.local_addr());
+            if hosts.is_empty() {
+                println!("on your workstation: keelctl pair HOST {code}");
+            }
+            for host in hosts {
+                println!("{}", keel_common::host::pairing_hint(&host, &code));
+            }
         }
-        for host in hosts {
-            println!("{}", keel_common::host::pairing_hint(&host, code));
-        }
-        log::warn!("pairing code: {code}, valid for {minutes} minutes");
     }
     match stop_signals.wait() {
         Ok(signal) => log::info!("{signal}: stopping after the replies in flight"),

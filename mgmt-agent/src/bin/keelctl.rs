@@ -226,8 +226,10 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
             Ok(())
         }
         Command::Pair { host, code } => {
+            // No blind trust: the host key is pinned only once the host
+            // has proved it knows the code.
             let options = ConnectOptions {
-                trust_on_first_use: true,
+                trust_on_first_use: false,
                 pairing_code: Some(code.clone()),
                 timeout: None,
             };
@@ -241,7 +243,7 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
                 json_out(&serde_json::json!({"host_fingerprint": fp.to_string(), "role": role}))
             } else {
                 println!("paired with {host} as {role}; host key {fp}");
-                println!("compare this fingerprint with the one keel-agent printed");
+                println!("the host proved it knows the pairing code, so its key is pinned");
                 Ok(())
             }
         }

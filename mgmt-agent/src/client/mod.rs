@@ -39,7 +39,8 @@ pub mod exit {
     pub const CONNECTION: i32 = 3;
     /// The host key differs from the pinned one.
     pub const HOST_KEY_MISMATCH: i32 = 4;
-    /// The key is not authorised, or its role may not make the request.
+    /// The key is not authorised, or its role may not make the request,
+    /// or pairing failed or is closed.
     pub const NOT_AUTHORIZED: i32 = 5;
     /// A local problem: missing or unreadable key or config file.
     pub const LOCAL: i32 = 6;
@@ -75,7 +76,11 @@ impl ClientError {
             ClientError::Handshake(HandshakeError::HostKeyChanged { .. }) => {
                 exit::HOST_KEY_MISMATCH
             }
-            ClientError::Handshake(HandshakeError::Rejected) => exit::NOT_AUTHORIZED,
+            ClientError::Handshake(
+                HandshakeError::Rejected
+                | HandshakeError::PairingClosed
+                | HandshakeError::PairingFailed,
+            ) => exit::NOT_AUTHORIZED,
             ClientError::Handshake(_) => exit::CONNECTION,
             ClientError::Host {
                 kind: ErrorCode::Unauthorized,

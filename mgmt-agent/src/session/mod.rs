@@ -17,8 +17,8 @@ use crate::keys::PublicKey;
 use crate::roles::Role;
 
 /// HKDF info strings; one per direction so the two keys are independent.
-pub const INFO_C2S: &[u8] = b"keel-mgmt v1 client-to-server key";
-pub const INFO_S2C: &[u8] = b"keel-mgmt v1 server-to-client key";
+pub const INFO_C2S: &[u8] = b"keel-mgmt v2 client-to-server key";
+pub const INFO_S2C: &[u8] = b"keel-mgmt v2 server-to-client key";
 
 /// Poly1305 tag length.
 pub const TAG_LEN: usize = 16;
@@ -66,12 +66,15 @@ impl hkdf::KeyType for Len32 {
 }
 
 /// HKDF-SHA256: extract with the transcript hash as salt and the X25519
-/// shared secret as input key material, then expand once per direction.
+/// shared secret, then the pairing exchange's key (empty unless pairing),
+/// as input key material; then expand once per direction.
 pub fn derive_keys(
     shared_secret: &[u8],
+    pake_key: &[u8],
     transcript_hash: &[u8; 32],
 ) -> Result<SessionKeys, SessionError> {
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, transcript_hash).extract(shared_secret);
+    let ikm = [shared_secret, pake_key].concat();
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, transcript_hash).extract(&ikm);
     let expand = |info: &[u8]| -> Result<[u8; 32], SessionError> {
         let mut out = [0u8; 32];
         let infos = [info];

@@ -4,7 +4,7 @@
 use super::*;
 
 fn pair() -> (Session, Session) {
-    let keys = derive_keys(&[7; 32], &[9; 32]).unwrap();
+    let keys = derive_keys(&[7; 32], &[], &[9; 32]).unwrap();
     let pk = PublicKey([0; 32]);
     (
         Session::new(&keys, true, 1, pk).unwrap(),

@@ -182,7 +182,7 @@ impl Agent {
     }
 
     pub fn code(&self) -> String {
-        self.handle.pairing_code().unwrap().to_string()
+        self.handle.pairing_code().unwrap()
     }
 
     pub fn audit(&self) -> String {

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 LABEL = b"keel-mgmt handshake\0"
 SERVER_CTX = b"keel-mgmt server signature\0"
 CLIENT_CTX = b"keel-mgmt client signature\0"
-INFO_C2S = b"keel-mgmt v1 client-to-server key"
-INFO_S2C = b"keel-mgmt v1 server-to-client key"
+INFO_C2S = b"keel-mgmt v2 client-to-server key"
+INFO_S2C = b"keel-mgmt v2 server-to-client key"
 
 def raw_pub(k):
     return k.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
@@ -21,8 +21,8 @@ def pkcs8(k):
     return k.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                            serialization.NoEncryption())
 
-def hkdf(shared, salt, info):
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(shared)
+def hkdf(ikm, salt, info):
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
 
 def seal(key, counter, plaintext):
     header = struct.pack(">I", len(plaintext) + 16)
@@ -44,10 +44,15 @@ s_eph = X25519PrivateKey.from_private_bytes(bytes.fromhex(
 c_nonce = bytes([0x11]) * 32
 s_nonce = bytes([0x22]) * 32
 
-client_hello = b"\x01" + versions([1]) + raw_pub(c_eph) + c_nonce
-server_hello_unsigned = b"\x02" + struct.pack(">H", 1) + versions([1]) + raw_pub(s_eph) + s_nonce + raw_pub(host)
-th = hashlib.sha256(LABEL + struct.pack(">I", len(client_hello)) + client_hello
-                    + struct.pack(">I", len(server_hello_unsigned)) + server_hello_unsigned).digest()
+def transcript(client_hello, server_hello_unsigned):
+    return hashlib.sha256(LABEL + struct.pack(">I", len(client_hello)) + client_hello
+                          + struct.pack(">I", len(server_hello_unsigned)) + server_hello_unsigned).digest()
+
+# Key authentication: mode 0x00, no pairing message from the server.
+client_hello = b"\x01" + versions([2]) + raw_pub(c_eph) + c_nonce + b"\x00"
+server_hello_unsigned = (b"\x02" + struct.pack(">H", 2) + versions([2]) + raw_pub(s_eph) + s_nonce
+                         + raw_pub(host) + b"\x00")
+th = transcript(client_hello, server_hello_unsigned)
 server_sig = host.sign(SERVER_CTX + th)
 client_sig = client.sign(CLIENT_CTX + th)
 shared = c_eph.exchange(s_eph.public_key())
@@ -59,6 +64,22 @@ auth_frame = seal(k_c2s, 0, client_auth)
 accepted_frame = seal(k_s2c, 0, b"\x05\x03")
 # postcard: ClientMessage { id: 1, request: HostInfo } = [1, 0]
 request_frame = seal(k_c2s, 1, bytes([1, 0]))
+
+# Pairing: mode 0x01 and the SPAKE2 messages (fixed stand-ins here: the
+# exchange itself is the spake2 crate's, with its own vectors); its key
+# joins the X25519 secret as HKDF input. The server's confirmation is
+# its frame 0, the client's authentication (type 0x04) its frame 0, the
+# result the server's frame 1.
+pake_a = b"A" + bytes([0x33]) * 32
+pake_b = b"B" + bytes([0x44]) * 32
+pake_key = bytes([0x77]) * 32
+p_client_hello = b"\x01" + versions([2]) + raw_pub(c_eph) + c_nonce + b"\x01" + pake_a
+p_server_hello_unsigned = (b"\x02" + struct.pack(">H", 2) + versions([2]) + raw_pub(s_eph) + s_nonce
+                           + raw_pub(host) + bytes([33]) + pake_b)
+p_th = transcript(p_client_hello, p_server_hello_unsigned)
+p_c2s = hkdf(shared + pake_key, p_th, INFO_C2S)
+p_s2c = hkdf(shared + pake_key, p_th, INFO_S2C)
+p_client_auth = b"\x04" + raw_pub(client) + client.sign(CLIENT_CTX + p_th)
 
 h = lambda b: b.hex()
 print(json.dumps({
@@ -88,10 +109,28 @@ print(json.dumps({
         "auth_accepted_frame": h(accepted_frame),
         "first_request_frame": h(request_frame),
     },
+    "pairing": {
+        "pake_client_message": h(pake_a),
+        "pake_server_message": h(pake_b),
+        "pake_key": h(pake_key),
+        "client_hello": h(p_client_hello),
+        "server_hello_unsigned": h(p_server_hello_unsigned),
+        "transcript_hash": h(p_th),
+        "server_hello": h(p_server_hello_unsigned + host.sign(SERVER_CTX + p_th)),
+        "key_client_to_server": h(p_c2s),
+        "key_server_to_client": h(p_s2c),
+        "confirm_frame": h(seal(p_s2c, 0, b"\x07")),
+        "client_auth": h(p_client_auth),
+        "client_auth_frame": h(seal(p_c2s, 0, p_client_auth)),
+        "auth_accepted_frame": h(seal(p_s2c, 1, b"\x05\x03")),
+    },
     "kdf": [
-        {"shared_secret": h(bytes(32)), "transcript_hash": h(bytes(32)),
+        {"shared_secret": h(bytes(32)), "pake_key": "", "transcript_hash": h(bytes(32)),
          "client_to_server": h(hkdf(bytes(32), bytes(32), INFO_C2S)),
          "server_to_client": h(hkdf(bytes(32), bytes(32), INFO_S2C))},
+        {"shared_secret": h(bytes(32)), "pake_key": h(bytes([1]) * 32), "transcript_hash": h(bytes(32)),
+         "client_to_server": h(hkdf(bytes(32) + bytes([1]) * 32, bytes(32), INFO_C2S)),
+         "server_to_client": h(hkdf(bytes(32) + bytes([1]) * 32, bytes(32), INFO_S2C))},
     ],
     "aead": [
         {"key": h(bytes([0x42]) * 32), "counter": c, "plaintext": h(p),
