@@ -24,8 +24,8 @@ pub struct AgentSettings {
     /// default `<state_dir>/uploads`, for a standalone agent.
     pub upload_root: PathBuf,
     /// Free space an upload must leave on the upload root's file system;
-    /// `None`: the larger of `upload::MIN_RESERVE` and
-    /// `upload::RESERVE_PERCENT` of the file system.
+    /// `None`: `upload::default_reserve` (5% of the file system, within
+    /// 16 MiB and 2 GiB).
     pub upload_reserve: Option<u64>,
     /// The whole handshake's deadline, counted from accept.
     pub handshake_timeout: Duration,
@@ -36,6 +36,8 @@ pub struct AgentSettings {
     pub max_sessions: usize,
     /// Of `max_sessions`, how many only admin sessions may take.
     pub admin_reserved_sessions: usize,
+    /// Most sessions one key may hold at once.
+    pub max_sessions_per_key: usize,
     /// Most handshakes in progress at once; a newcomer past this cuts off
     /// the oldest.
     pub max_handshakes: usize,
@@ -71,6 +73,7 @@ impl AgentSettings {
             idle_timeout: Duration::from_secs(600),
             max_sessions: 64,
             admin_reserved_sessions: 4,
+            max_sessions_per_key: 16,
             max_handshakes: 32,
             pairing_validity: Duration::from_secs(15 * 60),
             rate_burst: 10.0,

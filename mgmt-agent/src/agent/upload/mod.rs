@@ -40,7 +40,7 @@ use crate::messages::{ErrorCode, UPLOAD_WINDOW};
 pub use path::{check_path, UPLOAD_DIRS};
 use pipeline::{Job, Writer};
 pub use pipeline::{FLUSH_EVERY, PIPELINE_DEPTH};
-pub use space::{check_free_space, MIN_RESERVE, RESERVE_PERCENT};
+pub use space::{check_free_space, default_reserve, MAX_RESERVE, MIN_RESERVE, RESERVE_PERCENT};
 pub use stream::UploadSlot;
 pub use sweep::sweep;
 pub use users::check_replace;

@@ -9,16 +9,23 @@ use nix::sys::statvfs::statvfs;
 use super::UploadError;
 use crate::messages::ErrorCode;
 
-/// The least the host keeps free: logs, specs, guests' sparse disks and
-/// the agent's state need room to grow.
-pub const MIN_RESERVE: u64 = 256 * 1024 * 1024;
-/// The share of the file system kept free, when it is more than
-/// [`MIN_RESERVE`] (5%, as ext4 keeps for root by default).
+/// The share of the file system the host keeps free for logs, specs,
+/// guests' sparse disks and the agent's state (5%, as ext4 keeps for
+/// root by default) ...
 pub const RESERVE_PERCENT: u64 = 5;
+/// ... but at least this much, so that a small data partition (a USB
+/// stick, the test image) still has room to grow ...
+pub const MIN_RESERVE: u64 = 16 * 1024 * 1024;
+/// ... and at most this much, so that a large disk is not kept idle.
+pub const MAX_RESERVE: u64 = 2 * 1024 * 1024 * 1024;
+
+/// The reserve kept free on a file system of `total` bytes.
+pub fn default_reserve(total: u64) -> u64 {
+    (total / 100 * RESERVE_PERCENT).clamp(MIN_RESERVE, MAX_RESERVE)
+}
 
 /// Refuses an upload of `size` bytes into `dir` that would leave less
-/// than the reserve free: `reserve`, or by default the larger of
-/// [`MIN_RESERVE`] and [`RESERVE_PERCENT`] of the file system.
+/// than the reserve free: `reserve`, or by default [`default_reserve`].
 pub fn check_free_space(dir: &Path, size: u64, reserve: Option<u64>) -> Result<(), UploadError> {
     let st = statvfs(dir).map_err(|e| {
         (
@@ -29,7 +36,7 @@ pub fn check_free_space(dir: &Path, size: u64, reserve: Option<u64>) -> Result<(
     let block = st.fragment_size() as u64;
     let available = (st.blocks_available() as u64).saturating_mul(block);
     let total = (st.blocks() as u64).saturating_mul(block);
-    let reserve = reserve.unwrap_or_else(|| MIN_RESERVE.max(total / 100 * RESERVE_PERCENT));
+    let reserve = reserve.unwrap_or_else(|| default_reserve(total));
     let needed = size.saturating_add(reserve);
     if needed > available {
         return Err((
@@ -40,4 +47,17 @@ pub fn check_free_space(dir: &Path, size: u64, reserve: Option<u64>) -> Result<(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reserve_scales_within_bounds() {
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(default_reserve(100 * MIB), MIN_RESERVE);
+        assert_eq!(default_reserve(10_000 * MIB), 500 * MIB);
+        assert_eq!(default_reserve(4_000_000 * MIB), MAX_RESERVE);
+    }
 }
