@@ -190,3 +190,43 @@ fn sessions_of_lesser_keys_leave_room_for_admins() {
     let mut admin2 = agent.connect(&admin_key, None).unwrap();
     host_info(&mut admin2);
 }
+
+#[test]
+fn one_key_holds_only_so_many_sessions() {
+    let agent = Agent::start_with("127.0.0.1:0", |c| c.max_sessions_per_key = 2);
+    let (_, mut admin) = agent.admin();
+    let reader = ClientKey::generate().unwrap();
+    let add = Request::AuthorizeKey {
+        role: Role::Reader,
+        public_key: reader.public_key().0,
+        comment: "leaked".into(),
+    };
+    assert_eq!(admin.call(add).unwrap(), Response::Ok);
+    let mut r1 = agent.connect(&reader, None).unwrap();
+    let mut r2 = agent.connect(&reader, None).unwrap();
+    host_info(&mut r1);
+    host_info(&mut r2);
+    let refused = agent
+        .connect(&reader, None)
+        .and_then(|mut c| c.call(Request::HostInfo));
+    assert!(refused.is_err(), "{refused:?}");
+    agent.wait_audit(&[
+        &reader.fingerprint().to_string(),
+        "reason=too many sessions for this key",
+    ]);
+    // Other keys are not held up, and the key gets its place back.
+    host_info(&mut admin);
+    drop(r1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = agent
+            .connect(&reader, None)
+            .and_then(|mut c| c.call(Request::HostInfo));
+        if again.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{again:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    host_info(&mut r2);
+}

@@ -9,6 +9,7 @@ use super::console;
 use super::deadline::Deadline;
 use super::dispatch::dispatch;
 use super::server::Shared;
+use super::sessions::NotRegistered;
 use super::upload::{self, UploadSlot};
 use crate::{
     allowed, server_handshake, FrameError, HandshakeError, Peer, Request, ServerMessage, Session,
@@ -60,12 +61,24 @@ pub fn handle(shared: &Shared, mut stream: TcpStream, peer: SocketAddr, ticket: 
     ));
     // Registered before the key is checked again, so that a revocation
     // racing with this handshake either is seen here or ends the session.
-    let registered = shared.sessions.register(who.fingerprint, &stream);
-    let current = shared.key_role(&who.public_key);
-    if registered.is_some() && current.is_some_and(|role| role >= who.role) {
-        serve_session(shared, &mut stream, &mut session, &who);
+    let max = shared.settings.max_sessions_per_key;
+    match shared.sessions.register(who.fingerprint, &stream, max) {
+        Ok(registered) => {
+            let current = shared.key_role(&who.public_key);
+            if current.is_some_and(|role| role >= who.role) {
+                serve_session(shared, &mut stream, &mut session, &who);
+            }
+            drop(registered);
+        }
+        Err(NotRegistered::TooMany) => {
+            shared.audit.handshake(
+                peer,
+                Some(who.fingerprint),
+                "too many sessions for this key",
+            );
+        }
+        Err(NotRegistered::Stream) => {}
     }
-    drop(registered);
     shared.leave_session();
 }
 

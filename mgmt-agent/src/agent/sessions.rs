@@ -22,6 +22,15 @@ pub struct Sessions {
     next: Mutex<u64>,
 }
 
+/// Why a session could not be registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRegistered {
+    /// The key has as many sessions as it may.
+    TooMany,
+    /// The stream could not be shared with the registry.
+    Stream,
+}
+
 /// A session's place in the registry, left when dropped.
 pub struct Registered<'a> {
     sessions: &'a Sessions,
@@ -36,9 +45,15 @@ impl Drop for Registered<'_> {
 
 impl Sessions {
     /// Records the session of `fingerprint` served on `stream` by the
-    /// calling thread; `None` if the stream cannot be shared.
-    pub fn register(&self, fingerprint: Fingerprint, stream: &TcpStream) -> Option<Registered<'_>> {
-        let stream = stream.try_clone().ok()?;
+    /// calling thread, unless that key already has `max_per_key`
+    /// sessions (so one leaked or hostile key cannot take every place).
+    pub fn register(
+        &self,
+        fingerprint: Fingerprint,
+        stream: &TcpStream,
+        max_per_key: usize,
+    ) -> Result<Registered<'_>, NotRegistered> {
+        let stream = stream.try_clone().map_err(|_| NotRegistered::Stream)?;
         let id = {
             let mut next = lock(&self.next);
             *next += 1;
@@ -49,8 +64,16 @@ impl Sessions {
             stream,
             thread: thread::current().id(),
         };
-        lock(&self.live).insert(id, live);
-        Some(Registered { sessions: self, id })
+        let mut all = lock(&self.live);
+        let of_key = all
+            .values()
+            .filter(|l| l.fingerprint == fingerprint)
+            .count();
+        if of_key >= max_per_key {
+            return Err(NotRegistered::TooMany);
+        }
+        all.insert(id, live);
+        Ok(Registered { sessions: self, id })
     }
 
     /// Ends every session of `fingerprint`; how many there were. The
