@@ -12,6 +12,7 @@
 //! one mutex; waiters for a state change use the condition variable.
 
 pub mod cgroup;
+pub mod keel_disks;
 pub mod logdir;
 pub mod shared_disks;
 pub mod tap;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::storage::blockdev::Probe;
 use keel_common::guest::RestartPolicy;
 use keel_common::init_api::{ErrorCode, GuestState, GuestStatus};
 use keel_common::vmm_api::{self, VmmRequest, VmmResponse};
@@ -316,6 +318,14 @@ impl GuestManager {
             .flat_map(|g| std::iter::once(&g.spec).chain(g.pending.as_ref().map(|(s, _)| s)));
         shared_disks::check(&spec, &file, spec_toml, others, &self.paths.data)
             .map_err(|e| (ErrorCode::Conflict, e))?;
+        keel_disks::check(
+            &spec,
+            &file,
+            spec_toml,
+            &Probe::system(),
+            keel_disks::kernel_name,
+        )
+        .map_err(|e| (ErrorCode::Invalid, e))?;
         self.uids
             .get_or_allocate(&name)
             .map_err(|e| (ErrorCode::Internal, e))?;
@@ -431,6 +441,15 @@ impl GuestManager {
         let devices = &self.guest_devices;
         keel_sys::spec_files::check_spec_files(&g.spec, &file, &g.spec_toml, &paths.data, devices)
             .map_err(|e| (ErrorCode::Invalid, e.to_string()))?;
+        // Disks move between boots: check again what each device is now.
+        keel_disks::check(
+            &g.spec,
+            &file,
+            &g.spec_toml,
+            &Probe::system(),
+            keel_disks::kernel_name,
+        )
+        .map_err(|e| (ErrorCode::Invalid, e))?;
         // Files can change after the definitions were checked (a new link).
         let g = self.guests.get(name).ok_or_else(|| not_found(name))?;
         let running = self
