@@ -41,17 +41,12 @@ pub enum AuthorizedKeysError {
 
 impl AuthorizedKeysError {
     fn from_line(line: usize, error: LineError) -> Self {
-        use keel_common::authorized_keys::KeyTextError;
         match error {
             LineError::BadRole(role) => AuthorizedKeysError::BadRole { line, role },
             LineError::MissingKey => AuthorizedKeysError::MissingKey { line },
             LineError::BadKey(e) => AuthorizedKeysError::BadKey {
                 line,
-                source: match e {
-                    KeyTextError::BadPrefix => KeyError::BadPrefix,
-                    KeyTextError::BadBase64 => KeyError::BadBase64,
-                    KeyTextError::BadLength(n) => KeyError::BadLength(n),
-                },
+                source: KeyError::Text(e),
             },
             LineError::Duplicate { first } => AuthorizedKeysError::Duplicate { line, first },
         }
@@ -240,7 +235,7 @@ mod tests {
             e,
             AuthorizedKeysError::BadKey {
                 line: 1,
-                source: KeyError::BadLength(3)
+                source: KeyError::Text(keel_common::authorized_keys::KeyTextError::BadLength(3))
             }
         ));
     }

@@ -5,6 +5,7 @@ use std::fmt;
 
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
+use keel_common::authorized_keys::KeyTextError;
 use ring::rand::SystemRandom;
 use ring::signature::{self, Ed25519KeyPair, KeyPair};
 use thiserror::Error;
@@ -16,12 +17,9 @@ pub enum KeyError {
     Generate,
     #[error("The private key is not a valid Ed25519 PKCS#8 document.")]
     BadPkcs8,
-    #[error("The public key must start with \"ed25519:\".")]
-    BadPrefix,
-    #[error("The public key is not valid base64.")]
-    BadBase64,
-    #[error("The public key must be 32 bytes, not {0}.")]
-    BadLength(usize),
+    /// The text form of a public key is refused (keel-common's reasons).
+    #[error(transparent)]
+    Text(#[from] KeyTextError),
 }
 
 /// An Ed25519 public key.
@@ -32,12 +30,9 @@ impl PublicKey {
     /// Parses the text form `ed25519:<base64>` (the authorized_keys
     /// format's, in keel-common).
     pub fn parse(text: &str) -> Result<Self, KeyError> {
-        use keel_common::authorized_keys::{decode_public_key, KeyTextError};
-        decode_public_key(text).map(PublicKey).map_err(|e| match e {
-            KeyTextError::BadPrefix => KeyError::BadPrefix,
-            KeyTextError::BadBase64 => KeyError::BadBase64,
-            KeyTextError::BadLength(n) => KeyError::BadLength(n),
-        })
+        keel_common::authorized_keys::decode_public_key(text)
+            .map(PublicKey)
+            .map_err(KeyError::from)
     }
 
     /// The SHA-256 fingerprint of the raw key bytes.
@@ -207,12 +202,15 @@ mod tests {
         assert_eq!(PublicKey::parse(&text).unwrap(), k);
         assert_eq!(
             PublicKey::parse("ssh-ed25519:AAAA"),
-            Err(KeyError::BadPrefix)
+            Err(KeyError::Text(KeyTextError::BadPrefix))
         );
-        assert_eq!(PublicKey::parse("ed25519:!!"), Err(KeyError::BadBase64));
+        assert_eq!(
+            PublicKey::parse("ed25519:!!"),
+            Err(KeyError::Text(KeyTextError::BadBase64))
+        );
         assert_eq!(
             PublicKey::parse("ed25519:AAAA"),
-            Err(KeyError::BadLength(3))
+            Err(KeyError::Text(KeyTextError::BadLength(3)))
         );
     }
 

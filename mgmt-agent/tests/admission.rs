@@ -161,13 +161,8 @@ fn one_address_holds_only_so_many_connections() {
     drop((admin, third));
 }
 
-#[test]
-fn sessions_of_lesser_keys_leave_room_for_admins() {
-    let agent = Agent::start_with("127.0.0.1:0", |c| {
-        c.max_sessions = 4;
-        c.admin_reserved_sessions = 2;
-    });
-    let (admin_key, mut admin) = agent.admin();
+/// A fresh key that `admin` authorises as a reader.
+fn new_reader(admin: &mut Client) -> ClientKey {
     let reader = ClientKey::generate().unwrap();
     let add = Request::AuthorizeKey {
         role: Role::Reader,
@@ -175,6 +170,17 @@ fn sessions_of_lesser_keys_leave_room_for_admins() {
         comment: "reader".into(),
     };
     assert_eq!(admin.call(add).unwrap(), Response::Ok);
+    reader
+}
+
+#[test]
+fn sessions_of_lesser_keys_leave_room_for_admins() {
+    let agent = Agent::start_with("127.0.0.1:0", |c| {
+        c.max_sessions = 4;
+        c.admin_reserved_sessions = 2;
+    });
+    let (admin_key, mut admin) = agent.admin();
+    let reader = new_reader(&mut admin);
     // With the admin's session, one more reader fits below the reserve.
     let mut r1 = agent.connect(&reader, None).unwrap();
     host_info(&mut r1);
@@ -195,13 +201,7 @@ fn sessions_of_lesser_keys_leave_room_for_admins() {
 fn one_key_holds_only_so_many_sessions() {
     let agent = Agent::start_with("127.0.0.1:0", |c| c.max_sessions_per_key = 2);
     let (_, mut admin) = agent.admin();
-    let reader = ClientKey::generate().unwrap();
-    let add = Request::AuthorizeKey {
-        role: Role::Reader,
-        public_key: reader.public_key().0,
-        comment: "leaked".into(),
-    };
-    assert_eq!(admin.call(add).unwrap(), Response::Ok);
+    let reader = new_reader(&mut admin);
     let mut r1 = agent.connect(&reader, None).unwrap();
     let mut r2 = agent.connect(&reader, None).unwrap();
     host_info(&mut r1);

@@ -12,7 +12,7 @@ use std::process::Command;
 use keel_mgmt::client::{exit, sha256_file, Client, ClientError};
 use keel_mgmt::messages::{ErrorCode, MAX_CHUNK};
 use keel_mgmt::{ClientKey, Request, Response, Role};
-use support::{temp_dir, Agent};
+use support::{put, sha, temp_dir, Agent};
 
 /// A fresh key with `role`, authorised by `admin`.
 fn with_role(agent: &Agent, admin: &mut Client, role: Role) -> (ClientKey, Client) {
@@ -46,12 +46,6 @@ fn data(len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn sha(d: &[u8]) -> [u8; 32] {
-    let mut out = [0; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, d).as_ref());
-    out
-}
-
 /// Every file under `dir`, recursively, relative names.
 fn files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -74,18 +68,6 @@ fn host_err(r: Result<(), ClientError>) -> (ErrorCode, String) {
         Err(ClientError::Host { kind, message }) => (kind, message),
         other => panic!("expected a host error, got {other:?}"),
     }
-}
-
-/// Uploads `body` to `path` in full-size chunks, announcing its real hash.
-fn put(c: &mut Client, path: &str, body: &[u8]) -> Result<(), ClientError> {
-    c.upload(
-        path,
-        body.len() as u64,
-        sha(body),
-        &mut &body[..],
-        MAX_CHUNK,
-        &mut |_| {},
-    )
 }
 
 /// Uploads "abc" to `path`, which the agent must refuse.

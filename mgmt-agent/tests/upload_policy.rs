@@ -13,28 +13,11 @@ use std::process::Output;
 use keel_mgmt::client::{Client, ClientError};
 use keel_mgmt::messages::{ErrorCode, MAX_CHUNK};
 use keel_mgmt::{ClientKey, Request, Response, Role};
-use support::{keelctl, temp_dir, Agent, Guests};
+use support::{keelctl, put, sha, temp_dir, Agent, Guests};
 
 const SPEC: &str =
     "name = \"web1\"\nvcpus = 1\nmemory_mib = 64\n[boot]\nkernel = \"images/vmlinux\"\n\
                     [[disk]]\npath = \"disks/web1.img\"\n";
-
-fn sha(d: &[u8]) -> [u8; 32] {
-    let mut out = [0; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, d).as_ref());
-    out
-}
-
-fn upload(c: &mut Client, path: &str, body: &[u8]) -> Result<(), ClientError> {
-    c.upload(
-        path,
-        body.len() as u64,
-        sha(body),
-        &mut &body[..],
-        MAX_CHUNK,
-        &mut |_| {},
-    )
-}
 
 fn host_err(r: Result<(), ClientError>) -> (ErrorCode, String) {
     match r {
@@ -85,8 +68,8 @@ fn a_file_a_guest_uses_is_replaced_only_by_an_admin_asking_while_it_is_stopped()
     let uploads = agent.state.join("uploads");
     let (_, mut admin) = agent.admin();
     // Nobody uses it yet: uploaded freely, twice.
-    upload(&mut admin, "disks/web1.img", b"v0").unwrap();
-    upload(&mut admin, "disks/web1.img", b"v1").unwrap();
+    put(&mut admin, "disks/web1.img", b"v0").unwrap();
+    put(&mut admin, "disks/web1.img", b"v1").unwrap();
     std::fs::create_dir_all(agent.data.join("disks")).unwrap();
     std::fs::write(agent.data.join("disks/web1.img"), b"disk").unwrap();
     let define = Request::GuestDefine {
@@ -97,14 +80,14 @@ fn a_file_a_guest_uses_is_replaced_only_by_an_admin_asking_while_it_is_stopped()
     // Now it is web1's: refused without --replace, to anyone.
     let mut operator = with_role(&agent, &mut admin, Role::Operator);
     for c in [&mut admin, &mut operator] {
-        let (kind, message) = host_err(upload(c, "disks/web1.img", b"evil"));
+        let (kind, message) = host_err(put(c, "disks/web1.img", b"evil"));
         assert_eq!(kind, ErrorCode::Conflict, "{message}");
         assert!(
             message.contains("web1") && message.contains("--replace"),
             "{message}"
         );
     }
-    let other = upload(&mut operator, "disks/other.img", b"ok");
+    let other = put(&mut operator, "disks/other.img", b"ok");
     assert!(other.is_ok(), "{other:?}");
     assert_eq!(
         std::fs::read(uploads.join("disks/web1.img")).unwrap(),
@@ -191,7 +174,7 @@ fn an_upload_past_the_free_space_reserve_is_refused_before_any_byte() {
     let agent = Agent::start_with("127.0.0.1:0", |s| s.upload_reserve = Some(reserve));
     let (_, mut c) = agent.admin();
     let body = vec![7u8; 4 << 20];
-    let (kind, message) = host_err(upload(&mut c, "images/big.img", &body));
+    let (kind, message) = host_err(put(&mut c, "images/big.img", &body));
     assert_eq!(kind, ErrorCode::Conflict, "{message}");
     assert!(
         message.contains("free space") && message.contains(&format!("{}", body.len())),
@@ -200,7 +183,7 @@ fn an_upload_past_the_free_space_reserve_is_refused_before_any_byte() {
     assert_eq!(files(&agent.state.join("uploads")), Vec::<String>::new());
     agent.wait_audit(&["Upload(images?big.img,size=4194304) error"]);
     // A small one still fits.
-    upload(&mut c, "images/small.img", b"small").unwrap();
+    put(&mut c, "images/small.img", b"small").unwrap();
 }
 
 #[test]

@@ -6,11 +6,11 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use crate::unix_connect::Mode;
 
 /// A stream whose reads and writes can time out.
 pub trait TimeoutStream {
@@ -104,41 +104,11 @@ impl<S: TimeoutStream> Write for Deadline<'_, S> {
 /// (a listener that does not accept fills its backlog, and then `connect`
 /// waits for room; Linux bounds that wait by the send timeout).
 pub fn connect_unix(path: &Path, within: Duration) -> io::Result<UnixStream> {
-    // SAFETY: a zeroed sockaddr_un is a valid (empty) address.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_os_str().as_bytes();
-    // One byte stays for the terminating NUL.
-    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{} cannot be a socket address", path.display()),
-        ));
-    }
-    for (to, from) in addr.sun_path.iter_mut().zip(bytes) {
-        *to = *from as libc::c_char;
-    }
-    // SAFETY: plain socket(2); the result is checked and owned right away.
-    let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh socket nothing else owns.
-    let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(raw) });
-    // A zero timeout would mean none: at least a microsecond.
-    stream.set_write_timeout(Some(within.max(Duration::from_micros(1))))?;
-    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
-    // SAFETY: `addr` is a valid sockaddr_un holding `len` meaningful bytes.
-    let ret = unsafe {
-        libc::connect(
-            stream.as_raw_fd(),
-            &addr as *const libc::sockaddr_un as *const libc::sockaddr,
-            len as libc::socklen_t,
-        )
-    };
-    if ret < 0 {
-        return Err(timed_out(io::Error::last_os_error()));
-    }
+    let stream = crate::unix_connect::connect(path, Mode::Blocking, |s| {
+        // A zero timeout would mean none: at least a microsecond.
+        s.set_write_timeout(Some(within.max(Duration::from_micros(1))))
+    })
+    .map_err(timed_out)?;
     stream.set_write_timeout(None)?;
     Ok(stream)
 }

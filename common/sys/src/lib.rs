@@ -5,6 +5,7 @@
 //! - [`deadline`]: one deadline for a whole exchange on a socket;
 //! - [`fsutil`]: atomic, durable writes to the data partition;
 //! - [`tun`]: taps through `/dev/net/tun`;
+//! - [`unix_connect`]: a Unix socket connected with a time bound or without blocking;
 //! - [`dhcp`] (feature `dhcp`): the DHCPv4 client over a packet socket;
 //! - [`spec_files`]: what a guest spec's paths name on disk.
 
@@ -15,3 +16,4 @@ pub mod dhcp;
 pub mod fsutil;
 pub mod spec_files;
 pub mod tun;
+pub mod unix_connect;

@@ -9,8 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -529,46 +528,7 @@ fn parse_connect(line: &[u8]) -> Option<u32> {
 /// Connects to a Unix socket without blocking: a host service whose
 /// backlog is full refuses the guest instead of stalling the VMM.
 fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
-    // SAFETY: sockaddr_un is plain old data; all zeros is valid.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the socket path does not fit sockaddr_un",
-        ));
-    }
-    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: plain socket(2) call; the result is checked.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh socket nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: `addr` is an initialised sockaddr_un of `len` bytes that
-    // connect only reads; the fd is open.
-    let ret = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_un).cast(),
-            len,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(UnixStream::from(fd))
+    keel_sys::unix_connect::connect(path, keel_sys::unix_connect::Mode::NonBlocking, |_| Ok(()))
 }
 
 #[cfg(test)]
