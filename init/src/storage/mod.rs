@@ -19,6 +19,7 @@
 pub mod blockdev;
 pub mod claim;
 pub mod data;
+pub mod dev_links;
 pub mod efivar;
 pub mod esp;
 pub mod fsck;
@@ -410,6 +411,7 @@ fn bring_up_at(esp_mount: &Path, data_mount: &Path) -> Storage {
     // agree, and the choice is logged once.
     let selection = settle(&probe, booted.as_deref(), claim.as_ref());
     selection.log();
+    dev_links::link_by_partuuid(&probe.devices(), &probe.dev_root);
     match mount_esp(selection.esp.device.as_ref(), esp_mount) {
         Ok(esp) => storage.esp = esp,
         Err(err) => log::error!("{err}"),
