@@ -161,16 +161,13 @@ fn one_address_holds_only_so_many_connections() {
     drop((admin, third));
 }
 
-/// A fresh key that `admin` authorises as a reader.
-fn new_reader(admin: &mut Client) -> ClientKey {
-    let reader = ClientKey::generate().unwrap();
-    let add = Request::AuthorizeKey {
-        role: Role::Reader,
-        public_key: reader.public_key().0,
-        comment: "reader".into(),
-    };
-    assert_eq!(admin.call(add).unwrap(), Response::Ok);
-    reader
+/// `key`'s next session is refused, for `reason` in the audit log.
+fn refused(agent: &Agent, key: &ClientKey, reason: &str) {
+    let refused = agent
+        .connect(key, None)
+        .and_then(|mut c| c.call(Request::HostInfo));
+    assert!(refused.is_err(), "{refused:?}");
+    agent.wait_audit(&[&key.fingerprint().to_string(), &format!("reason={reason}")]);
 }
 
 #[test]
@@ -180,18 +177,11 @@ fn sessions_of_lesser_keys_leave_room_for_admins() {
         c.admin_reserved_sessions = 2;
     });
     let (admin_key, mut admin) = agent.admin();
-    let reader = new_reader(&mut admin);
+    let reader = agent.new_key(&mut admin, Role::Reader);
     // With the admin's session, one more reader fits below the reserve.
     let mut r1 = agent.connect(&reader, None).unwrap();
     host_info(&mut r1);
-    let refused = agent
-        .connect(&reader, None)
-        .and_then(|mut c| c.call(Request::HostInfo));
-    assert!(refused.is_err(), "{refused:?}");
-    agent.wait_audit(&[
-        &reader.fingerprint().to_string(),
-        "reason=too many sessions",
-    ]);
+    refused(&agent, &reader, "too many sessions");
     // An admin still gets one of the reserved places.
     let mut admin2 = agent.connect(&admin_key, None).unwrap();
     host_info(&mut admin2);
@@ -201,19 +191,12 @@ fn sessions_of_lesser_keys_leave_room_for_admins() {
 fn one_key_holds_only_so_many_sessions() {
     let agent = Agent::start_with("127.0.0.1:0", |c| c.max_sessions_per_key = 2);
     let (_, mut admin) = agent.admin();
-    let reader = new_reader(&mut admin);
+    let reader = agent.new_key(&mut admin, Role::Reader);
     let mut r1 = agent.connect(&reader, None).unwrap();
     let mut r2 = agent.connect(&reader, None).unwrap();
     host_info(&mut r1);
     host_info(&mut r2);
-    let refused = agent
-        .connect(&reader, None)
-        .and_then(|mut c| c.call(Request::HostInfo));
-    assert!(refused.is_err(), "{refused:?}");
-    agent.wait_audit(&[
-        &reader.fingerprint().to_string(),
-        "reason=too many sessions for this key",
-    ]);
+    refused(&agent, &reader, "too many sessions for this key");
     // Other keys are not held up, and the key gets its place back.
     host_info(&mut admin);
     drop(r1);

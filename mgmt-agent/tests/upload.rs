@@ -14,15 +14,9 @@ use keel_mgmt::messages::{ErrorCode, MAX_CHUNK};
 use keel_mgmt::{ClientKey, Request, Response, Role};
 use support::{put, sha, temp_dir, Agent};
 
-/// A fresh key with `role`, authorised by `admin`.
+/// A fresh key with `role`, authorised by `admin`, and its session.
 fn with_role(agent: &Agent, admin: &mut Client, role: Role) -> (ClientKey, Client) {
-    let key = ClientKey::generate().unwrap();
-    let add = Request::AuthorizeKey {
-        role,
-        public_key: key.public_key().0,
-        comment: role.to_string(),
-    };
-    assert_eq!(admin.call(add).unwrap(), Response::Ok);
+    let key = agent.new_key(admin, role);
     let c = agent.connect(&key, None).unwrap();
     (key, c)
 }

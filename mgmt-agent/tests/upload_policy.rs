@@ -12,7 +12,7 @@ use std::process::Output;
 
 use keel_mgmt::client::{Client, ClientError};
 use keel_mgmt::messages::{ErrorCode, MAX_CHUNK};
-use keel_mgmt::{ClientKey, Request, Response, Role};
+use keel_mgmt::{Request, Response, Role};
 use support::{keelctl, put, sha, temp_dir, Agent, Guests};
 
 const SPEC: &str =
@@ -27,13 +27,7 @@ fn host_err(r: Result<(), ClientError>) -> (ErrorCode, String) {
 }
 
 fn with_role(agent: &Agent, admin: &mut Client, role: Role) -> Client {
-    let key = ClientKey::generate().unwrap();
-    let add = Request::AuthorizeKey {
-        role,
-        public_key: key.public_key().0,
-        comment: role.to_string(),
-    };
-    assert_eq!(admin.call(add).unwrap(), Response::Ok);
+    let key = agent.new_key(admin, role);
     agent.connect(&key, None).unwrap()
 }
 

@@ -18,7 +18,7 @@ use keel_init::guests::{GuestManager, Paths, Shared};
 use keel_init::shutdown::Action;
 use keel_mgmt::agent::{serve, AgentHandle, AgentSettings};
 use keel_mgmt::client::{Client, ClientError, ConnectOptions, Target};
-use keel_mgmt::{ClientKey, KnownHosts};
+use keel_mgmt::{ClientKey, KnownHosts, Request, Response, Role};
 
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -215,6 +215,18 @@ impl Agent {
             timeout: Some(Duration::from_secs(10)),
         };
         Client::connect(&self.target(), key, &mut kh, &options)
+    }
+
+    /// A fresh key that `admin` authorises with `role`.
+    pub fn new_key(&self, admin: &mut Client, role: Role) -> ClientKey {
+        let key = ClientKey::generate().unwrap();
+        let add = Request::AuthorizeKey {
+            role,
+            public_key: key.public_key().0,
+            comment: role.to_string(),
+        };
+        assert_eq!(admin.call(add).unwrap(), Response::Ok);
+        key
     }
 
     /// Pairs a fresh key as admin.
