@@ -4,7 +4,6 @@
 //! file; a failed pairing attempt replaces it, so the file is watched and
 //! each new code is shown as it appears.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,10 +20,8 @@ pub fn spawn(file: PathBuf, agent_port: u16) {
             let mut shown: Option<String> = None;
             loop {
                 let code = read_code(&file);
-                if code.is_some() && code != shown {
-                    if let Some(code) = &code {
-                        show(code, agent_port);
-                    }
+                if let Some(new) = code.as_ref().filter(|c| Some(*c) != shown.as_ref()) {
+                    show(new, agent_port);
                 }
                 shown = code;
                 std::thread::sleep(POLL);
@@ -40,8 +37,8 @@ pub fn show(code: &str, agent_port: u16) {
     logger::console_only(&format!(
         "pairing code: {code}, for `keelctl pair` (shown on this console only; a failed attempt brings a fresh one)"
     ));
-    for ip in host_addresses() {
-        let host = keel_common::host::agent_host(ip, agent_port);
+    for ip in keel_sys::host_addrs::reachable_ipv4_addresses() {
+        let host = keel_common::host::agent_host(ip.into(), agent_port);
         logger::console_only(&keel_common::host::pairing_hint(&host, code));
     }
 }
@@ -51,19 +48,6 @@ pub fn read_code(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     let code = text.trim();
     (!code.is_empty() && code.len() < 64).then(|| code.to_owned())
-}
-
-/// The host's IPv4 addresses other than loopback.
-fn host_addresses() -> Vec<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    let mut out: Vec<IpAddr> = addrs
-        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())))
-        .filter(|ip| !ip.is_loopback())
-        .collect();
-    out.dedup();
-    out
 }
 
 #[cfg(test)]

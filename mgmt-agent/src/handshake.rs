@@ -717,10 +717,9 @@ where
         // Under a pairing key, a frame that does not open came from a
         // client with another code; a client that gives up after our
         // confirmation has tested its one guess.
-        Err(SessionError::Decrypt) if pake_key.is_some() => {
-            return Err(HandshakeError::WrongPairingCode)
-        }
-        Err(SessionError::Frame(FrameError::Closed)) if pake_key.is_some() => {
+        Err(SessionError::Decrypt | SessionError::Frame(FrameError::Closed))
+            if pake_key.is_some() =>
+        {
             return Err(HandshakeError::WrongPairingCode)
         }
         Err(e) => return Err(e.into()),

@@ -4,6 +4,7 @@
 //! - [`beneath`]: opening a file that cannot leave its directory;
 //! - [`deadline`]: one deadline for a whole exchange on a socket;
 //! - [`fsutil`]: atomic, durable writes to the data partition;
+//! - [`host_addrs`]: the host's own IPv4 addresses;
 //! - [`tun`]: taps through `/dev/net/tun`;
 //! - [`unix_connect`]: a Unix socket connected with a time bound or without blocking;
 //! - [`dhcp`] (feature `dhcp`): the DHCPv4 client over a packet socket;
@@ -14,6 +15,7 @@ pub mod deadline;
 #[cfg(feature = "dhcp")]
 pub mod dhcp;
 pub mod fsutil;
+pub mod host_addrs;
 pub mod spec_files;
 pub mod tun;
 pub mod unix_connect;

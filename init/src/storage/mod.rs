@@ -349,6 +349,8 @@ pub fn bring_up() -> Storage {
 pub struct Selection {
     pub esp: EspChoice,
     pub data: DataChoice,
+    /// Every block device the choice was made from.
+    pub devices: Vec<BlockDevice>,
 }
 
 impl Selection {
@@ -366,7 +368,7 @@ pub fn select(probe: &Probe, booted: Option<&str>, claim: Option<&DataClaim>) ->
     let devices = probe.devices();
     let esp = esp::choose_esp(&devices, booted);
     let data = data::choose_data(&devices, esp.device.as_ref(), claim);
-    Selection { esp, data }
+    Selection { esp, data, devices }
 }
 
 /// How long boot waits for the Keel partitions to appear: USB sticks and
@@ -411,7 +413,7 @@ fn bring_up_at(esp_mount: &Path, data_mount: &Path) -> Storage {
     // agree, and the choice is logged once.
     let selection = settle(&probe, booted.as_deref(), claim.as_ref());
     selection.log();
-    dev_links::link_by_partuuid(&probe.devices(), &probe.dev_root);
+    dev_links::link_by_partuuid(&selection.devices, &probe.dev_root);
     match mount_esp(selection.esp.device.as_ref(), esp_mount) {
         Ok(esp) => storage.esp = esp,
         Err(err) => log::error!("{err}"),

@@ -339,14 +339,8 @@ pub fn connect_hosts(listen: SocketAddr) -> Vec<String> {
     if !listen.ip().is_unspecified() {
         return vec![with_port(listen.ip())];
     }
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    let mut hosts: Vec<String> = addrs
-        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
-        .filter(|ip| !ip.is_loopback())
+    keel_sys::host_addrs::reachable_ipv4_addresses()
+        .into_iter()
         .map(|ip| with_port(IpAddr::V4(ip)))
-        .collect();
-    hosts.dedup();
-    hosts
+        .collect()
 }

@@ -90,34 +90,5 @@ impl HostPolicy {
 
 /// The IPv4 addresses of the host's interfaces (getifaddrs(3)).
 pub(super) fn interface_addrs() -> io::Result<Vec<Ipv4Addr>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list it allocated to `head`, checked below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut addrs = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, freed
-        // only after the loop.
-        let ifa = unsafe { &*cur };
-        let family = if ifa.ifa_addr.is_null() {
-            None
-        } else {
-            // SAFETY: a non-null ifa_addr points at a sockaddr in the list.
-            Some(i32::from(unsafe { (*ifa.ifa_addr).sa_family }))
-        };
-        if family == Some(libc::AF_INET) {
-            // SAFETY: a sockaddr of family AF_INET is a sockaddr_in.
-            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            if !addrs.contains(&ip) {
-                addrs.push(ip);
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(addrs)
+    keel_sys::host_addrs::ipv4_addresses()
 }
