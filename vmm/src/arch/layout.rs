@@ -32,9 +32,22 @@ pub const HIMEM_START: u64 = 0x100000;
 /// The 32-bit MMIO hole: no RAM between these addresses.
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
+/// The PCI host bridge's 32-bit memory window (non-prefetchable BARs),
+/// the first 256 MiB of the hole.
+pub const PCI_MMIO32_START: u64 = MMIO_HOLE_START;
+pub const PCI_MMIO32_SIZE: u64 = 0x1000_0000;
 /// Virtio-mmio devices, one 4 KiB window each.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
 pub const VIRTIO_MMIO_STRIDE: u64 = 0x1000;
+/// PCI Express enhanced configuration (ECAM) for bus 0 only: 32 devices
+/// of 8 functions of 4 KiB. Described by the ACPI MCFG table.
+pub const PCI_ECAM_START: u64 = 0xe000_0000;
+pub const PCI_ECAM_SIZE: u64 = 0x10_0000;
+/// The PCI bus numbers the host bridge decodes.
+pub const PCI_BUS_FIRST: u8 = 0;
+pub const PCI_BUS_LAST: u8 = 0;
+/// Size of the 64-bit PCI memory window above RAM (see `pci_mmio64_window`).
+pub const PCI_MMIO64_SIZE: u64 = 16 << 30;
 pub const IOAPIC_START: u64 = 0xfec0_0000;
 pub const APIC_START: u64 = 0xfee0_0000;
 
@@ -55,8 +68,15 @@ pub const PVPANIC_PORT: u16 = 0x505;
 /// with Firecracker's boot timer and Cloud Hypervisor's debug port (0x80 is
 /// taken by Linux's I/O delay writes, so Keel uses its own port).
 pub const BOOT_TIMER_PORT: u16 = 0x440;
-/// Interrupt lines for virtio devices: free ISA lines, skipping the SCI.
+/// Interrupt lines for virtio-mmio devices: free ISA lines, skipping the SCI.
 pub const VIRTIO_IRQS: [u32; 13] = [5, 6, 7, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19];
+/// IOAPIC lines for PCI INTA#..INTD# (the `_PRT` swizzles device slots over
+/// them); the fallback when a driver does not enable MSI-X.
+pub const PCI_INTX_GSIS: [u32; 4] = [20, 21, 22, 23];
+/// The first GSI free for MSI routes: the IOAPIC has 24 pins.
+pub const MSI_GSI_START: u32 = 24;
+/// The last GSI KVM routes (KVM_MAX_IRQ_ROUTES is 4096).
+pub const MSI_GSI_END: u32 = 4095;
 
 /// RAM ranges for a guest of `mem_bytes`: below the hole, then above 4 GiB.
 pub fn ram_ranges(mem_bytes: u64) -> Vec<(u64, u64)> {
@@ -68,6 +88,16 @@ pub fn ram_ranges(mem_bytes: u64) -> Vec<(u64, u64)> {
             (MMIO_HOLE_END, mem_bytes - MMIO_HOLE_START),
         ]
     }
+}
+
+/// The 64-bit PCI memory window: from the first 1 GiB boundary at or above
+/// the end of RAM (and 4 GiB), `PCI_MMIO64_SIZE` long. Returns (start, size).
+pub fn pci_mmio64_window(mem_bytes: u64) -> (u64, u64) {
+    let ram_end = ram_ranges(mem_bytes)
+        .last()
+        .map_or(0, |&(start, size)| start + size)
+        .max(MMIO_HOLE_END);
+    (ram_end.div_ceil(1 << 30) * (1 << 30), PCI_MMIO64_SIZE)
 }
 
 #[cfg(test)]
@@ -86,6 +116,34 @@ mod tests {
         assert_eq!(ranges, vec![(0, 3 << 30), (4 << 30, 3 << 30)]);
         let total: u64 = ranges.iter().map(|r| r.1).sum();
         assert_eq!(total, 6 << 30);
+    }
+
+    #[test]
+    fn the_64_bit_pci_window_lies_above_ram() {
+        assert_eq!(pci_mmio64_window(512 << 20), (4 << 30, PCI_MMIO64_SIZE));
+        assert_eq!(pci_mmio64_window(6 << 30), (7 << 30, PCI_MMIO64_SIZE));
+        assert_eq!(pci_mmio64_window((6 << 30) + 1), (8 << 30, PCI_MMIO64_SIZE));
+    }
+
+    #[test]
+    fn hole_regions_do_not_overlap() {
+        let mut regions = [
+            (PCI_MMIO32_START, PCI_MMIO32_SIZE),
+            (
+                VIRTIO_MMIO_START,
+                VIRTIO_MMIO_STRIDE * VIRTIO_IRQS.len() as u64,
+            ),
+            (PCI_ECAM_START, PCI_ECAM_SIZE),
+            (IOAPIC_START, 0x1000),
+            (APIC_START, 0x1000),
+        ];
+        regions.sort();
+        for pair in regions.windows(2) {
+            assert!(pair[0].0 + pair[0].1 <= pair[1].0, "{pair:x?}");
+        }
+        assert!(regions[0].0 >= MMIO_HOLE_START);
+        assert!(PCI_INTX_GSIS.iter().all(|g| !VIRTIO_IRQS.contains(g)));
+        assert!(PCI_INTX_GSIS.iter().all(|&g| g < MSI_GSI_START));
     }
 
     #[test]
