@@ -6,6 +6,7 @@ memory_mib = 512
 autostart = true
 restart = "always"
 rng = false
+transport = "mmio"
 
 [boot]
 kernel = "images/vmlinux"
@@ -71,6 +72,7 @@ fn full_example_parses() {
     assert!(spec.autostart());
     assert_eq!(spec.restart(), RestartPolicy::Always);
     assert!(!spec.rng_enabled());
+    assert_eq!(spec.transport(), Transport::Mmio);
     assert_eq!(spec.boot.kernel, Path::new("images/vmlinux"));
     assert_eq!(
         spec.boot.initrd.as_deref(),
@@ -105,6 +107,7 @@ fn minimal_spec_gets_defaults() {
     assert!(!spec.autostart());
     assert_eq!(spec.restart(), RestartPolicy::OnFailure);
     assert!(spec.rng_enabled());
+    assert_eq!(spec.transport(), Transport::Pci);
     assert_eq!(spec.boot.cmdline(), "");
     assert!(spec.boot.initrd.is_none());
     assert!(spec.disks.is_empty() && spec.nets.is_empty() && spec.vsock.is_none());
@@ -115,6 +118,13 @@ fn minimal_spec_gets_defaults() {
     .expect("valid spec");
     assert!(!spec.disks[0].read_only());
     assert_eq!(spec.vsock.map(|v| v.cid()), Some(DEFAULT_GUEST_CID));
+}
+
+#[test]
+fn an_unknown_transport_is_refused_at_its_line() {
+    let text = MINIMAL.replacen("vcpus = 1", "vcpus = 1\ntransport = \"isa\"", 1);
+    let message = parse(&text).expect_err("isa is no transport").to_string();
+    assert!(message.contains(":3:") && message.contains("transport"), "{message}");
 }
 
 #[test]
