@@ -211,3 +211,24 @@ fn a_silent_control_client_does_not_stop_the_event_loop() {
     assert_eq!(running.join().expect("the VM thread"), VmExit::Killed);
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+#[test]
+fn kvm_takes_msi_routes_beside_the_irqchip_lines() {
+    use keel_vmm::vm::gsi_routes::{GsiRoutes, MsiMessage};
+    if !kvm_available("kvm_takes_msi_routes_beside_the_irqchip_lines") {
+        return;
+    }
+    let kvm = kvm_ioctls::Kvm::new().unwrap();
+    let vm = kvm.create_vm().unwrap();
+    vm.create_irq_chip().unwrap();
+    let routes = GsiRoutes::new(std::sync::Arc::new(vm));
+    let message = MsiMessage {
+        address: 0xfee0_0000,
+        data: 0x30,
+    };
+    routes.set(24, Some(message)).expect("route GSI 24");
+    routes.set(25, Some(message)).expect("route GSI 25");
+    routes.set(24, None).expect("remove the route of GSI 24");
+    // KVM refuses a GSI beyond its routing limit: the error reaches us.
+    assert!(routes.set(1 << 20, Some(message)).is_err());
+}

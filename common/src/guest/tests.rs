@@ -124,7 +124,10 @@ fn minimal_spec_gets_defaults() {
 fn an_unknown_transport_is_refused_at_its_line() {
     let text = MINIMAL.replacen("vcpus = 1", "vcpus = 1\ntransport = \"isa\"", 1);
     let message = parse(&text).expect_err("isa is no transport").to_string();
-    assert!(message.contains(":3:") && message.contains("transport"), "{message}");
+    assert!(
+        message.contains(":3:") && message.contains("transport"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod config;
 mod control;
 mod error;
 mod event_loop;
+pub mod gsi_routes;
 mod token;
 
 use std::os::fd::RawFd;
