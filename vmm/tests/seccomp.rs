@@ -36,7 +36,9 @@ use keel_vmm::control::peer::Peer;
 use keel_vmm::control::{ControlServer, FdChange, VmControl};
 use keel_vmm::devices::bus::BusDevice;
 use keel_vmm::devices::serial::SerialDevice;
-use keel_vmm::devices::virtio::{Block, BlockOptions, Interrupt, MmioTransport, Rng};
+use keel_vmm::devices::virtio::{
+    Block, BlockOptions, Interrupt, MmioTransport, Rng, VirtioTransport,
+};
 use keel_vmm::exit::{ExitSignal, VmExit};
 use keel_vmm::seccomp::{self, ThreadKind};
 use virtio_bindings::virtio_blk::{

@@ -19,7 +19,7 @@ const PROBE_FEATURE: u64 = 1 << 3;
 #[derive(Default)]
 struct ProbeState {
     activations: Vec<(u64, Vec<QueueState>)>,
-    processed: Vec<usize>,
+    processed: Vec<u16>,
     resets: usize,
     config_writes: Vec<(u64, Vec<u8>)>,
 }
@@ -28,6 +28,7 @@ struct ProbeState {
 struct Probe {
     max_sizes: Vec<u16>,
     state: Arc<Mutex<ProbeState>>,
+    interrupt: Option<Arc<dyn VirtioInterrupt>>,
 }
 
 impl VirtioDevice for Probe {
@@ -53,9 +54,11 @@ impl VirtioDevice for Probe {
     fn activate(
         &mut self,
         _mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<Queue>,
         acked: u64,
     ) -> Result<(), ActivateError> {
+        self.interrupt = Some(interrupt);
         let states = queues.iter().map(Queue::state).collect();
         self.state
             .lock()
@@ -64,11 +67,19 @@ impl VirtioDevice for Probe {
             .push((acked, states));
         Ok(())
     }
-    fn process_queue(&mut self, index: usize) -> bool {
+    /// Signals after a kick of queue 0 only.
+    fn queue_notify(&mut self, index: u16) {
         self.state.lock().expect("lock").processed.push(index);
-        index == 0
+        if index == 0 {
+            if let Some(interrupt) = &self.interrupt {
+                interrupt
+                    .trigger(VirtioInterruptType::Queue(0))
+                    .expect("trigger");
+            }
+        }
     }
     fn reset(&mut self) {
+        self.interrupt = None;
         self.state.lock().expect("lock").resets += 1;
     }
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -87,6 +98,7 @@ fn probe(mem: &GuestMemoryMmap, max_sizes: &[u16]) -> Setup {
     let device = Probe {
         max_sizes: max_sizes.to_vec(),
         state: state.clone(),
+        interrupt: None,
     };
     let irq = Arc::new(CountingInterrupt::default());
     let transport =
@@ -523,7 +535,7 @@ fn queue_select_out_of_range_is_harmless() {
     // Notifies for queues the device does not have reach it as such;
     // it ignores them.
     t.queue_notify(5);
-    t.queue_notify(u32::MAX);
+    t.notify(u32::MAX);
     assert_eq!(s.irq.count(), 0);
 }
 
@@ -664,6 +676,7 @@ fn devices_with_bad_queue_sizes_are_refused() {
         let device = Probe {
             max_sizes: sizes,
             state: Arc::default(),
+            interrupt: None,
         };
         let irq = Arc::new(CountingInterrupt::default());
         assert!(matches!(

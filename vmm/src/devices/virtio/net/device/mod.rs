@@ -21,7 +21,9 @@
 //! buffer per frame.
 
 use std::collections::VecDeque;
+#[cfg(test)]
 use std::os::unix::io::RawFd;
+use std::sync::Arc;
 
 use keel_common::guest::MacAddr;
 use log::{debug, warn};
@@ -34,12 +36,13 @@ use virtio_bindings::virtio_net::{
 };
 use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+use vmm_sys_util::epoll::EventSet;
 
 use super::backend::{NetBackend, NetBackendError, OFFLOAD_FEATURES, VNET_HDR_LEN};
-use super::{MAX_PACKET_LEN, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, TYPE_NET};
+use super::{BACKEND_EVENT, MAX_PACKET_LEN, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, TYPE_NET};
 use crate::devices::virtio::{
-    avail_index_sane, read_config_bytes, serve_queue, ActivateError, VirtioDevice,
-    VIRTIO_F_VERSION_1,
+    avail_index_sane, read_config_bytes, serve_queue, signal_used, ActivateError, DeviceEvents,
+    VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1,
 };
 
 /// Features the device implements itself, whatever the backend.
@@ -110,6 +113,7 @@ struct RxBuffer {
 /// What the driver handed over at DRIVER_OK.
 struct Active {
     mem: GuestMemoryMmap,
+    interrupt: Arc<dyn VirtioInterrupt>,
     rx: Queue,
     tx: Queue,
 }
@@ -173,10 +177,9 @@ impl Net {
         })
     }
 
-    /// The fd the event loop must poll for `EPOLLIN | EPOLLET`, calling
-    /// [`Net::process_backend`] (or the transport's `queue_notify(RX_QUEUE)`)
-    /// when it fires. Take it before handing the device to its transport.
-    pub fn backend_fd(&self) -> Option<RawFd> {
+    /// The backend's fd, which `register_events` hands to the event loop.
+    #[cfg(test)]
+    pub(crate) fn backend_fd(&self) -> Option<RawFd> {
         self.backend.raw_fd()
     }
 
@@ -188,24 +191,25 @@ impl Net {
         MacAddr(mac)
     }
 
-    /// Moves whatever the backend has into the guest's receive buffers.
-    /// Returns true when the guest should be interrupted. Same as a kick of
-    /// the receive queue.
-    pub fn process_backend(&mut self) -> bool {
+    /// Moves whatever the backend has into the guest's receive buffers and
+    /// signals the receive queue if that returned any: on a backend event
+    /// and on a kick of the receive queue.
+    fn process_rx(&mut self) {
         let Some(active) = self.active.as_mut() else {
-            return false;
+            return;
         };
-        self.rx.run(
+        let needed = self.rx.run(
             active,
             self.backend.as_mut(),
             self.acked_features,
             &mut self.counters,
-        )
+        );
+        signal_used("virtio-net", active.interrupt.as_ref(), RX_QUEUE, needed);
     }
 
-    fn process_tx(&mut self) -> bool {
+    fn process_tx(&mut self) {
         let Some(active) = self.active.as_mut() else {
-            return false;
+            return;
         };
         let mem = &active.mem;
         let (frame, backend, counters, acked) = (
@@ -214,7 +218,7 @@ impl Net {
             &mut self.counters,
             self.acked_features,
         );
-        serve_queue("virtio-net tx", &mut active.tx, mem, |chain| {
+        let needed = serve_queue("virtio-net tx", &mut active.tx, mem, |chain| {
             let gathered = gather_tx(mem, chain, frame).and_then(|len| {
                 if offloads_allowed(&frame[..len], acked, false) {
                     Ok(len)
@@ -239,7 +243,8 @@ impl Net {
                 }
             }
             0
-        })
+        });
+        signal_used("virtio-net", active.interrupt.as_ref(), TX_QUEUE, needed);
     }
 }
 
@@ -551,6 +556,7 @@ impl VirtioDevice for Net {
     fn activate(
         &mut self,
         mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<Queue>,
         acked_features: u64,
     ) -> Result<(), ActivateError> {
@@ -570,15 +576,34 @@ impl VirtioDevice for Net {
             // guest accepts: slower, not wrong.
             warn!("virtio-net: cannot enable the backend's offloads: {e}");
         }
-        self.active = Some(Active { mem, rx, tx });
+        self.active = Some(Active {
+            mem,
+            interrupt,
+            rx,
+            tx,
+        });
         Ok(())
     }
 
-    fn process_queue(&mut self, index: usize) -> bool {
+    fn queue_notify(&mut self, index: u16) {
         match index {
-            RX_QUEUE => self.process_backend(),
+            RX_QUEUE => self.process_rx(),
             TX_QUEUE => self.process_tx(),
-            _ => false,
+            _ => debug!("virtio-net: ignoring a notify for queue {index}"),
+        }
+    }
+
+    /// The backend fd, edge-triggered (see the module documentation).
+    fn register_events(&mut self, events: DeviceEvents) -> std::io::Result<()> {
+        match self.backend.raw_fd() {
+            Some(fd) => events.add(fd, BACKEND_EVENT, EventSet::IN | EventSet::EDGE_TRIGGERED),
+            None => Ok(()),
+        }
+    }
+
+    fn handle_event(&mut self, id: u32, _events: EventSet) {
+        if id == BACKEND_EVENT {
+            self.process_rx();
         }
     }
 

@@ -3,18 +3,23 @@
 
 use std::os::unix::io::RawFd;
 use std::path::Path;
+use std::sync::Arc;
 
 use log::debug;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
 
 use super::muxer::Muxer;
 use super::packet::{read_tx_packet, RxBuffer, HDR_LEN, MAX_PAYLOAD};
 use super::{EVENT_QUEUE, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, TYPE_VSOCK};
 use crate::devices::virtio::{
-    avail_index_sane, read_config_bytes, serve_queue, ActivateError, VirtioDevice,
-    VIRTIO_F_VERSION_1,
+    avail_index_sane, read_config_bytes, serve_queue, signal_used, ActivateError, DeviceEvents,
+    VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1,
 };
+
+/// The id the muxer's epoll fd is registered with.
+pub const HOST_EVENT: u32 = 0;
 
 /// Config space: `guest_cid` (le64).
 const CONFIG_LEN: usize = 8;
@@ -43,6 +48,7 @@ struct Counters {
 
 struct Active {
     mem: GuestMemoryMmap,
+    interrupt: Arc<dyn VirtioInterrupt>,
     rx: Queue,
     tx: Queue,
     /// Held, never used: we send no events (they only matter for live
@@ -95,9 +101,7 @@ impl Vsock {
 
     /// The one fd the event loop polls (`EPOLLIN | EPOLLET`) for all host
     /// sockets of the device: an epoll instance over the listener and every
-    /// connection. When it fires, call the transport's
-    /// `queue_notify(RX_QUEUE)` (or [`Vsock::process_host_events`]). Take
-    /// it before handing the device to its transport.
+    /// connection.
     pub fn event_fd(&self) -> RawFd {
         self.muxer.epoll_fd()
     }
@@ -108,14 +112,13 @@ impl Vsock {
     }
 
     /// Handles the host sockets' events and fills the guest's receive
-    /// buffers. Returns true when the guest should be interrupted. Same as
-    /// a kick of the receive queue.
-    pub fn process_host_events(&mut self) -> bool {
+    /// buffers: on a host event and on a kick of the receive queue.
+    fn process_host_events(&mut self) {
         if self.active.is_none() {
-            return false;
+            return;
         }
         self.muxer.poll_host();
-        self.fill_rx()
+        self.fill_rx();
     }
 
     #[cfg(test)]
@@ -125,13 +128,13 @@ impl Vsock {
 
     /// Hands every transmit packet to the muxer, then delivers what that
     /// produced.
-    fn process_tx(&mut self) -> bool {
+    fn process_tx(&mut self) {
         let Some(active) = self.active.as_mut() else {
-            return false;
+            return;
         };
         let mem = &active.mem;
         let (tx_buf, counters, muxer) = (&mut self.tx_buf, &mut self.counters, &mut self.muxer);
-        let notify_tx = serve_queue("virtio-vsock tx", &mut active.tx, mem, |chain| {
+        let needed = serve_queue("virtio-vsock tx", &mut active.tx, mem, |chain| {
             match read_tx_packet(mem, chain, tx_buf) {
                 Ok((header, len)) => {
                     counters.tx_packets += 1;
@@ -150,21 +153,22 @@ impl Vsock {
             }
             0
         });
-        let notify_rx = self.fill_rx();
-        notify_tx || notify_rx
+        signal_used("virtio-vsock", active.interrupt.as_ref(), TX_QUEUE, needed);
+        self.fill_rx();
     }
 
-    /// Puts the muxer's packets into receive buffers while both last.
-    fn fill_rx(&mut self) -> bool {
+    /// Puts the muxer's packets into receive buffers while both last, and
+    /// signals the receive queue if any were used.
+    fn fill_rx(&mut self) {
         let Some(active) = self.active.as_mut() else {
-            return false;
+            return;
         };
         if !self.muxer.has_rx_work() {
-            return false;
+            return;
         }
         if !avail_index_sane(&active.rx, &active.mem) {
             debug!("virtio-vsock: the driver's receive available index is corrupt");
-            return false;
+            return;
         }
         let mut used_any = false;
         while self.muxer.has_rx_work() {
@@ -197,7 +201,8 @@ impl Vsock {
                 Err(e) => debug!("virtio-vsock: cannot return receive descriptor {head}: {e}"),
             }
         }
-        used_any && active.rx.needs_notification(&active.mem).unwrap_or(true)
+        let needed = used_any && active.rx.needs_notification(&active.mem).unwrap_or(true);
+        signal_used("virtio-vsock", active.interrupt.as_ref(), RX_QUEUE, needed);
     }
 }
 
@@ -229,6 +234,7 @@ impl VirtioDevice for Vsock {
     fn activate(
         &mut self,
         mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<Queue>,
         _acked_features: u64,
     ) -> Result<(), ActivateError> {
@@ -241,6 +247,7 @@ impl VirtioDevice for Vsock {
         };
         self.active = Some(Active {
             mem,
+            interrupt,
             rx,
             tx,
             _event: event,
@@ -248,13 +255,30 @@ impl VirtioDevice for Vsock {
         Ok(())
     }
 
-    fn process_queue(&mut self, index: usize) -> bool {
+    fn queue_notify(&mut self, index: u16) {
         match index {
             RX_QUEUE => self.process_host_events(),
             TX_QUEUE => self.process_tx(),
             // The driver refilled the event queue; we never use it.
-            EVENT_QUEUE => false,
-            _ => false,
+            EVENT_QUEUE => {}
+            _ => debug!("virtio-vsock: ignoring a notify for queue {index}"),
+        }
+    }
+
+    /// The muxer's epoll fd, edge-triggered: before the driver is up events
+    /// are ignored, and the driver's first receive-queue kick collects what
+    /// happened meanwhile.
+    fn register_events(&mut self, events: DeviceEvents) -> std::io::Result<()> {
+        events.add(
+            self.muxer.epoll_fd(),
+            HOST_EVENT,
+            EventSet::IN | EventSet::EDGE_TRIGGERED,
+        )
+    }
+
+    fn handle_event(&mut self, id: u32, _events: EventSet) {
+        if id == HOST_EVENT {
+            self.process_host_events();
         }
     }
 

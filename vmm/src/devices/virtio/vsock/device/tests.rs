@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::*;
-use crate::devices::virtio::testing::{add_chain, guest_mem, used, R, W};
+use crate::devices::virtio::testing::{add_chain, event, guest_mem, irq, kick, used, R, W};
 use crate::devices::virtio::vsock::connection::CONN_BUF_ALLOC;
 use crate::devices::virtio::vsock::packet::*;
 use crate::devices::virtio::vsock::HOST_CID;
@@ -70,7 +70,7 @@ impl<'a> Fixture<'a> {
             evq.create_queue().expect("queue"),
         ];
         vsock
-            .activate(mem.clone(), queues, VIRTIO_F_VERSION_1)
+            .activate(mem.clone(), irq(), queues, VIRTIO_F_VERSION_1)
             .expect("activate");
         Fixture {
             vsock,
@@ -114,7 +114,7 @@ impl<'a> Fixture<'a> {
     fn transmit(&mut self, descs: &[(u64, u32, u16)]) -> bool {
         add_chain(&self.txq, self.tx_slot, descs);
         self.tx_slot += descs.len() as u16;
-        self.vsock.process_queue(TX_QUEUE)
+        kick(&mut self.vsock, TX_QUEUE)
     }
 
     /// Sends one packet from the guest, header and payload in separate
@@ -189,7 +189,7 @@ impl<'a> Fixture<'a> {
         // SAFETY: one valid pollfd for the duration of the call.
         let n = unsafe { libc::poll(&mut pfd, 1, TIMEOUT.as_millis() as libc::c_int) };
         assert!(n > 0, "the host fd never became readable");
-        self.vsock.process_queue(RX_QUEUE)
+        kick(&mut self.vsock, RX_QUEUE)
     }
 
     fn counter(&self, name: &str) -> u64 {
@@ -561,7 +561,7 @@ fn credit_requests_and_updates_for_guest_data() {
             };
             // SAFETY: one valid pollfd for the duration of the call.
             if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 {
-                f.vsock.process_queue(RX_QUEUE);
+                kick(&mut f.vsock, RX_QUEUE);
             }
         }
     }
@@ -667,7 +667,7 @@ fn receive_buffers_are_checked_and_kept_when_unused() {
     let mut f = Fixture::new(&mem, "vsock-rxbuf");
     // Nothing to send: the buffer stays with the driver.
     f.post_rx(1);
-    assert!(!f.vsock.process_queue(RX_QUEUE));
+    assert!(!kick(&mut f.vsock, RX_QUEUE));
     assert_eq!(f.rxq.used().idx().load(), 0);
     // ... and carries the next packet.
     f.send(f.hdr(OP_RW, 1, 2, 0), &[]);
@@ -684,14 +684,14 @@ fn receive_buffers_are_checked_and_kept_when_unused() {
         &[(MEM_SIZE as u64 - 8, RX_BUF_LEN, W)],
     );
     f.rx_slot += 3;
-    assert!(f.vsock.process_queue(RX_QUEUE));
+    assert!(kick(&mut f.vsock, RX_QUEUE));
     for i in 1..4 {
         assert_eq!(used(&f.rxq, i), (4, i as u32, 0));
     }
     assert_eq!(f.counter("rx_bad_buffers"), 3);
     f.rx_seen = 4;
     f.post_rx(1);
-    assert!(f.vsock.process_queue(RX_QUEUE));
+    assert!(kick(&mut f.vsock, RX_QUEUE));
     f.expect_packet(OP_RST);
 }
 
@@ -707,8 +707,8 @@ fn reset_closes_every_connection_but_keeps_listening() {
     f.vsock.reset();
     assert_eq!(f.vsock.connection_count(), 0);
     assert!(is_closed(&mut host));
-    assert!(!f.vsock.process_queue(RX_QUEUE));
-    assert!(!f.vsock.process_queue(TX_QUEUE));
+    assert!(!kick(&mut f.vsock, RX_QUEUE));
+    assert!(!kick(&mut f.vsock, TX_QUEUE));
 
     // Host clients connecting meanwhile are served after activation.
     let mut client = UnixStream::connect(f.uds()).expect("connect");
@@ -722,10 +722,10 @@ fn reset_closes_every_connection_but_keeps_listening() {
         evq.create_queue().expect("queue"),
     ];
     f.vsock
-        .activate(mem.clone(), queues, VIRTIO_F_VERSION_1)
+        .activate(mem.clone(), irq(), queues, VIRTIO_F_VERSION_1)
         .expect("activate again");
     add_chain(&rxq, 0, &[(RX_AREA, RX_BUF_LEN, W)]);
-    assert!(f.vsock.process_queue(RX_QUEUE));
+    assert!(kick(&mut f.vsock, RX_QUEUE));
     let mut raw = [0u8; HDR_LEN];
     mem.read_slice(&mut raw, GuestAddress(RX_AREA))
         .expect("read");
@@ -737,27 +737,27 @@ fn reset_closes_every_connection_but_keeps_listening() {
 fn inactive_device_and_odd_queues_do_nothing() {
     let dir = TempDir::new("vsock-inactive");
     let mut vsock = Vsock::new(3, &dir.0.join("v.sock")).expect("vsock");
-    assert!(!vsock.process_queue(RX_QUEUE));
-    assert!(!vsock.process_queue(TX_QUEUE));
-    assert!(!vsock.process_host_events());
+    assert!(!kick(&mut vsock, RX_QUEUE));
+    assert!(!kick(&mut vsock, TX_QUEUE));
+    assert!(!event(&mut vsock, HOST_EVENT, EventSet::IN));
     let mem = guest_mem(&[(0, MEM_SIZE)]);
     let q = || Queue::new(16).expect("queue");
     assert!(matches!(
-        vsock.activate(mem.clone(), vec![q(), q()], 0),
+        vsock.activate(mem.clone(), irq(), vec![q(), q()], 0),
         Err(ActivateError::QueueCount {
             expected: 3,
             got: 2
         })
     ));
     vsock
-        .activate(mem.clone(), vec![q(), q(), q()], 0)
+        .activate(mem.clone(), irq(), vec![q(), q(), q()], 0)
         .expect("activate");
     assert!(matches!(
-        vsock.activate(mem, vec![q(), q(), q()], 0),
+        vsock.activate(mem, irq(), vec![q(), q(), q()], 0),
         Err(ActivateError::AlreadyActive)
     ));
-    assert!(!vsock.process_queue(EVENT_QUEUE));
-    assert!(!vsock.process_queue(usize::MAX));
+    assert!(!kick(&mut vsock, EVENT_QUEUE));
+    assert!(!kick(&mut vsock, u16::MAX));
 }
 
 #[test]
@@ -765,12 +765,12 @@ fn avail_index_far_ahead_is_ignored() {
     let mem = guest_mem(&[(0, MEM_SIZE)]);
     let mut f = Fixture::new(&mem, "vsock-availidx");
     f.txq.avail().idx().store(1000);
-    assert!(!f.vsock.process_queue(TX_QUEUE));
+    assert!(!kick(&mut f.vsock, TX_QUEUE));
     assert_eq!(f.txq.used().idx().load(), 0);
     // A reset owed, and a receive ring claiming 1000 buffers.
     f.txq.avail().idx().store(0);
     f.send(f.hdr(OP_RW, 1, 2, 0), &[]);
     f.rxq.avail().idx().store(1000);
-    assert!(!f.vsock.process_queue(RX_QUEUE));
+    assert!(!kick(&mut f.vsock, RX_QUEUE));
     assert_eq!(f.rxq.used().idx().load(), 0);
 }
