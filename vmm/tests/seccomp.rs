@@ -778,12 +778,13 @@ fn vmm_work() -> ! {
         })
     };
 
+    // The event loop's epoll set is created with the VM, unconfined.
+    let epoll = Epoll::new().expect("epoll");
     // Now this thread becomes the event loop, confined, as Vm::run does
     // once the vCPU threads exist.
     {
         confine(ThreadKind::Vmm);
         const NOTIFY: u64 = u64::MAX;
-        let epoll = Epoll::new().expect("epoll");
         let add = |fd, token, events| {
             epoll
                 .ctl(ControlOperation::Add, fd, EpollEvent::new(events, token))

@@ -10,15 +10,16 @@
 //!   socket is the stream. A refused or malformed request just closes it.
 //!
 //! Files: [`packet`] (the 44-byte header, chains), [`connection`] (one
-//! stream and its credit accounting), [`muxer`] (the listener, the
-//! connection table and their epoll set), [`device`] (the queues).
+//! stream and its credit accounting), [`muxer`] (the listener and the
+//! connection table), [`device`] (the queues).
 //!
 //! Wiring (besides what every virtio device needs, see the parent module):
-//! `register_events` hands the event loop the muxer's epoll fd as
-//! `HOST_EVENT`, edge-triggered: before the driver is up events are
-//! ignored, and a level-triggered fd would keep firing. Nothing is lost:
-//! the driver's first receive-queue kick collects what happened meanwhile.
-//! Three queues: one ioeventfd each for RX_QUEUE, TX_QUEUE and EVENT_QUEUE.
+//! `register_events` puts the listener in the event loop's epoll set, and
+//! the muxer adds and removes each connection's socket as it opens and
+//! closes, all edge-triggered, with the descriptor number as id. That may
+//! happen while the transmit queue is served, on a vCPU thread for a
+//! QueueNotify write. Three queues: one ioeventfd each for RX_QUEUE,
+//! TX_QUEUE and EVENT_QUEUE.
 //!
 //! The guest needs `CONFIG_VIRTIO_VSOCKETS` and the usual
 //! `virtio_mmio.device=4K@base:irq` on its command line.

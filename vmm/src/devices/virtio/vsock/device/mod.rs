@@ -1,7 +1,6 @@
 //! The virtio-vsock device (type 19): receive (0), transmit (1) and event
 //! (2) queues in front of the [`Muxer`].
 
-use std::os::unix::io::RawFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,9 +16,6 @@ use crate::devices::virtio::{
     avail_index_sane, read_config_bytes, serve_queue, signal_used, ActivateError, DeviceEvents,
     VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1,
 };
-
-/// The id the muxer's epoll fd is registered with.
-pub const HOST_EVENT: u32 = 0;
 
 /// Config space: `guest_cid` (le64).
 const CONFIG_LEN: usize = 8;
@@ -99,26 +95,9 @@ impl Vsock {
         self.guest_cid
     }
 
-    /// The one fd the event loop polls (`EPOLLIN | EPOLLET`) for all host
-    /// sockets of the device: an epoll instance over the listener and every
-    /// connection.
-    pub fn event_fd(&self) -> RawFd {
-        self.muxer.epoll_fd()
-    }
-
     /// Open connections, host clients still handshaking included.
     pub fn connection_count(&self) -> usize {
         self.muxer.connection_count()
-    }
-
-    /// Handles the host sockets' events and fills the guest's receive
-    /// buffers: on a host event and on a kick of the receive queue.
-    fn process_host_events(&mut self) {
-        if self.active.is_none() {
-            return;
-        }
-        self.muxer.poll_host();
-        self.fill_rx();
     }
 
     #[cfg(test)]
@@ -257,7 +236,8 @@ impl VirtioDevice for Vsock {
 
     fn queue_notify(&mut self, index: u16) {
         match index {
-            RX_QUEUE => self.process_host_events(),
+            // New buffers: deliver what waited for them.
+            RX_QUEUE => self.fill_rx(),
             TX_QUEUE => self.process_tx(),
             // The driver refilled the event queue; we never use it.
             EVENT_QUEUE => {}
@@ -265,21 +245,17 @@ impl VirtioDevice for Vsock {
         }
     }
 
-    /// The muxer's epoll fd, edge-triggered: before the driver is up events
-    /// are ignored, and the driver's first receive-queue kick collects what
-    /// happened meanwhile.
+    /// The listener now, each connection's socket as it opens.
     fn register_events(&mut self, events: DeviceEvents) -> std::io::Result<()> {
-        events.add(
-            self.muxer.epoll_fd(),
-            HOST_EVENT,
-            EventSet::IN | EventSet::EDGE_TRIGGERED,
-        )
+        self.muxer.register_events(events)
     }
 
-    fn handle_event(&mut self, id: u32, _events: EventSet) {
-        if id == HOST_EVENT {
-            self.process_host_events();
-        }
+    /// Host sockets are served even before activation (host clients are
+    /// accepted and their requests wait for the driver): edge-triggered
+    /// readiness ignored now would never be reported again.
+    fn handle_event(&mut self, id: u32, events: EventSet) {
+        self.muxer.host_event(id, events);
+        self.fill_rx();
     }
 
     fn reset(&mut self) {

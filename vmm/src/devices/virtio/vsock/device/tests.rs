@@ -7,10 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::*;
-use crate::devices::virtio::testing::{add_chain, event, guest_mem, irq, kick, used, R, W};
+use crate::devices::virtio::testing::{
+    add_chain, event, guest_mem, irq, kick, signalled, used, R, W,
+};
 use crate::devices::virtio::vsock::connection::CONN_BUF_ALLOC;
 use crate::devices::virtio::vsock::packet::*;
 use crate::devices::virtio::vsock::HOST_CID;
+use crate::devices::virtio::DeviceEvents;
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -45,6 +48,8 @@ impl Drop for TempDir {
 
 struct Fixture<'a> {
     vsock: Vsock,
+    /// The device's registrations, in an epoll set of their own.
+    events: DeviceEvents,
     mem: &'a GuestMemoryMmap,
     rxq: MockSplitQueue<'a, GuestMemoryMmap>,
     txq: MockSplitQueue<'a, GuestMemoryMmap>,
@@ -61,6 +66,8 @@ impl<'a> Fixture<'a> {
     fn new(mem: &'a GuestMemoryMmap, tag: &str) -> Self {
         let dir = TempDir::new(tag);
         let mut vsock = Vsock::new(CID, &dir.0.join("v.sock")).expect("vsock");
+        let events = DeviceEvents::for_test();
+        vsock.register_events(events.clone()).expect("register");
         let rxq = MockSplitQueue::create(mem, GuestAddress(0), QLEN);
         let txq = MockSplitQueue::create(mem, GuestAddress(0x1000), QLEN);
         let evq = MockSplitQueue::create(mem, GuestAddress(0x2000), QLEN);
@@ -74,6 +81,7 @@ impl<'a> Fixture<'a> {
             .expect("activate");
         Fixture {
             vsock,
+            events,
             mem,
             rxq,
             txq,
@@ -178,18 +186,24 @@ impl<'a> Fixture<'a> {
         (h, payload)
     }
 
-    /// Waits for the device's host fd to signal, then lets it work, as
-    /// the event loop would.
+    /// Waits for one of the device's host sockets to signal, then hands
+    /// the device what is ready, as the event loop would. Returns whether
+    /// it signalled the guest.
     fn host_event(&mut self) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.vsock.event_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, TIMEOUT.as_millis() as libc::c_int) };
-        assert!(n > 0, "the host fd never became readable");
-        kick(&mut self.vsock, RX_QUEUE)
+        let ready = self.events.wait(TIMEOUT.as_millis() as i32);
+        assert!(!ready.is_empty(), "no host socket became ready");
+        irq().take();
+        for (id, events) in ready {
+            self.vsock.handle_event(id, events);
+        }
+        signalled()
+    }
+
+    /// Hands the device whatever is ready now, without waiting.
+    fn pump(&mut self) {
+        for (id, events) in self.events.wait(0) {
+            self.vsock.handle_event(id, events);
+        }
     }
 
     fn counter(&self, name: &str) -> u64 {
@@ -554,15 +568,7 @@ fn credit_requests_and_updates_for_guest_data() {
         got += n;
         if f.vsock.connection_count() == 1 && got < 4 * MAX_PAYLOAD {
             // Lets the device refill the socket when it can.
-            let mut pfd = libc::pollfd {
-                fd: f.vsock.event_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the duration of the call.
-            if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 {
-                kick(&mut f.vsock, RX_QUEUE);
-            }
+            f.pump();
         }
     }
     assert_eq!(got, 4 * MAX_PAYLOAD);
@@ -713,6 +719,7 @@ fn reset_closes_every_connection_but_keeps_listening() {
     // Host clients connecting meanwhile are served after activation.
     let mut client = UnixStream::connect(f.uds()).expect("connect");
     client.write_all(b"CONNECT 52\n").expect("write");
+    assert!(!f.host_event(), "inactive: nothing signalled");
     let rxq = MockSplitQueue::create(&mem, GuestAddress(0x4000), QLEN);
     let txq = MockSplitQueue::create(&mem, GuestAddress(0x5000), QLEN);
     let evq = MockSplitQueue::create(&mem, GuestAddress(0x6000), QLEN);
@@ -739,7 +746,8 @@ fn inactive_device_and_odd_queues_do_nothing() {
     let mut vsock = Vsock::new(3, &dir.0.join("v.sock")).expect("vsock");
     assert!(!kick(&mut vsock, RX_QUEUE));
     assert!(!kick(&mut vsock, TX_QUEUE));
-    assert!(!event(&mut vsock, HOST_EVENT, EventSet::IN));
+    // Not registered: an id that is no socket of the device is ignored.
+    assert!(!event(&mut vsock, u32::MAX, EventSet::IN));
     let mem = guest_mem(&[(0, MEM_SIZE)]);
     let q = || Queue::new(16).expect("queue");
     assert!(matches!(
