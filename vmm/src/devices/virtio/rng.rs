@@ -324,6 +324,31 @@ mod tests {
     }
 
     #[test]
+    fn reset_mid_io_then_reactivation_behaves_as_fresh() {
+        let mem = guest_mem(&[(0, MEM_SIZE)]);
+        let (mut rng, old) = setup(&mem);
+        add_chain(&old, 0, &[(0x1000, 64, W)]);
+        assert!(kick(&mut rng, 0));
+        // Made available, never kicked: pending at the reset.
+        add_chain(&old, 1, &[(0x2000, 64, W)]);
+        rng.reset();
+        assert!(!kick(&mut rng, 0));
+
+        let new = MockSplitQueue::create(&mem, GuestAddress(0x3_0000), 16);
+        let queue: Queue = new.create_queue().expect("queue");
+        rng.activate(mem.clone(), irq(), vec![queue], VIRTIO_F_VERSION_1)
+            .expect("activate again");
+        add_chain(&new, 0, &[(0x3_8000, 32, W)]);
+        assert!(kick(&mut rng, 0));
+        assert_eq!(used(&new, 0), (1, 0, 32));
+        assert!(changed(&mem, 0x3_8000, 32));
+        // The old queue's buffer was never filled.
+        assert_eq!(old.used().idx().load(), 1);
+        assert!(!changed(&mem, 0x2000, 64));
+        assert_eq!(counter(&rng, "requests"), 2);
+    }
+
+    #[test]
     fn inactive_device_or_unknown_queue_does_nothing() {
         let mut rng = Rng::default();
         assert!(!kick(&mut rng, 0));

@@ -869,3 +869,42 @@ fn open_reports_missing_files() {
         Err(BlockError::Open { .. })
     ));
 }
+
+#[test]
+fn reset_mid_io_then_reactivation_behaves_as_fresh() {
+    let mut f = fixture("reset", false);
+    let old = MockSplitQueue::new(&f.mem, 16);
+    activate(&mut f.block, &f.mem, &old);
+    write_header(&f.mem, VIRTIO_BLK_T_IN, 1);
+    assert_eq!(
+        submit(
+            &mut f.block,
+            &old,
+            &[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]
+        ),
+        513
+    );
+    // A second request made available but never kicked: half done when
+    // the driver resets (a kexec'd kernel does exactly this).
+    write_header(&f.mem, VIRTIO_BLK_T_OUT, 0);
+    add_chain(&old, 3, &[(HDR, 16, R), (DATA, 512, R), (STATUS, 1, W)]);
+    let disk_before = f.disk.contents();
+    f.block.reset();
+    assert!(!kick(&mut f.block, 0), "reset: no queue, no interrupt");
+
+    // New queues elsewhere, as the next kernel sets them up.
+    let new = MockSplitQueue::create(&f.mem, GuestAddress(0x8_0000), 16);
+    activate(&mut f.block, &f.mem, &new);
+    write_header(&f.mem, VIRTIO_BLK_T_IN, 2);
+    add_chain(&new, 0, &[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    assert!(kick(&mut f.block, 0));
+    assert_eq!(used(&new, 0), (1, 0, 513));
+    assert_eq!(status(&f.mem), VIRTIO_BLK_S_OK as u8);
+    assert_eq!(read_mem(&f.mem, DATA, 512), disk_before[1024..1536]);
+    // The old queue's pending request was never served.
+    assert_eq!(old.used().idx().load(), 1);
+    assert_eq!(f.disk.contents(), disk_before);
+    // Counters survive the reset.
+    assert_eq!(counter(&f.block, "read_requests"), 2);
+    assert_eq!(counter(&f.block, "write_requests"), 0);
+}

@@ -685,3 +685,87 @@ fn devices_with_bad_queue_sizes_are_refused() {
         ));
     }
 }
+
+/// Every register (for each queue selector) and the config space.
+fn register_file(t: &mut MmioTransport) -> Vec<u32> {
+    let mut regs = Vec::new();
+    for sel in 0..2 {
+        w(t, REG_QUEUE_SEL, sel);
+        regs.extend((0..MMIO_LEN).step_by(4).map(|offset| r(t, offset)));
+    }
+    w(t, REG_QUEUE_SEL, 0);
+    regs
+}
+
+#[test]
+fn reset_mid_io_returns_transport_and_device_to_their_initial_state() {
+    let disk = TempFile::new(
+        "mmio-reset",
+        &(0..4096).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
+    );
+    let mem = guest_mem(&[(0, MEM_SIZE)]);
+    let block = |writable| Block::new(disk.open(writable), BlockOptions::default());
+    let irq = Arc::new(CountingInterrupt::default());
+    let mut t = MmioTransport::new(
+        Box::new(block(true).expect("block")),
+        mem.clone(),
+        irq.clone(),
+    )
+    .expect("transport");
+    let mut fresh = MmioTransport::new(
+        Box::new(block(true).expect("block")),
+        mem.clone(),
+        Arc::new(CountingInterrupt::default()),
+    )
+    .expect("transport");
+    let initial = register_file(&mut fresh);
+    assert_eq!(register_file(&mut t), initial);
+
+    // A request served and its interrupt not acknowledged, another made
+    // available but not kicked, selectors moved.
+    let old = MockSplitQueue::new(&mem, QUEUE_LEN);
+    assert_eq!(init(&mut t, &old, 8), RUNNING);
+    let mut header = [0u8; 16];
+    header[0..4].copy_from_slice(&VIRTIO_BLK_T_IN.to_le_bytes());
+    mem.write_slice(&header, GuestAddress(0x1000))
+        .expect("header");
+    add_chain(
+        &old,
+        0,
+        &[(0x1000, 16, R), (0x2000, 512, W), (0x1100, 1, W)],
+    );
+    t.queue_notify(0);
+    add_chain(
+        &old,
+        3,
+        &[(0x1000, 16, R), (0x3000, 512, W), (0x1100, 1, W)],
+    );
+    w(&mut t, REG_DEVICE_FEATURES_SEL, 1);
+    w(&mut t, REG_DRIVER_FEATURES_SEL, 1);
+    assert_eq!(r(&mut t, REG_INTERRUPT_STATUS), VIRTIO_MMIO_INT_VRING);
+
+    w(&mut t, REG_STATUS, 0);
+    assert!(!t.is_activated());
+    assert_eq!(register_file(&mut t), initial, "as created");
+    t.queue_notify(0);
+    assert_eq!(old.used().idx().load(), 1, "the pending request stays");
+
+    // The next kernel: new queue elsewhere, a smaller size, the same
+    // negotiation; the device serves it as a fresh one would.
+    let new = MockSplitQueue::create(&mem, GuestAddress(0x8_0000), QUEUE_LEN);
+    assert_eq!(init(&mut t, &new, 4), RUNNING);
+    assert_eq!(irq.count(), 1);
+    add_chain(
+        &new,
+        0,
+        &[(0x1000, 16, R), (0x4000, 512, W), (0x1100, 1, W)],
+    );
+    t.queue_notify(0);
+    assert_eq!(used(&new, 0), (1, 0, 513));
+    assert_eq!(irq.count(), 2);
+    assert_eq!(r(&mut t, REG_INTERRUPT_STATUS), VIRTIO_MMIO_INT_VRING);
+    assert_eq!(old.used().idx().load(), 1);
+    let counters = t.counters();
+    assert!(counters.contains(&("read_requests", 2)), "{counters:?}");
+    assert!(counters.contains(&("interrupts", 2)), "{counters:?}");
+}

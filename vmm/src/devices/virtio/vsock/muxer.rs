@@ -138,8 +138,10 @@ impl Muxer {
         self.max_connections = max;
     }
 
-    /// Closes every connection, as at device reset. The listener stays.
+    /// Closes every connection and forgets the resets owed, as at device
+    /// reset: what is left is a freshly created muxer. The listener stays.
     pub fn reset(&mut self) {
+        self.next_local_port = FIRST_LOCAL_PORT;
         let fds: Vec<RawFd> = self
             .fd_keys
             .keys()

@@ -637,3 +637,49 @@ fn avail_index_far_ahead_is_ignored() {
     // The frame was not even taken from the backend.
     assert_eq!(f.state.lock().expect("lock").to_guest.len(), 1);
 }
+
+#[test]
+fn reset_mid_io_then_reactivation_behaves_as_fresh() {
+    let mem = guest_mem(&[(0, MEM_SIZE)]);
+    let mut f = Fixture::new(&mem, 0, MRG);
+    // A frame staged for the guest, and a receive buffer held for it.
+    f.queue_frame(packet(header(0, 0), &frame(3000, 7)));
+    f.post_rx(&[(RXBUF, 1024, W)]);
+    assert!(!event(&mut f.net, BACKEND_EVENT, EventSet::IN));
+    assert_eq!(f.state.lock().expect("lock").to_guest.len(), 0);
+
+    f.net.reset();
+    assert_eq!(f.counter("rx_dropped"), 1, "the staged frame is gone");
+    f.queue_frame(packet(header(0, 0), &frame(60, 8)));
+    assert!(!event(&mut f.net, BACKEND_EVENT, EventSet::IN));
+    assert!(!kick(&mut f.net, RX_QUEUE));
+    assert_eq!(f.state.lock().expect("lock").to_guest.len(), 1);
+
+    // The next driver: new queues elsewhere, no mergeable buffers.
+    let rxq = MockSplitQueue::create(&mem, GuestAddress(0x2000), 16);
+    let txq = MockSplitQueue::create(&mem, GuestAddress(0x3000), 16);
+    let queues = vec![
+        rxq.create_queue().expect("queue"),
+        txq.create_queue().expect("queue"),
+    ];
+    f.net
+        .activate(mem.clone(), irq(), queues, VIRTIO_F_VERSION_1)
+        .expect("activate again");
+    add_chain(&rxq, 0, &[(RXBUF + 0x8000, 2048, W)]);
+    assert!(kick(&mut f.net, RX_QUEUE));
+    // The frame queued after the reset, in the new buffer, alone.
+    assert_eq!(used(&rxq, 0), (1, 0, 72));
+    let mut expect = packet(header(0, 0), &frame(60, 8));
+    expect[HDR_NUM_BUFFERS] = 1;
+    assert_eq!(read_mem(&mem, RXBUF + 0x8000, 72), expect);
+    // The buffer held from the old queue was never used.
+    assert_eq!(f.rxq.used().idx().load(), 0);
+    assert_eq!(f.counter("rx_frames"), 1);
+
+    // Transmit works on the new queue.
+    write_mem(&mem, DATA, &packet(header(0, 0), &frame(60, 9)));
+    add_chain(&txq, 0, &[(DATA, 72, R)]);
+    assert!(kick(&mut f.net, TX_QUEUE));
+    assert_eq!(used(&txq, 0), (1, 0, 0));
+    assert_eq!(f.sent().len(), 1);
+}

@@ -782,3 +782,68 @@ fn avail_index_far_ahead_is_ignored() {
     assert!(!kick(&mut f.vsock, RX_QUEUE));
     assert_eq!(f.rxq.used().idx().load(), 0);
 }
+
+#[test]
+fn reset_mid_io_then_reactivation_behaves_as_fresh() {
+    let mem = guest_mem(&[(0, MEM_SIZE)]);
+    let mut f = Fixture::new(&mem, "vsock-reset-fresh");
+    // A host-initiated stream the guest accepted: its port is a fresh
+    // device's first.
+    let mut first = UnixStream::connect(f.uds()).expect("connect");
+    first.write_all(b"CONNECT 52\n").expect("write");
+    f.post_rx(1);
+    assert!(f.host_event());
+    let (request, _) = f.expect_packet(OP_REQUEST);
+    let fresh_port = request.src_port;
+    let mut response = f.hdr(OP_RESPONSE, 52, fresh_port, 0);
+    response.dst_port = fresh_port;
+    f.send(response, &[]);
+    let ok = format!("OK {fresh_port}\n");
+    assert_eq!(read_exact(&mut first, ok.len()), ok.as_bytes());
+    // An open guest-initiated stream with data the guest has not read,
+    // a reset owed with no buffer to carry it, and a host client that
+    // has not said what it wants.
+    let service = f.service(1234);
+    let mut host = f.connect(&service, 5000, 1234);
+    host.write_all(b"unread").expect("host write");
+    assert!(!f.host_event(), "no receive buffer: nothing signalled");
+    f.send(f.hdr(OP_RW, 1, 2, 0), &[]);
+    let _quiet = UnixStream::connect(f.uds()).expect("connect");
+    f.host_event();
+    assert_eq!(f.vsock.connection_count(), 3);
+
+    f.vsock.reset();
+    assert_eq!(f.vsock.connection_count(), 0);
+    assert!(is_closed(&mut host));
+    assert!(is_closed(&mut first));
+    assert!(!kick(&mut f.vsock, RX_QUEUE));
+
+    // The next driver, with new queues: nothing from before reaches it.
+    f.rxq = MockSplitQueue::create(&mem, GuestAddress(0x4000), QLEN);
+    f.txq = MockSplitQueue::create(&mem, GuestAddress(0x5000), QLEN);
+    let evq = MockSplitQueue::create(&mem, GuestAddress(0x6000), QLEN);
+    let queues = vec![
+        f.rxq.create_queue().expect("queue"),
+        f.txq.create_queue().expect("queue"),
+        evq.create_queue().expect("queue"),
+    ];
+    (f.tx_slot, f.rx_slot, f.rx_seen) = (0, 0, 0);
+    f.rx_addr.clear();
+    f.vsock
+        .activate(mem.clone(), irq(), queues, VIRTIO_F_VERSION_1)
+        .expect("activate again");
+    f.post_rx(1);
+    assert!(!kick(&mut f.vsock, RX_QUEUE));
+    assert!(f.recv().is_none(), "no stale reset, request or data");
+
+    // It numbers host streams as a fresh device does, and streams work.
+    let mut again = UnixStream::connect(f.uds()).expect("connect");
+    again.write_all(b"CONNECT 52\n").expect("write");
+    assert!(f.host_event());
+    let (request, _) = f.expect_packet(OP_REQUEST);
+    assert_eq!((request.src_port, request.dst_port), (fresh_port, 52));
+    let mut host = f.connect(&service, 5000, 1234);
+    assert!(f.send(f.hdr(OP_RW, 5000, 1234, 5), b"hello"));
+    assert_eq!(read_exact(&mut host, 5), b"hello");
+    drop(again);
+}
