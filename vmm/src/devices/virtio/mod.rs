@@ -37,6 +37,7 @@ use vmm_sys_util::eventfd::EventFd;
 pub use crate::devices::events::DeviceEvents;
 
 pub mod block;
+pub mod chain;
 pub mod mmio;
 pub mod net;
 pub mod rng;

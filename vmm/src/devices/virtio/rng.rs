@@ -8,6 +8,7 @@ use log::debug;
 use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Bytes, GuestMemory, GuestMemoryMmap, Permissions};
 
+use super::chain::Parts;
 use super::{
     serve_queue, signal_used, ActivateError, VirtioDevice, VirtioInterrupt, TYPE_RNG,
     VIRTIO_F_VERSION_1,
@@ -56,17 +57,26 @@ impl Rng {
         }
     }
 
-    /// Fills the device-writable buffers of `chain`, skipping read-only ones
-    /// and stopping at the first that is not in guest memory. Returns how
-    /// many bytes were written.
+    /// Fills the buffers of `chain`, which must all be device-writable (the
+    /// direction rule in [`super::chain`]), stopping at the first that is
+    /// not in guest memory. Returns how many bytes were written.
     fn fill_chain(
         buffer: &mut [u8],
         counters: &mut Counters,
         mem: &GuestMemoryMmap,
         chain: DescriptorChain<&GuestMemoryMmap>,
     ) -> u32 {
+        let descs = match Parts::split(chain).and_then(Parts::only_writable) {
+            Ok(descs) => descs,
+            Err(e) => {
+                debug!("virtio-rng: returning a malformed request: {e}");
+                counters.requests += 1;
+                counters.errors += 1;
+                return 0;
+            }
+        };
         let mut written = 0usize;
-        for desc in chain.writable() {
+        for desc in descs {
             let want = (desc.len() as usize).min(MAX_REQUEST_BYTES - written);
             if want == 0 {
                 if written == MAX_REQUEST_BYTES {
@@ -258,20 +268,30 @@ mod tests {
     }
 
     #[test]
-    fn read_only_buffers_are_left_alone() {
+    fn read_only_buffers_make_the_request_malformed() {
         let mem = guest_mem(&[(0, MEM_SIZE)]);
         let (mut rng, vq) = setup(&mem);
+        // The direction rule: a readable descriptor after a writable one,
+        // or any readable one in an entropy request, and nothing is written.
         add_chain(&vq, 0, &[(0x1000, 64, R), (0x2000, 64, W), (0x3000, 64, R)]);
         assert!(kick(&mut rng, 0));
-        assert_eq!(used(&vq, 0), (1, 0, 64));
+        assert_eq!(used(&vq, 0), (1, 0, 0));
         assert!(!changed(&mem, 0x1000, 64));
-        assert!(changed(&mem, 0x2000, 64));
+        assert!(!changed(&mem, 0x2000, 64));
         assert!(!changed(&mem, 0x3000, 64));
+        assert_eq!(counter(&rng, "errors"), 1);
+        assert_eq!(counter(&rng, "bytes"), 0);
 
         add_chain(&vq, 3, &[(0x4000, 64, R)]);
         assert!(kick(&mut rng, 0));
         assert_eq!(used(&vq, 1), (2, 3, 0));
         assert!(!changed(&mem, 0x4000, 64));
+
+        add_chain(&vq, 4, &[(0x5000, 64, R), (0x6000, 64, W)]);
+        assert!(kick(&mut rng, 0));
+        assert_eq!(used(&vq, 2), (3, 4, 0));
+        assert!(!changed(&mem, 0x6000, 64));
+        assert_eq!(counter(&rng, "errors"), 3);
     }
 
     #[test]

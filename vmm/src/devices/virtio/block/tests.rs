@@ -908,3 +908,28 @@ fn reset_mid_io_then_reactivation_behaves_as_fresh() {
     assert_eq!(counter(&f.block, "read_requests"), 2);
     assert_eq!(counter(&f.block, "write_requests"), 0);
 }
+
+#[test]
+fn readable_after_writable_is_an_io_error_whatever_the_request() {
+    // The direction rule, even for a flush that ignores its data.
+    expect_refused(
+        "order-flush",
+        false,
+        VIRTIO_BLK_T_FLUSH,
+        0,
+        &[(DATA, 512, W), (DATA + 0x1000, 512, R)],
+        VIRTIO_BLK_S_IOERR,
+    );
+    expect_refused(
+        "order-in",
+        false,
+        VIRTIO_BLK_T_IN,
+        0,
+        &[
+            (DATA, 512, W),
+            (DATA + 0x1000, 512, R),
+            (DATA + 0x2000, 512, W),
+        ],
+        VIRTIO_BLK_S_IOERR,
+    );
+}

@@ -35,11 +35,12 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_S_LINK_UP,
 };
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 
 use super::backend::{NetBackend, NetBackendError, OFFLOAD_FEATURES, VNET_HDR_LEN};
 use super::{BACKEND_EVENT, MAX_PACKET_LEN, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, TYPE_NET};
+use crate::devices::virtio::chain::{read_into, ChainError, Parts, ReadStop, WriteBuffer};
 use crate::devices::virtio::{
     avail_index_sane, read_config_bytes, serve_queue, signal_used, ActivateError, DeviceEvents,
     VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1,
@@ -79,8 +80,8 @@ pub enum NetError {
 /// Why one transmit chain was dropped.
 #[derive(Debug, thiserror::Error)]
 enum TxError {
-    #[error("the chain has a device-writable descriptor")]
-    WritableDescriptor,
+    #[error(transparent)]
+    Malformed(#[from] ChainError),
     #[error("the chain carries {0} bytes or more, over the {MAX_PACKET_LEN}-byte limit")]
     TooLong(usize),
     #[error("the chain carries {0} bytes, too few for a header and an Ethernet frame")]
@@ -105,9 +106,7 @@ struct Counters {
 /// A receive buffer taken from the guest and checked, waiting for a frame.
 struct RxBuffer {
     head: u16,
-    /// Writable guest memory, in chain order; every range was checked.
-    segments: Vec<(GuestAddress, usize)>,
-    capacity: usize,
+    memory: WriteBuffer,
 }
 
 /// What the driver handed over at DRIVER_OK.
@@ -248,27 +247,20 @@ impl Net {
     }
 }
 
-/// Copies the frame of a transmit chain into `buf`; returns its length,
-/// header included.
+/// Copies the frame of a transmit chain (device-readable only, see the
+/// direction rule in [`crate::devices::virtio::chain`]) into `buf`; returns
+/// its length, header included.
 fn gather_tx(
     mem: &GuestMemoryMmap,
     chain: DescriptorChain<&GuestMemoryMmap>,
     buf: &mut [u8],
 ) -> Result<usize, TxError> {
-    let mut len = 0usize;
-    // The chain iterator stops at loops (after queue-size descriptors) and
-    // at 4 GiB; the length check stops us much earlier.
-    for desc in chain {
-        if desc.is_write_only() {
-            return Err(TxError::WritableDescriptor);
-        }
-        let n = desc.len() as usize;
-        let end = len + n;
-        let dst = buf.get_mut(len..end).ok_or(TxError::TooLong(end))?;
-        mem.read_slice(dst, desc.addr())
-            .map_err(|_| TxError::BadBuffer)?;
-        len = end;
-    }
+    let descs = Parts::split(chain).and_then(Parts::only_readable)?;
+    let len = match read_into(mem, &descs, buf) {
+        (len, None) => len,
+        (len, Some(ReadStop::Full)) => return Err(TxError::TooLong(len)),
+        (_, Some(ReadStop::BadBuffer)) => return Err(TxError::BadBuffer),
+    };
     if len < VNET_HDR_LEN + ETH_HLEN {
         return Err(TxError::TooShort(len));
     }
@@ -429,7 +421,7 @@ fn deliver(
         if mergeable {
             let mut room = 0;
             if let Some(i) = buffers.iter().position(|b| {
-                room += b.capacity;
+                room += b.memory.capacity();
                 room >= len
             }) {
                 break i + 1;
@@ -439,7 +431,7 @@ fn deliver(
                 return Delivery::TooBig;
             }
         } else if let Some(first) = buffers.front() {
-            if first.capacity >= len {
+            if first.memory.capacity() >= len {
                 break 1;
             }
             return Delivery::TooBig;
@@ -463,19 +455,9 @@ fn deliver(
     frame[HDR_NUM_BUFFERS..HDR_NUM_BUFFERS + 2].copy_from_slice(&(count as u16).to_le_bytes());
     let mut offset = 0;
     for buffer in buffers.drain(..count) {
-        let mut written = 0;
-        for &(addr, seg_len) in &buffer.segments {
-            let n = seg_len.min(len - offset);
-            if n == 0 {
-                break;
-            }
-            if let Err(e) = active.mem.write_slice(&frame[offset..offset + n], addr) {
-                // Checked when the buffer was taken; memory does not shrink.
-                warn!("virtio-net: cannot write a checked receive buffer: {e}");
-            }
-            offset += n;
-            written += n;
-        }
+        let rest = frame.get(offset..).unwrap_or_default();
+        let written = buffer.memory.write(&active.mem, &[rest]);
+        offset += written;
         // written <= MAX_PACKET_LEN.
         match active.rx.add_used(&active.mem, buffer.head, written as u32) {
             Ok(()) => *used_any = true,
@@ -489,42 +471,30 @@ fn deliver(
 }
 
 /// Takes the next receive buffer from the queue: `Some(Err(head))` if it
-/// cannot be used (a device-readable descriptor, memory outside the guest,
-/// or too small for the header).
+/// cannot be used (malformed or with a device-readable descriptor, see the
+/// direction rule in [`crate::devices::virtio::chain`]; memory outside the
+/// guest; too small for the header).
 fn pop_rx_buffer(queue: &mut Queue, mem: &GuestMemoryMmap) -> Option<Result<RxBuffer, u16>> {
     let chain = queue.pop_descriptor_chain(mem)?;
     let head = chain.head_index();
-    let mut segments = Vec::new();
-    let mut capacity = 0usize;
-    for desc in chain {
-        if !desc.is_write_only() {
-            debug!("virtio-net: a receive buffer has a device-readable descriptor");
+    let descs = match Parts::split(chain).and_then(Parts::only_writable) {
+        Ok(descs) => descs,
+        Err(e) => {
+            debug!("virtio-net: unusable receive buffer: {e}");
             return Some(Err(head));
         }
-        let len = desc.len() as usize;
-        if len == 0 {
-            continue;
-        }
-        if !mem.check_range(desc.addr(), len, Permissions::Write) {
-            debug!("virtio-net: a receive buffer lies outside guest memory");
-            return Some(Err(head));
-        }
-        segments.push((desc.addr(), len));
-        capacity += len;
-        if capacity >= MAX_PACKET_LEN || segments.len() == MAX_RX_SEGMENTS {
-            break;
-        }
-    }
+    };
+    let Some(memory) = WriteBuffer::new(mem, &descs, MAX_PACKET_LEN, MAX_RX_SEGMENTS) else {
+        debug!("virtio-net: a receive buffer lies outside guest memory");
+        return Some(Err(head));
+    };
     // The header must sit in the first buffer of a frame.
+    let capacity = memory.capacity();
     if capacity < VNET_HDR_LEN {
         debug!("virtio-net: a receive buffer of {capacity} bytes cannot hold the header");
         return Some(Err(head));
     }
-    Some(Ok(RxBuffer {
-        head,
-        segments,
-        capacity,
-    }))
+    Some(Ok(RxBuffer { head, memory }))
 }
 
 impl VirtioDevice for Net {

@@ -6,6 +6,7 @@ use crate::devices::virtio::net::BACKEND_EVENT;
 use crate::devices::virtio::testing::{add_chain, event, guest_mem, irq, kick, used, NEXT, R, W};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{Bytes, GuestAddress};
 
 const MEM_SIZE: usize = 0x10_0000;
 const RXQ: u64 = 0x0;
@@ -245,6 +246,17 @@ fn writable_descriptor_in_a_transmit_chain_is_dropped() {
     let mem = guest_mem(&[(0, MEM_SIZE)]);
     let mut f = Fixture::new(&mem, 0, 0);
     assert!(f.transmit(&[(HDR, 12, R), (DATA, 100, W)]));
+    assert!(f.sent().is_empty());
+    assert_eq!(f.counter("tx_dropped"), 1);
+}
+
+#[test]
+fn readable_after_writable_in_a_transmit_chain_is_dropped() {
+    let mem = guest_mem(&[(0, MEM_SIZE)]);
+    let mut f = Fixture::new(&mem, 0, 0);
+    write_mem(&mem, DATA, &packet(header(0, 0), &frame(60, 3)));
+    assert!(f.transmit(&[(HDR, 12, W), (DATA, 72, R)]));
+    assert_eq!(used(&f.txq, 0), (1, 0, 0));
     assert!(f.sent().is_empty());
     assert_eq!(f.counter("tx_dropped"), 1);
 }

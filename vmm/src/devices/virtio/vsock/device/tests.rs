@@ -847,3 +847,37 @@ fn reset_mid_io_then_reactivation_behaves_as_fresh() {
     assert_eq!(read_exact(&mut host, 5), b"hello");
     drop(again);
 }
+
+#[test]
+fn transmit_chains_with_writable_descriptors_are_malformed() {
+    let mem = guest_mem(&[(0, MEM_SIZE)]);
+    let mut f = Fixture::new(&mem, "vsock-direction");
+    let service = f.service(1234);
+    let mut host = f.connect(&service, 5000, 1234);
+    f.post_rx(4);
+    // A valid header and payload, with a writable descriptor after them
+    // or between them: nothing is read, so nothing reaches the host and
+    // the stream it names is not even reset.
+    let at = TX_AREA + 0x8000;
+    mem.write_slice(&f.hdr(OP_RW, 5000, 1234, 5).to_bytes(), GuestAddress(at))
+        .expect("header");
+    mem.write_slice(b"hello", GuestAddress(at + 0x100))
+        .expect("payload");
+    assert!(f.transmit(&[
+        (at, HDR_LEN as u32, R),
+        (at + 0x100, 5, R),
+        (at + 0x200, 64, W),
+    ]));
+    assert!(f.transmit(&[
+        (at, HDR_LEN as u32, R),
+        (at + 0x200, 64, W),
+        (at + 0x100, 5, R),
+    ]));
+    assert_eq!(f.counter("tx_malformed"), 2);
+    assert_eq!(f.counter("tx_bytes"), 0);
+    assert!(f.recv().is_none());
+    assert_eq!(f.vsock.connection_count(), 1);
+    // The stream still works.
+    assert!(f.send(f.hdr(OP_RW, 5000, 1234, 5), b"world"));
+    assert_eq!(read_exact(&mut host, 5), b"world");
+}
