@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use keel_vmm::arch::cpuid::CpuidProfile;
 use keel_vmm::exit::VmExit;
-use keel_vmm::vm::{BootSource, DiskConfig, GuestFile, Vm, VmConfig};
+use keel_vmm::vm::{BootSource, DiskConfig, GuestFile, Transport, Vm, VmConfig};
 
 const EXITS: u64 = 200_000;
 /// Requests as large as the device allows (seg_max 128 x 32 KiB), as
@@ -49,6 +49,8 @@ fn time_vm(code: &[u8], disk: Option<&Path>) -> Duration {
         nets: vec![],
         rng: false,
         vsock: None,
+        // The payloads drive virtio-mmio registers directly.
+        transport: Transport::Mmio,
         cpuid_profile: CpuidProfile::Host,
         console_stdio: false,
         console_log: None,

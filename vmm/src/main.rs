@@ -165,6 +165,7 @@ fn config_from_spec(spec: &GuestSpec, base: &Path, args: &Args) -> Result<VmConf
             .collect::<Result<_, String>>()?,
         nets: nets_from_spec(spec, &args.tap_fds, args.agent_port)?,
         rng: spec.rng_enabled(),
+        transport: spec.transport(),
         vsock: spec.vsock.as_ref().map(|v| VsockConfig {
             cid: u64::from(v.cid()),
             uds_path: spec.resolve(base, &v.uds_path),

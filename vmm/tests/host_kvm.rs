@@ -19,7 +19,7 @@ use keel_common::vmm_api::{read_frame, write_frame, VmmRequest, VmmResponse};
 use keel_vmm::arch::cpuid::CpuidProfile;
 use keel_vmm::control::ControlServer;
 use keel_vmm::exit::VmExit;
-use keel_vmm::vm::{BootSource, DiskConfig, GuestFile, Vm, VmConfig};
+use keel_vmm::vm::{BootSource, DiskConfig, GuestFile, Transport, Vm, VmConfig};
 
 use support::LOAD_ADDR;
 
@@ -60,6 +60,8 @@ fn config(name: &str, code: Vec<u8>, dir: &Path, disks: Vec<DiskConfig>) -> VmCo
         nets: vec![],
         rng: false,
         vsock: None,
+        // The payloads drive virtio-mmio registers directly.
+        transport: Transport::Mmio,
         cpuid_profile: CpuidProfile::Host,
         console_stdio: false,
         console_log: Some(dir.join("console.log")),

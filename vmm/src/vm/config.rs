@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use keel_common::guest::MacAddr;
 
 use crate::arch::cpuid::CpuidProfile;
+pub use keel_common::guest::Transport;
 use crate::devices::virtio::net::user::HostFwd;
 
 /// A file the guest's kernel, initrd or disk comes from, opened before the
@@ -100,6 +101,8 @@ pub struct VmConfig {
     pub nets: Vec<NetConfig>,
     pub rng: bool,
     pub vsock: Option<VsockConfig>,
+    /// How the virtio devices are attached: virtio-pci or virtio-mmio.
+    pub transport: Transport,
     pub cpuid_profile: CpuidProfile,
     /// Copy the guest console to the VMM's stdout and feed stdin to it.
     pub console_stdio: bool,
