@@ -14,6 +14,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRe
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{BootSource, NetBackendConfig, VirtioSlot, Vm, VmConfig, VmError};
+use crate::arch::acpi::AcpiConfig;
 use crate::arch::boot::{self, BootEntry, BootPayload};
 use crate::arch::cpuid;
 use crate::arch::layout::*;
@@ -377,7 +378,14 @@ impl VmBuilder {
         mem: &GuestMemoryMmap,
         virtio_cmdline: &str,
     ) -> Result<BootEntry, VmError> {
-        let vcpus = self.config.vcpus;
+        // The virtio-mmio devices are still announced on the command line
+        // only: listing them here too would register each one twice.
+        let acpi = AcpiConfig {
+            vcpus: self.config.vcpus,
+            mem_bytes: self.config.memory_bytes,
+            pci: false,
+            mmio_devices: &[],
+        };
         Ok(match &self.config.boot {
             BootSource::Linux {
                 kernel,
@@ -389,11 +397,11 @@ impl VmBuilder {
                     kernel,
                     initrd: initrd.as_ref(),
                     cmdline: cmdline.trim(),
-                    vcpus,
+                    acpi,
                 };
                 boot::load(mem, &payload)?
             }
-            BootSource::Flat { code, load_addr } => boot::load_flat(mem, code, *load_addr, vcpus)?,
+            BootSource::Flat { code, load_addr } => boot::load_flat(mem, code, *load_addr, &acpi)?,
         })
     }
 
