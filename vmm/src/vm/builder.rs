@@ -420,6 +420,7 @@ impl VmBuilder {
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(VmError::kvm("get supported CPUID"))?;
+        let host = cpuid::HostFeatures::probe(&self.kvm);
         let mut vcpus = Vec::new();
         for index in 0..config.vcpus {
             let fd = self
@@ -427,7 +428,7 @@ impl VmBuilder {
                 .create_vcpu(u64::from(index))
                 .map_err(VmError::kvm("create a vCPU"))?;
             let mut cpuid = supported.clone();
-            cpuid::filter(&mut cpuid, index, config.vcpus, config.cpuid_profile);
+            cpuid::filter(&mut cpuid, index, config.vcpus, config.cpuid_profile, host);
             fd.set_cpuid2(&cpuid).map_err(VmError::kvm("set CPUID"))?;
             regs::setup_msrs(&fd)?;
             regs::setup_fpu(&fd)?;
