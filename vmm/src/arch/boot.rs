@@ -14,6 +14,7 @@ use linux_loader::loader::elf::start_info::{
 use linux_loader::loader::{load_cmdline, BzImage, Cmdline, Elf, KernelLoader, PvhBootCapability};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
+use super::acpi::AcpiConfig;
 use super::layout::*;
 use super::regs::EntryMode;
 
@@ -91,7 +92,8 @@ pub struct BootPayload<'a> {
     pub kernel: &'a GuestFile,
     pub initrd: Option<&'a GuestFile>,
     pub cmdline: &'a str,
-    pub vcpus: u8,
+    /// What the ACPI tables describe.
+    pub acpi: AcpiConfig<'a>,
 }
 
 fn is_elf(file: &mut File) -> std::io::Result<bool> {
@@ -149,7 +151,7 @@ pub fn load(mem: &GuestMemoryMmap, payload: &BootPayload) -> Result<BootEntry, B
         Some(path) => Some(load_initrd(mem, path, loaded.kernel_end, max_initrd_end)?),
         None => None,
     };
-    let rsdp = super::acpi::write_tables(mem, payload.vcpus)?;
+    let rsdp = super::acpi::write_tables(mem, &payload.acpi)?;
     let ram = ram_ranges(
         mem.last_addr().0 + 1
             - if mem.num_regions() > 1 {
@@ -237,10 +239,10 @@ pub fn load_flat(
     mem: &GuestMemoryMmap,
     code: &[u8],
     load_addr: u64,
-    vcpus: u8,
+    acpi: &AcpiConfig,
 ) -> Result<BootEntry, BootError> {
     mem.write_slice(code, GuestAddress(load_addr))?;
-    super::acpi::write_tables(mem, vcpus)?;
+    super::acpi::write_tables(mem, acpi)?;
     Ok(BootEntry {
         entry: load_addr,
         mode: EntryMode::Pvh,
@@ -347,7 +349,12 @@ mod tests {
             kernel: &kernel,
             initrd: None,
             cmdline: "console=ttyS0",
-            vcpus: 1,
+            acpi: AcpiConfig {
+                vcpus: 1,
+                mem_bytes: 16 << 20,
+                pci: false,
+                mmio_devices: &[],
+            },
         };
         assert!(matches!(
             load(&mem, &payload),

@@ -1,7 +1,10 @@
 //! The guest's CPUID: what KVM supports, filtered per vCPU for topology and
-//! the hypervisor bit, and by a named profile for features to hide.
+//! the hypervisor bit, with what KVM offers but does not list (the
+//! TSC-deadline timer) and a brand string, and by a named profile for
+//! features to hide.
 
-use kvm_bindings::CpuId;
+use kvm_bindings::{kvm_cpuid_entry2, CpuId};
+use kvm_ioctls::{Cap, Kvm};
 
 /// Which features the guest may see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,7 +31,33 @@ impl std::str::FromStr for CpuidProfile {
     }
 }
 
+/// What the host's KVM offers beyond `KVM_GET_SUPPORTED_CPUID`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostFeatures {
+    /// The local APIC's TSC-deadline mode: KVM emulates it but leaves the
+    /// CPUID bit to userspace (`KVM_CAP_TSC_DEADLINE_TIMER`).
+    pub tsc_deadline: bool,
+}
+
+impl HostFeatures {
+    /// Asks KVM.
+    pub fn probe(kvm: &Kvm) -> Self {
+        HostFeatures {
+            tsc_deadline: kvm.check_extension(Cap::TscDeadlineTimer),
+        }
+    }
+}
+
+/// The brand string when KVM passes none through (as nested KVMs may):
+/// guests then print a name instead of "Unknown model".
+pub const DEFAULT_BRAND: &str = "Keel Virtual CPU";
+/// Leaves 0x8000_0002..=0x8000_0004 hold the 48-byte brand string.
+const BRAND_LEAVES: std::ops::RangeInclusive<u32> = 0x8000_0002..=0x8000_0004;
+const BRAND_LEN: usize = 48;
+const EXTENDED_MAX_LEAF: u32 = 0x8000_0000;
+
 const LEAF1_ECX_CX16: u32 = 1 << 13;
+const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 const LEAF1_ECX_XSAVE: u32 = 1 << 26;
 const LEAF1_ECX_OSXSAVE: u32 = 1 << 27;
 const LEAF1_ECX_AVX: u32 = 1 << 28;
@@ -43,7 +72,8 @@ fn shift_for(count: u32) -> u32 {
 }
 
 /// Adjusts `cpuid` for vCPU `index` of `count`.
-pub fn filter(cpuid: &mut CpuId, index: u8, count: u8, profile: CpuidProfile) {
+pub fn filter(cpuid: &mut CpuId, index: u8, count: u8, profile: CpuidProfile, host: HostFeatures) {
+    name_cpu(cpuid);
     let count = u32::from(count.max(1));
     let index = u32::from(index);
     for entry in cpuid.as_mut_slice() {
@@ -52,6 +82,9 @@ pub fn filter(cpuid: &mut CpuId, index: u8, count: u8, profile: CpuidProfile) {
                 // APIC ID, logical processor count, CLFLUSH line size (8 * 8 bytes).
                 entry.ebx = (index << 24) | ((count & 0xff) << 16) | (8 << 8) | (entry.ebx & 0xff);
                 entry.ecx |= LEAF1_ECX_HYPERVISOR;
+                if host.tsc_deadline {
+                    entry.ecx |= LEAF1_ECX_TSC_DEADLINE;
+                }
                 if count > 1 {
                     entry.edx |= LEAF1_EDX_HTT;
                 } else {
@@ -112,6 +145,65 @@ pub fn filter(cpuid: &mut CpuId, index: u8, count: u8, profile: CpuidProfile) {
     }
 }
 
+/// The brand string in `cpuid`'s leaves 0x8000_0002..=4, NULs trimmed.
+fn brand(cpuid: &CpuId) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(BRAND_LEN);
+    for leaf in BRAND_LEAVES {
+        match cpuid.as_slice().iter().find(|e| e.function == leaf) {
+            Some(e) => [e.eax, e.ebx, e.ecx, e.edx]
+                .iter()
+                .for_each(|r| bytes.extend_from_slice(&r.to_le_bytes())),
+            None => return Vec::new(),
+        }
+    }
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    bytes.truncate(end);
+    bytes
+}
+
+/// Keeps the host's brand string, which KVM passes through, as Firecracker
+/// does; where it is missing or blank, writes [`DEFAULT_BRAND`] and makes
+/// sure the extended leaves reach it.
+fn name_cpu(cpuid: &mut CpuId) {
+    if !brand(cpuid).iter().all(|b| b.is_ascii_whitespace()) {
+        return;
+    }
+    let mut name = [0u8; BRAND_LEN];
+    name[..DEFAULT_BRAND.len()].copy_from_slice(DEFAULT_BRAND.as_bytes());
+    let reg = |at: usize| u32::from_le_bytes([name[at], name[at + 1], name[at + 2], name[at + 3]]);
+    let mut wanted: Vec<kvm_cpuid_entry2> = BRAND_LEAVES
+        .enumerate()
+        .map(|(i, function)| kvm_cpuid_entry2 {
+            function,
+            eax: reg(16 * i),
+            ebx: reg(16 * i + 4),
+            ecx: reg(16 * i + 8),
+            edx: reg(16 * i + 12),
+            ..Default::default()
+        })
+        .collect();
+    wanted.push(kvm_cpuid_entry2 {
+        function: EXTENDED_MAX_LEAF,
+        eax: *BRAND_LEAVES.end(),
+        ..Default::default()
+    });
+    for want in wanted {
+        match cpuid
+            .as_mut_slice()
+            .iter_mut()
+            .find(|e| e.function == want.function)
+        {
+            Some(e) if e.function == EXTENDED_MAX_LEAF => e.eax = e.eax.max(want.eax),
+            Some(e) => *e = want,
+            None => {
+                if let Err(e) = cpuid.push(want) {
+                    log::warn!("cannot add CPUID leaf {:#x}: {e:?}", want.function);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,7 +237,13 @@ mod tests {
     #[test]
     fn topology_and_apic_ids_per_vcpu() {
         let mut cpuid = sample();
-        filter(&mut cpuid, 2, 4, CpuidProfile::Host);
+        filter(
+            &mut cpuid,
+            2,
+            4,
+            CpuidProfile::Host,
+            HostFeatures::default(),
+        );
         let e = cpuid.as_slice();
         assert_eq!(e[0].ebx >> 24, 2, "APIC ID");
         assert_eq!((e[0].ebx >> 16) & 0xff, 4, "logical processors");
@@ -161,7 +259,13 @@ mod tests {
     #[test]
     fn baseline_profile_hides_fragile_features() {
         let mut cpuid = sample();
-        filter(&mut cpuid, 0, 1, CpuidProfile::Baseline);
+        filter(
+            &mut cpuid,
+            0,
+            1,
+            CpuidProfile::Baseline,
+            HostFeatures::default(),
+        );
         let e = cpuid.as_slice();
         assert_eq!(
             e[0].ecx & (LEAF1_ECX_CX16 | LEAF1_ECX_XSAVE | LEAF1_ECX_AVX),
@@ -169,6 +273,96 @@ mod tests {
         );
         assert_eq!(e[0].edx & LEAF1_EDX_HTT, 0, "single vCPU has no HTT");
         assert_eq!(e[2].ebx & LEAF7_EBX_AVX2, 0);
+    }
+
+    fn cleared(function: u32) -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 {
+            function,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tsc_deadline_is_exposed_only_when_kvm_has_it() {
+        for tsc_deadline in [false, true] {
+            let mut cpuid = CpuId::from_entries(&[cleared(1)]).expect("cpuid");
+            let host = HostFeatures { tsc_deadline };
+            filter(&mut cpuid, 0, 1, CpuidProfile::Host, host);
+            let ecx = cpuid.as_slice()[0].ecx;
+            assert_eq!(ecx & LEAF1_ECX_TSC_DEADLINE != 0, tsc_deadline);
+        }
+    }
+
+    /// Leaves 0x8000_0002..=4 holding `name`.
+    fn brand_entries(name: &str) -> Vec<kvm_cpuid_entry2> {
+        let mut bytes = [0u8; BRAND_LEN];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        let reg = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        (0..3)
+            .map(|i| kvm_cpuid_entry2 {
+                function: 0x8000_0002 + i as u32,
+                eax: reg(16 * i),
+                ebx: reg(16 * i + 4),
+                ecx: reg(16 * i + 8),
+                edx: reg(16 * i + 12),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_hosts_brand_string_is_kept() {
+        let mut entries = vec![cleared(1), cleared(EXTENDED_MAX_LEAF)];
+        entries[1].eax = 0x8000_0008;
+        entries.extend(brand_entries("AMD EPYC"));
+        let mut cpuid = CpuId::from_entries(&entries).expect("cpuid");
+        filter(
+            &mut cpuid,
+            0,
+            1,
+            CpuidProfile::Host,
+            HostFeatures::default(),
+        );
+        assert_eq!(brand(&cpuid), b"AMD EPYC");
+        assert_eq!(cpuid.as_slice().len(), 5);
+        assert_eq!(cpuid.as_slice()[1].eax, 0x8000_0008);
+    }
+
+    #[test]
+    fn a_missing_or_blank_brand_string_becomes_keels() {
+        let mut cpuid = CpuId::from_entries(&[cleared(1)]).expect("cpuid");
+        filter(
+            &mut cpuid,
+            0,
+            1,
+            CpuidProfile::Host,
+            HostFeatures::default(),
+        );
+        assert_eq!(brand(&cpuid), DEFAULT_BRAND.as_bytes());
+        let max = cpuid
+            .as_slice()
+            .iter()
+            .find(|e| e.function == EXTENDED_MAX_LEAF);
+        assert_eq!(
+            max.map(|e| e.eax),
+            Some(0x8000_0004),
+            "the leaves are reachable"
+        );
+
+        let mut entries = vec![cleared(EXTENDED_MAX_LEAF)];
+        entries[0].eax = 0x8000_0001;
+        entries.extend(brand_entries("    "));
+        let mut cpuid = CpuId::from_entries(&entries).expect("cpuid");
+        filter(
+            &mut cpuid,
+            0,
+            1,
+            CpuidProfile::Host,
+            HostFeatures::default(),
+        );
+        assert_eq!(brand(&cpuid), DEFAULT_BRAND.as_bytes());
+        assert_eq!(cpuid.as_slice().len(), 4, "rewritten in place");
+        assert_eq!(cpuid.as_slice()[0].eax, 0x8000_0004);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use vmm_sys_util::epoll::Epoll;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{BootSource, NetBackendConfig, VirtioSlot, Vm, VmConfig, VmError};
+use crate::arch::acpi::AcpiConfig;
 use crate::arch::boot::{self, BootEntry, BootPayload};
 use crate::arch::cpuid;
 use crate::arch::layout::*;
@@ -376,7 +377,14 @@ impl VmBuilder {
         mem: &GuestMemoryMmap,
         virtio_cmdline: &str,
     ) -> Result<BootEntry, VmError> {
-        let vcpus = self.config.vcpus;
+        // The virtio-mmio devices are still announced on the command line
+        // only: listing them here too would register each one twice.
+        let acpi = AcpiConfig {
+            vcpus: self.config.vcpus,
+            mem_bytes: self.config.memory_bytes,
+            pci: false,
+            mmio_devices: &[],
+        };
         Ok(match &self.config.boot {
             BootSource::Linux {
                 kernel,
@@ -388,11 +396,11 @@ impl VmBuilder {
                     kernel,
                     initrd: initrd.as_ref(),
                     cmdline: cmdline.trim(),
-                    vcpus,
+                    acpi,
                 };
                 boot::load(mem, &payload)?
             }
-            BootSource::Flat { code, load_addr } => boot::load_flat(mem, code, *load_addr, vcpus)?,
+            BootSource::Flat { code, load_addr } => boot::load_flat(mem, code, *load_addr, &acpi)?,
         })
     }
 
@@ -411,6 +419,7 @@ impl VmBuilder {
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(VmError::kvm("get supported CPUID"))?;
+        let host = cpuid::HostFeatures::probe(&self.kvm);
         let mut vcpus = Vec::new();
         for index in 0..config.vcpus {
             let fd = self
@@ -418,7 +427,7 @@ impl VmBuilder {
                 .create_vcpu(u64::from(index))
                 .map_err(VmError::kvm("create a vCPU"))?;
             let mut cpuid = supported.clone();
-            cpuid::filter(&mut cpuid, index, config.vcpus, config.cpuid_profile);
+            cpuid::filter(&mut cpuid, index, config.vcpus, config.cpuid_profile, host);
             fd.set_cpuid2(&cpuid).map_err(VmError::kvm("set CPUID"))?;
             regs::setup_msrs(&fd)?;
             regs::setup_fpu(&fd)?;
