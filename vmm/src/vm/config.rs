@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use keel_common::guest::MacAddr;
 
 use crate::arch::cpuid::CpuidProfile;
-pub use keel_common::guest::Transport;
 use crate::devices::virtio::net::user::HostFwd;
+pub use keel_common::guest::Transport;
 
 /// A file the guest's kernel, initrd or disk comes from, opened before the
 /// VM is built: keel-vmm opens a spec's files beneath the data partition
