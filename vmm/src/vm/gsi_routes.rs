@@ -127,13 +127,10 @@ mod tests {
         let pins: Vec<_> = entries
             .iter()
             .filter(|e| e.type_ == KVM_IRQ_ROUTING_IRQCHIP)
-            // SAFETY: these entries were built as irqchip routes.
             .map(|e| {
-                (
-                    e.gsi,
-                    unsafe { e.u.irqchip }.irqchip,
-                    unsafe { e.u.irqchip }.pin,
-                )
+                // SAFETY: these entries were built as irqchip routes.
+                let chip = unsafe { e.u.irqchip };
+                (e.gsi, chip.irqchip, chip.pin)
             })
             .collect();
         assert!(pins.contains(&(9, KVM_IRQCHIP_PIC_SLAVE, 1)));
