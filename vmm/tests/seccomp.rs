@@ -36,7 +36,9 @@ use keel_vmm::control::peer::Peer;
 use keel_vmm::control::{ControlServer, FdChange, VmControl};
 use keel_vmm::devices::bus::BusDevice;
 use keel_vmm::devices::serial::SerialDevice;
-use keel_vmm::devices::virtio::{Block, BlockOptions, Interrupt, MmioTransport, Rng};
+use keel_vmm::devices::virtio::{
+    Block, BlockOptions, Interrupt, MmioTransport, Rng, VirtioTransport,
+};
 use keel_vmm::exit::{ExitSignal, VmExit};
 use keel_vmm::seccomp::{self, ThreadKind};
 use virtio_bindings::virtio_blk::{
@@ -776,12 +778,13 @@ fn vmm_work() -> ! {
         })
     };
 
+    // The event loop's epoll set is created with the VM, unconfined.
+    let epoll = Epoll::new().expect("epoll");
     // Now this thread becomes the event loop, confined, as Vm::run does
     // once the vCPU threads exist.
     {
         confine(ThreadKind::Vmm);
         const NOTIFY: u64 = u64::MAX;
-        let epoll = Epoll::new().expect("epoll");
         let add = |fd, token, events| {
             epoll
                 .ctl(ControlOperation::Add, fd, EpollEvent::new(events, token))

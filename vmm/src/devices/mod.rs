@@ -4,6 +4,7 @@
 pub mod acpi_pm;
 pub mod boot_timer;
 pub mod bus;
+pub mod events;
 pub mod i8042;
 pub mod pci;
 pub mod pvpanic;

@@ -73,7 +73,10 @@
 //! * `ioctl(TUNSETOFFLOAD)` and `epoll_ctl(EPOLL_CTL_DEL)` (vCPU): device
 //!   activation and reset are register writes, so they run on a vCPU
 //!   thread: virtio-net sets the tap's offloads, virtio-vsock drops its
-//!   host sockets from its epoll set. The main thread's only ioctl is
+//!   host sockets from the event loop's epoll set (through its
+//!   `DeviceEvents`). Adding and changing registrations (`EPOLL_CTL_ADD`,
+//!   `EPOLL_CTL_MOD`) only happens while vsock serves a queue, which is
+//!   main-thread work (below), so vCPUs may not. The main thread's only ioctl is
 //!   `FIONBIO` (std's `set_nonblocking` on sockets): interrupts go through
 //!   irqfds.
 //! * `mmap`/`mprotect` are allowed for the allocator, but never with
@@ -92,13 +95,13 @@
 //!   an ioeventfd fires, but a QueueNotify register write that no ioeventfd
 //!   catches is handled on the vCPU thread that made it. That covers
 //!   virtio-blk, -rng and -net (tap `read`/`write`); virtio-vsock's host side
-//!   (`accept4`, `socket`, `connect`, `epoll_wait`) is allowed on the main
-//!   thread only, so every vsock queue needs its ioeventfd.
+//!   (`accept4`, `socket`, `connect`, `epoll_ctl` add and modify) is allowed
+//!   on the main thread only, so every vsock queue needs its ioeventfd.
 //! * `unlink` (Vmm): the control socket and the vsock listener remove their
 //!   paths when dropped at the end. `socket(AF_UNIX, SOCK_STREAM)` and
 //!   `connect` (Vmm): virtio-vsock connecting to host services.
-//! * `epoll_create1` (Vmm): the event loop creates its epoll after the
-//!   filter is applied.
+//! * No `epoll_create1`: the event loop's epoll set is created with the VM,
+//!   so that devices register their descriptors in it before anything runs.
 //!
 //! A panic on a confined thread is fine as long as `RUST_BACKTRACE` is
 //! unset: printing a backtrace reads the binary's debug information, which
@@ -303,7 +306,7 @@ fn vcpu_rules() -> Result<Rules, BackendError> {
         // Debug builds of std check a descriptor is open before closing it.
         (libc::SYS_fcntl, one_of(1, &[libc::F_GETFD as u64])?),
         // A virtio-vsock reset (a register write) takes its host sockets
-        // out of the device's epoll set before closing them.
+        // out of the event loop's epoll set before closing them.
         (
             libc::SYS_epoll_ctl,
             one_of(1, &[libc::EPOLL_CTL_DEL as u64])?,
@@ -321,8 +324,9 @@ fn vcpu_rules() -> Result<Rules, BackendError> {
 /// The main thread's extra rules.
 fn vmm_rules() -> Result<Rules, BackendError> {
     Ok(vec![
-        // The event loop.
-        any(libc::SYS_epoll_create1),
+        // The event loop (its epoll set exists before the filter), and the
+        // devices adding, changing and removing their host descriptors in
+        // it while they serve a queue kicked through an ioeventfd.
         any(libc::SYS_epoll_ctl),
         any(libc::SYS_epoll_wait),
         any(libc::SYS_epoll_pwait),

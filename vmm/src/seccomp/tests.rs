@@ -355,6 +355,14 @@ fn vcpus_may_only_remove_from_an_epoll_set() {
 }
 
 #[test]
+fn no_thread_creates_an_epoll_set() {
+    for kind in BOTH {
+        assert!(!allowed(kind, libc::SYS_epoll_create1, [0; 6]));
+        assert!(!allowed(kind, libc::SYS_epoll_create, [1, 0, 0, 0, 0, 0]));
+    }
+}
+
+#[test]
 fn no_executable_mappings() {
     for kind in BOTH {
         for nr in [libc::SYS_mmap, libc::SYS_mprotect] {

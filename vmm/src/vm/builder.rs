@@ -2,7 +2,7 @@
 //! guest memory, the legacy port-I/O devices, the virtio devices on the
 //! MMIO bus, the boot payload, and the vCPUs.
 
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::epoll::Epoll;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{BootSource, NetBackendConfig, VirtioSlot, Vm, VmConfig, VmError};
@@ -29,8 +30,8 @@ use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::block::BlockError;
 use crate::devices::virtio::net::user::{UserNet, UserNetConfig};
 use crate::devices::virtio::{
-    self, Block, BlockOptions, Interrupt, MmioTransport, Net, NetBackend, Rng, Tap, VirtioDevice,
-    Vsock,
+    self, Block, BlockOptions, DeviceEvents, Interrupt, MmioTransport, Net, NetBackend, Rng, Tap,
+    VirtioDevice, VirtioTransport, Vsock,
 };
 use crate::exit::ExitSignal;
 use crate::vcpu::{ExitCounters, RunState, Vcpu};
@@ -48,16 +49,16 @@ struct LegacyDevices {
 struct VirtioDevices {
     mmio: Bus,
     slots: Vec<VirtioSlot>,
+    /// The event loop's epoll set, holding the devices' own descriptors.
+    epoll: Arc<Epoll>,
     /// The `virtio_mmio.device=` options that announce them to Linux.
     cmdline: String,
 }
 
-/// A virtio device before it gets its transport: name, device, and the
-/// backend descriptor with the queue its readiness is delivered to.
+/// A virtio device before it gets its transport.
 struct PendingDevice {
     name: String,
     device: Box<dyn VirtioDevice>,
-    backend: Option<(RawFd, u32)>,
 }
 
 /// Builds a [`Vm`] from its configuration, one step at a time.
@@ -127,6 +128,7 @@ impl VmBuilder {
             _vm: self.vm,
             vcpus,
             virtio: virtio.slots,
+            epoll: virtio.epoll,
             serial: legacy.serial,
             i8042: legacy.i8042,
             exit: self.exit,
@@ -262,7 +264,6 @@ impl VmBuilder {
             devices.push(PendingDevice {
                 name,
                 device: Box::new(block),
-                backend: None,
             });
         }
         for (i, nic) in config.nets.iter().enumerate() {
@@ -291,38 +292,33 @@ impl VmBuilder {
                 ),
             };
             let net = Net::new(backend, nic.mac).map_err(VmError::device(&name))?;
-            let backend = net
-                .backend_fd()
-                .map(|fd| (fd, virtio::net::RX_QUEUE as u32));
             devices.push(PendingDevice {
                 name,
                 device: Box::new(net),
-                backend,
             });
         }
         if config.rng {
             devices.push(PendingDevice {
                 name: "rng".into(),
                 device: Box::new(Rng::new()),
-                backend: None,
             });
         }
         if let Some(vsock) = &config.vsock {
             let device =
                 Vsock::new(vsock.cid, &vsock.uds_path).map_err(VmError::device("vsock"))?;
-            let backend = Some((device.event_fd(), virtio::vsock::RX_QUEUE as u32));
             devices.push(PendingDevice {
                 name: "vsock".into(),
                 device: Box::new(device),
-                backend,
             });
         }
         Ok(devices)
     }
 
-    /// Puts each virtio device on its MMIO transport with an interrupt and
-    /// one ioeventfd per queue.
+    /// Lets each virtio device register its descriptors with the event
+    /// loop's epoll set, then puts it on its MMIO transport with an
+    /// interrupt and one ioeventfd per queue.
     fn virtio_devices(&self, mem: &GuestMemoryMmap) -> Result<VirtioDevices, VmError> {
+        let epoll = Arc::new(Epoll::new().map_err(VmError::Epoll)?);
         let devices = self.open_virtio_devices()?;
         if devices.len() > VIRTIO_IRQS.len() {
             return Err(VmError::TooManyDevices {
@@ -334,11 +330,13 @@ impl VmBuilder {
         let mut cmdline = String::new();
         for (i, (pending, &gsi)) in devices.into_iter().zip(VIRTIO_IRQS.iter()).enumerate() {
             let base = VIRTIO_MMIO_START + i as u64 * VIRTIO_MMIO_STRIDE;
-            let PendingDevice {
-                name,
-                device,
-                backend,
-            } = pending;
+            let PendingDevice { name, mut device } = pending;
+            let slot = u16::try_from(i).map_err(|_| VmError::TooManyDevices {
+                max: VIRTIO_IRQS.len(),
+            })?;
+            device
+                .register_events(DeviceEvents::new(epoll.clone(), slot))
+                .map_err(VmError::device(&name))?;
             let interrupt: Arc<dyn Interrupt> = Arc::new(self.irqfd(gsi)?);
             let transport = MmioTransport::new(device, mem.clone(), interrupt)
                 .map_err(VmError::device(&name))?;
@@ -358,16 +356,17 @@ impl VmBuilder {
             mmio.insert(base, virtio::MMIO_LEN, transport.clone())
                 .map_err(VmError::device(&name))?;
             cmdline.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{gsi}"));
+            let transport: Arc<Mutex<dyn VirtioTransport>> = transport;
             slots.push(VirtioSlot {
                 transport,
                 notifies,
-                backend,
                 name,
             });
         }
         Ok(VirtioDevices {
             mmio,
             slots,
+            epoll,
             cmdline,
         })
     }

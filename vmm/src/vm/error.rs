@@ -20,6 +20,8 @@ pub enum VmError {
     Memory(#[source] vm_memory::mmap::FromRangesError),
     #[error("cannot create an eventfd: {0}")]
     EventFd(#[source] std::io::Error),
+    #[error("cannot create the event loop's epoll set: {0}")]
+    Epoll(#[source] std::io::Error),
     #[error("cannot open the console log {path}: {source}")]
     ConsoleLog {
         path: PathBuf,
@@ -57,6 +59,8 @@ pub enum DeviceError {
     Transport(#[from] MmioError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error("cannot register the device's descriptors with the event loop: {0}")]
+    Events(#[from] std::io::Error),
 }
 
 impl VmError {

@@ -1,7 +1,9 @@
-//! The event loop: virtio queue notifications and backend readiness,
-//! console input from stdin, the control socket, and the exit signal.
+//! The event loop: virtio queue notifications and the devices' own
+//! descriptors, console input from stdin, the control socket, and the exit
+//! signal.
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, PoisonError};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
@@ -12,15 +14,19 @@ use crate::exit::VmExit;
 
 pub(super) struct EventLoop<'a> {
     vm: &'a Vm,
-    epoll: Epoll,
+    epoll: Arc<Epoll>,
     control: Option<ControlServer>,
 }
 
 impl<'a> EventLoop<'a> {
-    /// Creates the epoll set and registers every event source.
+    /// Registers every event source in the VM's epoll set (the devices
+    /// registered theirs when the VM was built).
     pub(super) fn new(vm: &'a Vm, control: Option<ControlServer>) -> Result<Self, String> {
-        let epoll = Epoll::new().map_err(|err| format!("cannot create epoll: {err}"))?;
-        let event_loop = EventLoop { vm, epoll, control };
+        let event_loop = EventLoop {
+            vm,
+            epoll: vm.epoll.clone(),
+            control,
+        };
         if !event_loop.register() {
             return Err("cannot register event sources with epoll".into());
         }
@@ -60,14 +66,6 @@ impl<'a> EventLoop<'a> {
                 };
                 ok &= self.add(notify.as_raw_fd(), token, EventSet::IN).is_ok();
             }
-            if let Some((fd, _)) = slot.backend {
-                // Edge-triggered: a device with no guest buffers leaves data
-                // queued, and the guest's next receive kick picks it up.
-                let token = Token::Backend { slot: slot_index };
-                ok &= self
-                    .add(fd, token, EventSet::IN | EventSet::EDGE_TRIGGERED)
-                    .is_ok();
-            }
         }
         if let Some(server) = self.control.as_ref() {
             for (fd, id) in server.fds() {
@@ -101,7 +99,9 @@ impl<'a> EventLoop<'a> {
                     Some(Token::Stdin) => self.stdin(),
                     Some(Token::Control(id)) => self.control(id),
                     Some(Token::QueueNotify { slot, queue }) => self.queue_notify(slot, queue),
-                    Some(Token::Backend { slot }) => self.backend(slot),
+                    Some(Token::Device { slot, id }) => {
+                        self.device_event(slot, id, EventSet::from_bits_truncate(event.events()))
+                    }
                     None => log::warn!("event loop: unknown token {:#x}", event.data()),
                 }
             }
@@ -143,17 +143,19 @@ impl<'a> EventLoop<'a> {
             if let Some(notify) = slot.notifies.get(usize::from(queue)) {
                 let _ = notify.read();
             }
-            if let Ok(mut transport) = slot.transport.lock() {
-                transport.queue_notify(u32::from(queue));
-            }
+            slot.transport
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .queue_notify(queue);
         }
     }
 
-    fn backend(&self, slot: u16) {
+    fn device_event(&self, slot: u16, id: u32, events: EventSet) {
         if let Some(slot) = self.vm.virtio.get(usize::from(slot)) {
-            if let (Some((_, queue)), Ok(mut transport)) = (slot.backend, slot.transport.lock()) {
-                transport.queue_notify(queue);
-            }
+            slot.transport
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .handle_event(id, events);
         }
     }
 }

@@ -8,15 +8,15 @@ mod config;
 mod control;
 mod error;
 mod event_loop;
-mod token;
+pub(crate) mod token;
 
-use std::os::fd::RawFd;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kvm_ioctls::VmFd;
+use vmm_sys_util::epoll::Epoll;
 use vmm_sys_util::eventfd::EventFd;
 
 pub use config::{
@@ -29,20 +29,18 @@ use crate::control::ControlServer;
 use crate::devices::boot_timer::BootMarker;
 use crate::devices::i8042::I8042;
 use crate::devices::serial::SerialDevice;
-use crate::devices::virtio::MmioTransport;
+use crate::devices::virtio::VirtioTransport;
 use crate::exit::{ExitSignal, VmExit};
 use crate::seccomp::{self, Policy, ThreadKind};
 use crate::vcpu::{self, ExitCounters, RunState, Vcpu};
 
-/// A virtio device on the MMIO bus, with the eventfds its queue notifies
-/// are bound to.
+/// A virtio device on its transport, with the eventfds its queue notifies
+/// are bound to. The device's own descriptors (tap, vsock sockets) are in
+/// the event loop's epoll set under `Token::Device` with this slot's index.
 struct VirtioSlot {
-    transport: Arc<Mutex<MmioTransport>>,
+    transport: Arc<Mutex<dyn VirtioTransport>>,
     /// One ioeventfd per queue, matched on the queue index written.
     notifies: Vec<EventFd>,
-    /// A backend the device reads from (tap, vsock sockets), polled
-    /// edge-triggered; readiness is delivered as a notify of this queue.
-    backend: Option<(RawFd, u32)>,
     name: String,
 }
 
@@ -52,6 +50,9 @@ pub struct Vm {
     _vm: VmFd,
     vcpus: Vec<Vcpu>,
     virtio: Vec<VirtioSlot>,
+    /// The event loop's epoll set, created with the VM so that devices can
+    /// register their descriptors before it runs.
+    epoll: Arc<Epoll>,
     serial: Arc<Mutex<SerialDevice>>,
     i8042: Arc<Mutex<I8042>>,
     exit: Arc<ExitSignal>,

@@ -13,8 +13,9 @@ pub enum Token {
     Control(u32),
     /// The ioeventfd of queue `queue` of virtio device `slot`.
     QueueNotify { slot: u16, queue: u16 },
-    /// The host-side backend (tap, vsock sockets) of virtio device `slot`.
-    Backend { slot: u16 },
+    /// A host-side descriptor (tap, vsock socket) that virtio device `slot`
+    /// registered as `id` through its `DeviceEvents`.
+    Device { slot: u16, id: u32 },
 }
 
 const KIND_SHIFT: u32 = 56;
@@ -22,7 +23,7 @@ const EXIT: u64 = 1;
 const STDIN: u64 = 2;
 const CONTROL: u64 = 3;
 const QUEUE_NOTIFY: u64 = 4;
-const BACKEND: u64 = 5;
+const DEVICE: u64 = 5;
 
 impl From<Token> for u64 {
     fn from(token: Token) -> u64 {
@@ -33,7 +34,7 @@ impl From<Token> for u64 {
             Token::QueueNotify { slot, queue } => {
                 (QUEUE_NOTIFY, u64::from(slot) << 16 | u64::from(queue))
             }
-            Token::Backend { slot } => (BACKEND, u64::from(slot)),
+            Token::Device { slot, id } => (DEVICE, u64::from(slot) << 32 | u64::from(id)),
         };
         kind << KIND_SHIFT | fields
     }
@@ -53,8 +54,9 @@ impl Token {
                 slot: u16::try_from(fields >> 16).ok()?,
                 queue: low16,
             },
-            BACKEND => Token::Backend {
-                slot: u16::try_from(fields).ok()?,
+            DEVICE => Token::Device {
+                slot: u16::try_from(fields >> 32).ok()?,
+                id: (fields & 0xffff_ffff) as u32,
             },
             _ => return None,
         };
@@ -78,8 +80,13 @@ mod tests {
                 slot: u16::MAX,
                 queue: u16::MAX,
             },
-            Token::Backend { slot: 0 },
-            Token::Backend { slot: u16::MAX },
+            Token::Device { slot: 0, id: 0 },
+            Token::Device {
+                slot: u16::MAX,
+                id: u32::MAX,
+            },
+            Token::Device { slot: 1, id: 0 },
+            Token::Device { slot: 0, id: 1 },
         ];
         let mut seen = std::collections::HashSet::new();
         for token in tokens {
@@ -95,5 +102,6 @@ mod tests {
             assert_eq!(Token::decode(data), None, "{data:#x}");
         }
         assert_eq!(Token::decode(CONTROL << KIND_SHIFT | 1 << 32), None);
+        assert_eq!(Token::decode(DEVICE << KIND_SHIFT | 1 << 48), None);
     }
 }

@@ -1,39 +1,50 @@
-//! Virtio devices and their MMIO transport.
+//! Virtio devices and their transports.
 //!
-//! The split follows Firecracker and Cloud Hypervisor: a device (`block`,
-//! `rng`) only knows about its queues and its config space, and the transport
-//! (`mmio`) owns everything the driver negotiates through registers (status,
-//! features, queue addresses, interrupt status). The transport hands the
-//! device its queues once the driver sets DRIVER_OK, and calls
-//! [`VirtioDevice::process_queue`] whenever the driver kicks a queue.
+//! The split follows Firecracker and Cloud Hypervisor. A device (`block`,
+//! `net`, `rng`, `vsock`) implements [`VirtioDevice`]: it knows its queues
+//! and its config space, registers its own host descriptors with the event
+//! loop ([`DeviceEvents`]), and signals its driver through the
+//! [`VirtioInterrupt`] handle it is given at activation, per queue or for a
+//! config change. A transport (`mmio`; PCI next) implements
+//! [`VirtioTransport`]: it owns everything the driver negotiates through
+//! registers (status, features, queue addresses, interrupt status), hands
+//! the device its queues and interrupt handle once the driver sets
+//! DRIVER_OK, and forwards queue kicks ([`VirtioDevice::queue_notify`]).
 //!
 //! Wiring a device up:
 //!
 //! ```text
-//! let disk = Block::new(file, BlockOptions { read_only: false, serial: "root".into() })?;
+//! let mut disk = Block::new(file, BlockOptions { read_only: false, serial: "root".into() })?;
+//! disk.register_events(DeviceEvents::new(epoll.clone(), slot))?;
 //! let irq: Arc<dyn Interrupt> = Arc::new(irq_eventfd); // registered as a KVM irqfd
 //! let transport = MmioTransport::new(Box::new(disk), mem.clone(), irq)?;
 //! // Map it on the MMIO bus at `base` with length MMIO_LEN, register one
 //! // ioeventfd per queue at `base + QUEUE_NOTIFY_OFFSET` (datamatch = queue
-//! // index) and call `transport.queue_notify(index)` when it fires.
+//! // index) and call `transport.queue_notify(index)` when it fires;
+//! // `Token::Device { slot, id }` events go to `transport.handle_event`.
 //! ```
 
 use std::io;
 use std::num::Wrapping;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
+pub use crate::devices::events::DeviceEvents;
+
 pub mod block;
+pub mod chain;
 pub mod mmio;
 pub mod net;
 pub mod rng;
 pub mod vsock;
 
 pub use block::{Block, BlockError, BlockOptions};
-pub use mmio::{MmioError, MmioTransport, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
+pub use mmio::{MmioError, MmioInterrupt, MmioTransport, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
 pub use net::{Net, NetBackend, NetBackendError, NetError, Tap, TapError, TYPE_NET};
 pub use rng::Rng;
 pub use vsock::{Vsock, VsockError, TYPE_VSOCK};
@@ -46,9 +57,10 @@ pub const TYPE_RNG: u32 = virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 /// Feature bit every device offers: this is a modern-only (virtio 1.x) VMM.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 
-/// How the transport tells the guest that something happened.
+/// An interrupt line: an eventfd registered with KVM as an irqfd, or a
+/// stand-in in tests. Transports raise it; devices never see it.
 pub trait Interrupt: Send + Sync {
-    /// Raises the device's interrupt line once.
+    /// Raises the line once.
     fn trigger(&self) -> io::Result<()>;
 }
 
@@ -58,6 +70,27 @@ impl Interrupt for EventFd {
     fn trigger(&self) -> io::Result<()> {
         self.write(1)
     }
+}
+
+/// What a device tells its driver about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtioInterruptType {
+    /// The device's configuration changed (or it needs a reset).
+    Config,
+    /// The device returned buffers on queue `index`.
+    Queue(u16),
+}
+
+/// How a device signals its driver; each transport supplies one at
+/// activation (MMIO: sets InterruptStatus bits and writes its one irqfd;
+/// PCI: the queue's MSI-X vector, or INTx with the ISR).
+///
+/// `trigger` may run on any thread holding the device (a vCPU thread for a
+/// register write, the event loop for an ioeventfd or a backend event), so
+/// implementations use atomics, not the transport's lock.
+pub trait VirtioInterrupt: Send + Sync {
+    /// Signals `kind` to the driver.
+    fn trigger(&self, kind: VirtioInterruptType) -> io::Result<()>;
 }
 
 /// Why a device refused to start.
@@ -71,12 +104,13 @@ pub enum ActivateError {
     AlreadyActive,
 }
 
-/// A virtio device behind a transport.
+/// A virtio device behind a transport (MMIO or PCI).
 ///
 /// All methods run on whichever thread holds the transport's lock (a vCPU
-/// thread for register accesses, the event loop for ioeventfd kicks), so a
-/// device needs no internal locking. Every method must tolerate a hostile
-/// driver: no panics, no access outside guest memory.
+/// thread for register accesses, the event loop for ioeventfd kicks and
+/// backend events), so a device needs no internal locking. Every method
+/// must tolerate a hostile driver: no panics, no access outside guest
+/// memory.
 pub trait VirtioDevice: Send {
     /// The virtio device id (`TYPE_BLOCK`, `TYPE_RNG`, ...).
     fn device_type(&self) -> u32;
@@ -95,26 +129,59 @@ pub trait VirtioDevice: Send {
     fn write_config(&mut self, offset: u64, data: &[u8]);
 
     /// Starts the device with the queues the driver set up (already checked
-    /// against guest memory by the transport) and the features it accepted
-    /// (a subset of `device_features`).
+    /// against guest memory by the transport), the features it accepted (a
+    /// subset of `device_features`) and the handle to signal it through.
     fn activate(
         &mut self,
         mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<Queue>,
         acked_features: u64,
     ) -> Result<(), ActivateError>;
 
-    /// Handles every available buffer on queue `index`. Returns true when
-    /// buffers were returned to the guest and it should be interrupted.
-    /// Does nothing (and returns false) before activation or for an unknown
-    /// queue.
-    fn process_queue(&mut self, index: usize) -> bool;
+    /// The driver kicked queue `index`: serve it, signal through the
+    /// interrupt. Ignored before activation and for an unknown index.
+    fn queue_notify(&mut self, index: u16);
 
-    /// Returns the device to its state before activation, dropping the
-    /// queues and guest memory. Counters are kept.
+    /// Called once before the VM runs: register host-side descriptors (tap,
+    /// vsock sockets) with the event loop. The device may keep `events` to
+    /// change its registrations later.
+    fn register_events(&mut self, events: DeviceEvents) -> io::Result<()> {
+        let _ = events;
+        Ok(())
+    }
+
+    /// One of the descriptors registered with `id` is ready.
+    fn handle_event(&mut self, id: u32, events: EventSet) {
+        let _ = (id, events);
+    }
+
+    /// Back to exactly the state before activation: queues, memory,
+    /// interrupt, staged receive data, vsock connections and pending
+    /// replies dropped. Counters are kept.
     fn reset(&mut self);
 
     /// Monotonic per-device statistics, e.g. `("read_bytes", n)`.
+    fn counters(&self) -> Vec<(&'static str, u64)>;
+}
+
+/// What the event loop needs from a transport, whichever it is (MMIO now,
+/// PCI next).
+pub trait VirtioTransport: Send {
+    /// The virtio device id of the device behind the transport.
+    fn device_type(&self) -> u32;
+
+    /// How many queues the device has: the VMM binds one ioeventfd to each.
+    fn queue_count(&self) -> usize;
+
+    /// The driver kicked queue `index` through its ioeventfd.
+    fn queue_notify(&mut self, index: u16);
+
+    /// A descriptor the device registered with `id` is ready: forwarded to
+    /// the device.
+    fn handle_event(&mut self, id: u32, events: EventSet);
+
+    /// The device's counters followed by the transport's own.
     fn counters(&self) -> Vec<(&'static str, u64)>;
 }
 
@@ -154,6 +221,17 @@ pub(crate) fn serve_queue(
     used_any && queue.needs_notification(mem).unwrap_or(true)
 }
 
+/// Signals that queue `index` returned buffers, when `needed`. A failure
+/// is only logged: the driver finds the buffers on its next look.
+pub(crate) fn signal_used(device: &str, interrupt: &dyn VirtioInterrupt, index: u16, needed: bool) {
+    if !needed {
+        return;
+    }
+    if let Err(e) = interrupt.trigger(VirtioInterruptType::Queue(index)) {
+        log::warn!("{device}: cannot interrupt the guest: {e}");
+    }
+}
+
 /// Copies `src` (a device's config space) into `data` at `offset`, leaving
 /// zeros for whatever lies beyond its end.
 pub(crate) fn read_config_bytes(src: &[u8], offset: u64, data: &mut [u8]) {
@@ -180,7 +258,10 @@ pub(crate) mod testing {
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{GuestAddress, GuestMemoryMmap};
 
-    use super::Interrupt;
+    use std::cell::RefCell;
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use super::{Interrupt, VirtioDevice, VirtioInterrupt, VirtioInterruptType};
 
     /// Descriptor flags: device-readable / device-writable.
     pub const R: u16 = 0;
@@ -267,6 +348,64 @@ pub(crate) mod testing {
             self.0.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
+    }
+
+    /// A device-side interrupt handle that records what it was asked to
+    /// signal.
+    #[derive(Default)]
+    pub struct RecordingInterrupt(Mutex<Vec<VirtioInterruptType>>);
+
+    impl RecordingInterrupt {
+        /// Everything signalled since the last call.
+        pub fn take(&self) -> Vec<VirtioInterruptType> {
+            std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        }
+    }
+
+    impl VirtioInterrupt for RecordingInterrupt {
+        fn trigger(&self, kind: VirtioInterruptType) -> std::io::Result<()> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(kind);
+            Ok(())
+        }
+    }
+
+    thread_local! {
+        static IRQ: RefCell<Arc<RecordingInterrupt>> = RefCell::default();
+    }
+
+    /// The interrupt handle of the current test (each test runs on a
+    /// thread of its own): hand it to `activate`, then `kick` and
+    /// `signalled` read what the device signalled through it.
+    pub fn irq() -> Arc<RecordingInterrupt> {
+        IRQ.with(|irq| irq.borrow().clone())
+    }
+
+    /// Whether the device signalled anything since the last look.
+    pub fn signalled() -> bool {
+        !irq().take().is_empty()
+    }
+
+    /// Tells `device` that its descriptor `id` is ready and returns whether
+    /// it signalled the guest.
+    pub fn event(
+        device: &mut dyn VirtioDevice,
+        id: u32,
+        events: vmm_sys_util::epoll::EventSet,
+    ) -> bool {
+        irq().take();
+        device.handle_event(id, events);
+        signalled()
+    }
+
+    /// Kicks queue `index` of `device` and returns whether it signalled
+    /// the guest, as the old "interrupt needed" result did.
+    pub fn kick(device: &mut dyn VirtioDevice, index: u16) -> bool {
+        irq().take();
+        device.queue_notify(index);
+        signalled()
     }
 }
 

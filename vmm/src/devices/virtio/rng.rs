@@ -2,12 +2,17 @@
 //! getrandom(2).
 
 use std::io;
+use std::sync::Arc;
 
 use log::debug;
 use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{Bytes, GuestMemory, GuestMemoryMmap, Permissions};
 
-use super::{serve_queue, ActivateError, VirtioDevice, TYPE_RNG, VIRTIO_F_VERSION_1};
+use super::chain::Parts;
+use super::{
+    serve_queue, signal_used, ActivateError, VirtioDevice, VirtioInterrupt, TYPE_RNG,
+    VIRTIO_F_VERSION_1,
+};
 
 /// Size of the request queue offered to the driver.
 pub const QUEUE_SIZE: u16 = 256;
@@ -25,6 +30,7 @@ struct Counters {
 
 struct Active {
     mem: GuestMemoryMmap,
+    interrupt: Arc<dyn VirtioInterrupt>,
     queue: Queue,
 }
 
@@ -51,17 +57,26 @@ impl Rng {
         }
     }
 
-    /// Fills the device-writable buffers of `chain`, skipping read-only ones
-    /// and stopping at the first that is not in guest memory. Returns how
-    /// many bytes were written.
+    /// Fills the buffers of `chain`, which must all be device-writable (the
+    /// direction rule in [`super::chain`]), stopping at the first that is
+    /// not in guest memory. Returns how many bytes were written.
     fn fill_chain(
         buffer: &mut [u8],
         counters: &mut Counters,
         mem: &GuestMemoryMmap,
         chain: DescriptorChain<&GuestMemoryMmap>,
     ) -> u32 {
+        let descs = match Parts::split(chain).and_then(Parts::only_writable) {
+            Ok(descs) => descs,
+            Err(e) => {
+                debug!("virtio-rng: returning a malformed request: {e}");
+                counters.requests += 1;
+                counters.errors += 1;
+                return 0;
+            }
+        };
         let mut written = 0usize;
-        for desc in chain.writable() {
+        for desc in descs {
             let want = (desc.len() as usize).min(MAX_REQUEST_BYTES - written);
             if want == 0 {
                 if written == MAX_REQUEST_BYTES {
@@ -124,6 +139,7 @@ impl VirtioDevice for Rng {
     fn activate(
         &mut self,
         mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
         mut queues: Vec<Queue>,
         _acked_features: u64,
     ) -> Result<(), ActivateError> {
@@ -133,25 +149,30 @@ impl VirtioDevice for Rng {
         let got = queues.len();
         match queues.pop() {
             Some(queue) if got == 1 => {
-                self.active = Some(Active { mem, queue });
+                self.active = Some(Active {
+                    mem,
+                    interrupt,
+                    queue,
+                });
                 Ok(())
             }
             _ => Err(ActivateError::QueueCount { expected: 1, got }),
         }
     }
 
-    fn process_queue(&mut self, index: usize) -> bool {
+    fn queue_notify(&mut self, index: u16) {
         let Some(active) = self.active.as_mut() else {
-            return false;
+            return;
         };
         if index != 0 {
-            return false;
+            return;
         }
         let mem = &active.mem;
         let (buffer, counters) = (&mut self.buffer, &mut self.counters);
-        serve_queue("virtio-rng", &mut active.queue, mem, |chain| {
+        let needed = serve_queue("virtio-rng", &mut active.queue, mem, |chain| {
             Self::fill_chain(buffer, counters, mem, chain)
-        })
+        });
+        signal_used("virtio-rng", active.interrupt.as_ref(), index, needed);
     }
 
     fn reset(&mut self) {
@@ -193,7 +214,7 @@ fn getrandom(buf: &mut [u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::virtio::testing::{add_chain, guest_mem, used, R, W};
+    use crate::devices::virtio::testing::{add_chain, guest_mem, irq, kick, used, R, W};
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::GuestAddress;
 
@@ -204,7 +225,7 @@ mod tests {
         let vq = MockSplitQueue::new(mem, 16);
         let mut rng = Rng::new();
         let queue: Queue = vq.create_queue().expect("queue");
-        rng.activate(mem.clone(), vec![queue], VIRTIO_F_VERSION_1)
+        rng.activate(mem.clone(), irq(), vec![queue], VIRTIO_F_VERSION_1)
             .expect("activate");
         mem.write_slice(&vec![FILL; MEM_SIZE - 0x1000], GuestAddress(0x1000))
             .expect("fill");
@@ -236,31 +257,41 @@ mod tests {
         let mem = guest_mem(&[(0, MEM_SIZE)]);
         let (mut rng, vq) = setup(&mem);
         add_chain(&vq, 0, &[(0x1000, 64, W), (0x2000, 64, W)]);
-        assert!(rng.process_queue(0));
+        assert!(kick(&mut rng, 0));
         assert_eq!(used(&vq, 0), (1, 0, 128));
         assert!(changed(&mem, 0x1000, 64));
         assert!(changed(&mem, 0x2000, 64));
         assert_eq!(read_mem(&mem, 0x1040, 16), vec![FILL; 16]);
         assert_eq!(counter(&rng, "requests"), 1);
         assert_eq!(counter(&rng, "bytes"), 128);
-        assert!(!rng.process_queue(0), "nothing new: no interrupt");
+        assert!(!kick(&mut rng, 0), "nothing new: no interrupt");
     }
 
     #[test]
-    fn read_only_buffers_are_left_alone() {
+    fn read_only_buffers_make_the_request_malformed() {
         let mem = guest_mem(&[(0, MEM_SIZE)]);
         let (mut rng, vq) = setup(&mem);
+        // The direction rule: a readable descriptor after a writable one,
+        // or any readable one in an entropy request, and nothing is written.
         add_chain(&vq, 0, &[(0x1000, 64, R), (0x2000, 64, W), (0x3000, 64, R)]);
-        assert!(rng.process_queue(0));
-        assert_eq!(used(&vq, 0), (1, 0, 64));
+        assert!(kick(&mut rng, 0));
+        assert_eq!(used(&vq, 0), (1, 0, 0));
         assert!(!changed(&mem, 0x1000, 64));
-        assert!(changed(&mem, 0x2000, 64));
+        assert!(!changed(&mem, 0x2000, 64));
         assert!(!changed(&mem, 0x3000, 64));
+        assert_eq!(counter(&rng, "errors"), 1);
+        assert_eq!(counter(&rng, "bytes"), 0);
 
         add_chain(&vq, 3, &[(0x4000, 64, R)]);
-        assert!(rng.process_queue(0));
+        assert!(kick(&mut rng, 0));
         assert_eq!(used(&vq, 1), (2, 3, 0));
         assert!(!changed(&mem, 0x4000, 64));
+
+        add_chain(&vq, 4, &[(0x5000, 64, R), (0x6000, 64, W)]);
+        assert!(kick(&mut rng, 0));
+        assert_eq!(used(&vq, 2), (3, 4, 0));
+        assert!(!changed(&mem, 0x6000, 64));
+        assert_eq!(counter(&rng, "errors"), 3);
     }
 
     #[test]
@@ -273,7 +304,7 @@ mod tests {
             0,
             &[(0x1000, 64, W), (end - 32, 64, W), (0x2000, 64, W)],
         );
-        assert!(rng.process_queue(0));
+        assert!(kick(&mut rng, 0));
         // Stops at the bad buffer, reporting what it wrote before it.
         assert_eq!(used(&vq, 0), (1, 0, 64));
         assert!(!changed(&mem, end - 32, 32), "the part inside memory too");
@@ -281,7 +312,7 @@ mod tests {
         assert_eq!(counter(&rng, "errors"), 1);
 
         add_chain(&vq, 3, &[(u64::MAX - 8, 64, W)]);
-        assert!(rng.process_queue(0));
+        assert!(kick(&mut rng, 0));
         assert_eq!(used(&vq, 1), (2, 3, 0));
     }
 
@@ -295,7 +326,7 @@ mod tests {
             0,
             &[(0x1000, 2 * cap as u32, W), (0x1000 + 2 * cap, 64, W)],
         );
-        assert!(rng.process_queue(0));
+        assert!(kick(&mut rng, 0));
         assert_eq!(used(&vq, 0), (1, 0, cap as u32));
         assert!(changed(&mem, 0x1000 + cap - 64, 64));
         assert!(!changed(&mem, 0x1000 + cap, cap as usize));
@@ -307,15 +338,40 @@ mod tests {
         let mem = guest_mem(&[(0, MEM_SIZE)]);
         let (mut rng, vq) = setup(&mem);
         add_chain(&vq, 0, &[(0x1000, 0, W), (0x2000, 64, W)]);
-        assert!(rng.process_queue(0));
+        assert!(kick(&mut rng, 0));
         assert_eq!(used(&vq, 0), (1, 0, 64));
         assert!(changed(&mem, 0x2000, 64));
     }
 
     #[test]
+    fn reset_mid_io_then_reactivation_behaves_as_fresh() {
+        let mem = guest_mem(&[(0, MEM_SIZE)]);
+        let (mut rng, old) = setup(&mem);
+        add_chain(&old, 0, &[(0x1000, 64, W)]);
+        assert!(kick(&mut rng, 0));
+        // Made available, never kicked: pending at the reset.
+        add_chain(&old, 1, &[(0x2000, 64, W)]);
+        rng.reset();
+        assert!(!kick(&mut rng, 0));
+
+        let new = MockSplitQueue::create(&mem, GuestAddress(0x3_0000), 16);
+        let queue: Queue = new.create_queue().expect("queue");
+        rng.activate(mem.clone(), irq(), vec![queue], VIRTIO_F_VERSION_1)
+            .expect("activate again");
+        add_chain(&new, 0, &[(0x3_8000, 32, W)]);
+        assert!(kick(&mut rng, 0));
+        assert_eq!(used(&new, 0), (1, 0, 32));
+        assert!(changed(&mem, 0x3_8000, 32));
+        // The old queue's buffer was never filled.
+        assert_eq!(old.used().idx().load(), 1);
+        assert!(!changed(&mem, 0x2000, 64));
+        assert_eq!(counter(&rng, "requests"), 2);
+    }
+
+    #[test]
     fn inactive_device_or_unknown_queue_does_nothing() {
         let mut rng = Rng::default();
-        assert!(!rng.process_queue(0));
+        assert!(!kick(&mut rng, 0));
         assert_eq!(rng.device_type(), 4);
         assert_eq!(rng.queue_max_sizes(), &[QUEUE_SIZE]);
         assert_eq!(rng.device_features(), VIRTIO_F_VERSION_1);
@@ -327,12 +383,12 @@ mod tests {
         let mem = guest_mem(&[(0, MEM_SIZE)]);
         let (mut rng, vq) = setup(&mem);
         add_chain(&vq, 0, &[(0x1000, 64, W)]);
-        assert!(!rng.process_queue(1));
+        assert!(!kick(&mut rng, 1));
         rng.reset();
-        assert!(!rng.process_queue(0));
+        assert!(!kick(&mut rng, 0));
         assert!(!changed(&mem, 0x1000, 64));
         assert!(matches!(
-            rng.activate(mem.clone(), vec![], 0),
+            rng.activate(mem.clone(), irq(), vec![], 0),
             Err(ActivateError::QueueCount {
                 expected: 1,
                 got: 0

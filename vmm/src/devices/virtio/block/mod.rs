@@ -10,6 +10,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use log::{debug, warn};
 use virtio_bindings::virtio_blk::{
@@ -23,7 +24,8 @@ mod request;
 
 use self::request::{Counters, Disk};
 use super::{
-    read_config_bytes, serve_queue, ActivateError, VirtioDevice, TYPE_BLOCK, VIRTIO_F_VERSION_1,
+    read_config_bytes, serve_queue, signal_used, ActivateError, VirtioDevice, VirtioInterrupt,
+    TYPE_BLOCK, VIRTIO_F_VERSION_1,
 };
 
 /// Size of the request queue offered to the driver.
@@ -79,6 +81,7 @@ pub enum BlockError {
 /// What the driver handed over at DRIVER_OK.
 struct Active {
     mem: GuestMemoryMmap,
+    interrupt: Arc<dyn VirtioInterrupt>,
     queue: Queue,
 }
 
@@ -190,6 +193,7 @@ impl VirtioDevice for Block {
     fn activate(
         &mut self,
         mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
         mut queues: Vec<Queue>,
         acked_features: u64,
     ) -> Result<(), ActivateError> {
@@ -209,21 +213,26 @@ impl VirtioDevice for Block {
             });
         };
         self.acked_features = acked_features & self.features;
-        self.active = Some(Active { mem, queue });
+        self.active = Some(Active {
+            mem,
+            interrupt,
+            queue,
+        });
         Ok(())
     }
 
-    fn process_queue(&mut self, index: usize) -> bool {
+    fn queue_notify(&mut self, index: u16) {
         let Some(active) = self.active.as_mut() else {
-            return false;
+            return;
         };
         if index != 0 {
-            return false;
+            return;
         }
         let mem = &active.mem;
-        serve_queue("virtio-blk", &mut active.queue, mem, |chain| {
+        let needed = serve_queue("virtio-blk", &mut active.queue, mem, |chain| {
             self.disk.handle_chain(mem, chain)
-        })
+        });
+        signal_used("virtio-blk", active.interrupt.as_ref(), index, needed);
     }
 
     fn reset(&mut self) {

@@ -20,10 +20,13 @@ use vm_memory::{
 };
 
 use super::{HEADER_LEN, ID_BYTES, MAX_DESCRIPTORS, MAX_REQUEST_BYTES, SECTOR_SIZE};
+use crate::devices::virtio::chain::{check_order, ChainError};
 
 /// Why one request failed; logged, then reported to the guest as a status.
 #[derive(Debug, thiserror::Error)]
 enum RequestError {
+    #[error(transparent)]
+    Malformed(#[from] ChainError),
     #[error("the chain has no header descriptor")]
     MissingHeader,
     #[error("the header descriptor is device-writable")]
@@ -86,7 +89,9 @@ pub(super) struct Disk {
 impl Disk {
     /// Serves one chain and returns the used length: the bytes written into
     /// device-writable buffers, status byte included, or 0 when the chain
-    /// is dropped because there is nowhere valid to put the status.
+    /// is dropped because there is nowhere valid to put the status. The
+    /// last descriptor is the status byte; the rest must be the header
+    /// (device-readable) then data whose direction matches the request.
     pub(super) fn handle_chain(
         &mut self,
         mem: &GuestMemoryMmap,
@@ -114,7 +119,12 @@ impl Disk {
             return 0;
         }
 
-        let (code, written) = match self.execute(mem, request) {
+        // The direction rule (see `virtio::chain`): a malformed chain fails
+        // with IOERR through the status byte checked above, nothing moved.
+        let result = check_order(&descs)
+            .map_err(RequestError::from)
+            .and_then(|()| self.execute(mem, request));
+        let (code, written) = match result {
             Ok(written) => (VIRTIO_BLK_S_OK as u8, written),
             Err(e) => {
                 debug!("virtio-blk: request failed: {e}");

@@ -1,5 +1,7 @@
 use super::*;
-use crate::devices::virtio::testing::{add_chain, guest_mem, used, TempFile, NEXT, R, W};
+use crate::devices::virtio::testing::{
+    add_chain, guest_mem, irq, kick, used, TempFile, NEXT, R, W,
+};
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH,
     VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
@@ -45,7 +47,7 @@ fn activate(block: &mut Block, mem: &GuestMemoryMmap, vq: &MockSplitQueue<GuestM
     let queue: Queue = vq.create_queue().expect("queue");
     let features = block.device_features();
     block
-        .activate(mem.clone(), vec![queue], features)
+        .activate(mem.clone(), irq(), vec![queue], features)
         .expect("activate");
 }
 
@@ -83,7 +85,7 @@ fn submit(
 ) -> u32 {
     let before = vq.used().idx().load();
     add_chain(vq, 0, descs);
-    assert!(block.process_queue(0), "the guest should be interrupted");
+    assert!(kick(block, 0), "the guest should be interrupted");
     let (idx, id, len) = used(vq, usize::from(before % 16));
     assert_eq!(idx, before.wrapping_add(1), "exactly one chain returned");
     assert_eq!(id, 0);
@@ -556,7 +558,7 @@ fn data_across_a_hole_in_guest_memory_is_an_io_error() {
         0,
         &[(HDR, 16, R), (0x1_0000 - 512, 1024, W), (STATUS, 1, W)],
     );
-    assert!(block.process_queue(0));
+    assert!(kick(&mut block, 0));
     assert_eq!(status(&mem), VIRTIO_BLK_S_IOERR as u8);
     assert_eq!(read_mem(&mem, 0x1_0000 - 512, 512), vec![0; 512]);
 
@@ -571,7 +573,7 @@ fn data_across_a_hole_in_guest_memory_is_an_io_error() {
         0,
         &[(HDR, 16, R), (0x1_0000 - 512, 1024, W), (STATUS, 1, W)],
     );
-    assert!(block.process_queue(0));
+    assert!(kick(&mut block, 0));
     assert_eq!(status(&mem), VIRTIO_BLK_S_OK as u8);
     assert_eq!(read_mem(&mem, 0x1_0000 - 512, 1024), pattern(1024, 0));
 }
@@ -628,7 +630,7 @@ fn request_at_the_size_limit_is_served() {
             (STATUS, 1, W),
         ],
     );
-    assert!(block.process_queue(0));
+    assert!(kick(&mut block, 0));
     assert_eq!(status(&mem), VIRTIO_BLK_S_OK as u8);
     assert_eq!(counter(&block, "write_bytes"), MAX_REQUEST_BYTES);
     let contents = disk.contents();
@@ -667,7 +669,7 @@ fn descriptor_loop_is_bounded_by_the_queue_size() {
     assert_eq!(chain.count(), 16);
 
     let mem_before = snapshot(&f.mem);
-    assert!(f.block.process_queue(0));
+    assert!(kick(&mut f.block, 0));
     let (idx, id, len) = used(&vq, 0);
     assert_eq!((idx, id, len), (1, 0, 1));
     // The chain ends on the writable descriptor, but the header repeats
@@ -688,7 +690,7 @@ fn chain_longer_than_the_request_limit_is_dropped() {
     descs.extend((0..MAX_DESCRIPTORS as u64).map(|i| (0x4000 + i * 0x1000, 512, R)));
     descs.push((STATUS, 1, W));
     add_chain(&vq, 0, &descs);
-    assert!(block.process_queue(0));
+    assert!(kick(&mut block, 0));
     assert_eq!(used(&vq, 0), (1, 0, 0));
     assert_eq!(status(&mem), UNTOUCHED);
     assert_eq!(disk.contents(), pattern(512, 0));
@@ -706,11 +708,11 @@ fn several_chains_are_served_in_one_notify() {
         3,
         &[(HDR, 16, R), (DATA + 0x1000, 512, W), (STATUS + 1, 1, W)],
     );
-    assert!(f.block.process_queue(0));
+    assert!(kick(&mut f.block, 0));
     assert_eq!(used(&vq, 0), (2, 0, 513));
     assert_eq!(used(&vq, 1), (2, 3, 513));
     assert_eq!(counter(&f.block, "read_requests"), 2);
-    assert!(!f.block.process_queue(0), "nothing new: no interrupt");
+    assert!(!kick(&mut f.block, 0), "nothing new: no interrupt");
 }
 
 #[test]
@@ -719,7 +721,7 @@ fn avail_index_far_ahead_is_ignored() {
     let vq = MockSplitQueue::new(&f.mem, 16);
     activate(&mut f.block, &f.mem, &vq);
     vq.avail().idx().store(100);
-    assert!(!f.block.process_queue(0));
+    assert!(!kick(&mut f.block, 0));
     assert_eq!(vq.used().idx().load(), 0);
 }
 
@@ -731,27 +733,27 @@ fn head_index_outside_the_table_is_dropped() {
     vq.avail().ring().ref_at(0).expect("ring").store(40);
     vq.avail().idx().store(1);
     // Nothing can be returned for a head the used ring cannot name.
-    assert!(!f.block.process_queue(0));
+    assert!(!kick(&mut f.block, 0));
     assert_eq!(counter(&f.block, "errors"), 1);
     // The queue keeps working afterwards.
     write_header(&f.mem, VIRTIO_BLK_T_FLUSH, 0);
     add_chain(&vq, 0, &[(HDR, 16, R), (STATUS, 1, W)]);
-    assert!(f.block.process_queue(0));
+    assert!(kick(&mut f.block, 0));
     assert_eq!(status(&f.mem), VIRTIO_BLK_S_OK as u8);
 }
 
 #[test]
 fn inactive_device_or_unknown_queue_does_nothing() {
     let mut f = fixture("inactive", false);
-    assert!(!f.block.process_queue(0));
+    assert!(!kick(&mut f.block, 0));
     let vq = MockSplitQueue::new(&f.mem, 16);
     activate(&mut f.block, &f.mem, &vq);
     write_header(&f.mem, VIRTIO_BLK_T_FLUSH, 0);
     add_chain(&vq, 0, &[(HDR, 16, R), (STATUS, 1, W)]);
-    assert!(!f.block.process_queue(1));
-    assert!(!f.block.process_queue(usize::MAX));
+    assert!(!kick(&mut f.block, 1));
+    assert!(!kick(&mut f.block, u16::MAX));
     f.block.reset();
-    assert!(!f.block.process_queue(0));
+    assert!(!kick(&mut f.block, 0));
     assert_eq!(status(&f.mem), UNTOUCHED);
 }
 
@@ -760,7 +762,7 @@ fn activation_checks_queue_count_and_state() {
     let mut f = fixture("activate", false);
     let mem = f.mem.clone();
     assert!(matches!(
-        f.block.activate(mem.clone(), vec![], 0),
+        f.block.activate(mem.clone(), irq(), vec![], 0),
         Err(ActivateError::QueueCount {
             expected: 1,
             got: 0
@@ -771,23 +773,23 @@ fn activation_checks_queue_count_and_state() {
         Queue::new(16).expect("queue"),
     ];
     assert!(matches!(
-        f.block.activate(mem.clone(), two, 0),
+        f.block.activate(mem.clone(), irq(), two, 0),
         Err(ActivateError::QueueCount {
             expected: 1,
             got: 2
         })
     ));
     f.block
-        .activate(mem.clone(), vec![Queue::new(16).expect("queue")], 0)
+        .activate(mem.clone(), irq(), vec![Queue::new(16).expect("queue")], 0)
         .expect("activate");
     assert!(matches!(
         f.block
-            .activate(mem.clone(), vec![Queue::new(16).expect("queue")], 0),
+            .activate(mem.clone(), irq(), vec![Queue::new(16).expect("queue")], 0),
         Err(ActivateError::AlreadyActive)
     ));
     f.block.reset();
     f.block
-        .activate(mem, vec![Queue::new(16).expect("queue")], 0)
+        .activate(mem, irq(), vec![Queue::new(16).expect("queue")], 0)
         .expect("activate after reset");
 }
 
@@ -866,4 +868,68 @@ fn open_reports_missing_files() {
         Block::open(&path, BlockOptions::default()),
         Err(BlockError::Open { .. })
     ));
+}
+
+#[test]
+fn reset_mid_io_then_reactivation_behaves_as_fresh() {
+    let mut f = fixture("reset", false);
+    let old = MockSplitQueue::new(&f.mem, 16);
+    activate(&mut f.block, &f.mem, &old);
+    write_header(&f.mem, VIRTIO_BLK_T_IN, 1);
+    assert_eq!(
+        submit(
+            &mut f.block,
+            &old,
+            &[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]
+        ),
+        513
+    );
+    // A second request made available but never kicked: half done when
+    // the driver resets (a kexec'd kernel does exactly this).
+    write_header(&f.mem, VIRTIO_BLK_T_OUT, 0);
+    add_chain(&old, 3, &[(HDR, 16, R), (DATA, 512, R), (STATUS, 1, W)]);
+    let disk_before = f.disk.contents();
+    f.block.reset();
+    assert!(!kick(&mut f.block, 0), "reset: no queue, no interrupt");
+
+    // New queues elsewhere, as the next kernel sets them up.
+    let new = MockSplitQueue::create(&f.mem, GuestAddress(0x8_0000), 16);
+    activate(&mut f.block, &f.mem, &new);
+    write_header(&f.mem, VIRTIO_BLK_T_IN, 2);
+    add_chain(&new, 0, &[(HDR, 16, R), (DATA, 512, W), (STATUS, 1, W)]);
+    assert!(kick(&mut f.block, 0));
+    assert_eq!(used(&new, 0), (1, 0, 513));
+    assert_eq!(status(&f.mem), VIRTIO_BLK_S_OK as u8);
+    assert_eq!(read_mem(&f.mem, DATA, 512), disk_before[1024..1536]);
+    // The old queue's pending request was never served.
+    assert_eq!(old.used().idx().load(), 1);
+    assert_eq!(f.disk.contents(), disk_before);
+    // Counters survive the reset.
+    assert_eq!(counter(&f.block, "read_requests"), 2);
+    assert_eq!(counter(&f.block, "write_requests"), 0);
+}
+
+#[test]
+fn readable_after_writable_is_an_io_error_whatever_the_request() {
+    // The direction rule, even for a flush that ignores its data.
+    expect_refused(
+        "order-flush",
+        false,
+        VIRTIO_BLK_T_FLUSH,
+        0,
+        &[(DATA, 512, W), (DATA + 0x1000, 512, R)],
+        VIRTIO_BLK_S_IOERR,
+    );
+    expect_refused(
+        "order-in",
+        false,
+        VIRTIO_BLK_T_IN,
+        0,
+        &[
+            (DATA, 512, W),
+            (DATA + 0x1000, 512, R),
+            (DATA + 0x2000, 512, W),
+        ],
+        VIRTIO_BLK_S_IOERR,
+    );
 }

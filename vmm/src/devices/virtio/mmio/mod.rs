@@ -6,6 +6,7 @@
 //! driver can confuse its own device but never panic the VMM or make it
 //! touch memory outside the guest.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use log::{debug, warn};
@@ -16,8 +17,12 @@ use virtio_bindings::virtio_config::{
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
 
-use super::{ActivateError, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{
+    ActivateError, Interrupt, VirtioDevice, VirtioInterrupt, VirtioInterruptType, VirtioTransport,
+    VIRTIO_F_VERSION_1,
+};
 
 /// Size of one device's MMIO window.
 pub const MMIO_LEN: u64 = 0x1000;
@@ -119,32 +124,63 @@ fn set_half(old: u64, value: u32, high: bool) -> u64 {
     }
 }
 
+/// The interrupt handle an MMIO transport gives its device: it sets the
+/// cause in InterruptStatus (shared with the transport's register file)
+/// and raises the device's one interrupt line.
+pub struct MmioInterrupt {
+    status: Arc<AtomicU32>,
+    line: Arc<dyn Interrupt>,
+    raised: AtomicU64,
+}
+
+impl MmioInterrupt {
+    fn new(line: Arc<dyn Interrupt>) -> Self {
+        MmioInterrupt {
+            status: Arc::new(AtomicU32::new(0)),
+            line,
+            raised: AtomicU64::new(0),
+        }
+    }
+}
+
+impl VirtioInterrupt for MmioInterrupt {
+    fn trigger(&self, kind: VirtioInterruptType) -> std::io::Result<()> {
+        let cause = match kind {
+            VirtioInterruptType::Config => VIRTIO_MMIO_INT_CONFIG,
+            VirtioInterruptType::Queue(_) => VIRTIO_MMIO_INT_VRING,
+        };
+        // The status is set before the line rises, so the driver's handler
+        // always finds the cause.
+        self.status.fetch_or(cause, Ordering::SeqCst);
+        self.raised.fetch_add(1, Ordering::Relaxed);
+        self.line.trigger()
+    }
+}
+
 /// A virtio device behind a virtio-mmio register window.
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
     mem: GuestMemoryMmap,
-    interrupt: Arc<dyn Interrupt>,
+    interrupt: Arc<MmioInterrupt>,
     queues: Vec<QueueSlot>,
     queue_sel: u32,
     device_features_sel: u32,
     driver_features_sel: u32,
     acked_features: u64,
     status: u32,
-    interrupt_status: u32,
     config_generation: u32,
     activated: bool,
     notifies: u64,
-    interrupts: u64,
 }
 
 impl MmioTransport {
     /// Puts `device` behind a register window. `mem` is the guest's memory,
     /// used to check queue addresses and handed to the device at DRIVER_OK;
-    /// `interrupt` is the device's interrupt line.
+    /// `line` is the device's interrupt line.
     pub fn new(
         device: Box<dyn VirtioDevice>,
         mem: GuestMemoryMmap,
-        interrupt: Arc<dyn Interrupt>,
+        line: Arc<dyn Interrupt>,
     ) -> Result<Self, MmioError> {
         let queues = device
             .queue_max_sizes()
@@ -157,30 +193,17 @@ impl MmioTransport {
         Ok(MmioTransport {
             device,
             mem,
-            interrupt,
+            interrupt: Arc::new(MmioInterrupt::new(line)),
             queues,
             queue_sel: 0,
             device_features_sel: 0,
             driver_features_sel: 0,
             acked_features: 0,
             status: 0,
-            interrupt_status: 0,
             config_generation: 0,
             activated: false,
             notifies: 0,
-            interrupts: 0,
         })
-    }
-
-    /// The virtio device id of the device behind the transport.
-    pub fn device_type(&self) -> u32 {
-        self.device.device_type()
-    }
-
-    /// How many queues the device has; the VMM registers one ioeventfd per
-    /// queue at `QUEUE_NOTIFY_OFFSET` with the queue index as datamatch.
-    pub fn queue_count(&self) -> usize {
-        self.queues.len()
     }
 
     /// Whether the driver finished initialisation and the device is running.
@@ -189,37 +212,18 @@ impl MmioTransport {
         self.activated
     }
 
-    /// The device's counters followed by the transport's own
-    /// (`queue_notifies`, `interrupts`).
-    pub fn counters(&self) -> Vec<(&'static str, u64)> {
-        let mut counters = self.device.counters();
-        counters.push(("queue_notifies", self.notifies));
-        counters.push(("interrupts", self.interrupts));
-        counters
-    }
-
     /// The driver kicked queue `index`, through its ioeventfd or a write to
-    /// QueueNotify: let the device work and interrupt the guest if it
-    /// returned buffers. Ignored until the device is activated.
-    pub fn queue_notify(&mut self, index: u32) {
+    /// QueueNotify: the device serves it and signals the guest itself.
+    /// Ignored until the device is activated.
+    fn notify(&mut self, index: u32) {
         if !self.activated {
             debug!("virtio-mmio: ignoring a notify for queue {index} before activation");
             return;
         }
         self.notifies += 1;
-        let Ok(index) = usize::try_from(index) else {
-            return;
-        };
-        if self.device.process_queue(index) {
-            self.raise_interrupt(VIRTIO_MMIO_INT_VRING);
-        }
-    }
-
-    fn raise_interrupt(&mut self, cause: u32) {
-        self.interrupt_status |= cause;
-        self.interrupts += 1;
-        if let Err(e) = self.interrupt.trigger() {
-            warn!("virtio-mmio: cannot raise the interrupt: {e}");
+        match u16::try_from(index) {
+            Ok(index) => self.device.queue_notify(index),
+            Err(_) => debug!("virtio-mmio: ignoring a notify for queue {index}"),
         }
     }
 
@@ -261,7 +265,7 @@ impl MmioTransport {
             REG_QUEUE_READY => self
                 .selected_queue()
                 .map_or(0, |q| u32::from(q.queue.ready())),
-            REG_INTERRUPT_STATUS => self.interrupt_status,
+            REG_INTERRUPT_STATUS => self.interrupt.status.load(Ordering::SeqCst),
             REG_STATUS => self.status,
             // No shared memory regions: their length reads as all ones.
             REG_SHM_LEN_LOW | REG_SHM_LEN_HIGH | REG_SHM_BASE_LOW | REG_SHM_BASE_HIGH => u32::MAX,
@@ -299,8 +303,10 @@ impl MmioTransport {
                     }
                 }
             }
-            REG_QUEUE_NOTIFY => self.queue_notify(value),
-            REG_INTERRUPT_ACK => self.interrupt_status &= !value,
+            REG_QUEUE_NOTIFY => self.notify(value),
+            REG_INTERRUPT_ACK => {
+                self.interrupt.status.fetch_and(!value, Ordering::SeqCst);
+            }
             REG_STATUS => self.set_status(value),
             REG_QUEUE_DESC_LOW | REG_QUEUE_DESC_HIGH => {
                 if let Some(slot) = self.configurable_queue() {
@@ -416,9 +422,10 @@ impl MmioTransport {
     }
 
     fn activate(&mut self) {
+        let interrupt: Arc<dyn VirtioInterrupt> = self.interrupt.clone();
         let result = self.build_queues().and_then(|queues| {
             self.device
-                .activate(self.mem.clone(), queues, self.acked_features)
+                .activate(self.mem.clone(), interrupt, queues, self.acked_features)
         });
         match result {
             Ok(()) => self.activated = true,
@@ -429,7 +436,9 @@ impl MmioTransport {
                 );
                 // Tell the driver it has to start over (spec 2.1.2).
                 self.status |= NEEDS_RESET;
-                self.raise_interrupt(VIRTIO_MMIO_INT_CONFIG);
+                if let Err(e) = self.interrupt.trigger(VirtioInterruptType::Config) {
+                    warn!("virtio-mmio: cannot raise the interrupt: {e}");
+                }
             }
         }
     }
@@ -449,6 +458,9 @@ impl MmioTransport {
             .collect()
     }
 
+    /// Status 0: the transport and the device go back to exactly their
+    /// state at creation (a kexec'd kernel re-initialises every device).
+    /// Only the counters survive.
     fn reset(&mut self) {
         self.device.reset();
         for slot in &mut self.queues {
@@ -459,8 +471,36 @@ impl MmioTransport {
         self.driver_features_sel = 0;
         self.acked_features = 0;
         self.status = 0;
-        self.interrupt_status = 0;
+        self.interrupt.status.store(0, Ordering::SeqCst);
         self.activated = false;
+    }
+}
+
+impl VirtioTransport for MmioTransport {
+    fn device_type(&self) -> u32 {
+        self.device.device_type()
+    }
+
+    /// The VMM registers one ioeventfd per queue at `QUEUE_NOTIFY_OFFSET`
+    /// with the queue index as datamatch.
+    fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+
+    fn queue_notify(&mut self, index: u16) {
+        self.notify(u32::from(index));
+    }
+
+    fn handle_event(&mut self, id: u32, events: EventSet) {
+        self.device.handle_event(id, events);
+    }
+
+    /// The device's counters, then `queue_notifies` and `interrupts`.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut counters = self.device.counters();
+        counters.push(("queue_notifies", self.notifies));
+        counters.push(("interrupts", self.interrupt.raised.load(Ordering::Relaxed)));
+        counters
     }
 }
 

@@ -19,7 +19,7 @@ const PROBE_FEATURE: u64 = 1 << 3;
 #[derive(Default)]
 struct ProbeState {
     activations: Vec<(u64, Vec<QueueState>)>,
-    processed: Vec<usize>,
+    processed: Vec<u16>,
     resets: usize,
     config_writes: Vec<(u64, Vec<u8>)>,
 }
@@ -28,6 +28,7 @@ struct ProbeState {
 struct Probe {
     max_sizes: Vec<u16>,
     state: Arc<Mutex<ProbeState>>,
+    interrupt: Option<Arc<dyn VirtioInterrupt>>,
 }
 
 impl VirtioDevice for Probe {
@@ -53,9 +54,11 @@ impl VirtioDevice for Probe {
     fn activate(
         &mut self,
         _mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<Queue>,
         acked: u64,
     ) -> Result<(), ActivateError> {
+        self.interrupt = Some(interrupt);
         let states = queues.iter().map(Queue::state).collect();
         self.state
             .lock()
@@ -64,11 +67,19 @@ impl VirtioDevice for Probe {
             .push((acked, states));
         Ok(())
     }
-    fn process_queue(&mut self, index: usize) -> bool {
+    /// Signals after a kick of queue 0 only.
+    fn queue_notify(&mut self, index: u16) {
         self.state.lock().expect("lock").processed.push(index);
-        index == 0
+        if index == 0 {
+            if let Some(interrupt) = &self.interrupt {
+                interrupt
+                    .trigger(VirtioInterruptType::Queue(0))
+                    .expect("trigger");
+            }
+        }
     }
     fn reset(&mut self) {
+        self.interrupt = None;
         self.state.lock().expect("lock").resets += 1;
     }
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -87,6 +98,7 @@ fn probe(mem: &GuestMemoryMmap, max_sizes: &[u16]) -> Setup {
     let device = Probe {
         max_sizes: max_sizes.to_vec(),
         state: state.clone(),
+        interrupt: None,
     };
     let irq = Arc::new(CountingInterrupt::default());
     let transport =
@@ -523,7 +535,7 @@ fn queue_select_out_of_range_is_harmless() {
     // Notifies for queues the device does not have reach it as such;
     // it ignores them.
     t.queue_notify(5);
-    t.queue_notify(u32::MAX);
+    t.notify(u32::MAX);
     assert_eq!(s.irq.count(), 0);
 }
 
@@ -664,6 +676,7 @@ fn devices_with_bad_queue_sizes_are_refused() {
         let device = Probe {
             max_sizes: sizes,
             state: Arc::default(),
+            interrupt: None,
         };
         let irq = Arc::new(CountingInterrupt::default());
         assert!(matches!(
@@ -671,4 +684,88 @@ fn devices_with_bad_queue_sizes_are_refused() {
             Err(MmioError::QueueMaxSize { .. })
         ));
     }
+}
+
+/// Every register (for each queue selector) and the config space.
+fn register_file(t: &mut MmioTransport) -> Vec<u32> {
+    let mut regs = Vec::new();
+    for sel in 0..2 {
+        w(t, REG_QUEUE_SEL, sel);
+        regs.extend((0..MMIO_LEN).step_by(4).map(|offset| r(t, offset)));
+    }
+    w(t, REG_QUEUE_SEL, 0);
+    regs
+}
+
+#[test]
+fn reset_mid_io_returns_transport_and_device_to_their_initial_state() {
+    let disk = TempFile::new(
+        "mmio-reset",
+        &(0..4096).map(|i| (i % 251) as u8).collect::<Vec<_>>(),
+    );
+    let mem = guest_mem(&[(0, MEM_SIZE)]);
+    let block = |writable| Block::new(disk.open(writable), BlockOptions::default());
+    let irq = Arc::new(CountingInterrupt::default());
+    let mut t = MmioTransport::new(
+        Box::new(block(true).expect("block")),
+        mem.clone(),
+        irq.clone(),
+    )
+    .expect("transport");
+    let mut fresh = MmioTransport::new(
+        Box::new(block(true).expect("block")),
+        mem.clone(),
+        Arc::new(CountingInterrupt::default()),
+    )
+    .expect("transport");
+    let initial = register_file(&mut fresh);
+    assert_eq!(register_file(&mut t), initial);
+
+    // A request served and its interrupt not acknowledged, another made
+    // available but not kicked, selectors moved.
+    let old = MockSplitQueue::new(&mem, QUEUE_LEN);
+    assert_eq!(init(&mut t, &old, 8), RUNNING);
+    let mut header = [0u8; 16];
+    header[0..4].copy_from_slice(&VIRTIO_BLK_T_IN.to_le_bytes());
+    mem.write_slice(&header, GuestAddress(0x1000))
+        .expect("header");
+    add_chain(
+        &old,
+        0,
+        &[(0x1000, 16, R), (0x2000, 512, W), (0x1100, 1, W)],
+    );
+    t.queue_notify(0);
+    add_chain(
+        &old,
+        3,
+        &[(0x1000, 16, R), (0x3000, 512, W), (0x1100, 1, W)],
+    );
+    w(&mut t, REG_DEVICE_FEATURES_SEL, 1);
+    w(&mut t, REG_DRIVER_FEATURES_SEL, 1);
+    assert_eq!(r(&mut t, REG_INTERRUPT_STATUS), VIRTIO_MMIO_INT_VRING);
+
+    w(&mut t, REG_STATUS, 0);
+    assert!(!t.is_activated());
+    assert_eq!(register_file(&mut t), initial, "as created");
+    t.queue_notify(0);
+    assert_eq!(old.used().idx().load(), 1, "the pending request stays");
+
+    // The next kernel: new queue elsewhere, a smaller size, the same
+    // negotiation; the device serves it as a fresh one would.
+    let new = MockSplitQueue::create(&mem, GuestAddress(0x8_0000), QUEUE_LEN);
+    assert_eq!(init(&mut t, &new, 4), RUNNING);
+    assert_eq!(irq.count(), 1);
+    add_chain(
+        &new,
+        0,
+        &[(0x1000, 16, R), (0x4000, 512, W), (0x1100, 1, W)],
+    );
+    t.queue_notify(0);
+    assert_eq!(used(&new, 0), (1, 0, 513));
+    assert_eq!(irq.count(), 2);
+    assert_eq!(r(&mut t, REG_INTERRUPT_STATUS), VIRTIO_MMIO_INT_VRING);
+    assert_eq!(old.used().idx().load(), 1);
+    let counters = t.counters();
+    assert!(counters.contains(&("read_requests", 2)), "{counters:?}");
+    assert!(counters.contains(&("interrupts", 2)), "{counters:?}");
 }

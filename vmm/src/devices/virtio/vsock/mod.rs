@@ -10,29 +10,16 @@
 //!   socket is the stream. A refused or malformed request just closes it.
 //!
 //! Files: [`packet`] (the 44-byte header, chains), [`connection`] (one
-//! stream and its credit accounting), [`muxer`] (the listener, the
-//! connection table and their epoll set), [`device`] (the queues).
+//! stream and its credit accounting), [`muxer`] (the listener and the
+//! connection table), [`device`] (the queues).
 //!
-//! Wiring (besides what every virtio-mmio device needs, see the parent
-//! module):
-//!
-//! ```text
-//! let vsock = Vsock::new(3, Path::new("/run/keel/vm1.vsock"))?;
-//! let host_fd = vsock.event_fd(); // before the device disappears into the transport
-//! let transport = Arc::new(Mutex::new(MmioTransport::new(Box::new(vsock), mem.clone(), irq)?));
-//! // Three queues: one ioeventfd per queue at base + QUEUE_NOTIFY_OFFSET,
-//! // datamatch 0, 1, 2, each calling transport.queue_notify(index).
-//! // host_fd: epoll EPOLLIN | EPOLLET, and on each event
-//! // transport.lock().queue_notify(RX_QUEUE as u32).
-//! ```
-//!
-//! `host_fd` is itself an epoll instance over the listener and every
-//! connection socket, so the set of host sockets can change without the
-//! event loop knowing. Register it edge-triggered: before the driver is up
-//! notifications are ignored, and a level-triggered fd would keep firing.
-//! Nothing is lost: the driver's first receive-queue kick collects what
-//! happened meanwhile. Going through `queue_notify(RX_QUEUE)` is what makes
-//! the transport set its interrupt status before raising the interrupt.
+//! Wiring (besides what every virtio device needs, see the parent module):
+//! `register_events` puts the listener in the event loop's epoll set, and
+//! the muxer adds and removes each connection's socket as it opens and
+//! closes, all edge-triggered, with the descriptor number as id. That may
+//! happen while the transmit queue is served, on a vCPU thread for a
+//! QueueNotify write. Three queues: one ioeventfd each for RX_QUEUE,
+//! TX_QUEUE and EVENT_QUEUE.
 //!
 //! The guest needs `CONFIG_VIRTIO_VSOCKETS` and the usual
 //! `virtio_mmio.device=4K@base:irq` on its command line.
@@ -54,8 +41,8 @@ pub const HOST_CID: u64 = 2;
 /// Size of each queue offered to the driver.
 pub const QUEUE_SIZE: u16 = 256;
 /// Index of the receive queue (host to guest).
-pub const RX_QUEUE: usize = 0;
+pub const RX_QUEUE: u16 = 0;
 /// Index of the transmit queue (guest to host).
-pub const TX_QUEUE: usize = 1;
+pub const TX_QUEUE: u16 = 1;
 /// Index of the event queue (transport events; unused).
-pub const EVENT_QUEUE: usize = 2;
+pub const EVENT_QUEUE: u16 = 2;

@@ -1,6 +1,8 @@
 //! The host side of the device, after Firecracker's vsock muxer: the
-//! listening socket, the table of connections, and an epoll instance over
-//! all their sockets that the VMM's event loop polls as one fd.
+//! listening socket and the table of connections. Their sockets are in the
+//! VMM's event loop's epoll set, registered through the device's
+//! [`DeviceEvents`] with the descriptor number as id; the event loop hands
+//! their readiness to [`Muxer::host_event`].
 //!
 //! Guest packets come in through [`Muxer::handle_guest_packet`]; packets
 //! for the guest come out of [`Muxer::next_packet`], one per receive
@@ -14,7 +16,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use log::{debug, warn};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::epoll::EventSet;
 
 use super::connection::{ConnState, Connection, Next};
 use super::packet::{
@@ -22,6 +24,7 @@ use super::packet::{
     OP_SHUTDOWN, TYPE_STREAM,
 };
 use super::HOST_CID;
+use crate::devices::events::DeviceEvents;
 
 /// Most connections open at once, counting host clients that have not sent
 /// their `CONNECT` line yet. Each may hold up to `CONN_BUF_ALLOC` bytes the
@@ -76,7 +79,8 @@ impl Drop for Listener {
 pub struct Muxer {
     guest_cid: u64,
     listener: Listener,
-    epoll: Epoll,
+    /// The event loop's set, once the device registered with it.
+    events: Option<DeviceEvents>,
     conns: HashMap<ConnKey, Connection>,
     fd_keys: HashMap<RawFd, ConnKey>,
     pending_hosts: HashMap<RawFd, HostPending>,
@@ -91,24 +95,18 @@ pub struct Muxer {
 
 impl Muxer {
     /// Listens on `uds_path` (which must not exist) for host clients.
+    /// Nothing is accepted before [`Muxer::register_events`].
     pub fn new(guest_cid: u64, uds_path: &Path) -> io::Result<Self> {
-        let epoll = Epoll::new()?;
         let socket = UnixListener::bind(uds_path)?;
         let listener = Listener {
             socket,
             path: uds_path.to_path_buf(),
         };
         listener.socket.set_nonblocking(true)?;
-        let fd = listener.socket.as_raw_fd();
-        epoll.ctl(
-            ControlOperation::Add,
-            fd,
-            EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, fd as u64),
-        )?;
         Ok(Muxer {
             guest_cid,
             listener,
-            epoll,
+            events: None,
             conns: HashMap::new(),
             fd_keys: HashMap::new(),
             pending_hosts: HashMap::new(),
@@ -120,9 +118,14 @@ impl Muxer {
         })
     }
 
-    /// The epoll fd standing for every host socket of the device.
-    pub fn epoll_fd(&self) -> RawFd {
-        self.epoll.as_raw_fd()
+    /// Registers the listener with the event loop (edge-triggered: every
+    /// event accepts until the backlog is empty) and keeps `events` for
+    /// the connection sockets to come.
+    pub fn register_events(&mut self, events: DeviceEvents) -> io::Result<()> {
+        let fd = self.listener.socket.as_raw_fd();
+        events.add(fd, event_id(fd), EventSet::IN | EventSet::EDGE_TRIGGERED)?;
+        self.events = Some(events);
+        Ok(())
     }
 
     /// Open connections, host clients still handshaking included.
@@ -135,8 +138,10 @@ impl Muxer {
         self.max_connections = max;
     }
 
-    /// Closes every connection, as at device reset. The listener stays.
+    /// Closes every connection and forgets the resets owed, as at device
+    /// reset: what is left is a freshly created muxer. The listener stays.
     pub fn reset(&mut self) {
+        self.next_local_port = FIRST_LOCAL_PORT;
         let fds: Vec<RawFd> = self
             .fd_keys
             .keys()
@@ -158,29 +163,13 @@ impl Muxer {
         !self.resets.is_empty() || !self.ready.is_empty()
     }
 
-    /// Handles whatever the host sockets signalled since the last call.
-    pub fn poll_host(&mut self) {
-        let mut events = [EpollEvent::default(); 32];
-        loop {
-            let n = match self.epoll.wait(0, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    warn!("virtio-vsock: epoll_wait failed: {e}");
-                    return;
-                }
-            };
-            for event in &events[..n] {
-                // Tokens are the fds themselves.
-                self.host_event(event.fd(), EventSet::from_bits_truncate(event.events()));
-            }
-            if n < events.len() {
-                return;
-            }
-        }
-    }
-
-    fn host_event(&mut self, fd: RawFd, events: EventSet) {
+    /// A host socket registered as `id` signalled `events`. Ids are the
+    /// descriptor numbers; one that is no longer ours (closed while the
+    /// event was in flight) is ignored.
+    pub fn host_event(&mut self, id: u32, events: EventSet) {
+        let Ok(fd) = RawFd::try_from(id) else {
+            return;
+        };
         if fd == self.listener.socket.as_raw_fd() {
             self.accept_all();
         } else if self.pending_hosts.contains_key(&fd) {
@@ -410,12 +399,11 @@ impl Muxer {
         }
         if conn.wants_out() != conn.out_registered {
             let fd = conn.stream.as_raw_fd();
-            let events = interest(conn.wants_out());
-            match self.epoll.ctl(
-                ControlOperation::Modify,
-                fd,
-                EpollEvent::new(events, fd as u64),
-            ) {
+            let result = match &self.events {
+                Some(events) => events.modify(fd, event_id(fd), interest(conn.wants_out())),
+                None => Err(not_registered()),
+            };
+            match result {
                 Ok(()) => conn.out_registered = conn.wants_out(),
                 Err(e) => warn!("virtio-vsock: cannot update the epoll interest: {e}"),
             }
@@ -490,20 +478,28 @@ impl Muxer {
     }
 
     fn register(&self, fd: RawFd) -> io::Result<()> {
-        self.epoll.ctl(
-            ControlOperation::Add,
-            fd,
-            EpollEvent::new(interest(false), fd as u64),
-        )
+        self.events
+            .as_ref()
+            .ok_or_else(not_registered)?
+            .add(fd, event_id(fd), interest(false))
     }
 
     fn unregister(&self, fd: RawFd) {
-        // Closing the fd would drop it from the set too; this keeps the
-        // set exact even if the fd were duplicated somewhere.
-        let _ = self
-            .epoll
-            .ctl(ControlOperation::Delete, fd, EpollEvent::default());
+        if let Some(events) = &self.events {
+            // Failing only if it was never added: nothing to undo.
+            let _ = events.remove(fd);
+        }
     }
+}
+
+/// The id a socket is registered with: its descriptor number, which is
+/// never negative.
+fn event_id(fd: RawFd) -> u32 {
+    fd.unsigned_abs()
+}
+
+fn not_registered() -> io::Error {
+    io::Error::other("the device is not registered with the event loop")
 }
 
 /// Edge-triggered, so that a socket we cannot serve yet (no credit, no

@@ -2,7 +2,9 @@
 //! little endian) and moving packets in and out of descriptor chains.
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+use vm_memory::GuestMemoryMmap;
+
+use crate::devices::virtio::chain::{read_into, ChainError, Parts, ReadStop, WriteBuffer};
 
 /// Size of the packet header.
 pub const HDR_LEN: usize = 44;
@@ -87,6 +89,8 @@ impl PacketHeader {
 /// Why a transmit chain holds no usable packet.
 #[derive(Debug, thiserror::Error)]
 pub enum TxPacketError {
+    #[error(transparent)]
+    Malformed(#[from] ChainError),
     #[error("the chain holds {0} bytes, fewer than a packet header")]
     Truncated(usize),
     #[error("a buffer lies outside guest memory")]
@@ -97,32 +101,22 @@ pub enum TxPacketError {
     MissingPayload { len: u32, got: usize },
 }
 
-/// Copies a transmit chain's device-readable bytes into `buf` (which holds
+/// Copies a transmit chain (device-readable only, see the direction rule
+/// in [`crate::devices::virtio::chain`]) into `buf` (which holds
 /// `HDR_LEN + MAX_PAYLOAD`) and decodes the header. Returns it with the
 /// payload length (`header.len`). A chain with a valid header but a bad
 /// payload yields `Err((Some(header), error))`, so that the connection
-/// can be reset.
+/// can be reset; nothing of a malformed chain is read.
 pub fn read_tx_packet(
     mem: &GuestMemoryMmap,
     chain: DescriptorChain<&GuestMemoryMmap>,
     buf: &mut [u8],
 ) -> Result<(PacketHeader, usize), (Option<PacketHeader>, TxPacketError)> {
-    let mut got = 0usize;
-    let mut bad_buffer = false;
-    for desc in chain.readable() {
-        let Some(room) = buf.get_mut(got..).filter(|r| !r.is_empty()) else {
-            break;
-        };
-        let n = room.len().min(desc.len() as usize);
-        if n == 0 {
-            continue;
-        }
-        if mem.read_slice(&mut room[..n], desc.addr()).is_err() {
-            bad_buffer = true;
-            break;
-        }
-        got += n;
-    }
+    let descs = Parts::split(chain)
+        .and_then(Parts::only_readable)
+        .map_err(|e| (None, TxPacketError::Malformed(e)))?;
+    let (got, stop) = read_into(mem, &descs, buf);
+    let bad_buffer = stop == Some(ReadStop::BadBuffer);
     let Some(raw) = buf.get(..HDR_LEN).filter(|_| got >= HDR_LEN) else {
         let err = if bad_buffer {
             TxPacketError::BadBuffer
@@ -154,72 +148,26 @@ pub fn read_tx_packet(
 }
 
 /// A receive chain's writable guest memory, every range checked.
-pub struct RxBuffer {
-    segments: Vec<(GuestAddress, usize)>,
-    capacity: usize,
-}
+pub struct RxBuffer(WriteBuffer);
 
 impl RxBuffer {
-    /// Checks a receive chain: `None` if it has a device-readable
-    /// descriptor or memory outside the guest.
+    /// Checks a receive chain: `None` if it is malformed or has a
+    /// device-readable descriptor (the direction rule) or memory outside
+    /// the guest.
     pub fn new(mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) -> Option<Self> {
-        let mut segments = Vec::new();
-        let mut capacity = 0usize;
-        for desc in chain {
-            if !desc.is_write_only() {
-                return None;
-            }
-            let len = desc.len() as usize;
-            if len == 0 {
-                continue;
-            }
-            if !mem.check_range(desc.addr(), len, Permissions::Write) {
-                return None;
-            }
-            segments.push((desc.addr(), len));
-            capacity += len;
-            if capacity >= HDR_LEN + MAX_PAYLOAD || segments.len() == MAX_RX_SEGMENTS {
-                break;
-            }
-        }
-        Some(RxBuffer { segments, capacity })
+        let descs = Parts::split(chain).and_then(Parts::only_writable).ok()?;
+        WriteBuffer::new(mem, &descs, HDR_LEN + MAX_PAYLOAD, MAX_RX_SEGMENTS).map(RxBuffer)
     }
 
     /// Bytes the chain can take, header included.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.0.capacity()
     }
 
     /// Writes `header` then `payload` across the chain; returns the bytes
     /// written. The caller keeps the total within `capacity()`.
     pub fn write(&self, mem: &GuestMemoryMmap, header: &PacketHeader, payload: &[u8]) -> usize {
-        let hdr = header.to_bytes();
-        let mut parts = [&hdr[..], payload].into_iter();
-        let mut part = parts.next().unwrap_or_default();
-        let mut written = 0;
-        for &(addr, len) in &self.segments {
-            let mut at = 0;
-            while at < len {
-                while part.is_empty() {
-                    match parts.next() {
-                        Some(p) => part = p,
-                        None => return written,
-                    }
-                }
-                let n = part.len().min(len - at);
-                // The range was checked when the chain was taken (at is
-                // below len, so the add stays inside it).
-                let dst = GuestAddress(addr.0 + at as u64);
-                if let Err(e) = mem.write_slice(&part[..n], dst) {
-                    log::warn!("virtio-vsock: cannot write a checked receive buffer: {e}");
-                    return written;
-                }
-                part = &part[n..];
-                at += n;
-                written += n;
-            }
-        }
-        written
+        self.0.write(mem, &[&header.to_bytes(), payload])
     }
 }
 

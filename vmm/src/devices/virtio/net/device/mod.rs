@@ -21,7 +21,9 @@
 //! buffer per frame.
 
 use std::collections::VecDeque;
+#[cfg(test)]
 use std::os::unix::io::RawFd;
+use std::sync::Arc;
 
 use keel_common::guest::MacAddr;
 use log::{debug, warn};
@@ -33,13 +35,15 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_S_LINK_UP,
 };
 use virtio_queue::{DescriptorChain, Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
 
 use super::backend::{NetBackend, NetBackendError, OFFLOAD_FEATURES, VNET_HDR_LEN};
-use super::{MAX_PACKET_LEN, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, TYPE_NET};
+use super::{BACKEND_EVENT, MAX_PACKET_LEN, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, TYPE_NET};
+use crate::devices::virtio::chain::{read_into, ChainError, Parts, ReadStop, WriteBuffer};
 use crate::devices::virtio::{
-    avail_index_sane, read_config_bytes, serve_queue, ActivateError, VirtioDevice,
-    VIRTIO_F_VERSION_1,
+    avail_index_sane, read_config_bytes, serve_queue, signal_used, ActivateError, DeviceEvents,
+    VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1,
 };
 
 /// Features the device implements itself, whatever the backend.
@@ -76,8 +80,8 @@ pub enum NetError {
 /// Why one transmit chain was dropped.
 #[derive(Debug, thiserror::Error)]
 enum TxError {
-    #[error("the chain has a device-writable descriptor")]
-    WritableDescriptor,
+    #[error(transparent)]
+    Malformed(#[from] ChainError),
     #[error("the chain carries {0} bytes or more, over the {MAX_PACKET_LEN}-byte limit")]
     TooLong(usize),
     #[error("the chain carries {0} bytes, too few for a header and an Ethernet frame")]
@@ -102,14 +106,13 @@ struct Counters {
 /// A receive buffer taken from the guest and checked, waiting for a frame.
 struct RxBuffer {
     head: u16,
-    /// Writable guest memory, in chain order; every range was checked.
-    segments: Vec<(GuestAddress, usize)>,
-    capacity: usize,
+    memory: WriteBuffer,
 }
 
 /// What the driver handed over at DRIVER_OK.
 struct Active {
     mem: GuestMemoryMmap,
+    interrupt: Arc<dyn VirtioInterrupt>,
     rx: Queue,
     tx: Queue,
 }
@@ -173,10 +176,9 @@ impl Net {
         })
     }
 
-    /// The fd the event loop must poll for `EPOLLIN | EPOLLET`, calling
-    /// [`Net::process_backend`] (or the transport's `queue_notify(RX_QUEUE)`)
-    /// when it fires. Take it before handing the device to its transport.
-    pub fn backend_fd(&self) -> Option<RawFd> {
+    /// The backend's fd, which `register_events` hands to the event loop.
+    #[cfg(test)]
+    pub(crate) fn backend_fd(&self) -> Option<RawFd> {
         self.backend.raw_fd()
     }
 
@@ -188,24 +190,25 @@ impl Net {
         MacAddr(mac)
     }
 
-    /// Moves whatever the backend has into the guest's receive buffers.
-    /// Returns true when the guest should be interrupted. Same as a kick of
-    /// the receive queue.
-    pub fn process_backend(&mut self) -> bool {
+    /// Moves whatever the backend has into the guest's receive buffers and
+    /// signals the receive queue if that returned any: on a backend event
+    /// and on a kick of the receive queue.
+    fn process_rx(&mut self) {
         let Some(active) = self.active.as_mut() else {
-            return false;
+            return;
         };
-        self.rx.run(
+        let needed = self.rx.run(
             active,
             self.backend.as_mut(),
             self.acked_features,
             &mut self.counters,
-        )
+        );
+        signal_used("virtio-net", active.interrupt.as_ref(), RX_QUEUE, needed);
     }
 
-    fn process_tx(&mut self) -> bool {
+    fn process_tx(&mut self) {
         let Some(active) = self.active.as_mut() else {
-            return false;
+            return;
         };
         let mem = &active.mem;
         let (frame, backend, counters, acked) = (
@@ -214,7 +217,7 @@ impl Net {
             &mut self.counters,
             self.acked_features,
         );
-        serve_queue("virtio-net tx", &mut active.tx, mem, |chain| {
+        let needed = serve_queue("virtio-net tx", &mut active.tx, mem, |chain| {
             let gathered = gather_tx(mem, chain, frame).and_then(|len| {
                 if offloads_allowed(&frame[..len], acked, false) {
                     Ok(len)
@@ -239,31 +242,25 @@ impl Net {
                 }
             }
             0
-        })
+        });
+        signal_used("virtio-net", active.interrupt.as_ref(), TX_QUEUE, needed);
     }
 }
 
-/// Copies the frame of a transmit chain into `buf`; returns its length,
-/// header included.
+/// Copies the frame of a transmit chain (device-readable only, see the
+/// direction rule in [`crate::devices::virtio::chain`]) into `buf`; returns
+/// its length, header included.
 fn gather_tx(
     mem: &GuestMemoryMmap,
     chain: DescriptorChain<&GuestMemoryMmap>,
     buf: &mut [u8],
 ) -> Result<usize, TxError> {
-    let mut len = 0usize;
-    // The chain iterator stops at loops (after queue-size descriptors) and
-    // at 4 GiB; the length check stops us much earlier.
-    for desc in chain {
-        if desc.is_write_only() {
-            return Err(TxError::WritableDescriptor);
-        }
-        let n = desc.len() as usize;
-        let end = len + n;
-        let dst = buf.get_mut(len..end).ok_or(TxError::TooLong(end))?;
-        mem.read_slice(dst, desc.addr())
-            .map_err(|_| TxError::BadBuffer)?;
-        len = end;
-    }
+    let descs = Parts::split(chain).and_then(Parts::only_readable)?;
+    let len = match read_into(mem, &descs, buf) {
+        (len, None) => len,
+        (len, Some(ReadStop::Full)) => return Err(TxError::TooLong(len)),
+        (_, Some(ReadStop::BadBuffer)) => return Err(TxError::BadBuffer),
+    };
     if len < VNET_HDR_LEN + ETH_HLEN {
         return Err(TxError::TooShort(len));
     }
@@ -424,7 +421,7 @@ fn deliver(
         if mergeable {
             let mut room = 0;
             if let Some(i) = buffers.iter().position(|b| {
-                room += b.capacity;
+                room += b.memory.capacity();
                 room >= len
             }) {
                 break i + 1;
@@ -434,7 +431,7 @@ fn deliver(
                 return Delivery::TooBig;
             }
         } else if let Some(first) = buffers.front() {
-            if first.capacity >= len {
+            if first.memory.capacity() >= len {
                 break 1;
             }
             return Delivery::TooBig;
@@ -458,19 +455,9 @@ fn deliver(
     frame[HDR_NUM_BUFFERS..HDR_NUM_BUFFERS + 2].copy_from_slice(&(count as u16).to_le_bytes());
     let mut offset = 0;
     for buffer in buffers.drain(..count) {
-        let mut written = 0;
-        for &(addr, seg_len) in &buffer.segments {
-            let n = seg_len.min(len - offset);
-            if n == 0 {
-                break;
-            }
-            if let Err(e) = active.mem.write_slice(&frame[offset..offset + n], addr) {
-                // Checked when the buffer was taken; memory does not shrink.
-                warn!("virtio-net: cannot write a checked receive buffer: {e}");
-            }
-            offset += n;
-            written += n;
-        }
+        let rest = frame.get(offset..).unwrap_or_default();
+        let written = buffer.memory.write(&active.mem, &[rest]);
+        offset += written;
         // written <= MAX_PACKET_LEN.
         match active.rx.add_used(&active.mem, buffer.head, written as u32) {
             Ok(()) => *used_any = true,
@@ -484,42 +471,30 @@ fn deliver(
 }
 
 /// Takes the next receive buffer from the queue: `Some(Err(head))` if it
-/// cannot be used (a device-readable descriptor, memory outside the guest,
-/// or too small for the header).
+/// cannot be used (malformed or with a device-readable descriptor, see the
+/// direction rule in [`crate::devices::virtio::chain`]; memory outside the
+/// guest; too small for the header).
 fn pop_rx_buffer(queue: &mut Queue, mem: &GuestMemoryMmap) -> Option<Result<RxBuffer, u16>> {
     let chain = queue.pop_descriptor_chain(mem)?;
     let head = chain.head_index();
-    let mut segments = Vec::new();
-    let mut capacity = 0usize;
-    for desc in chain {
-        if !desc.is_write_only() {
-            debug!("virtio-net: a receive buffer has a device-readable descriptor");
+    let descs = match Parts::split(chain).and_then(Parts::only_writable) {
+        Ok(descs) => descs,
+        Err(e) => {
+            debug!("virtio-net: unusable receive buffer: {e}");
             return Some(Err(head));
         }
-        let len = desc.len() as usize;
-        if len == 0 {
-            continue;
-        }
-        if !mem.check_range(desc.addr(), len, Permissions::Write) {
-            debug!("virtio-net: a receive buffer lies outside guest memory");
-            return Some(Err(head));
-        }
-        segments.push((desc.addr(), len));
-        capacity += len;
-        if capacity >= MAX_PACKET_LEN || segments.len() == MAX_RX_SEGMENTS {
-            break;
-        }
-    }
+    };
+    let Some(memory) = WriteBuffer::new(mem, &descs, MAX_PACKET_LEN, MAX_RX_SEGMENTS) else {
+        debug!("virtio-net: a receive buffer lies outside guest memory");
+        return Some(Err(head));
+    };
     // The header must sit in the first buffer of a frame.
+    let capacity = memory.capacity();
     if capacity < VNET_HDR_LEN {
         debug!("virtio-net: a receive buffer of {capacity} bytes cannot hold the header");
         return Some(Err(head));
     }
-    Some(Ok(RxBuffer {
-        head,
-        segments,
-        capacity,
-    }))
+    Some(Ok(RxBuffer { head, memory }))
 }
 
 impl VirtioDevice for Net {
@@ -551,6 +526,7 @@ impl VirtioDevice for Net {
     fn activate(
         &mut self,
         mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<Queue>,
         acked_features: u64,
     ) -> Result<(), ActivateError> {
@@ -570,15 +546,34 @@ impl VirtioDevice for Net {
             // guest accepts: slower, not wrong.
             warn!("virtio-net: cannot enable the backend's offloads: {e}");
         }
-        self.active = Some(Active { mem, rx, tx });
+        self.active = Some(Active {
+            mem,
+            interrupt,
+            rx,
+            tx,
+        });
         Ok(())
     }
 
-    fn process_queue(&mut self, index: usize) -> bool {
+    fn queue_notify(&mut self, index: u16) {
         match index {
-            RX_QUEUE => self.process_backend(),
+            RX_QUEUE => self.process_rx(),
             TX_QUEUE => self.process_tx(),
-            _ => false,
+            _ => debug!("virtio-net: ignoring a notify for queue {index}"),
+        }
+    }
+
+    /// The backend fd, edge-triggered (see the module documentation).
+    fn register_events(&mut self, events: DeviceEvents) -> std::io::Result<()> {
+        match self.backend.raw_fd() {
+            Some(fd) => events.add(fd, BACKEND_EVENT, EventSet::IN | EventSet::EDGE_TRIGGERED),
+            None => Ok(()),
+        }
+    }
+
+    fn handle_event(&mut self, id: u32, _events: EventSet) {
+        if id == BACKEND_EVENT {
+            self.process_rx();
         }
     }
 

@@ -2,9 +2,11 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::devices::virtio::testing::{add_chain, guest_mem, used, NEXT, R, W};
+use crate::devices::virtio::net::BACKEND_EVENT;
+use crate::devices::virtio::testing::{add_chain, event, guest_mem, irq, kick, used, NEXT, R, W};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
+use vm_memory::{Bytes, GuestAddress};
 
 const MEM_SIZE: usize = 0x10_0000;
 const RXQ: u64 = 0x0;
@@ -92,7 +94,7 @@ impl<'a> Fixture<'a> {
             rxq.create_queue().expect("queue"),
             txq.create_queue().expect("queue"),
         ];
-        net.activate(mem.clone(), queues, acked | VIRTIO_F_VERSION_1)
+        net.activate(mem.clone(), irq(), queues, acked | VIRTIO_F_VERSION_1)
             .expect("activate");
         Fixture {
             net,
@@ -107,7 +109,7 @@ impl<'a> Fixture<'a> {
     fn transmit(&mut self, descs: &[(u64, u32, u16)]) -> bool {
         add_chain(&self.txq, self.tx_slot, descs);
         self.tx_slot += descs.len() as u16;
-        self.net.process_queue(TX_QUEUE)
+        kick(&mut self.net, TX_QUEUE)
     }
 
     fn post_rx(&mut self, descs: &[(u64, u32, u16)]) -> u16 {
@@ -189,7 +191,7 @@ fn transmitted_frames_reach_the_backend() {
     assert_eq!(f.counter("tx_frames"), 3);
     assert_eq!(f.counter("tx_bytes"), 300);
     assert_eq!(f.counter("tx_dropped"), 0);
-    assert!(!f.net.process_queue(TX_QUEUE), "nothing new: no interrupt");
+    assert!(!kick(&mut f.net, TX_QUEUE), "nothing new: no interrupt");
 }
 
 #[test]
@@ -249,6 +251,17 @@ fn writable_descriptor_in_a_transmit_chain_is_dropped() {
 }
 
 #[test]
+fn readable_after_writable_in_a_transmit_chain_is_dropped() {
+    let mem = guest_mem(&[(0, MEM_SIZE)]);
+    let mut f = Fixture::new(&mem, 0, 0);
+    write_mem(&mem, DATA, &packet(header(0, 0), &frame(60, 3)));
+    assert!(f.transmit(&[(HDR, 12, W), (DATA, 72, R)]));
+    assert_eq!(used(&f.txq, 0), (1, 0, 0));
+    assert!(f.sent().is_empty());
+    assert_eq!(f.counter("tx_dropped"), 1);
+}
+
+#[test]
 fn transmit_descriptor_loop_is_bounded() {
     let mem = guest_mem(&[(0, MEM_SIZE)]);
     let mut f = Fixture::new(&mem, 0, 0);
@@ -258,7 +271,7 @@ fn transmit_descriptor_loop_is_bounded() {
         RawDescriptor::from(SplitDescriptor::new(DATA, 20, NEXT, 0)),
     ];
     f.txq.add_desc_chains(&looped, 0).expect("chain");
-    assert!(f.net.process_queue(TX_QUEUE));
+    assert!(kick(&mut f.net, TX_QUEUE));
     assert_eq!(used(&f.txq, 0), (1, 0, 0));
     let sent: usize = f.sent().iter().map(Vec::len).sum();
     assert!(sent <= 16 * 20);
@@ -314,19 +327,22 @@ fn received_frames_reach_the_guest() {
     let data = frame(60, 4);
     f.queue_frame(packet(header(0, 0), &data));
     f.post_rx(&[(RXBUF, 2048, W)]);
-    assert!(f.net.process_backend());
+    assert!(event(&mut f.net, BACKEND_EVENT, EventSet::IN));
     assert_eq!(used(&f.rxq, 0), (1, 0, 72));
     let mut expect = packet(header(0, 0), &data);
     expect[HDR_NUM_BUFFERS] = 1;
     assert_eq!(read_mem(&mem, RXBUF, 72), expect);
     assert_eq!(f.counter("rx_frames"), 1);
     assert_eq!(f.counter("rx_bytes"), 60);
-    assert!(!f.net.process_backend(), "nothing new: no interrupt");
+    assert!(
+        !event(&mut f.net, BACKEND_EVENT, EventSet::IN),
+        "nothing new: no interrupt"
+    );
 
     // A buffer split over descriptors.
     f.queue_frame(packet(header(0, 0), &data));
     f.post_rx(&[(RXBUF + 0x1000, 20, W), (RXBUF + 0x2000, 100, W)]);
-    assert!(f.net.process_queue(RX_QUEUE));
+    assert!(kick(&mut f.net, RX_QUEUE));
     assert_eq!(used(&f.rxq, 1), (2, 1, 72));
     let mut got = read_mem(&mem, RXBUF + 0x1000, 20);
     got.extend(read_mem(&mem, RXBUF + 0x2000, 52));
@@ -340,21 +356,21 @@ fn frames_wait_for_receive_buffers() {
     for seed in 0..3 {
         f.queue_frame(packet(header(0, 0), &frame(60, seed)));
     }
-    assert!(!f.net.process_backend());
+    assert!(!event(&mut f.net, BACKEND_EVENT, EventSet::IN));
     // One frame taken and held; the others stay in the backend.
     assert_eq!(f.state.lock().expect("lock").to_guest.len(), 2);
-    assert!(!f.net.process_backend());
+    assert!(!event(&mut f.net, BACKEND_EVENT, EventSet::IN));
     assert_eq!(f.state.lock().expect("lock").to_guest.len(), 2);
 
     f.post_rx(&[(RXBUF, 2048, W)]);
-    assert!(f.net.process_queue(RX_QUEUE));
+    assert!(kick(&mut f.net, RX_QUEUE));
     assert_eq!(used(&f.rxq, 0), (1, 0, 72));
     assert_eq!(read_mem(&mem, RXBUF + 12, 60), frame(60, 0));
     assert_eq!(f.state.lock().expect("lock").to_guest.len(), 1);
 
     f.post_rx(&[(RXBUF + 0x1000, 2048, W)]);
     f.post_rx(&[(RXBUF + 0x2000, 2048, W)]);
-    assert!(f.net.process_queue(RX_QUEUE));
+    assert!(kick(&mut f.net, RX_QUEUE));
     assert_eq!(read_mem(&mem, RXBUF + 0x1000 + 12, 60), frame(60, 1));
     assert_eq!(read_mem(&mem, RXBUF + 0x2000 + 12, 60), frame(60, 2));
     assert_eq!(f.counter("rx_frames"), 3);
@@ -369,12 +385,12 @@ fn mergeable_buffers_carry_large_frames() {
     f.queue_frame(packet(header(0, 0), &data));
     f.post_rx(&[(RXBUF, 1024, W)]);
     // One buffer is not enough: it is held, nothing is returned.
-    assert!(!f.net.process_backend());
+    assert!(!event(&mut f.net, BACKEND_EVENT, EventSet::IN));
     assert_eq!(f.rxq.used().idx().load(), 0);
     f.post_rx(&[(RXBUF + 0x1000, 1024, W)]);
     f.post_rx(&[(RXBUF + 0x2000, 1024, W)]);
     f.post_rx(&[(RXBUF + 0x3000, 1024, W)]);
-    assert!(f.net.process_queue(RX_QUEUE));
+    assert!(kick(&mut f.net, RX_QUEUE));
     assert_eq!(used(&f.rxq, 0), (3, 0, 1024));
     assert_eq!(used(&f.rxq, 1), (3, 1, 1024));
     assert_eq!(used(&f.rxq, 2), (3, 2, 3012 - 2048));
@@ -387,7 +403,7 @@ fn mergeable_buffers_carry_large_frames() {
 
     // The fourth buffer, held back, takes the next frame.
     f.queue_frame(packet(header(0, 0), &frame(60, 6)));
-    assert!(f.net.process_backend());
+    assert!(event(&mut f.net, BACKEND_EVENT, EventSet::IN));
     assert_eq!(used(&f.rxq, 3), (4, 3, 72));
     assert_eq!(
         &read_mem(&mem, RXBUF + 0x3000, 12)[HDR_NUM_BUFFERS..],
@@ -402,7 +418,7 @@ fn frames_larger_than_a_non_mergeable_buffer_are_dropped() {
     f.queue_frame(packet(header(0, 0), &frame(3000, 7)));
     f.queue_frame(packet(header(0, 0), &frame(100, 8)));
     f.post_rx(&[(RXBUF, 1024, W)]);
-    assert!(f.net.process_backend());
+    assert!(event(&mut f.net, BACKEND_EVENT, EventSet::IN));
     assert_eq!(f.counter("rx_dropped"), 1);
     assert_eq!(used(&f.rxq, 0), (1, 0, 112));
     assert_eq!(read_mem(&mem, RXBUF + 12, 100), frame(100, 8));
@@ -423,7 +439,7 @@ fn unusable_receive_buffers_are_returned_empty() {
     f.post_rx(&[(RXBUF + 0x1000, 8, W)]);
     f.post_rx(&[(RXBUF + 0x2000, 0, W)]);
     f.post_rx(&[(RXBUF + 0x3000, 1024, W), (RXBUF + 0x3400, 64, R)]);
-    assert!(f.net.process_backend());
+    assert!(event(&mut f.net, BACKEND_EVENT, EventSet::IN));
     for i in 0..6 {
         assert_eq!(used(&f.rxq, i), (6, i as u32, 0));
     }
@@ -432,7 +448,7 @@ fn unusable_receive_buffers_are_returned_empty() {
     assert_eq!(f.counter("rx_bad_buffers"), 6);
     // The frame waited for a good buffer.
     f.post_rx(&[(RXBUF + 0x5000, 2048, W)]);
-    assert!(f.net.process_queue(RX_QUEUE));
+    assert!(kick(&mut f.net, RX_QUEUE));
     assert_eq!(used(&f.rxq, 6), (7, 7, 72));
     assert_eq!(f.counter("rx_dropped"), 0);
 }
@@ -450,7 +466,7 @@ fn receive_descriptor_loop_is_bounded() {
     // 16 descriptors of 32 bytes hold the 412-byte packet; nothing
     // beyond the two buffers is written.
     let outside = read_mem(&mem, RXBUF + 0x200, 0x1000);
-    assert!(f.net.process_backend());
+    assert!(event(&mut f.net, BACKEND_EVENT, EventSet::IN));
     assert_eq!(used(&f.rxq, 0), (1, 0, 412));
     assert_eq!(read_mem(&mem, RXBUF + 0x200, 0x1000), outside);
 }
@@ -469,7 +485,7 @@ fn received_frames_are_checked() {
     f.queue_frame(packet(header(0, 0), &data[..13]));
     f.queue_frame(packet(header(0, 0), &data));
     f.post_rx(&[(RXBUF, 2048, W)]);
-    assert!(f.net.process_backend());
+    assert!(event(&mut f.net, BACKEND_EVENT, EventSet::IN));
     assert_eq!(f.counter("rx_dropped"), 4);
     assert_eq!(f.counter("rx_frames"), 1);
     assert_eq!(used(&f.rxq, 0), (1, 0, 112));
@@ -478,7 +494,7 @@ fn received_frames_are_checked() {
     let mut f = Fixture::new(&mem, OFFLOAD_FEATURES, acked);
     f.queue_frame(packet(header(csum, tso4), &data));
     f.post_rx(&[(RXBUF, 2048, W)]);
-    assert!(f.net.process_backend());
+    assert!(event(&mut f.net, BACKEND_EVENT, EventSet::IN));
     assert_eq!(f.counter("rx_frames"), 1);
     assert_eq!(read_mem(&mem, RXBUF, 2), vec![csum, tso4]);
 }
@@ -554,7 +570,8 @@ fn features_follow_the_backend_and_the_guest() {
         Queue::new(16).expect("queue"),
         Queue::new(16).expect("queue"),
     ];
-    net.activate(mem.clone(), queues, acked).expect("activate");
+    net.activate(mem.clone(), irq(), queues, acked)
+        .expect("activate");
     let expect = (1 << VIRTIO_NET_F_GUEST_CSUM)
         | (1 << VIRTIO_NET_F_GUEST_TSO4)
         | (1 << VIRTIO_NET_F_GUEST_TSO6);
@@ -573,27 +590,27 @@ fn activation_checks_queue_count_and_state() {
     let mut net = Net::new(Box::new(FakeBackend { state, offloads: 0 }), MAC).expect("net");
     let q = || Queue::new(16).expect("queue");
     assert!(matches!(
-        net.activate(mem.clone(), vec![q()], 0),
+        net.activate(mem.clone(), irq(), vec![q()], 0),
         Err(ActivateError::QueueCount {
             expected: 2,
             got: 1
         })
     ));
     assert!(matches!(
-        net.activate(mem.clone(), vec![q(), q(), q()], 0),
+        net.activate(mem.clone(), irq(), vec![q(), q(), q()], 0),
         Err(ActivateError::QueueCount {
             expected: 2,
             got: 3
         })
     ));
-    net.activate(mem.clone(), vec![q(), q()], 0)
+    net.activate(mem.clone(), irq(), vec![q(), q()], 0)
         .expect("activate");
     assert!(matches!(
-        net.activate(mem.clone(), vec![q(), q()], 0),
+        net.activate(mem.clone(), irq(), vec![q(), q()], 0),
         Err(ActivateError::AlreadyActive)
     ));
     net.reset();
-    net.activate(mem, vec![q(), q()], 0)
+    net.activate(mem, irq(), vec![q(), q()], 0)
         .expect("activate after reset");
 }
 
@@ -602,17 +619,17 @@ fn inactive_device_or_unknown_queue_does_nothing() {
     let mem = guest_mem(&[(0, MEM_SIZE)]);
     let mut f = Fixture::new(&mem, 0, 0);
     f.queue_frame(packet(header(0, 0), &frame(60, 12)));
-    assert!(!f.net.process_backend());
-    assert!(!f.net.process_queue(2));
-    assert!(!f.net.process_queue(usize::MAX));
+    assert!(!event(&mut f.net, BACKEND_EVENT, EventSet::IN));
+    assert!(!kick(&mut f.net, 2));
+    assert!(!kick(&mut f.net, u16::MAX));
     // Reset drops the frame held for the guest.
     f.net.reset();
     assert_eq!(f.counter("rx_dropped"), 1);
     f.post_rx(&[(RXBUF, 2048, W)]);
     f.queue_frame(packet(header(0, 0), &frame(60, 13)));
-    assert!(!f.net.process_backend());
-    assert!(!f.net.process_queue(RX_QUEUE));
-    assert!(!f.net.process_queue(TX_QUEUE));
+    assert!(!event(&mut f.net, BACKEND_EVENT, EventSet::IN));
+    assert!(!kick(&mut f.net, RX_QUEUE));
+    assert!(!kick(&mut f.net, TX_QUEUE));
     assert_eq!(f.state.lock().expect("lock").to_guest.len(), 1);
     assert_eq!(f.rxq.used().idx().load(), 0);
     assert!(f.net.backend_fd().is_none());
@@ -625,10 +642,56 @@ fn avail_index_far_ahead_is_ignored() {
     f.queue_frame(packet(header(0, 0), &frame(60, 14)));
     f.rxq.avail().idx().store(100);
     f.txq.avail().idx().store(100);
-    assert!(!f.net.process_backend());
-    assert!(!f.net.process_queue(TX_QUEUE));
+    assert!(!event(&mut f.net, BACKEND_EVENT, EventSet::IN));
+    assert!(!kick(&mut f.net, TX_QUEUE));
     assert_eq!(f.rxq.used().idx().load(), 0);
     assert_eq!(f.txq.used().idx().load(), 0);
     // The frame was not even taken from the backend.
     assert_eq!(f.state.lock().expect("lock").to_guest.len(), 1);
+}
+
+#[test]
+fn reset_mid_io_then_reactivation_behaves_as_fresh() {
+    let mem = guest_mem(&[(0, MEM_SIZE)]);
+    let mut f = Fixture::new(&mem, 0, MRG);
+    // A frame staged for the guest, and a receive buffer held for it.
+    f.queue_frame(packet(header(0, 0), &frame(3000, 7)));
+    f.post_rx(&[(RXBUF, 1024, W)]);
+    assert!(!event(&mut f.net, BACKEND_EVENT, EventSet::IN));
+    assert_eq!(f.state.lock().expect("lock").to_guest.len(), 0);
+
+    f.net.reset();
+    assert_eq!(f.counter("rx_dropped"), 1, "the staged frame is gone");
+    f.queue_frame(packet(header(0, 0), &frame(60, 8)));
+    assert!(!event(&mut f.net, BACKEND_EVENT, EventSet::IN));
+    assert!(!kick(&mut f.net, RX_QUEUE));
+    assert_eq!(f.state.lock().expect("lock").to_guest.len(), 1);
+
+    // The next driver: new queues elsewhere, no mergeable buffers.
+    let rxq = MockSplitQueue::create(&mem, GuestAddress(0x2000), 16);
+    let txq = MockSplitQueue::create(&mem, GuestAddress(0x3000), 16);
+    let queues = vec![
+        rxq.create_queue().expect("queue"),
+        txq.create_queue().expect("queue"),
+    ];
+    f.net
+        .activate(mem.clone(), irq(), queues, VIRTIO_F_VERSION_1)
+        .expect("activate again");
+    add_chain(&rxq, 0, &[(RXBUF + 0x8000, 2048, W)]);
+    assert!(kick(&mut f.net, RX_QUEUE));
+    // The frame queued after the reset, in the new buffer, alone.
+    assert_eq!(used(&rxq, 0), (1, 0, 72));
+    let mut expect = packet(header(0, 0), &frame(60, 8));
+    expect[HDR_NUM_BUFFERS] = 1;
+    assert_eq!(read_mem(&mem, RXBUF + 0x8000, 72), expect);
+    // The buffer held from the old queue was never used.
+    assert_eq!(f.rxq.used().idx().load(), 0);
+    assert_eq!(f.counter("rx_frames"), 1);
+
+    // Transmit works on the new queue.
+    write_mem(&mem, DATA, &packet(header(0, 0), &frame(60, 9)));
+    add_chain(&txq, 0, &[(DATA, 72, R)]);
+    assert!(kick(&mut f.net, TX_QUEUE));
+    assert_eq!(used(&txq, 0), (1, 0, 0));
+    assert_eq!(f.sent().len(), 1);
 }

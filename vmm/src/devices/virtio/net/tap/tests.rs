@@ -5,14 +5,15 @@ use std::time::{Duration, Instant};
 use keel_sys::tun::TUN_PATH;
 
 use super::*;
-use crate::devices::virtio::net::{Net, TX_QUEUE};
-use crate::devices::virtio::testing::{add_chain, guest_mem, used, R, W};
+use crate::devices::virtio::net::{Net, BACKEND_EVENT, TX_QUEUE};
+use crate::devices::virtio::testing::{add_chain, event, guest_mem, irq, kick, used, R, W};
 use crate::devices::virtio::VirtioDevice;
 use keel_common::guest::MacAddr;
 use virtio_bindings::virtio_net::{VIRTIO_NET_F_CSUM, VIRTIO_NET_F_HOST_TSO4};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::epoll::EventSet;
 
 const MAC: [u8; 6] = [0x02, 0x4b, 0x45, 0x45, 0x4c, 0x02];
 /// IEEE local experimental ethertype: nothing else on the host uses it.
@@ -228,7 +229,7 @@ fn real_tap_carries_guest_tso_frames_whole() {
         txq.create_queue().expect("queue"),
     ];
     let features = net.device_features();
-    net.activate(mem.clone(), queues, features)
+    net.activate(mem.clone(), irq(), queues, features)
         .expect("activate");
 
     // Ethernet, IPv4 (10.0.0.2 -> 10.0.0.1), TCP 12345 -> 80, 20000
@@ -262,7 +263,7 @@ fn real_tap_carries_guest_tso_frames_whole() {
             (0x2_0000, frame.len() as u32, R),
         ],
     );
-    assert!(net.process_queue(TX_QUEUE));
+    assert!(kick(&mut net, TX_QUEUE));
     let counters = net.counters();
     assert!(counters.contains(&("tx_frames", 1)), "{counters:?}");
 
@@ -322,7 +323,7 @@ fn real_tap_round_trip_through_the_device() {
         txq.create_queue().expect("queue"),
     ];
     let features = net.device_features();
-    net.activate(mem.clone(), queues, features)
+    net.activate(mem.clone(), irq(), queues, features)
         .expect("activate");
 
     // Guest to host.
@@ -332,7 +333,7 @@ fn real_tap_round_trip_through_the_device() {
     mem.write_slice(&pkt, GuestAddress(0x1_0000))
         .expect("write");
     add_chain(&txq, 0, &[(0x1_0000, pkt.len() as u32, R)]);
-    assert!(net.process_queue(TX_QUEUE));
+    assert!(kick(&mut net, TX_QUEUE));
     assert_eq!(used(&txq, 0), (1, 0, 0));
     let sent = net.counters();
     assert!(sent.contains(&("tx_frames", 1)), "{sent:?}");
@@ -364,7 +365,7 @@ fn real_tap_round_trip_through_the_device() {
     let mut checked = 0;
     while delivered.is_none() && Instant::now() < deadline {
         wait_readable(tap_fd, Duration::from_millis(200));
-        net.process_backend();
+        event(&mut net, BACKEND_EVENT, EventSet::IN);
         let idx = rxq.used().idx().load();
         while checked < idx {
             let (_, id, len) = used(&rxq, usize::from(checked));

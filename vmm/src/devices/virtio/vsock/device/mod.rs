@@ -1,19 +1,20 @@
 //! The virtio-vsock device (type 19): receive (0), transmit (1) and event
 //! (2) queues in front of the [`Muxer`].
 
-use std::os::unix::io::RawFd;
 use std::path::Path;
+use std::sync::Arc;
 
 use log::debug;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
 
 use super::muxer::Muxer;
 use super::packet::{read_tx_packet, RxBuffer, HDR_LEN, MAX_PAYLOAD};
 use super::{EVENT_QUEUE, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, TYPE_VSOCK};
 use crate::devices::virtio::{
-    avail_index_sane, read_config_bytes, serve_queue, ActivateError, VirtioDevice,
-    VIRTIO_F_VERSION_1,
+    avail_index_sane, read_config_bytes, serve_queue, signal_used, ActivateError, DeviceEvents,
+    VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1,
 };
 
 /// Config space: `guest_cid` (le64).
@@ -43,6 +44,7 @@ struct Counters {
 
 struct Active {
     mem: GuestMemoryMmap,
+    interrupt: Arc<dyn VirtioInterrupt>,
     rx: Queue,
     tx: Queue,
     /// Held, never used: we send no events (they only matter for live
@@ -93,29 +95,9 @@ impl Vsock {
         self.guest_cid
     }
 
-    /// The one fd the event loop polls (`EPOLLIN | EPOLLET`) for all host
-    /// sockets of the device: an epoll instance over the listener and every
-    /// connection. When it fires, call the transport's
-    /// `queue_notify(RX_QUEUE)` (or [`Vsock::process_host_events`]). Take
-    /// it before handing the device to its transport.
-    pub fn event_fd(&self) -> RawFd {
-        self.muxer.epoll_fd()
-    }
-
     /// Open connections, host clients still handshaking included.
     pub fn connection_count(&self) -> usize {
         self.muxer.connection_count()
-    }
-
-    /// Handles the host sockets' events and fills the guest's receive
-    /// buffers. Returns true when the guest should be interrupted. Same as
-    /// a kick of the receive queue.
-    pub fn process_host_events(&mut self) -> bool {
-        if self.active.is_none() {
-            return false;
-        }
-        self.muxer.poll_host();
-        self.fill_rx()
     }
 
     #[cfg(test)]
@@ -125,13 +107,13 @@ impl Vsock {
 
     /// Hands every transmit packet to the muxer, then delivers what that
     /// produced.
-    fn process_tx(&mut self) -> bool {
+    fn process_tx(&mut self) {
         let Some(active) = self.active.as_mut() else {
-            return false;
+            return;
         };
         let mem = &active.mem;
         let (tx_buf, counters, muxer) = (&mut self.tx_buf, &mut self.counters, &mut self.muxer);
-        let notify_tx = serve_queue("virtio-vsock tx", &mut active.tx, mem, |chain| {
+        let needed = serve_queue("virtio-vsock tx", &mut active.tx, mem, |chain| {
             match read_tx_packet(mem, chain, tx_buf) {
                 Ok((header, len)) => {
                     counters.tx_packets += 1;
@@ -150,21 +132,22 @@ impl Vsock {
             }
             0
         });
-        let notify_rx = self.fill_rx();
-        notify_tx || notify_rx
+        signal_used("virtio-vsock", active.interrupt.as_ref(), TX_QUEUE, needed);
+        self.fill_rx();
     }
 
-    /// Puts the muxer's packets into receive buffers while both last.
-    fn fill_rx(&mut self) -> bool {
+    /// Puts the muxer's packets into receive buffers while both last, and
+    /// signals the receive queue if any were used.
+    fn fill_rx(&mut self) {
         let Some(active) = self.active.as_mut() else {
-            return false;
+            return;
         };
         if !self.muxer.has_rx_work() {
-            return false;
+            return;
         }
         if !avail_index_sane(&active.rx, &active.mem) {
             debug!("virtio-vsock: the driver's receive available index is corrupt");
-            return false;
+            return;
         }
         let mut used_any = false;
         while self.muxer.has_rx_work() {
@@ -197,7 +180,8 @@ impl Vsock {
                 Err(e) => debug!("virtio-vsock: cannot return receive descriptor {head}: {e}"),
             }
         }
-        used_any && active.rx.needs_notification(&active.mem).unwrap_or(true)
+        let needed = used_any && active.rx.needs_notification(&active.mem).unwrap_or(true);
+        signal_used("virtio-vsock", active.interrupt.as_ref(), RX_QUEUE, needed);
     }
 }
 
@@ -229,6 +213,7 @@ impl VirtioDevice for Vsock {
     fn activate(
         &mut self,
         mem: GuestMemoryMmap,
+        interrupt: Arc<dyn VirtioInterrupt>,
         queues: Vec<Queue>,
         _acked_features: u64,
     ) -> Result<(), ActivateError> {
@@ -241,6 +226,7 @@ impl VirtioDevice for Vsock {
         };
         self.active = Some(Active {
             mem,
+            interrupt,
             rx,
             tx,
             _event: event,
@@ -248,14 +234,28 @@ impl VirtioDevice for Vsock {
         Ok(())
     }
 
-    fn process_queue(&mut self, index: usize) -> bool {
+    fn queue_notify(&mut self, index: u16) {
         match index {
-            RX_QUEUE => self.process_host_events(),
+            // New buffers: deliver what waited for them.
+            RX_QUEUE => self.fill_rx(),
             TX_QUEUE => self.process_tx(),
             // The driver refilled the event queue; we never use it.
-            EVENT_QUEUE => false,
-            _ => false,
+            EVENT_QUEUE => {}
+            _ => debug!("virtio-vsock: ignoring a notify for queue {index}"),
         }
+    }
+
+    /// The listener now, each connection's socket as it opens.
+    fn register_events(&mut self, events: DeviceEvents) -> std::io::Result<()> {
+        self.muxer.register_events(events)
+    }
+
+    /// Host sockets are served even before activation (host clients are
+    /// accepted and their requests wait for the driver): edge-triggered
+    /// readiness ignored now would never be reported again.
+    fn handle_event(&mut self, id: u32, events: EventSet) {
+        self.muxer.host_event(id, events);
+        self.fill_rx();
     }
 
     fn reset(&mut self) {

@@ -7,10 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::*;
-use crate::devices::virtio::testing::{add_chain, guest_mem, used, R, W};
+use crate::devices::virtio::testing::{
+    add_chain, event, guest_mem, irq, kick, signalled, used, R, W,
+};
 use crate::devices::virtio::vsock::connection::CONN_BUF_ALLOC;
 use crate::devices::virtio::vsock::packet::*;
 use crate::devices::virtio::vsock::HOST_CID;
+use crate::devices::virtio::DeviceEvents;
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress};
 
@@ -45,6 +48,8 @@ impl Drop for TempDir {
 
 struct Fixture<'a> {
     vsock: Vsock,
+    /// The device's registrations, in an epoll set of their own.
+    events: DeviceEvents,
     mem: &'a GuestMemoryMmap,
     rxq: MockSplitQueue<'a, GuestMemoryMmap>,
     txq: MockSplitQueue<'a, GuestMemoryMmap>,
@@ -61,6 +66,8 @@ impl<'a> Fixture<'a> {
     fn new(mem: &'a GuestMemoryMmap, tag: &str) -> Self {
         let dir = TempDir::new(tag);
         let mut vsock = Vsock::new(CID, &dir.0.join("v.sock")).expect("vsock");
+        let events = DeviceEvents::for_test();
+        vsock.register_events(events.clone()).expect("register");
         let rxq = MockSplitQueue::create(mem, GuestAddress(0), QLEN);
         let txq = MockSplitQueue::create(mem, GuestAddress(0x1000), QLEN);
         let evq = MockSplitQueue::create(mem, GuestAddress(0x2000), QLEN);
@@ -70,10 +77,11 @@ impl<'a> Fixture<'a> {
             evq.create_queue().expect("queue"),
         ];
         vsock
-            .activate(mem.clone(), queues, VIRTIO_F_VERSION_1)
+            .activate(mem.clone(), irq(), queues, VIRTIO_F_VERSION_1)
             .expect("activate");
         Fixture {
             vsock,
+            events,
             mem,
             rxq,
             txq,
@@ -114,7 +122,7 @@ impl<'a> Fixture<'a> {
     fn transmit(&mut self, descs: &[(u64, u32, u16)]) -> bool {
         add_chain(&self.txq, self.tx_slot, descs);
         self.tx_slot += descs.len() as u16;
-        self.vsock.process_queue(TX_QUEUE)
+        kick(&mut self.vsock, TX_QUEUE)
     }
 
     /// Sends one packet from the guest, header and payload in separate
@@ -178,18 +186,24 @@ impl<'a> Fixture<'a> {
         (h, payload)
     }
 
-    /// Waits for the device's host fd to signal, then lets it work, as
-    /// the event loop would.
+    /// Waits for one of the device's host sockets to signal, then hands
+    /// the device what is ready, as the event loop would. Returns whether
+    /// it signalled the guest.
     fn host_event(&mut self) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.vsock.event_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, TIMEOUT.as_millis() as libc::c_int) };
-        assert!(n > 0, "the host fd never became readable");
-        self.vsock.process_queue(RX_QUEUE)
+        let ready = self.events.wait(TIMEOUT.as_millis() as i32);
+        assert!(!ready.is_empty(), "no host socket became ready");
+        irq().take();
+        for (id, events) in ready {
+            self.vsock.handle_event(id, events);
+        }
+        signalled()
+    }
+
+    /// Hands the device whatever is ready now, without waiting.
+    fn pump(&mut self) {
+        for (id, events) in self.events.wait(0) {
+            self.vsock.handle_event(id, events);
+        }
     }
 
     fn counter(&self, name: &str) -> u64 {
@@ -554,15 +568,7 @@ fn credit_requests_and_updates_for_guest_data() {
         got += n;
         if f.vsock.connection_count() == 1 && got < 4 * MAX_PAYLOAD {
             // Lets the device refill the socket when it can.
-            let mut pfd = libc::pollfd {
-                fd: f.vsock.event_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the duration of the call.
-            if unsafe { libc::poll(&mut pfd, 1, 0) } > 0 {
-                f.vsock.process_queue(RX_QUEUE);
-            }
+            f.pump();
         }
     }
     assert_eq!(got, 4 * MAX_PAYLOAD);
@@ -667,7 +673,7 @@ fn receive_buffers_are_checked_and_kept_when_unused() {
     let mut f = Fixture::new(&mem, "vsock-rxbuf");
     // Nothing to send: the buffer stays with the driver.
     f.post_rx(1);
-    assert!(!f.vsock.process_queue(RX_QUEUE));
+    assert!(!kick(&mut f.vsock, RX_QUEUE));
     assert_eq!(f.rxq.used().idx().load(), 0);
     // ... and carries the next packet.
     f.send(f.hdr(OP_RW, 1, 2, 0), &[]);
@@ -684,14 +690,14 @@ fn receive_buffers_are_checked_and_kept_when_unused() {
         &[(MEM_SIZE as u64 - 8, RX_BUF_LEN, W)],
     );
     f.rx_slot += 3;
-    assert!(f.vsock.process_queue(RX_QUEUE));
+    assert!(kick(&mut f.vsock, RX_QUEUE));
     for i in 1..4 {
         assert_eq!(used(&f.rxq, i), (4, i as u32, 0));
     }
     assert_eq!(f.counter("rx_bad_buffers"), 3);
     f.rx_seen = 4;
     f.post_rx(1);
-    assert!(f.vsock.process_queue(RX_QUEUE));
+    assert!(kick(&mut f.vsock, RX_QUEUE));
     f.expect_packet(OP_RST);
 }
 
@@ -707,12 +713,13 @@ fn reset_closes_every_connection_but_keeps_listening() {
     f.vsock.reset();
     assert_eq!(f.vsock.connection_count(), 0);
     assert!(is_closed(&mut host));
-    assert!(!f.vsock.process_queue(RX_QUEUE));
-    assert!(!f.vsock.process_queue(TX_QUEUE));
+    assert!(!kick(&mut f.vsock, RX_QUEUE));
+    assert!(!kick(&mut f.vsock, TX_QUEUE));
 
     // Host clients connecting meanwhile are served after activation.
     let mut client = UnixStream::connect(f.uds()).expect("connect");
     client.write_all(b"CONNECT 52\n").expect("write");
+    assert!(!f.host_event(), "inactive: nothing signalled");
     let rxq = MockSplitQueue::create(&mem, GuestAddress(0x4000), QLEN);
     let txq = MockSplitQueue::create(&mem, GuestAddress(0x5000), QLEN);
     let evq = MockSplitQueue::create(&mem, GuestAddress(0x6000), QLEN);
@@ -722,10 +729,10 @@ fn reset_closes_every_connection_but_keeps_listening() {
         evq.create_queue().expect("queue"),
     ];
     f.vsock
-        .activate(mem.clone(), queues, VIRTIO_F_VERSION_1)
+        .activate(mem.clone(), irq(), queues, VIRTIO_F_VERSION_1)
         .expect("activate again");
     add_chain(&rxq, 0, &[(RX_AREA, RX_BUF_LEN, W)]);
-    assert!(f.vsock.process_queue(RX_QUEUE));
+    assert!(kick(&mut f.vsock, RX_QUEUE));
     let mut raw = [0u8; HDR_LEN];
     mem.read_slice(&mut raw, GuestAddress(RX_AREA))
         .expect("read");
@@ -737,27 +744,28 @@ fn reset_closes_every_connection_but_keeps_listening() {
 fn inactive_device_and_odd_queues_do_nothing() {
     let dir = TempDir::new("vsock-inactive");
     let mut vsock = Vsock::new(3, &dir.0.join("v.sock")).expect("vsock");
-    assert!(!vsock.process_queue(RX_QUEUE));
-    assert!(!vsock.process_queue(TX_QUEUE));
-    assert!(!vsock.process_host_events());
+    assert!(!kick(&mut vsock, RX_QUEUE));
+    assert!(!kick(&mut vsock, TX_QUEUE));
+    // Not registered: an id that is no socket of the device is ignored.
+    assert!(!event(&mut vsock, u32::MAX, EventSet::IN));
     let mem = guest_mem(&[(0, MEM_SIZE)]);
     let q = || Queue::new(16).expect("queue");
     assert!(matches!(
-        vsock.activate(mem.clone(), vec![q(), q()], 0),
+        vsock.activate(mem.clone(), irq(), vec![q(), q()], 0),
         Err(ActivateError::QueueCount {
             expected: 3,
             got: 2
         })
     ));
     vsock
-        .activate(mem.clone(), vec![q(), q(), q()], 0)
+        .activate(mem.clone(), irq(), vec![q(), q(), q()], 0)
         .expect("activate");
     assert!(matches!(
-        vsock.activate(mem, vec![q(), q(), q()], 0),
+        vsock.activate(mem, irq(), vec![q(), q(), q()], 0),
         Err(ActivateError::AlreadyActive)
     ));
-    assert!(!vsock.process_queue(EVENT_QUEUE));
-    assert!(!vsock.process_queue(usize::MAX));
+    assert!(!kick(&mut vsock, EVENT_QUEUE));
+    assert!(!kick(&mut vsock, u16::MAX));
 }
 
 #[test]
@@ -765,12 +773,111 @@ fn avail_index_far_ahead_is_ignored() {
     let mem = guest_mem(&[(0, MEM_SIZE)]);
     let mut f = Fixture::new(&mem, "vsock-availidx");
     f.txq.avail().idx().store(1000);
-    assert!(!f.vsock.process_queue(TX_QUEUE));
+    assert!(!kick(&mut f.vsock, TX_QUEUE));
     assert_eq!(f.txq.used().idx().load(), 0);
     // A reset owed, and a receive ring claiming 1000 buffers.
     f.txq.avail().idx().store(0);
     f.send(f.hdr(OP_RW, 1, 2, 0), &[]);
     f.rxq.avail().idx().store(1000);
-    assert!(!f.vsock.process_queue(RX_QUEUE));
+    assert!(!kick(&mut f.vsock, RX_QUEUE));
     assert_eq!(f.rxq.used().idx().load(), 0);
+}
+
+#[test]
+fn reset_mid_io_then_reactivation_behaves_as_fresh() {
+    let mem = guest_mem(&[(0, MEM_SIZE)]);
+    let mut f = Fixture::new(&mem, "vsock-reset-fresh");
+    // A host-initiated stream the guest accepted: its port is a fresh
+    // device's first.
+    let mut first = UnixStream::connect(f.uds()).expect("connect");
+    first.write_all(b"CONNECT 52\n").expect("write");
+    f.post_rx(1);
+    assert!(f.host_event());
+    let (request, _) = f.expect_packet(OP_REQUEST);
+    let fresh_port = request.src_port;
+    let mut response = f.hdr(OP_RESPONSE, 52, fresh_port, 0);
+    response.dst_port = fresh_port;
+    f.send(response, &[]);
+    let ok = format!("OK {fresh_port}\n");
+    assert_eq!(read_exact(&mut first, ok.len()), ok.as_bytes());
+    // An open guest-initiated stream with data the guest has not read,
+    // a reset owed with no buffer to carry it, and a host client that
+    // has not said what it wants.
+    let service = f.service(1234);
+    let mut host = f.connect(&service, 5000, 1234);
+    host.write_all(b"unread").expect("host write");
+    assert!(!f.host_event(), "no receive buffer: nothing signalled");
+    f.send(f.hdr(OP_RW, 1, 2, 0), &[]);
+    let _quiet = UnixStream::connect(f.uds()).expect("connect");
+    f.host_event();
+    assert_eq!(f.vsock.connection_count(), 3);
+
+    f.vsock.reset();
+    assert_eq!(f.vsock.connection_count(), 0);
+    assert!(is_closed(&mut host));
+    assert!(is_closed(&mut first));
+    assert!(!kick(&mut f.vsock, RX_QUEUE));
+
+    // The next driver, with new queues: nothing from before reaches it.
+    f.rxq = MockSplitQueue::create(&mem, GuestAddress(0x4000), QLEN);
+    f.txq = MockSplitQueue::create(&mem, GuestAddress(0x5000), QLEN);
+    let evq = MockSplitQueue::create(&mem, GuestAddress(0x6000), QLEN);
+    let queues = vec![
+        f.rxq.create_queue().expect("queue"),
+        f.txq.create_queue().expect("queue"),
+        evq.create_queue().expect("queue"),
+    ];
+    (f.tx_slot, f.rx_slot, f.rx_seen) = (0, 0, 0);
+    f.rx_addr.clear();
+    f.vsock
+        .activate(mem.clone(), irq(), queues, VIRTIO_F_VERSION_1)
+        .expect("activate again");
+    f.post_rx(1);
+    assert!(!kick(&mut f.vsock, RX_QUEUE));
+    assert!(f.recv().is_none(), "no stale reset, request or data");
+
+    // It numbers host streams as a fresh device does, and streams work.
+    let mut again = UnixStream::connect(f.uds()).expect("connect");
+    again.write_all(b"CONNECT 52\n").expect("write");
+    assert!(f.host_event());
+    let (request, _) = f.expect_packet(OP_REQUEST);
+    assert_eq!((request.src_port, request.dst_port), (fresh_port, 52));
+    let mut host = f.connect(&service, 5000, 1234);
+    assert!(f.send(f.hdr(OP_RW, 5000, 1234, 5), b"hello"));
+    assert_eq!(read_exact(&mut host, 5), b"hello");
+    drop(again);
+}
+
+#[test]
+fn transmit_chains_with_writable_descriptors_are_malformed() {
+    let mem = guest_mem(&[(0, MEM_SIZE)]);
+    let mut f = Fixture::new(&mem, "vsock-direction");
+    let service = f.service(1234);
+    let mut host = f.connect(&service, 5000, 1234);
+    f.post_rx(4);
+    // A valid header and payload, with a writable descriptor after them
+    // or between them: nothing is read, so nothing reaches the host and
+    // the stream it names is not even reset.
+    let at = TX_AREA + 0x8000;
+    mem.write_slice(&f.hdr(OP_RW, 5000, 1234, 5).to_bytes(), GuestAddress(at))
+        .expect("header");
+    mem.write_slice(b"hello", GuestAddress(at + 0x100))
+        .expect("payload");
+    assert!(f.transmit(&[
+        (at, HDR_LEN as u32, R),
+        (at + 0x100, 5, R),
+        (at + 0x200, 64, W),
+    ]));
+    assert!(f.transmit(&[
+        (at, HDR_LEN as u32, R),
+        (at + 0x200, 64, W),
+        (at + 0x100, 5, R),
+    ]));
+    assert_eq!(f.counter("tx_malformed"), 2);
+    assert_eq!(f.counter("tx_bytes"), 0);
+    assert!(f.recv().is_none());
+    assert_eq!(f.vsock.connection_count(), 1);
+    // The stream still works.
+    assert!(f.send(f.hdr(OP_RW, 5000, 1234, 5), b"world"));
+    assert_eq!(read_exact(&mut host, 5), b"world");
 }
