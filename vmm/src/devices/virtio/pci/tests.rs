@@ -686,3 +686,53 @@ fn devices_with_unusable_queues_are_refused() {
     ));
     assert_eq!(rd(&mut dev, NUM_QUEUES, 2), 255);
 }
+
+/// The relocation contract: called with the root locked but not the
+/// device, so the handler can read the device's new notify addresses.
+#[test]
+fn a_bar_move_through_the_root_reaches_the_relocation_handler() {
+    struct Follow {
+        dev: Arc<Mutex<VirtioPciDevice>>,
+        seen: Arc<Mutex<Vec<(u8, BarMove, Option<u64>)>>>,
+    }
+    impl crate::devices::pci::BarRelocation for Follow {
+        fn move_bar(&mut self, slot: u8, event: BarMove) -> std::io::Result<()> {
+            let notify = self.dev.lock().unwrap().notify_address(0);
+            self.seen.lock().unwrap().push((slot, event, notify));
+            Ok(())
+        }
+    }
+    let Setup { dev, .. } = rng();
+    let dev = Arc::new(Mutex::new(dev));
+    let root = Arc::new(Mutex::new(PciRoot::new()));
+    let slot = root.lock().unwrap().add_device(dev.clone()).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    root.lock().unwrap().set_relocation(Box::new(Follow {
+        dev: dev.clone(),
+        seen: seen.clone(),
+    }));
+    let mut ecam = PciEcam::new(root);
+    let bar0 = u64::from(slot) << 15 | 0x10;
+    // Linux's sizing dance first: nothing moves.
+    for (offset, value) in [(0, u32::MAX), (0, BAR as u32), (4, u32::MAX), (4, 1)] {
+        ecam.write(bar0 + offset, &value.to_le_bytes());
+    }
+    assert!(seen.lock().unwrap().is_empty());
+    ecam.write(bar0, &0x0010_0000u32.to_le_bytes());
+    ecam.write(bar0 + 4, &3u32.to_le_bytes());
+    let new = 0x3_0010_0000;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![(
+            slot,
+            BarMove {
+                bar: 0,
+                old: BAR,
+                new,
+                len: BAR_SIZE
+            },
+            Some(new + 0x3000)
+        )]
+    );
+    assert_eq!(dev.lock().unwrap().bars()[0].addr, new);
+}
