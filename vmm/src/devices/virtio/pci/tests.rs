@@ -691,9 +691,11 @@ fn devices_with_unusable_queues_are_refused() {
 /// device, so the handler can read the device's new notify addresses.
 #[test]
 fn a_bar_move_through_the_root_reaches_the_relocation_handler() {
+    /// (slot, move, notify address of queue 0 seen from the handler).
+    type Seen = Arc<Mutex<Vec<(u8, BarMove, Option<u64>)>>>;
     struct Follow {
         dev: Arc<Mutex<VirtioPciDevice>>,
-        seen: Arc<Mutex<Vec<(u8, BarMove, Option<u64>)>>>,
+        seen: Seen,
     }
     impl crate::devices::pci::BarRelocation for Follow {
         fn move_bar(&mut self, slot: u8, event: BarMove) -> std::io::Result<()> {
