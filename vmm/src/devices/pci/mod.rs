@@ -7,8 +7,11 @@
 //! ```text
 //! let mut resources = PciResources::new(mem_bytes)?;
 //! let root = Arc::new(Mutex::new(PciRoot::new()));
-//! // Per device: allocate its BARs, MSI GSIs and INTx line, build it, then
-//! let slot = root.lock()?.add_device(device.clone())?;      // Arc<Mutex<dyn PciDevice>>
+//! // Per device: its slot and INTx line, then its BARs and MSI GSIs:
+//! let slot = root.lock()?.next_slot()?;
+//! let intx = intx_gsi(slot, 0);                             // INTA#, as the _PRT says
+//! // ... build the device with them, then
+//! root.lock()?.add_device(device.clone())?;                 // Arc<Mutex<dyn PciDevice>>, == slot
 //! mmio.insert(bar.addr, bar.len, device.clone())?;          // each BarRegion, as BusDevice
 //! pio.insert(PCI_CONFIG_PORT, CONFIG_IO_LEN, Arc::new(Mutex::new(PciConfigIo::new(root.clone()))))?;
 //! mmio.insert(PCI_ECAM_START, PCI_ECAM_SIZE, Arc::new(Mutex::new(PciEcam::new(root.clone()))))?;

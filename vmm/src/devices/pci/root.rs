@@ -79,17 +79,21 @@ impl PciRoot {
         }
     }
 
-    /// Puts `device` at the lowest free device number and returns it; its
-    /// INTx line follows from it (`intx_gsi`).
+    /// The device number `add_device` will use next: its INTx line follows
+    /// from it (`intx_gsi`), and a device needs that line when it is built.
+    pub fn next_slot(&self) -> Result<u8, RootError> {
+        self.slots
+            .iter()
+            .position(Option::is_none)
+            .map(|slot| slot as u8)
+            .ok_or(RootError::BusFull)
+    }
+
+    /// Puts `device` at the lowest free device number and returns it.
     pub fn add_device(&mut self, device: Function) -> Result<u8, RootError> {
-        let (slot, entry) = self
-            .slots
-            .iter_mut()
-            .enumerate()
-            .find(|(_, s)| s.is_none())
-            .ok_or(RootError::BusFull)?;
-        *entry = Some(device);
-        Ok(slot as u8)
+        let slot = self.next_slot()?;
+        self.slots[usize::from(slot)] = Some(device);
+        Ok(slot)
     }
 
     /// Installs the handler for BAR moves; without one they are logged and
@@ -486,10 +490,12 @@ mod tests {
     fn the_bus_fills_up() {
         let mut root = PciRoot::new();
         for expected in 1..32u8 {
+            assert_eq!(root.next_slot(), Ok(expected));
             let device = Arc::new(Mutex::new(PciConfig::new(DEVICE_IDS, 0, 0)));
             assert_eq!(root.add_device(device), Ok(expected));
         }
         let device = Arc::new(Mutex::new(PciConfig::new(DEVICE_IDS, 0, 0)));
         assert_eq!(root.add_device(device), Err(RootError::BusFull));
+        assert_eq!(root.next_slot(), Err(RootError::BusFull));
     }
 }

@@ -9,9 +9,11 @@
 //! let gsis = resources.allocate_msi_gsis(vectors)?;        // one GSI and irqfd per vector:
 //! let routes: Arc<dyn MsiRoutes> = Arc::new(KvmMsiRoutes::new(vm, gsis, irqfds));
 //! let bar = resources.allocate_bar(BAR_SIZE, BAR_KIND)?;  // 64-bit, above RAM
-//! let intx: Arc<dyn Interrupt> = Arc::new(intx_irqfd);     // on intx_gsi(slot, 0)
-//! let pci = Arc::new(Mutex::new(VirtioPciDevice::new(device, mem, bar, routes, intx, line)?));
-//! let slot = root.add_device(pci.clone())?;                // config space via CF8/ECAM
+//! let slot = root.next_slot()?;
+//! let gsi = intx_gsi(slot, 0);                             // INTA#
+//! let intx: Arc<dyn Interrupt> = Arc::new(intx_irqfd);     // an irqfd on `gsi`
+//! let pci = Arc::new(Mutex::new(VirtioPciDevice::new(device, mem, bar, routes, intx, gsi as u8)?));
+//! root.add_device(pci.clone())?;                           // config space via CF8/ECAM
 //! for b in pci.bars() { mmio.insert(b.addr, b.len, pci.clone())? }
 //! for q in 0..queue_count { ioeventfd at pci.notify_address(q), no datamatch (2-byte writes),
 //!                           calling VirtioTransport::queue_notify(q) }
