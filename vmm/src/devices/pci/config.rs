@@ -31,6 +31,8 @@ pub const NUM_BARS: usize = 6;
 /// Command bits a guest may set: I/O and memory decoding, bus mastering,
 /// parity and SERR# reporting, INTx disable.
 const COMMAND_WRITABLE: u32 = 0x0547;
+const COMMAND_MEMORY: u32 = 1 << 1;
+const COMMAND_INTX_DISABLE: u32 = 1 << 10;
 /// Status bit 4: the capability pointer at 0x34 is valid.
 const STATUS_CAPABILITIES: u32 = 1 << 20;
 
@@ -265,7 +267,19 @@ impl PciConfig {
 
     /// The command register's memory space enable bit.
     pub fn memory_enabled(&self) -> bool {
-        self.registers[REG_COMMAND / 4] & 0b10 != 0
+        self.registers[REG_COMMAND / 4] & COMMAND_MEMORY != 0
+    }
+
+    /// The command register's INTx disable bit: the function must not
+    /// assert INTx (Linux sets it when it turns MSI-X on).
+    pub fn intx_disabled(&self) -> bool {
+        self.registers[REG_COMMAND / 4] & COMMAND_INTX_DISABLE != 0
+    }
+
+    /// Whether a write of `len` bytes at `offset` touched the command
+    /// register.
+    pub fn command_written(offset: usize, len: usize) -> bool {
+        offset < REG_COMMAND + 2 && REG_COMMAND < offset + len
     }
 
     /// Reads `data.len()` bytes at `offset`. Only 1, 2 and 4-byte accesses
@@ -400,6 +414,13 @@ mod tests {
         assert!(!c.memory_enabled());
         c.write(0x04, &0x0002u16.to_le_bytes());
         assert!(c.memory_enabled());
+        assert!(!c.intx_disabled());
+        c.write(0x05, &[0x04]);
+        assert!(c.intx_disabled());
+        assert!(PciConfig::command_written(0x04, 4));
+        assert!(PciConfig::command_written(0x05, 1));
+        assert!(!PciConfig::command_written(0x06, 2));
+        assert!(!PciConfig::command_written(0x00, 4));
     }
 
     #[test]

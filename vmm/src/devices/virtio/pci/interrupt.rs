@@ -3,7 +3,7 @@
 //! MSI-X, or INTx with the ISR status when the driver left MSI-X off.
 
 use std::io;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::devices::pci::{Delivery, MsiRoutes, Msix};
@@ -26,6 +26,7 @@ pub struct PciInterrupt {
     isr: AtomicU8,
     config_generation: AtomicU8,
     intx: Arc<dyn Interrupt>,
+    intx_disabled: AtomicBool,
     raised: AtomicU64,
 }
 
@@ -43,6 +44,7 @@ impl PciInterrupt {
             isr: AtomicU8::new(0),
             config_generation: AtomicU8::new(0),
             intx,
+            intx_disabled: AtomicBool::new(false),
             raised: AtomicU64::new(0),
         }
     }
@@ -97,6 +99,11 @@ impl PciInterrupt {
         self.isr.load(Ordering::SeqCst) != 0
     }
 
+    /// Follows the command register's INTx disable bit.
+    pub fn set_intx_disabled(&self, disabled: bool) {
+        self.intx_disabled.store(disabled, Ordering::SeqCst);
+    }
+
     pub fn config_generation(&self) -> u8 {
         self.config_generation.load(Ordering::SeqCst)
     }
@@ -149,6 +156,11 @@ impl VirtioInterrupt for PciInterrupt {
         drop(msix);
         if let VirtioInterruptType::Queue(_) = kind {
             self.isr.fetch_or(ISR_QUEUE, Ordering::SeqCst);
+        }
+        // With INTx disabled the cause stays in the ISR for a polling
+        // driver, and the line stays quiet.
+        if self.intx_disabled.load(Ordering::SeqCst) {
+            return Ok(());
         }
         self.raised.fetch_add(1, Ordering::Relaxed);
         self.intx.trigger()

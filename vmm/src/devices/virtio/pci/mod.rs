@@ -236,6 +236,10 @@ impl PciDevice for VirtioPciDevice {
 
     fn write_config(&mut self, offset: usize, data: &[u8]) -> Option<BarMove> {
         let moved = self.config.write(offset, data);
+        if PciConfig::command_written(offset, data.len()) {
+            self.interrupt
+                .set_intx_disabled(self.config.intx_disabled());
+        }
         if self.msix_cap.control_written(offset, data.len()) {
             let control = self.msix_cap.control(&self.config);
             self.interrupt.msix().set_control(control);

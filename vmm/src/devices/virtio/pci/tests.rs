@@ -367,6 +367,17 @@ fn without_msix_interrupts_go_to_intx_with_the_isr() {
     assert_eq!(rd(&mut dev, caps::ISR_OFFSET + 1, 1), 0);
     assert_eq!(rd(&mut dev, caps::ISR_OFFSET, 1), 1);
     assert!(routes.take().is_empty());
+    // The command register's INTx disable keeps the line quiet; the ISR
+    // still tells a polling driver.
+    dev.write_config(0x04, &0x0406u16.to_le_bytes());
+    add_chain(&vq, 2, &[(0x8000, 16, W)]);
+    dev.queue_notify(0);
+    assert_eq!(intx.count(), 2);
+    assert_eq!(rd(&mut dev, caps::ISR_OFFSET, 1), 1);
+    dev.write_config(0x04, &0x0006u16.to_le_bytes());
+    add_chain(&vq, 3, &[(0x8000, 16, W)]);
+    dev.queue_notify(0);
+    assert_eq!(intx.count(), 3);
 }
 
 #[test]
