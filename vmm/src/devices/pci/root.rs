@@ -187,8 +187,8 @@ impl PciConfigIo {
     /// The config offset of a data port access, if it stays inside the
     /// data dword.
     fn data_access(&self, offset: u64, len: usize) -> Option<(u8, u8, u8, usize)> {
-        let within = offset.checked_sub(4)? as usize;
-        if within + len > 4 {
+        let within = usize::try_from(offset.checked_sub(4)?).ok()?;
+        if within.checked_add(len).is_none_or(|end| end > 4) {
             return None;
         }
         let (bus, device, function, register) = self.selected()?;
@@ -400,6 +400,9 @@ mod tests {
         let mut huge = [0u8; 8];
         io.read(4, &mut huge);
         assert_eq!(huge, [0xff; 8]);
+        io.read(u64::MAX, &mut huge);
+        assert_eq!(huge, [0xff; 8]);
+        io.write(u64::MAX, &huge);
         // The last register of the header is reachable and in bounds.
         select(&mut io, 0, 0, 0, 0xfc);
         let mut last = [0u8; 1];
