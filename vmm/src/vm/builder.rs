@@ -25,7 +25,7 @@ use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::boot_timer::{BootMarker, BootTimer};
 use crate::devices::bus::Bus;
 use crate::devices::i8042::I8042;
-use crate::devices::pci_host::{self, PciHostBridge};
+use crate::devices::pci::{PciConfigIo, PciRoot, CONFIG_IO_LEN};
 use crate::devices::pvpanic::PvPanic;
 use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::block::BlockError;
@@ -208,8 +208,10 @@ impl VmBuilder {
             .map_err(VmError::device("i8042"))?;
         pio.insert(
             u64::from(PCI_CONFIG_PORT),
-            pci_host::PORT_LEN,
-            Arc::new(Mutex::new(PciHostBridge::default())),
+            CONFIG_IO_LEN,
+            Arc::new(Mutex::new(PciConfigIo::new(Arc::new(Mutex::new(
+                PciRoot::new(),
+            ))))),
         )
         .map_err(VmError::device("pci_host"))?;
         pio.insert(

@@ -5,7 +5,7 @@
 //! and its config space, registers its own host descriptors with the event
 //! loop ([`DeviceEvents`]), and signals its driver through the
 //! [`VirtioInterrupt`] handle it is given at activation, per queue or for a
-//! config change. A transport (`mmio`; PCI next) implements
+//! config change. A transport (`mmio`, `pci`) implements
 //! [`VirtioTransport`]: it owns everything the driver negotiates through
 //! registers (status, features, queue addresses, interrupt status), hands
 //! the device its queues and interrupt handle once the driver sets
@@ -40,12 +40,14 @@ pub mod block;
 pub mod chain;
 pub mod mmio;
 pub mod net;
+pub mod pci;
 pub mod rng;
 pub mod vsock;
 
 pub use block::{Block, BlockError, BlockOptions};
 pub use mmio::{MmioError, MmioInterrupt, MmioTransport, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
 pub use net::{Net, NetBackend, NetBackendError, NetError, Tap, TapError, TYPE_NET};
+pub use pci::{PciInterrupt, VirtioPciDevice, VirtioPciError, VIRTIO_MSI_NO_VECTOR};
 pub use rng::Rng;
 pub use vsock::{Vsock, VsockError, TYPE_VSOCK};
 
