@@ -18,7 +18,7 @@ use keel_vmm::vm::{
 };
 
 /// Used when the spec sets no command line.
-const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux";
+const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
 
 #[derive(Parser)]
 #[command(

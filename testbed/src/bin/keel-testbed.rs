@@ -17,7 +17,7 @@ use keel_guest_rt::{cmdline_value, mount_basics, power_off};
 const DATA: &str = "/tmp/keel";
 const DISK: &str = "/tmp/keel/disks/disk.raw";
 const SECTOR0: &[u8] = b"keel-disk-sector0";
-const GUEST_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux loglevel=4";
+const GUEST_CMDLINE: &str = "console=ttyS0 reboot=k panic=1 loglevel=4";
 
 /// The data partition: the guest's kernels and initrd copied into
 /// images/ (a spec names no file outside images/ and disks/), the disk.

@@ -70,6 +70,10 @@
 //!   flags of `console::log::open_append`, which refuses links) and `rename`:
 //!   the console log is rotated by the thread that writes the UART. No
 //!   thread can open a file for reading, nor truncate one.
+//! * `ioctl(KVM_SET_GSI_ROUTING)` and `ioctl(KVM_IOEVENTFD)` (vCPU): MSI-X
+//!   table writes route a vector, and a moved PCI BAR takes its queue
+//!   notify ioeventfds along; both are guest register writes. They reach
+//!   only this guest's own interrupts and notifications.
 //! * `ioctl(TUNSETOFFLOAD)` and `epoll_ctl(EPOLL_CTL_DEL)` (vCPU): device
 //!   activation and reset are register writes, so they run on a vCPU
 //!   thread: virtio-net sets the tap's offloads, virtio-vsock drops its
@@ -147,7 +151,7 @@ pub enum SeccompError {
 
 /// Ioctl request numbers, computed like the kernel headers do.
 mod ioctls {
-    use kvm_bindings::{kvm_regs, kvm_translation};
+    use kvm_bindings::{kvm_ioeventfd, kvm_irq_routing, kvm_regs, kvm_translation};
     use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr, ioctl_iowr_nr};
 
     const KVMIO: u32 = 0xAE;
@@ -156,6 +160,8 @@ mod ioctls {
     ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
     ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
     ioctl_iowr_nr!(KVM_TRANSLATE, KVMIO, 0x85, kvm_translation);
+    ioctl_iow_nr!(KVM_SET_GSI_ROUTING, KVMIO, 0x6a, kvm_irq_routing);
+    ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_ioeventfd);
     ioctl_iow_nr!(TUNSETOFFLOAD, TUNTAP, 208, ::std::os::raw::c_uint);
 }
 
@@ -300,6 +306,11 @@ fn vcpu_rules() -> Result<Rules, BackendError> {
                     // virtio-net sets the tap's offloads when the driver
                     // activates or resets the device: a register write.
                     ioctls::TUNSETOFFLOAD(),
+                    // virtio-pci: a driver programming an MSI-X table entry
+                    // (or masking one) changes that vector's route, and a
+                    // driver moving a BAR moves its queues' ioeventfds.
+                    ioctls::KVM_SET_GSI_ROUTING(),
+                    ioctls::KVM_IOEVENTFD(),
                 ],
             )?,
         ),

@@ -78,6 +78,8 @@ fn ioctl_numbers_match_the_kernel_headers() {
     assert_eq!(ioctls::KVM_GET_REGS(), 0x8090_ae81);
     assert_eq!(ioctls::KVM_TRANSLATE(), 0xc018_ae85);
     assert_eq!(ioctls::TUNSETOFFLOAD(), 0x4004_54d0);
+    assert_eq!(ioctls::KVM_SET_GSI_ROUTING(), 0x4008_ae6a);
+    assert_eq!(ioctls::KVM_IOEVENTFD(), 0x4040_ae79);
     // O_WRONLY|O_CREAT|O_APPEND|O_CLOEXEC|O_NOFOLLOW on x86_64.
     assert_eq!(APPEND_CREATE_FLAGS, 0o2_402_101);
 }
@@ -173,6 +175,8 @@ fn vcpu_ioctls_are_limited_to_the_run_loop() {
         ioctls::KVM_GET_REGS(),
         ioctls::KVM_TRANSLATE(),
         ioctls::TUNSETOFFLOAD(),
+        ioctls::KVM_SET_GSI_ROUTING(),
+        ioctls::KVM_IOEVENTFD(),
     ] {
         assert!(allowed(vcpu, libc::SYS_ioctl, args2(ok)));
         // The kernel takes the request as an unsigned int.
@@ -290,6 +294,8 @@ fn the_vmm_thread_only_sets_sockets_nonblocking() {
         0x4008_ae61,
         0x4004_54ca,
         ioctls::TUNSETOFFLOAD(),
+        ioctls::KVM_SET_GSI_ROUTING(),
+        ioctls::KVM_IOEVENTFD(),
         libc::TCSETS,
     ] {
         assert!(!allowed(vmm, libc::SYS_ioctl, args2(bad)), "{bad:#x}");

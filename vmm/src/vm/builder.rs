@@ -9,12 +9,15 @@ use std::time::Instant;
 use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
-use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
+use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::epoll::Epoll;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{BootSource, NetBackendConfig, VirtioSlot, Vm, VmConfig, VmError};
+use super::gsi_routes::GsiRoutes;
+use super::pci_devices::PciDevices;
+use super::{mmio_devices, pci_devices};
+use super::{BootSource, NetBackendConfig, Transport, VirtioSlot, Vm, VmConfig, VmError};
 use crate::arch::acpi::AcpiConfig;
 use crate::arch::boot::{self, BootEntry, BootPayload};
 use crate::arch::cpuid;
@@ -25,14 +28,14 @@ use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::boot_timer::{BootMarker, BootTimer};
 use crate::devices::bus::Bus;
 use crate::devices::i8042::I8042;
+use crate::devices::pci::PciEcam;
 use crate::devices::pci::{PciConfigIo, PciRoot, CONFIG_IO_LEN};
 use crate::devices::pvpanic::PvPanic;
 use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::block::BlockError;
 use crate::devices::virtio::net::user::{UserNet, UserNetConfig};
 use crate::devices::virtio::{
-    self, Block, BlockOptions, DeviceEvents, Interrupt, MmioTransport, Net, NetBackend, Rng, Tap,
-    VirtioDevice, VirtioTransport, Vsock,
+    Block, BlockOptions, DeviceEvents, Net, NetBackend, Rng, Tap, VirtioDevice, Vsock,
 };
 use crate::exit::ExitSignal;
 use crate::vcpu::{ExitCounters, RunState, Vcpu};
@@ -52,14 +55,28 @@ struct VirtioDevices {
     slots: Vec<VirtioSlot>,
     /// The event loop's epoll set, holding the devices' own descriptors.
     epoll: Arc<Epoll>,
-    /// The `virtio_mmio.device=` options that announce them to Linux.
+    /// virtio-mmio windows (base, GSI) for the DSDT.
+    acpi_mmio: Vec<(u64, u32)>,
+    /// What to append to the kernel command line to announce them.
     cmdline: String,
+    /// virtio-pci functions, whose BAR moves the VM follows once the MMIO
+    /// bus is shared with the vCPUs.
+    pci: Option<PciDevices>,
 }
 
-/// A virtio device before it gets its transport.
-struct PendingDevice {
-    name: String,
-    device: Box<dyn VirtioDevice>,
+/// A virtio device before it gets its transport, its descriptors already
+/// registered with the event loop.
+pub(super) struct PendingDevice {
+    pub name: String,
+    pub device: Box<dyn VirtioDevice>,
+}
+
+/// An eventfd that raises `gsi` when written.
+pub(super) fn irqfd(vm: &VmFd, gsi: u32) -> Result<EventFd, VmError> {
+    let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(VmError::EventFd)?;
+    vm.register_irqfd(&fd, gsi)
+        .map_err(VmError::kvm("register irqfd"))?;
+    Ok(fd)
 }
 
 /// Builds a [`Vm`] from its configuration, one step at a time.
@@ -67,8 +84,11 @@ pub(super) struct VmBuilder {
     config: VmConfig,
     started: Instant,
     kvm: Kvm,
-    vm: VmFd,
+    vm: Arc<VmFd>,
     exit: Arc<ExitSignal>,
+    /// Bus 0, reached through 0xCF8 on the port bus and ECAM on the MMIO
+    /// bus; it holds only the host bridge when the transport is mmio.
+    pci_root: Arc<Mutex<PciRoot>>,
 }
 
 impl VmBuilder {
@@ -91,8 +111,9 @@ impl VmBuilder {
             config,
             started,
             kvm,
-            vm,
+            vm: Arc::new(vm),
             exit,
+            pci_root: Arc::new(Mutex::new(PciRoot::new())),
         })
     }
 
@@ -101,13 +122,17 @@ impl VmBuilder {
         let mem = self.guest_memory()?;
         let legacy = self.legacy_devices()?;
         let virtio = self.virtio_devices(&mem)?;
-        let entry = self.load_payload(&mem, &virtio.cmdline)?;
+        let entry = self.load_payload(&mem, &virtio)?;
         let counters = Arc::new(ExitCounters::default());
         let state = Arc::new(RunState::default());
+        let mmio = Arc::new(virtio.mmio);
+        if let Some(pci) = virtio.pci {
+            pci.follow_bar_moves(&self.pci_root, self.vm.clone(), mmio.clone());
+        }
         let vcpus = self.vcpus(
             &mem,
             &entry,
-            [Arc::new(legacy.pio), Arc::new(virtio.mmio)],
+            [Arc::new(legacy.pio), mmio],
             &counters,
             &state,
         )?;
@@ -166,15 +191,6 @@ impl VmBuilder {
         Ok(mem)
     }
 
-    /// An eventfd that raises `gsi` when written.
-    fn irqfd(&self, gsi: u32) -> Result<EventFd, VmError> {
-        let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(VmError::EventFd)?;
-        self.vm
-            .register_irqfd(&fd, gsi)
-            .map_err(VmError::kvm("register irqfd"))?;
-        Ok(fd)
-    }
-
     /// The console sinks and the devices on the port-I/O bus: COM1, the
     /// i8042 (reset), ACPI PM (power off), pvpanic and the boot timer.
     fn legacy_devices(&self) -> Result<LegacyDevices, VmError> {
@@ -194,11 +210,11 @@ impl VmBuilder {
         let sinks = Arc::new(Mutex::new(ConsoleSinks::new(config.console_stdio, log)));
         let boot_marker = BootMarker::default();
         let serial = Arc::new(Mutex::new(SerialDevice::new(
-            self.irqfd(SERIAL_IRQ)?,
+            irqfd(&self.vm, SERIAL_IRQ)?,
             sinks.clone(),
         )));
         let i8042 = Arc::new(Mutex::new(I8042::new(
-            self.irqfd(I8042_IRQ)?,
+            irqfd(&self.vm, I8042_IRQ)?,
             self.exit.clone(),
         )));
         let mut pio = Bus::default();
@@ -209,11 +225,9 @@ impl VmBuilder {
         pio.insert(
             u64::from(PCI_CONFIG_PORT),
             CONFIG_IO_LEN,
-            Arc::new(Mutex::new(PciConfigIo::new(Arc::new(Mutex::new(
-                PciRoot::new(),
-            ))))),
+            Arc::new(Mutex::new(PciConfigIo::new(self.pci_root.clone()))),
         )
-        .map_err(VmError::device("pci_host"))?;
+        .map_err(VmError::device("pci"))?;
         pio.insert(
             u64::from(ACPI_PM_PORT),
             u64::from(ACPI_PM_LEN),
@@ -315,77 +329,86 @@ impl VmBuilder {
         Ok(devices)
     }
 
-    /// Lets each virtio device register its descriptors with the event
-    /// loop's epoll set, then puts it on its MMIO transport with an
-    /// interrupt and one ioeventfd per queue.
+    /// Opens the devices, registers their descriptors with the event
+    /// loop, and attaches them over the configured transport.
     fn virtio_devices(&self, mem: &GuestMemoryMmap) -> Result<VirtioDevices, VmError> {
         let epoll = Arc::new(Epoll::new().map_err(VmError::Epoll)?);
-        let devices = self.open_virtio_devices()?;
-        if devices.len() > VIRTIO_IRQS.len() {
-            return Err(VmError::TooManyDevices {
-                max: VIRTIO_IRQS.len(),
-            });
+        let mut devices = self.open_virtio_devices()?;
+        for (slot, pending) in devices.iter_mut().enumerate() {
+            let slot = u16::try_from(slot).map_err(|_| VmError::TooManyDevices {
+                max: usize::from(u16::MAX),
+            })?;
+            pending
+                .device
+                .register_events(DeviceEvents::new(epoll.clone(), slot))
+                .map_err(VmError::device(&pending.name))?;
         }
         let mut mmio = Bus::default();
-        let mut slots = Vec::new();
-        let mut cmdline = String::new();
-        for (i, (pending, &gsi)) in devices.into_iter().zip(VIRTIO_IRQS.iter()).enumerate() {
-            let base = VIRTIO_MMIO_START + i as u64 * VIRTIO_MMIO_STRIDE;
-            let PendingDevice { name, mut device } = pending;
-            let slot = u16::try_from(i).map_err(|_| VmError::TooManyDevices {
-                max: VIRTIO_IRQS.len(),
-            })?;
-            device
-                .register_events(DeviceEvents::new(epoll.clone(), slot))
-                .map_err(VmError::device(&name))?;
-            let interrupt: Arc<dyn Interrupt> = Arc::new(self.irqfd(gsi)?);
-            let transport = MmioTransport::new(device, mem.clone(), interrupt)
-                .map_err(VmError::device(&name))?;
-            let mut notifies = Vec::new();
-            for queue in 0..transport.queue_count() as u32 {
-                let notify = EventFd::new(libc::EFD_NONBLOCK).map_err(VmError::EventFd)?;
-                self.vm
-                    .register_ioevent(
-                        &notify,
-                        &IoEventAddress::Mmio(base + virtio::QUEUE_NOTIFY_OFFSET),
-                        queue,
-                    )
-                    .map_err(VmError::kvm("register ioeventfd"))?;
-                notifies.push(notify);
+        // ECAM answers on both transports, like 0xCF8: with mmio the bus
+        // holds only the host bridge.
+        mmio.insert(
+            PCI_ECAM_START,
+            PCI_ECAM_SIZE,
+            Arc::new(Mutex::new(PciEcam::new(self.pci_root.clone()))),
+        )
+        .map_err(VmError::device("pci"))?;
+        let cmdline_wants_devices = match &self.config.boot {
+            BootSource::Linux { cmdline, .. } => mmio_devices::acpi_off(cmdline),
+            BootSource::Flat { .. } => false,
+        };
+        match self.config.transport {
+            Transport::Mmio => {
+                let attached = mmio_devices::attach(&self.vm, mem, devices, &mut mmio)?;
+                Ok(VirtioDevices {
+                    mmio,
+                    slots: attached.slots,
+                    epoll,
+                    acpi_mmio: attached.acpi,
+                    cmdline: if cmdline_wants_devices {
+                        attached.cmdline
+                    } else {
+                        String::new()
+                    },
+                    pci: None,
+                })
             }
-            let transport = Arc::new(Mutex::new(transport));
-            mmio.insert(base, virtio::MMIO_LEN, transport.clone())
-                .map_err(VmError::device(&name))?;
-            cmdline.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{gsi}"));
-            let transport: Arc<Mutex<dyn VirtioTransport>> = transport;
-            slots.push(VirtioSlot {
-                transport,
-                notifies,
-                name,
-            });
+            Transport::Pci => {
+                let routes = Arc::new(GsiRoutes::new(self.vm.clone()));
+                let mut attached = pci_devices::attach(
+                    &self.vm,
+                    mem,
+                    self.config.memory_bytes,
+                    devices,
+                    &self.pci_root,
+                    &routes,
+                    &mut mmio,
+                )?;
+                Ok(VirtioDevices {
+                    mmio,
+                    slots: std::mem::take(&mut attached.slots),
+                    epoll,
+                    acpi_mmio: Vec::new(),
+                    cmdline: String::new(),
+                    pci: Some(attached),
+                })
+            }
         }
-        Ok(VirtioDevices {
-            mmio,
-            slots,
-            epoll,
-            cmdline,
-        })
     }
 
-    /// Loads the kernel (with `virtio_cmdline` appended to its command
-    /// line) or the flat payload into guest memory.
+    /// Loads the kernel (with the devices' announcement appended to its
+    /// command line, if any) or the flat payload into guest memory, with
+    /// ACPI tables describing the devices.
     fn load_payload(
         &self,
         mem: &GuestMemoryMmap,
-        virtio_cmdline: &str,
+        virtio: &VirtioDevices,
     ) -> Result<BootEntry, VmError> {
-        // The virtio-mmio devices are still announced on the command line
-        // only: listing them here too would register each one twice.
+        let virtio_cmdline = &virtio.cmdline;
         let acpi = AcpiConfig {
             vcpus: self.config.vcpus,
             mem_bytes: self.config.memory_bytes,
-            pci: false,
-            mmio_devices: &[],
+            pci: virtio.pci.is_some(),
+            mmio_devices: &virtio.acpi_mmio,
         };
         Ok(match &self.config.boot {
             BootSource::Linux {

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use crate::arch::{boot, regs};
 use crate::devices::bus::BusError;
+use crate::devices::pci::{ResourceError, RootError};
 use crate::devices::virtio::net::UserNetError;
+use crate::devices::virtio::pci::VirtioPciError;
 use crate::devices::virtio::{BlockError, MmioError, NetError, TapError, VsockError};
 
 /// A failure building the VM.
@@ -57,6 +59,14 @@ pub enum DeviceError {
     Vsock(#[from] VsockError),
     #[error(transparent)]
     Transport(#[from] MmioError),
+    #[error(transparent)]
+    PciTransport(#[from] VirtioPciError),
+    #[error("PCI bus 0: {0}")]
+    PciBus(#[from] RootError),
+    #[error("PCI resources: {0}")]
+    PciResources(#[from] ResourceError),
+    #[error("{0}")]
+    PciLayout(&'static str),
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error("cannot register the device's descriptors with the event loop: {0}")]

@@ -17,14 +17,11 @@ use kvm_bindings::{
 };
 use kvm_ioctls::VmFd;
 
-use crate::arch::layout::MSI_GSI_START;
+use vmm_sys_util::eventfd::EventFd;
 
-/// An MSI message as a driver writes it into an MSI-X table entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MsiMessage {
-    pub address: u64,
-    pub data: u32,
-}
+use crate::arch::layout::MSI_GSI_START;
+pub use crate::devices::pci::MsiMessage;
+use crate::devices::pci::MsiRoutes;
 
 /// The routing table of one VM.
 pub struct GsiRoutes {
@@ -99,6 +96,49 @@ impl GsiRoutes {
         self.vm
             .set_gsi_routing(&routing)
             .map_err(|e| io::Error::from_raw_os_error(e.errno()))
+    }
+}
+
+/// One virtio-pci function's MSI-X vectors: vector `i` is GSI `gsis[i]`,
+/// fired by writing `irqfds[i]` (registered with KVM for that GSI).
+pub struct VectorRoutes {
+    table: Arc<GsiRoutes>,
+    gsis: Vec<u32>,
+    irqfds: Vec<EventFd>,
+}
+
+impl VectorRoutes {
+    /// `gsis` and `irqfds` pair up by index.
+    pub fn new(table: Arc<GsiRoutes>, gsis: Vec<u32>, irqfds: Vec<EventFd>) -> Self {
+        VectorRoutes {
+            table,
+            gsis,
+            irqfds,
+        }
+    }
+}
+
+fn no_vector(vector: u16) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("there is no MSI-X vector {vector}"),
+    )
+}
+
+impl MsiRoutes for VectorRoutes {
+    fn update(&self, vector: u16, message: Option<MsiMessage>) -> io::Result<()> {
+        let gsi = self
+            .gsis
+            .get(usize::from(vector))
+            .ok_or_else(|| no_vector(vector))?;
+        self.table.set(*gsi, message)
+    }
+
+    fn trigger(&self, vector: u16) -> io::Result<()> {
+        self.irqfds
+            .get(usize::from(vector))
+            .ok_or_else(|| no_vector(vector))?
+            .write(1)
     }
 }
 

@@ -9,6 +9,8 @@ mod control;
 mod error;
 mod event_loop;
 pub mod gsi_routes;
+mod mmio_devices;
+mod pci_devices;
 pub(crate) mod token;
 
 use std::os::unix::thread::JoinHandleExt;
@@ -49,7 +51,7 @@ struct VirtioSlot {
 /// A built VM, ready to run.
 pub struct Vm {
     config: VmConfig,
-    _vm: VmFd,
+    _vm: Arc<VmFd>,
     vcpus: Vec<Vcpu>,
     virtio: Vec<VirtioSlot>,
     /// The event loop's epoll set, created with the VM so that devices can
