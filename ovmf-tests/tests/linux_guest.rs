@@ -22,26 +22,66 @@ fn testbed_line(serial: &str, scenario: &str, key: &str) -> String {
 }
 
 #[test]
-fn linux_guest_boots_uses_its_devices_and_exits_with_the_right_status() {
-    let dir = std::env::temp_dir().join(format!("keel-testbed-{}", std::process::id()));
+fn linux_guest_on_virtio_pci_boots_uses_its_devices_and_exits_with_the_right_status() {
+    every_scenario_on("pci");
+}
+
+#[test]
+fn linux_guest_on_virtio_mmio_boots_uses_its_devices_and_exits_with_the_right_status() {
+    every_scenario_on("mmio");
+}
+
+/// Runs every scenario with the guest's devices on `transport`.
+fn every_scenario_on(transport: &str) {
+    let dir = std::env::temp_dir().join(format!("keel-testbed-{transport}-{}", std::process::id()));
     let initrd = testbed_initramfs(&dir);
     let mut options = QemuOptions::new(
         artefact("kernel/bzImage"),
         BootMedia::DirectKernel {
             initrd: initrd.clone(),
-            cmdline: "console=ttyS0 loglevel=3 keel.testbed=poweroff,reboot,panic,control,kill,pvh,bigmem,usernet"
-                .into(),
+            cmdline: format!("console=ttyS0 loglevel=3 keel.transport={transport} keel.testbed=poweroff,reboot,panic,control,kill,pvh,bigmem,usernet"),
         },
     );
     // Room for the 4 GiB guest of the bigmem scenario (touched lazily).
     options.memory_mib = 6144;
-    let mut qemu = Qemu::start("linux-guest", &options);
+    let mut qemu = Qemu::start(&format!("linux-guest-{transport}"), &options);
     qemu.wait_for("TESTBED done", Duration::from_secs(600));
     let serial = qemu.serial().replace('\r', "");
     assert!(
         serial.contains("TESTBED kvm=true"),
         "L1 has no /dev/kvm; console:\n{serial}"
     );
+    assert!(
+        serial.contains(&format!("TESTBED transport={transport}")),
+        "L1 did not take keel.transport; console:\n{serial}"
+    );
+    // Every boot found its devices over that transport and no other.
+    let guest_transport = format!("KEEL-TEST-GUEST transport={transport}\n");
+    assert!(
+        serial.contains(&guest_transport),
+        "the guest's devices are not on {transport}; console:\n{serial}"
+    );
+    assert!(
+        !serial
+            .lines()
+            .any(|l| l.starts_with("KEEL-TEST-GUEST transport=") && !guest_transport.starts_with(l)),
+        "a guest saw another transport; console:\n{serial}"
+    );
+    let msi_vectors: Vec<u32> = serial
+        .lines()
+        .filter_map(|l| l.strip_prefix("KEEL-TEST-GUEST msi_vectors="))
+        .map(|v| v.trim().parse().expect("a vector count"))
+        .collect();
+    assert!(!msi_vectors.is_empty(), "no MSI report; console:\n{serial}");
+    if transport == "pci" {
+        // Disk and rng: one vector per queue plus config, on every boot.
+        assert!(
+            msi_vectors.iter().all(|&n| n >= 2),
+            "virtio-pci drivers did not enable MSI-X ({msi_vectors:?}); console:\n{serial}"
+        );
+    } else {
+        assert!(msi_vectors.iter().all(|&n| n == 0), "{msi_vectors:?}");
+    }
 
     // Power-off: the guest saw its two vCPUs, memory, disk and rng, and
     // its write reached the disk file on the host (L1) side.

@@ -73,6 +73,38 @@ fn check_rng() {
     );
 }
 
+/// Which transport the virtio devices came over: each device's sysfs
+/// node sits under its PCI function or its virtio-mmio platform device.
+fn check_transport() {
+    let mut kinds: Vec<&str> = std::fs::read_dir("/sys/bus/virtio/devices")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|entry| std::fs::canonicalize(entry.path()).ok())
+                .map(|path| {
+                    let path = path.to_string_lossy();
+                    if path.contains("/pci0000:00/") {
+                        "pci"
+                    } else if path.contains("LNRO0005") || path.contains("virtio-mmio") {
+                        "mmio"
+                    } else {
+                        "other"
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    kinds.sort_unstable();
+    kinds.dedup();
+    report(
+        "transport",
+        if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            kinds.join("+")
+        },
+    );
+}
+
 /// Waits (briefly) for Linux's keyboard driver to bind to the i8042, so
 /// ctrl-alt-del sent after the boot marker is not lost.
 fn check_keyboard() {
@@ -175,6 +207,7 @@ fn main() {
     report("mem_kib", mem_kib);
     check_disk();
     check_rng();
+    check_transport();
     check_keyboard();
     let cmdline = keel_guest_rt::kernel_cmdline();
     match cmdline_value(&cmdline, "keel.net").as_deref() {

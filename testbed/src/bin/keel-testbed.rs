@@ -39,9 +39,18 @@ fn write_disk() -> std::io::Result<()> {
     std::fs::write(DISK, image)
 }
 
+/// The virtio transport every scenario's guest gets: `keel.transport=` on
+/// L1's command line, pci by default (as in a spec).
+static TRANSPORT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn transport() -> &'static str {
+    TRANSPORT.get().map_or("pci", String::as_str)
+}
+
 fn spec(scenario: &str, vcpus: u32) -> String {
+    let transport = transport();
     format!(
-        "name = \"{scenario}\"\nvcpus = {vcpus}\nmemory_mib = 256\n\n[boot]\nkernel = \"images/bzImage\"\ninitrd = \"images/initrd.cpio\"\ncmdline = \"{GUEST_CMDLINE} keel.action={scenario}\"\n\n[[disk]]\npath = \"disks/disk.raw\"\nserial = \"testbed-disk\"\n"
+        "name = \"{scenario}\"\nvcpus = {vcpus}\nmemory_mib = 256\ntransport = \"{transport}\"\n\n[boot]\nkernel = \"images/bzImage\"\ninitrd = \"images/initrd.cpio\"\ncmdline = \"{GUEST_CMDLINE} keel.action={scenario}\"\n\n[[disk]]\npath = \"disks/disk.raw\"\nserial = \"testbed-disk\"\n"
     )
 }
 
@@ -608,6 +617,10 @@ fn main() {
     mount_basics();
     let cmdline = keel_guest_rt::kernel_cmdline();
     println!("TESTBED kvm={}", Path::new("/dev/kvm").exists());
+    if let Some(transport) = cmdline_value(&cmdline, "keel.transport") {
+        let _ = TRANSPORT.set(transport);
+    }
+    println!("TESTBED transport={}", transport());
     let scenarios = cmdline_value(&cmdline, "keel.testbed").unwrap_or_else(|| "poweroff".into());
     for scenario in scenarios.split(',') {
         match scenario {
