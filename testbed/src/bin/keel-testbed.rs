@@ -228,10 +228,18 @@ fn rss_kib(pid: u32, guest_kib: u64) -> (u64, u64) {
 /// Boots a 1 vCPU / 128 MiB guest and reports the control socket's ready
 /// time, the boot marker time and the VMM's memory overhead (RSS minus
 /// guest memory the guest touched), then kills it.
+/// Boot time and memory of one 1 vCPU / 128 MiB boot; `measure-pci` and
+/// `measure-mmio` pick the transport whatever `keel.transport` says.
 fn run_measure(scenario: &str) {
     let config = format!("/tmp/{scenario}.toml");
     let socket = format!("/tmp/{scenario}.sock");
-    let spec = spec("wait", 1).replace("memory_mib = 256", "memory_mib = 128");
+    let mut spec = spec("wait", 1).replace("memory_mib = 256", "memory_mib = 128");
+    if let Some(transport) = scenario.strip_prefix("measure-") {
+        spec = spec.replace(
+            &format!("transport = \"{}\"", transport()),
+            &format!("transport = \"{transport}\""),
+        );
+    }
     if write_disk()
         .and_then(|_| std::fs::write(&config, spec))
         .is_err()
@@ -625,7 +633,7 @@ fn main() {
     for scenario in scenarios.split(',') {
         match scenario {
             "control" | "kill" => run_controlled(scenario),
-            "measure" => run_measure(scenario),
+            "measure" | "measure-pci" | "measure-mmio" => run_measure(scenario),
             "qemu" => run_qemu_baseline(scenario),
             "usernet" => run_user_net(scenario),
             "netbench" => run_net_bench(scenario),
