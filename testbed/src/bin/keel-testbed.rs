@@ -234,10 +234,10 @@ fn run_measure(scenario: &str) {
     let config = format!("/tmp/{scenario}.toml");
     let socket = format!("/tmp/{scenario}.sock");
     let mut spec = spec("wait", 1).replace("memory_mib = 256", "memory_mib = 128");
-    if let Some(transport) = scenario.strip_prefix("measure-") {
+    if let Some(wanted) = scenario.strip_prefix("measure-") {
         spec = spec.replace(
             &format!("transport = \"{}\"", transport()),
-            &format!("transport = \"{transport}\""),
+            &format!("transport = \"{wanted}\""),
         );
     }
     if write_disk()
