@@ -42,11 +42,6 @@ fuzz_target!(|data: &[u8]| {
     let mut block = Block::new(file, options).expect("cannot create the block device");
     let mut driver = Driver::new(&mut input, 1, block.device_features());
     driver.activate(&mut block);
-    loop {
-        match driver.step(&mut input, Some(&mut block)) {
-            Step::Done | Step::Device(..) => {}
-            Step::End => break,
-        }
-    }
+    while !matches!(driver.step(&mut input, Some(&mut block)), Step::End) {}
     driver.reset(&mut block);
 });

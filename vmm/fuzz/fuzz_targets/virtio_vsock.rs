@@ -84,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
                     if streams.len() < MAX_STREAMS {
                         if let Ok(mut stream) = UnixStream::connect(&uds) {
                             let _ = stream.set_nonblocking(true);
-                            let _ = write!(stream, "CONNECT {port}\n");
+                            let _ = writeln!(stream, "CONNECT {port}");
                             streams.push(stream);
                         }
                     }
