@@ -118,10 +118,10 @@ bench: image
 	cargo bench --locked -p keel-ovmf-tests --bench net_guest
 	cargo bench --locked -p keel-ovmf-tests --bench appliance
 
-## fuzz: every management-protocol decoder under cargo-fuzz (nightly), FUZZ_SECONDS each; fails on a crash.
+## fuzz: every cargo-fuzz target (nightly), FUZZ_SECONDS each: the management-protocol decoders, keel-vmm's virtio devices and transports; prints executions and crashes per target, fails on a crash.
 FUZZ_SECONDS ?= 30
 fuzz: deps
-	mgmt-agent/fuzz/run.sh $(FUZZ_SECONDS)
+	scripts/fuzz.sh $(FUZZ_SECONDS) mgmt-agent/fuzz vmm/fuzz
 
 clean:
 	rm -rf $(OUT) target
