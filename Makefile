@@ -25,7 +25,7 @@ DEBIAN_PACKAGES := qemu-system-x86 ovmf linux-source-6.1 xorriso mtools dosfstoo
 	e2fsprogs e2fsck-static systemd-boot-efi sbsigntool busybox-static binutils make gcc libc6-dev \
 	flex bison bc libelf-dev libssl-dev cpio zstd xz-utils python3 git dnsmasq-base acpica-tools
 
-.PHONY: all run test deps kernel binaries image install size check bench fuzz clean
+.PHONY: all run test deps kernel binaries image install size check bench soak fuzz clean
 
 all: image
 
@@ -117,6 +117,10 @@ bench: image
 	cargo bench --locked -p keel-ovmf-tests --bench vmm_guest
 	cargo bench --locked -p keel-ovmf-tests --bench net_guest
 	cargo bench --locked -p keel-ovmf-tests --bench appliance
+
+## soak: SOAK_CYCLES (default 100) boot-and-reboot cycles of a Linux guest under keel-vmm in the TCG test bed, each watched for a hang (SOAK_TRANSPORT=pci|mmio).
+soak: image
+	cargo bench --locked -p keel-ovmf-tests --bench soak
 
 ## fuzz: every cargo-fuzz target (nightly), FUZZ_SECONDS each: the management-protocol decoders, keel-vmm's virtio devices and transports; prints executions and crashes per target, fails on a crash.
 FUZZ_SECONDS ?= 30

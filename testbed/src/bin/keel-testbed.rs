@@ -13,6 +13,9 @@ use keel_common::vmm_api::{read_frame, write_frame, VmmRequest, VmmResponse};
 
 use keel_guest_rt::{cmdline_value, mount_basics, power_off};
 
+#[path = "../watchdog.rs"]
+mod watchdog;
+
 /// The scratch data partition keel-vmm resolves the spec's files beneath.
 const DATA: &str = "/tmp/keel";
 const DISK: &str = "/tmp/keel/disks/disk.raw";
@@ -75,17 +78,33 @@ fn run(scenario: &str) {
         println!("TESTBED scenario={scenario} error=cannot-write-spec:{err}");
         return;
     }
+    let socket = format!("/tmp/{scenario}.sock");
     let started = Instant::now();
-    let status = Command::new("/usr/bin/keel-vmm")
-        .args(["--config", &config, "--base-dir", DATA, "--console-stdio"])
-        .status();
+    let Some(mut child) = spawn_vmm(
+        scenario,
+        &[
+            "--config",
+            &config,
+            "--console-stdio",
+            "--api-socket",
+            &socket,
+        ],
+        false,
+    ) else {
+        return;
+    };
+    let outcome = watchdog::wait(scenario, &mut child, RUN_DEADLINE, || {
+        describe_vmm(scenario, &socket)
+    });
     let ms = started.elapsed().as_millis();
-    match status {
-        Ok(status) => println!(
+    match outcome {
+        watchdog::Outcome::Exited(status) => println!(
             "TESTBED scenario={scenario} exit={} elapsed_ms={ms}",
             status.code().unwrap_or(-1)
         ),
-        Err(err) => println!("TESTBED scenario={scenario} error=cannot-run-keel-vmm:{err}"),
+        watchdog::Outcome::Hung => {
+            println!("TESTBED scenario={scenario} exit=hung elapsed_ms={ms}")
+        }
     }
     if let Ok(disk) = std::fs::read(DISK) {
         let sector1: String = disk[512..]
@@ -95,6 +114,89 @@ fn run(scenario: &str) {
             .collect();
         println!("TESTBED scenario={scenario} disk_sector1={sector1}");
     }
+}
+
+/// How long one guest run may take before the watchdog dumps and kills
+/// it: a TCG-nested boot takes seconds, a minute at most.
+const RUN_DEADLINE: Duration = Duration::from_secs(120);
+
+/// What a hung VMM says about itself: its state and its vCPUs' exits by
+/// reason (the last exit shows in which counter moves).
+fn describe_vmm(scenario: &str, socket: &str) {
+    for req in [VmmRequest::Info, VmmRequest::Stats] {
+        match request(socket, &req) {
+            Ok(answer) => println!("TESTBED-HANG scenario={scenario} {answer:?}"),
+            Err(err) => println!("TESTBED-HANG scenario={scenario} control=unanswered:{err}"),
+        }
+    }
+}
+
+/// Boots and reboots (i8042 reset) a guest with a verbose console
+/// `keel.soak=` times (default 100), each run under the watchdog, and
+/// reports how many cycles ended as they should.
+fn run_soak(scenario: &str, cycles: u32) {
+    if let Err(err) = write_disk() {
+        println!("TESTBED scenario={scenario} error=cannot-write-disk:{err}");
+        return;
+    }
+    let config = format!("/tmp/{scenario}.toml");
+    let text = spec("reboot", 1).replace("loglevel=4", "loglevel=7");
+    if let Err(err) = std::fs::write(&config, text) {
+        println!("TESTBED scenario={scenario} error=cannot-write-spec:{err}");
+        return;
+    }
+    let (socket, log) = (
+        format!("/tmp/{scenario}.sock"),
+        format!("/tmp/{scenario}.console"),
+    );
+    let (mut rebooted, mut other, mut hung) = (0u32, 0u32, 0u32);
+    let mut times = Vec::new();
+    for cycle in 0..cycles {
+        let _ = std::fs::remove_file(&log);
+        let started = Instant::now();
+        let Some(mut child) = spawn_vmm(
+            scenario,
+            &[
+                "--config",
+                &config,
+                "--console-log",
+                &log,
+                "--api-socket",
+                &socket,
+            ],
+            false,
+        ) else {
+            return;
+        };
+        match watchdog::wait(scenario, &mut child, RUN_DEADLINE, || {
+            describe_vmm(scenario, &socket)
+        }) {
+            // keel-vmm's exit status for a guest reboot.
+            watchdog::Outcome::Exited(status) if status.code() == Some(3) => rebooted += 1,
+            watchdog::Outcome::Exited(status) => {
+                other += 1;
+                println!(
+                    "TESTBED scenario={scenario} cycle={cycle} unexpected_exit={}",
+                    status.code().unwrap_or(-1)
+                );
+            }
+            watchdog::Outcome::Hung => {
+                hung += 1;
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines: Vec<&str> = tail.lines().collect();
+                for line in &lines[lines.len().saturating_sub(20)..] {
+                    println!("TESTBED-HANG scenario={scenario} cycle={cycle} console: {line}");
+                }
+            }
+        }
+        times.push(started.elapsed().as_millis());
+    }
+    times.sort_unstable();
+    let median = times.get(times.len() / 2).copied().unwrap_or(0);
+    let max = times.last().copied().unwrap_or(0);
+    println!(
+        "TESTBED scenario={scenario} cycles={cycles} rebooted={rebooted} other={other} hung={hung} median_ms={median} max_ms={max}"
+    );
 }
 
 /// Sends one request on a fresh connection and returns the answer.
@@ -408,26 +510,15 @@ fn spawn_with_socket(
 }
 
 /// Waits up to a minute for keel-vmm to end by itself and prints its exit
-/// status; a VMM that does not end is killed and reported as such.
+/// status; a VMM that does not end is dumped by the watchdog, killed and
+/// reported as such.
 fn report_exit(scenario: &str, child: &mut std::process::Child) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                println!(
-                    "TESTBED scenario={scenario} exit={}",
-                    status.code().unwrap_or(-1)
-                );
-                return;
-            }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                println!("TESTBED scenario={scenario} exit=did-not-end");
-                return;
-            }
-        }
+    match watchdog::wait(scenario, child, Duration::from_secs(60), || {}) {
+        watchdog::Outcome::Exited(status) => println!(
+            "TESTBED scenario={scenario} exit={}",
+            status.code().unwrap_or(-1)
+        ),
+        watchdog::Outcome::Hung => println!("TESTBED scenario={scenario} exit=did-not-end"),
     }
 }
 
@@ -637,6 +728,12 @@ fn main() {
             "qemu" => run_qemu_baseline(scenario),
             "usernet" => run_user_net(scenario),
             "netbench" => run_net_bench(scenario),
+            "soak" => run_soak(
+                scenario,
+                cmdline_value(&cmdline, "keel.soak")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(100),
+            ),
             _ => run(scenario),
         }
     }
