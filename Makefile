@@ -23,9 +23,10 @@ export SOURCE_DATE_EPOCH
 
 DEBIAN_PACKAGES := qemu-system-x86 ovmf linux-source-6.1 xorriso mtools dosfstools \
 	e2fsprogs e2fsck-static systemd-boot-efi sbsigntool busybox-static binutils make gcc libc6-dev \
-	flex bison bc libelf-dev libssl-dev cpio zstd xz-utils python3 git dnsmasq-base acpica-tools
+	flex bison bc libelf-dev libssl-dev cpio zstd xz-utils python3 git dnsmasq-base acpica-tools \
+	mmdebstrap
 
-.PHONY: all run test deps kernel binaries image install size check bench soak fuzz clean
+.PHONY: all run test deps kernel debian-guest binaries image install size check bench soak fuzz clean
 
 all: image
 
@@ -44,6 +45,10 @@ deps:
 ## kernel: build the Keel kernel (cached in /var/cache/keel by source version + fragment).
 kernel: deps
 	kernel-config/build.sh $(OUT)/kernel
+
+## debian-guest: the Debian 12 guest of the test bed (root disk, Debian's kernels and initrds; mmdebstrap, cached in /var/cache/keel by recipe).
+debian-guest: deps
+	testbed/debian/build.sh $(OUT)/debian
 
 ## binaries: the static release binaries for the image and the test bed.
 binaries: deps
@@ -89,7 +94,7 @@ run: image install
 		-display none -serial mon:stdio
 
 ## test: everything above, then every test (unit, integration, image boots).
-test: image
+test: image debian-guest
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -q -- -D warnings
 	set -o pipefail; cargo test --workspace --locked 2>&1 | tee $(OUT)/test.log

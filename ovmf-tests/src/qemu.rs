@@ -41,6 +41,10 @@ pub struct QemuOptions {
     /// Files written into the private copy's ESP before boot, as an
     /// operator edits the stick: (path in the ESP, content).
     pub esp_files: Vec<(String, String)>,
+    /// Raw images attached as virtio-blk-pci disks with a serial each:
+    /// (image, serial). Writes go to a temporary overlay (`snapshot=on`),
+    /// so the image stays as built.
+    pub snapshot_disks: Vec<(PathBuf, String)>,
 }
 
 /// Where the ESP starts in keel.img (the first partition, 1 MiB aligned).
@@ -57,6 +61,7 @@ impl QemuOptions {
             agent_port: None,
             nic_mac: None,
             esp_files: Vec::new(),
+            snapshot_disks: Vec::new(),
         }
     }
 }
@@ -156,6 +161,15 @@ impl Qemu {
                     .arg("-append")
                     .arg(cmdline);
             }
+        }
+        for (image, serial) in &options.snapshot_disks {
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=none,id={serial},format=raw,snapshot=on,file={}",
+                    image.display()
+                ))
+                .arg("-device")
+                .arg(format!("virtio-blk-pci,drive={serial},serial={serial}"));
         }
         if options.no_reboot {
             cmd.arg("-no-reboot");

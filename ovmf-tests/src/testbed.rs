@@ -23,13 +23,38 @@ pub fn static_binary(name: &str) -> PathBuf {
 
 /// Builds the L1 initramfs in `dir` and returns its path.
 pub fn testbed_initramfs(dir: &Path) -> PathBuf {
-    build(dir, false)
+    build(dir, false, &[])
 }
 
 /// The L1 initramfs plus QEMU, its shared libraries and the microvm
 /// firmware, for the boot-time baseline in `make bench`.
 pub fn testbed_initramfs_with_qemu(dir: &Path) -> PathBuf {
-    build(dir, true)
+    build(dir, true, &[])
+}
+
+/// What `make debian-guest` leaves in out/debian/ for L1's initramfs:
+/// each Debian kernel and the initrd initramfs-tools made for it.
+pub const DEBIAN_BOOT_FILES: [&str; 4] = [
+    "vmlinuz-cloud",
+    "initrd.img-cloud",
+    "vmlinuz-generic",
+    "initrd.img-generic",
+];
+
+/// The L1 initramfs plus the Debian guest's kernels and initrds in
+/// /guest/debian/ (its root disk is a drive of L1, see
+/// tests/debian_guest.rs).
+pub fn testbed_initramfs_with_debian(dir: &Path) -> PathBuf {
+    let files: Vec<(String, PathBuf)> = DEBIAN_BOOT_FILES
+        .iter()
+        .map(|f| {
+            (
+                format!("guest/debian/{f}"),
+                artefact(&format!("debian/{f}")),
+            )
+        })
+        .collect();
+    build(dir, false, &files)
 }
 
 /// The shared libraries `binary` loads, as ldd resolves them here.
@@ -48,7 +73,8 @@ fn shared_libraries(binary: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-fn build(dir: &Path, with_qemu: bool) -> PathBuf {
+/// `extra` adds files to L1's initramfs: (path there, source).
+fn build(dir: &Path, with_qemu: bool, extra: &[(String, PathBuf)]) -> PathBuf {
     std::fs::create_dir_all(dir).expect("create the test bed directory");
     let mut guest = Tree::skeleton();
     guest.insert(
@@ -109,6 +135,15 @@ fn build(dir: &Path, with_qemu: bool) -> PathBuf {
             executable: false,
         },
     );
+    for (path, source) in extra {
+        l1.insert(
+            path,
+            Node::File {
+                source: source.clone(),
+                executable: false,
+            },
+        );
+    }
     if with_qemu {
         let qemu = "/usr/bin/qemu-system-x86_64";
         for file in std::iter::once(PathBuf::from(qemu)).chain(shared_libraries(qemu)) {
@@ -136,10 +171,10 @@ fn build(dir: &Path, with_qemu: bool) -> PathBuf {
         }
     }
     let image = l1.build_with_level(0, 3).expect("L1 initramfs");
-    let path = dir.join(if with_qemu {
-        "l1-qemu.cpio.zst"
-    } else {
-        "l1.cpio.zst"
+    let path = dir.join(match (with_qemu, extra.is_empty()) {
+        (true, _) => "l1-qemu.cpio.zst",
+        (false, false) => "l1-extra.cpio.zst",
+        (false, true) => "l1.cpio.zst",
     });
     std::fs::write(&path, image).expect("write L1 initramfs");
     path

@@ -1,7 +1,8 @@
 //! PID 1 of the L1 test machine: the Keel kernel booted in QEMU TCG, whose
 //! own KVM (nested, through TCG's SVM) runs keel-vmm. It runs each scenario
-//! named by `keel.testbed=` (comma-separated: poweroff, reboot, panic),
-//! prints one `TESTBED` line per result, and powers L1 off.
+//! named by `keel.testbed=` (comma-separated: poweroff, reboot, panic,
+//! ..., debian-TRANSPORT-FLAVOUR), prints one `TESTBED` line per result,
+//! and powers L1 off.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -513,7 +514,12 @@ fn spawn_with_socket(
 /// status; a VMM that does not end is dumped by the watchdog, killed and
 /// reported as such.
 fn report_exit(scenario: &str, child: &mut std::process::Child) {
-    match watchdog::wait(scenario, child, Duration::from_secs(60), || {}) {
+    report_exit_within(scenario, child, Duration::from_secs(60));
+}
+
+/// [`report_exit`] with a deadline of `limit`.
+fn report_exit_within(scenario: &str, child: &mut std::process::Child, limit: Duration) {
+    match watchdog::wait(scenario, child, limit, || {}) {
         watchdog::Outcome::Exited(status) => println!(
             "TESTBED scenario={scenario} exit={}",
             status.code().unwrap_or(-1)
@@ -712,6 +718,98 @@ fn run_user_net(scenario: &str) {
     report_exit(scenario, &mut child);
 }
 
+/// Where L1's initramfs holds the Debian guest's kernels and initrds.
+const DEBIAN_BOOT: &str = "/guest/debian";
+/// The serial QEMU gives the Debian root disk, by which L1 finds it.
+const DEBIAN_DISK_SERIAL: &str = "keel-debian";
+/// The disk as host.toml would allow-list it: the link udev would make.
+const DEBIAN_DISK: &str = "/dev/disk/by-id/virtio-keel-debian";
+/// A Debian boot under nested TCG takes minutes; one that goes on longer
+/// than this is stuck.
+const DEBIAN_LIMIT: Duration = Duration::from_secs(480);
+
+/// Links [`DEBIAN_DISK`] to the block device whose serial is
+/// [`DEBIAN_DISK_SERIAL`], as udev would (L1 has no udev).
+fn link_debian_disk() -> std::io::Result<()> {
+    let name = std::fs::read_dir("/sys/block")?
+        .flatten()
+        .find(|dev| {
+            std::fs::read_to_string(dev.path().join("serial"))
+                .is_ok_and(|s| s.trim() == DEBIAN_DISK_SERIAL)
+        })
+        .map(|dev| dev.file_name())
+        .ok_or_else(|| std::io::Error::other("no disk with serial keel-debian"))?;
+    let link = Path::new(DEBIAN_DISK);
+    if let Some(dir) = link.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(Path::new("/dev").join(name), link)
+}
+
+/// The Debian guest's spec: its own kernel and initrd of `flavour` (cloud
+/// or generic), root on the allow-listed disk, a user-mode NIC for DHCP,
+/// the rng by default, on `transport` (pci or mmio).
+fn debian_spec(scenario: &str, transport: &str, flavour: &str) -> String {
+    format!(
+        "name = \"{scenario}\"\nvcpus = 1\nmemory_mib = 512\ntransport = \"{transport}\"\n\n[boot]\nkernel = \"images/debian/vmlinuz-{flavour}\"\ninitrd = \"images/debian/initrd.img-{flavour}\"\ncmdline = \"root=/dev/vda ro console=ttyS0 panic=1\"\n\n[[disk]]\npath = \"{DEBIAN_DISK}\"\nserial = \"debian-root\"\n\n[[net]]\nmode = \"user\"\n"
+    )
+}
+
+/// Boots Debian 12 with Debian's own kernel and initrd
+/// (`debian-TRANSPORT-FLAVOUR`) from the disk L1 has as a drive. The
+/// guest prints its `KEEL-DEBIAN` line at multi-user.target and powers
+/// off; `panic=1` makes a failing initramfs reboot instead of waiting at
+/// its shell, so every outcome ends the VMM.
+fn run_debian(scenario: &str) {
+    let Some((transport, flavour)) = scenario
+        .strip_prefix("debian-")
+        .and_then(|rest| rest.split_once('-'))
+    else {
+        println!("TESTBED scenario={scenario} error=unknown-scenario");
+        return;
+    };
+    let images = Path::new(DATA).join("images/debian");
+    let setup = std::fs::create_dir_all(&images)
+        .and_then(|_| {
+            ["vmlinuz", "initrd.img"].iter().try_for_each(|file| {
+                let name = format!("{file}-{flavour}");
+                let target = images.join(&name);
+                if target.exists() {
+                    return Ok(());
+                }
+                std::fs::copy(Path::new(DEBIAN_BOOT).join(&name), target).map(|_| ())
+            })
+        })
+        .and_then(|_| link_debian_disk());
+    if let Err(err) = setup {
+        println!("TESTBED scenario={scenario} error=setup:{err}");
+        return;
+    }
+    let config = format!("/tmp/{scenario}.toml");
+    if let Err(err) = std::fs::write(&config, debian_spec(scenario, transport, flavour)) {
+        println!("TESTBED scenario={scenario} error=cannot-write-spec:{err}");
+        return;
+    }
+    println!("TESTBED scenario={scenario} started");
+    let started = Instant::now();
+    let args = [
+        "--config",
+        &config,
+        "--console-stdio",
+        "--guest-device",
+        DEBIAN_DISK,
+    ];
+    let Some(mut child) = spawn_vmm(scenario, &args, false) else {
+        return;
+    };
+    report_exit_within(scenario, &mut child, DEBIAN_LIMIT);
+    println!(
+        "TESTBED scenario={scenario} elapsed_ms={}",
+        started.elapsed().as_millis()
+    );
+}
+
 fn main() {
     mount_basics();
     let cmdline = keel_guest_rt::kernel_cmdline();
@@ -734,6 +832,7 @@ fn main() {
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(100),
             ),
+            _ if scenario.starts_with("debian-") => run_debian(scenario),
             _ => run(scenario),
         }
     }
