@@ -3,6 +3,7 @@
 //! bus, and the access sizes the targets pick from.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use keel_vmm::devices::pci::{MsiMessage, MsiRoutes, PciDevice};
@@ -31,14 +32,14 @@ const REG_CAPABILITIES: usize = 0x34;
 /// and only sends a vector that has a route.
 pub struct RecordingRoutes {
     routes: Mutex<Vec<Option<MsiMessage>>>,
-    pub sent: Mutex<u64>,
+    pub sent: AtomicU64,
 }
 
 impl RecordingRoutes {
     pub fn new(vectors: u16) -> Self {
         RecordingRoutes {
             routes: Mutex::new(vec![None; usize::from(vectors)]),
-            sent: Mutex::new(0),
+            sent: AtomicU64::new(0),
         }
     }
 }
@@ -61,7 +62,7 @@ impl MsiRoutes for RecordingRoutes {
             route.is_some_and(Option::is_some),
             "vector {vector} sent without a route"
         );
-        *self.sent.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.sent.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
