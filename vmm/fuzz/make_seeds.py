@@ -121,7 +121,72 @@ def mmio():
           + struct.pack("<BBB", READ_CONFIG, 0, 3))
 
 
+# Size selectors (src/pci.rs SIZES).
+B1, B2, B4, B8, B3 = 0, 1, 2, 3, 7
+
+
+def pci_config():
+    address, io_read, io_write, ecam_read, ecam_write = 0, 1, 2, 3, 4
+    bar_size, bar_move, absent = 5, 6, 7
+
+    def select(dev, reg, fn=0, flags=0):
+        return struct.pack("<BBBB", address, dev << 3 | fn, reg, flags)
+
+    def ecam(dev, reg, sel, fn=0):
+        return struct.pack("<BBHB", ecam_read, dev << 3 | fn, reg, sel)
+
+    enumerate_ = b"".join(select(d, 0) + struct.pack("<BBB", io_read, 4, B4)
+                          + ecam(d, 0, B2) + ecam(d, 8, B4) for d in range(4))
+    caps = select(1, 0x34) + struct.pack("<BBB", io_read, 4, B1) + b"".join(
+        ecam(1, off, B4) for off in range(0x40, 0x80, 4))
+    sizing = b"".join(struct.pack("<BBB", bar_size, 1, bar) for bar in range(6))
+    moves = (struct.pack("<BBBBQ", bar_move, 1, 0, 0, 0x2_0000_0000)
+             + struct.pack("<BBBBQ", bar_move, 1, 0, 1, 0x3_0000_8000)
+             + struct.pack("<BBBBQ", bar_move, 2, 0, 0, 0x1_0000_0000))
+    command = (struct.pack("<BBHBQ", ecam_write, 1 << 3, 4, B2, 6)
+               + select(1, 4) + struct.pack("<BBBQ", io_write, 4, B2, 6))
+    linux_probe = (struct.pack("<BBBQ", io_write, 3, B1, 1)
+                   + struct.pack("<BBBQ", io_write, 0, B4, 0x8000_0000)
+                   + struct.pack("<BBB", io_read, 0, B4))
+    absents = b"".join(struct.pack("<BBB", absent, d, f)
+                       for d, f in ((0, 1), (1, 7), (2, 0), (3, 0), (31, 7)))
+    write("pci_config", "enumerate", b"\x00" + linux_probe + enumerate_ + caps)
+    write("pci_config", "two_functions", b"\x01" + enumerate_ + absents)
+    write("pci_config", "bar_size_move", b"\x01" + sizing + moves + command + sizing)
+    write("pci_config", "odd_accesses", b"\x00" + select(1, 0x10, flags=2)
+          + struct.pack("<BBB", io_read, 6, B4) + struct.pack("<BBB", io_read, 4, B8)
+          + ecam(1, 0x8000, B4) + ecam(1, 1, B2) + ecam(1, 0, B3) + absents)
+
+
+def pci_transport():
+    setup = b"\x04" + ALL_FEATURES
+    bar_read, bar_write, status_step = DEVICE_OPS, DEVICE_OPS + 1, DEVICE_OPS + 2
+    msix_control, command, vector_entry = DEVICE_OPS + 5, DEVICE_OPS + 6, DEVICE_OPS + 7
+    rx = chain(0, desc(0x1000, 64, W)) + chain(0, desc(0x2000, 16, W))
+    probe = b"".join(struct.pack("<BHB", bar_read, off, sel) for off, sel in (
+        (0x00, B4), (0x04, B4), (0x12, B2), (0x14, B1), (0x18, B2), (0x1a, B2),
+        (0x1e, B2), (0x1000, B1), (0x4000, B8), (0x5000, B8)))
+    config = b"".join(struct.pack("<BHB", DEVICE_OPS + 3, off, B4)
+                      for off in (0, 4, 8, 0x10, 0x34, 0x40, 0x50, 0x60, 0x70, 0x80))
+    write("pci_transport", "activate_kick", setup + bytes([ACTIVATE, 0]) + rx + kick(0))
+    write("pci_transport", "msix_kick", setup + bytes([ACTIVATE, 1]) + rx + kick(0x80))
+    write("pci_transport", "probe_reset", setup + config + probe + bytes([ACTIVATE, 1]) + rx
+          + kick(0) + bytes([RESET]) + probe + bytes([ACTIVATE, 0]) + rx + kick(0x80))
+    write("pci_transport", "masked_vector", setup + bytes([ACTIVATE, 1])
+          + struct.pack("<BBB", vector_entry, 1, 1) + rx + kick(0) + probe
+          + struct.pack("<BBB", vector_entry, 1, 0) + struct.pack("<BB", msix_control, 3)
+          + rx + kick(0) + struct.pack("<BB", msix_control, 1))
+    write("pci_transport", "status_steps", setup
+          + struct.pack("<BH", command, 0x406)
+          + b"".join(struct.pack("<BB", status_step, i) for i in range(5))
+          + struct.pack("<BHBQ", bar_write, 0x16, B2, 1)
+          + struct.pack("<BHBQ", bar_write, 0x1a, B2, 0)
+          + struct.pack("<BBB", READ_CONFIG, 0, B8))
+
+
 block()
 net()
 vsock()
 mmio()
+pci_config()
+pci_transport()

@@ -17,6 +17,8 @@
 //! header the target reads first, then ops, each a tag byte and its
 //! fields (see [`Driver::step`] and `make_seeds.py`).
 
+pub mod pci;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
