@@ -42,6 +42,7 @@ pub mod mmio;
 pub mod net;
 pub mod pci;
 pub mod rng;
+mod status;
 pub mod vsock;
 
 pub use block::{Block, BlockError, BlockOptions};

@@ -10,18 +10,15 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use log::{debug, warn};
-use virtio_bindings::virtio_config::{
-    VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
-    VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
-};
+use virtio_bindings::virtio_config::VIRTIO_CONFIG_S_NEEDS_RESET;
 use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
 use super::{
-    ActivateError, Interrupt, VirtioDevice, VirtioInterrupt, VirtioInterruptType, VirtioTransport,
-    VIRTIO_F_VERSION_1,
+    status, ActivateError, Interrupt, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
+    VirtioTransport,
 };
 
 /// Size of one device's MMIO window.
@@ -66,12 +63,7 @@ const REG_CONFIG_GENERATION: u64 = 0x0fc;
 /// Device-specific config space starts here and runs to the window's end.
 const CONFIG_SPACE: u64 = 0x100;
 
-const ACKNOWLEDGE: u32 = VIRTIO_CONFIG_S_ACKNOWLEDGE;
-const DRIVER: u32 = VIRTIO_CONFIG_S_DRIVER;
-const FEATURES_OK: u32 = VIRTIO_CONFIG_S_FEATURES_OK;
-const DRIVER_OK: u32 = VIRTIO_CONFIG_S_DRIVER_OK;
 const NEEDS_RESET: u32 = VIRTIO_CONFIG_S_NEEDS_RESET;
-const FAILED: u32 = VIRTIO_CONFIG_S_FAILED;
 
 /// Why a transport could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -351,73 +343,31 @@ impl MmioTransport {
         }
     }
 
-    /// Accepts the driver's feature bits for the selected half, dropping
-    /// any the device does not offer. Only allowed between DRIVER and
-    /// FEATURES_OK.
     fn set_driver_features(&mut self, value: u32) {
-        if self.status & (DRIVER | FEATURES_OK) != DRIVER {
-            debug!(
-                "virtio-mmio: ignoring driver features written in status {:#x}",
-                self.status
-            );
-            return;
-        }
+        let (status, acked) = (self.status, self.acked_features);
         let offered = self.device.device_features();
-        let high = match self.driver_features_sel {
-            0 => false,
-            1 => true,
-            _ => return,
-        };
-        self.acked_features = set_half(self.acked_features, value, high) & offered;
+        if let Some(features) = status::driver_features(
+            "virtio-mmio",
+            status,
+            acked,
+            self.driver_features_sel,
+            value,
+            offered,
+        ) {
+            self.acked_features = features;
+        }
     }
 
-    /// Moves the status forward. The driver may only add bits, in the order
-    /// ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK (several at once are
-    /// taken one by one); FAILED is always accepted and 0 resets. Anything
-    /// else is ignored, which the driver notices when it reads the status
-    /// back.
+    /// Status 0 resets; anything else follows [`status::next_status`].
     fn set_status(&mut self, value: u32) {
         if value == 0 {
             self.reset();
             return;
         }
-        if value & self.status != self.status {
-            debug!(
-                "virtio-mmio: ignoring status {value:#x} which clears bits of {:#x}",
-                self.status
-            );
-            return;
-        }
-        let added = value & !self.status;
-        for (bit, prerequisite) in [
-            (ACKNOWLEDGE, 0),
-            (DRIVER, ACKNOWLEDGE),
-            (FEATURES_OK, ACKNOWLEDGE | DRIVER),
-            (DRIVER_OK, ACKNOWLEDGE | DRIVER | FEATURES_OK),
-        ] {
-            if added & bit == 0 {
-                continue;
-            }
-            // After FAILED or NEEDS_RESET only a reset gets the device going.
-            if self.status != prerequisite {
-                debug!(
-                    "virtio-mmio: ignoring status bit {bit:#x} in status {:#x}",
-                    self.status
-                );
-                break;
-            }
-            if bit == FEATURES_OK && self.acked_features & VIRTIO_F_VERSION_1 == 0 {
-                // Modern-only: a legacy driver cannot drive this device.
-                debug!("virtio-mmio: refusing FEATURES_OK without VIRTIO_F_VERSION_1");
-                break;
-            }
-            self.status |= bit;
-            if bit == DRIVER_OK {
-                self.activate();
-            }
-        }
-        if added & FAILED != 0 {
-            self.status |= FAILED;
+        let change = status::next_status("virtio-mmio", self.status, value, self.acked_features);
+        self.status = change.status;
+        if change.activate {
+            self.activate();
         }
     }
 

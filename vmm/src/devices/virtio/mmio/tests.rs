@@ -6,7 +6,13 @@ use crate::devices::virtio::block::{Block, BlockOptions};
 use crate::devices::virtio::testing::{
     add_chain, guest_mem, used, CountingInterrupt, TempFile, R, W,
 };
+use crate::devices::virtio::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN};
+use virtio_bindings::virtio_config::{
+    VIRTIO_CONFIG_S_ACKNOWLEDGE as ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER as DRIVER,
+    VIRTIO_CONFIG_S_DRIVER_OK as DRIVER_OK, VIRTIO_CONFIG_S_FAILED as FAILED,
+    VIRTIO_CONFIG_S_FEATURES_OK as FEATURES_OK,
+};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::QueueState;
 use vm_memory::Bytes;

@@ -5,16 +5,13 @@
 //! else reads 0 and is dropped.
 
 use log::{debug, warn};
-use virtio_bindings::virtio_config::{
-    VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
-    VIRTIO_CONFIG_S_FAILED, VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
-};
+use virtio_bindings::virtio_config::VIRTIO_CONFIG_S_NEEDS_RESET;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::interrupt::VIRTIO_MSI_NO_VECTOR;
 use super::VirtioPciDevice;
-use crate::devices::virtio::{VirtioInterrupt, VirtioInterruptType, VIRTIO_F_VERSION_1};
+use crate::devices::virtio::{status, VirtioInterrupt, VirtioInterruptType};
 
 const DEVICE_FEATURE_SELECT: u64 = 0x00;
 const DEVICE_FEATURE: u64 = 0x04;
@@ -33,12 +30,7 @@ const QUEUE_DESC: u64 = 0x20;
 const QUEUE_DRIVER: u64 = 0x28;
 const QUEUE_DEVICE: u64 = 0x30;
 
-const ACKNOWLEDGE: u8 = VIRTIO_CONFIG_S_ACKNOWLEDGE as u8;
-const DRIVER: u8 = VIRTIO_CONFIG_S_DRIVER as u8;
-const FEATURES_OK: u8 = VIRTIO_CONFIG_S_FEATURES_OK as u8;
-const DRIVER_OK: u8 = VIRTIO_CONFIG_S_DRIVER_OK as u8;
 const NEEDS_RESET: u8 = VIRTIO_CONFIG_S_NEEDS_RESET as u8;
-const FAILED: u8 = VIRTIO_CONFIG_S_FAILED as u8;
 
 /// The width of the field at `offset`, if one starts there.
 fn field_width(offset: u64) -> Option<usize> {
@@ -284,71 +276,36 @@ impl VirtioPciDevice {
         }
     }
 
-    /// Accepts the driver's feature bits for the selected half, dropping
-    /// any the device does not offer. Only allowed between DRIVER and
-    /// FEATURES_OK.
     fn set_driver_features(&mut self, value: u32) {
-        if self.status & (DRIVER | FEATURES_OK) != DRIVER {
-            debug!(
-                "virtio-pci: ignoring driver features written in status {:#x}",
-                self.status
-            );
-            return;
-        }
         let offered = self.device.device_features();
-        self.acked_features = match self.driver_feature_select {
-            0 => (self.acked_features & !0xffff_ffff) | u64::from(value),
-            1 => (self.acked_features & 0xffff_ffff) | u64::from(value) << 32,
-            _ => return,
-        } & offered;
+        if let Some(features) = status::driver_features(
+            "virtio-pci",
+            u32::from(self.status),
+            self.acked_features,
+            self.driver_feature_select,
+            value,
+            offered,
+        ) {
+            self.acked_features = features;
+        }
     }
 
-    /// Moves the status forward. The driver may only add bits, in the order
-    /// ACKNOWLEDGE, DRIVER, FEATURES_OK, DRIVER_OK (several at once are
-    /// taken one by one); FAILED is always accepted and 0 resets. Anything
-    /// else is ignored, which the driver notices when it reads it back.
+    /// Status 0 resets; anything else follows [`status::next_status`].
     fn set_status(&mut self, value: u8) {
         if value == 0 {
             self.reset();
             return;
         }
-        if value & self.status != self.status {
-            debug!(
-                "virtio-pci: ignoring status {value:#x} which clears bits of {:#x}",
-                self.status
-            );
-            return;
-        }
-        let added = value & !self.status;
-        for (bit, prerequisite) in [
-            (ACKNOWLEDGE, 0),
-            (DRIVER, ACKNOWLEDGE),
-            (FEATURES_OK, ACKNOWLEDGE | DRIVER),
-            (DRIVER_OK, ACKNOWLEDGE | DRIVER | FEATURES_OK),
-        ] {
-            if added & bit == 0 {
-                continue;
-            }
-            // After FAILED or NEEDS_RESET only a reset gets the device going.
-            if self.status != prerequisite {
-                debug!(
-                    "virtio-pci: ignoring status bit {bit:#x} in status {:#x}",
-                    self.status
-                );
-                break;
-            }
-            if bit == FEATURES_OK && self.acked_features & VIRTIO_F_VERSION_1 == 0 {
-                // Modern-only: a legacy driver cannot drive this device.
-                debug!("virtio-pci: refusing FEATURES_OK without VIRTIO_F_VERSION_1");
-                break;
-            }
-            self.status |= bit;
-            if bit == DRIVER_OK {
-                self.activate();
-            }
-        }
-        if added & FAILED != 0 {
-            self.status |= FAILED;
+        let change = status::next_status(
+            "virtio-pci",
+            u32::from(self.status),
+            u32::from(value),
+            self.acked_features,
+        );
+        // Every status bit fits the one-byte register.
+        self.status = change.status as u8;
+        if change.activate {
+            self.activate();
         }
     }
 
