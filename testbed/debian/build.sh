@@ -2,11 +2,12 @@
 # Builds the Debian 12 guest of the test bed with mmdebstrap: an ext4 root
 # disk (minbase, systemd, initramfs-tools, systemd-networkd DHCP, and
 # Debian's linux-image-cloud-amd64 and linux-image-amd64) whose report unit
-# prints one KEEL-DEBIAN line on ttyS0 at multi-user.target and powers off.
-# Each kernel's vmlinuz and initrd.img (made by initramfs-tools inside the
-# image) are taken out beside the disk, for keel-vmm to boot as Debian
-# made them. The result is cached outside the repo, keyed by this script
-# and the files under rootfs/, so a second build is a copy.
+# prints one KEEL-DEBIAN line on ttyS0 at multi-user.target and powers off
+# (no login prompt on ttyS0, which the report shares). Each kernel's
+# vmlinuz and initrd.img (made by initramfs-tools inside the image) are
+# taken out beside the disk, for keel-vmm to boot as Debian made them.
+# The result is cached outside the repo, keyed by this script and the
+# files under rootfs/, so a second build is a copy.
 #
 # usage: testbed/debian/build.sh OUT_DIR
 # KEEL_DEBIAN_MIRROR and KEEL_DEBIAN_SECURITY override the archives.
@@ -48,6 +49,7 @@ else
         --dpkgopt='path-exclude=/usr/share/locale/*' \
         --customize-hook="sync-in $here/rootfs /" \
         --customize-hook='chroot "$1" systemctl enable systemd-networkd.service keel-debian-report.service' \
+        --customize-hook='chroot "$1" systemctl mask serial-getty@ttyS0.service' \
         --customize-hook='rm -f "$1"/etc/machine-id "$1"/var/lib/dbus/machine-id; touch "$1"/etc/machine-id' \
         "$suite" "$tree" \
         "deb $mirror $suite main" \
