@@ -103,6 +103,16 @@ fn check_transport() {
             kinds.join("+")
         },
     );
+    // MSI(-X) vectors the PCI functions' drivers enabled.
+    let vectors: usize = std::fs::read_dir("/sys/bus/pci/devices")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|f| std::fs::read_dir(f.path().join("msi_irqs")).ok())
+                .map(|irqs| irqs.count())
+                .sum()
+        })
+        .unwrap_or(0);
+    report("msi_vectors", vectors);
 }
 
 /// Waits (briefly) for Linux's keyboard driver to bind to the i8042, so
