@@ -33,6 +33,12 @@ use crate::host::DEFAULT_AGENT_PORT;
 use crate::hostfwd::HostFwd;
 pub use crate::mac::MacAddr;
 
+mod boot;
+pub use boot::{
+    BootFrom, BootSpec, KernelBoot, LOADER_APPEND_ARG, LOADER_CMDLINE, LOADER_ENTRY_ARG,
+    LOADER_INITRD, LOADER_KERNEL, MAX_APPEND_LEN, MAX_ENTRY_LEN,
+};
+
 /// Longest guest name: one DNS label.
 pub const MAX_NAME_LEN: usize = 63;
 /// Most vCPUs a guest may have.
@@ -139,23 +145,6 @@ impl Transport {
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// The `[boot]` table. Paths are beneath the data partition's `images/`
-/// or `disks/`; see [`check_spec_path`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BootSpec {
-    pub kernel: PathBuf,
-    pub initrd: Option<PathBuf>,
-    pub cmdline: Option<String>,
-}
-
-impl BootSpec {
-    /// The kernel command line, empty when unset.
-    pub fn cmdline(&self) -> &str {
-        self.cmdline.as_deref().unwrap_or("")
     }
 }
 
@@ -330,7 +319,7 @@ impl GuestSpec {
             ));
         }
 
-        self.validate_boot(&at)?;
+        self.boot.validate(&at, self.disks.len())?;
         self.validate_disks(&at, devices)?;
         self.validate_nets(&at)?;
 
@@ -346,29 +335,6 @@ impl GuestSpec {
                 return Err(at.error("vsock.cid", "4294967295 is reserved (VMADDR_CID_ANY)"));
             }
             check_socket_path(&vsock.uds_path).map_err(|m| at.error("vsock.uds_path", m))?;
-        }
-        Ok(())
-    }
-
-    fn validate_boot(&self, at: &Source) -> Result<(), ConfigError> {
-        check_spec_path(&self.boot.kernel).map_err(|m| at.error("boot.kernel", m))?;
-        if let Some(initrd) = &self.boot.initrd {
-            check_spec_path(initrd).map_err(|m| at.error("boot.initrd", m))?;
-        }
-        if let Some(cmdline) = &self.boot.cmdline {
-            if cmdline.len() > MAX_CMDLINE_LEN {
-                return Err(at.error(
-                    "boot.cmdline",
-                    format!(
-                        "must be at most {MAX_CMDLINE_LEN} bytes, not {}",
-                        cmdline.len()
-                    ),
-                ));
-            }
-            // The kernel would silently stop reading at the first NUL.
-            if cmdline.contains('\0') {
-                return Err(at.error("boot.cmdline", "must not contain NUL bytes"));
-            }
         }
         Ok(())
     }

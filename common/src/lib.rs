@@ -7,6 +7,7 @@
 //! keel-sys (`common/sys/`).
 
 pub mod authorized_keys;
+pub mod cmdline_arg;
 pub mod config;
 pub mod frame;
 pub mod guest;

@@ -55,6 +55,7 @@ fn time_vm(code: &[u8], disk: Option<&Path>) -> Duration {
         console_stdio: false,
         console_log: None,
         console_log_cap: 1 << 20,
+        loader_report: false,
         // The VM runs inside the test process, which does more than a VMM may.
         seccomp: false,
     };

@@ -18,6 +18,8 @@ pub enum VmExit {
     Crash(String),
     /// Stopped by the `kill` control request.
     Killed,
+    /// The disk boot loader found nothing to boot; its message.
+    BootFailed(String),
     /// The VMM itself failed.
     Error(String),
 }
@@ -31,6 +33,7 @@ impl VmExit {
             VmExit::Reboot => VmmExitStatus::Reboot,
             VmExit::Crash(_) => VmmExitStatus::Crash,
             VmExit::Killed => VmmExitStatus::Killed,
+            VmExit::BootFailed(_) => VmmExitStatus::BootFailed,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use keel_common::guest::{MacAddr, NetMode};
+use keel_common::guest::{BootFrom, MacAddr, NetMode};
 use keel_common::host::DEFAULT_AGENT_PORT;
 use keel_common::vmm_exit::VmmExitStatus;
 use keel_common::GuestSpec;
@@ -134,7 +134,8 @@ fn nets_from_spec(
 fn config_from_spec(spec: &GuestSpec, base: &Path, args: &Args) -> Result<VmConfig, String> {
     let vcpus =
         u8::try_from(spec.vcpus).map_err(|_| format!("{} vCPUs is too many", spec.vcpus))?;
-    let cmdline = match spec.boot.cmdline() {
+    let boot = spec.boot.kernel_boot();
+    let cmdline = match boot.cmdline.as_str() {
         "" => DEFAULT_CMDLINE.to_string(),
         c => c.to_string(),
     };
@@ -143,9 +144,8 @@ fn config_from_spec(spec: &GuestSpec, base: &Path, args: &Args) -> Result<VmConf
         vcpus,
         memory_bytes: spec.memory_bytes(),
         boot: BootSource::Linux {
-            kernel: open_file(base, &spec.boot.kernel, args, false)?,
-            initrd: spec
-                .boot
+            kernel: open_file(base, &boot.kernel, args, false)?,
+            initrd: boot
                 .initrd
                 .as_ref()
                 .map(|p| open_file(base, p, args, false))
@@ -174,6 +174,7 @@ fn config_from_spec(spec: &GuestSpec, base: &Path, args: &Args) -> Result<VmConf
         console_stdio: args.console_stdio,
         console_log: args.console_log.clone(),
         console_log_cap: args.console_log_cap,
+        loader_report: spec.boot.from() == BootFrom::Disk,
         seccomp: !args.no_seccomp,
     })
 }
@@ -247,6 +248,7 @@ fn main() -> ExitCode {
         VmExit::Reboot => log::info!("guest asked for a reboot"),
         VmExit::Crash(why) => log::error!("guest crashed: {why}"),
         VmExit::Killed => log::info!("killed on request"),
+        VmExit::BootFailed(why) => log::error!("nothing to boot on the guest's disks: {why}"),
         VmExit::Error(why) => log::error!("{why}"),
     }
     reason.status().into()

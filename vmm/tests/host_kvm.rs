@@ -66,6 +66,7 @@ fn config(name: &str, code: Vec<u8>, dir: &Path, disks: Vec<DiskConfig>) -> VmCo
         console_stdio: false,
         console_log: Some(dir.join("console.log")),
         console_log_cap: 1 << 20,
+        loader_report: false,
         // The VM runs inside the test process, which does more than a VMM may.
         seccomp: false,
     }

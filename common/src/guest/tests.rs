@@ -73,7 +73,10 @@ fn full_example_parses() {
     assert_eq!(spec.restart(), RestartPolicy::Always);
     assert!(!spec.rng_enabled());
     assert_eq!(spec.transport(), Transport::Mmio);
-    assert_eq!(spec.boot.kernel, Path::new("images/vmlinux"));
+    assert_eq!(
+        spec.boot.kernel.as_deref(),
+        Some(Path::new("images/vmlinux"))
+    );
     assert_eq!(
         spec.boot.initrd.as_deref(),
         Some(Path::new("images/web1.initrd"))
@@ -589,4 +592,105 @@ fn host_ports_rules() {
     // Only user mode has a gateway standing for the host.
     let message = assert_refused(&ports("bridge", "8080"), 8, "net[0].host_ports");
     assert!(message.contains("user"), "{message}");
+}
+
+const FROM_DISK: &str = "name = \"web1\"\nvcpus = 1\nmemory_mib = 512\n[boot]\nfrom = \"disk\"\n\
+entry = \"Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-28-amd64\"\n\
+cmdline_append = \"systemd.unit=multi-user.target quiet\"\n[[disk]]\npath = \"disks/debian.qcow2\"\n";
+
+#[test]
+fn a_disk_booted_guest_boots_the_loader_with_its_entry_and_additions() {
+    let spec = parse(FROM_DISK).expect("valid spec");
+    assert_eq!(spec.boot.from(), BootFrom::Disk);
+    assert!(
+        spec.boot.files().next().is_none(),
+        "the spec names no kernel"
+    );
+    let boot = spec.boot.kernel_boot();
+    assert_eq!(boot.kernel, Path::new(LOADER_KERNEL));
+    assert_eq!(boot.initrd.as_deref(), Some(Path::new(LOADER_INITRD)));
+    let words: Vec<&str> = boot.cmdline.split(' ').collect();
+    assert!(boot.cmdline.starts_with(LOADER_CMDLINE), "{}", boot.cmdline);
+    let word = |arg: &str| {
+        words
+            .iter()
+            .find_map(|w| w.strip_prefix(&format!("{arg}=")))
+            .and_then(crate::cmdline_arg::decode)
+    };
+    assert_eq!(word(LOADER_ENTRY_ARG), spec.boot.entry);
+    assert_eq!(word(LOADER_APPEND_ARG), spec.boot.cmdline_append);
+    // Without either, the loader gets neither word.
+    let plain = parse(
+        &FROM_DISK
+            .lines()
+            .filter(|l| !l.starts_with("entry") && !l.starts_with("cmdline_append"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .expect("valid spec");
+    assert_eq!(plain.boot.kernel_boot().cmdline, LOADER_CMDLINE);
+    // A kernel-booted spec boots what it names.
+    let kernel = parse(MINIMAL).expect("valid").boot.kernel_boot();
+    assert_eq!(kernel.kernel, Path::new("images/vmlinux"));
+    assert_eq!(kernel.cmdline, "");
+}
+
+#[test]
+fn boot_fields_that_do_not_fit_the_source_are_refused_where_they_stand() {
+    // A kernel (or initrd, cmdline) beside from = "disk".
+    let text = FROM_DISK.replace(
+        "from = \"disk\"\n",
+        "from = \"disk\"\nkernel = \"images/k\"\n",
+    );
+    let message = assert_refused(&text, 6, "boot.kernel");
+    assert!(message.contains("entry"), "{message}");
+    let text = FROM_DISK.replace("from = \"disk\"\n", "from = \"disk\"\ncmdline = \"ro\"\n");
+    assert_refused(&text, 6, "boot.cmdline");
+    // from = "disk" with nothing to boot from.
+    let text = FROM_DISK.replace("[[disk]]\npath = \"disks/debian.qcow2\"\n", "");
+    let message = assert_refused(&text, 5, "boot.from");
+    assert!(message.contains("[[disk]]"), "{message}");
+    // entry and cmdline_append are for disks only.
+    assert_refused(&format!("{MINIMAL}entry = \"1\"\n"), 6, "boot.entry");
+    assert_refused(
+        &format!("{MINIMAL}cmdline_append = \"x\"\n"),
+        6,
+        "boot.cmdline_append",
+    );
+    // No kernel and no from: the [boot] table is pointed at.
+    let message = assert_refused(
+        &MINIMAL.replace("kernel = \"images/vmlinux\"\n", "cmdline = \"x\"\n"),
+        4,
+        "boot.kernel",
+    );
+    assert!(
+        message.contains("from = \\\"disk\\\"") || message.contains("from = \"disk\""),
+        "{message}"
+    );
+    // Bounds and NULs.
+    let long = FROM_DISK.replace(
+        "entry = \"Advanced",
+        &format!("entry = \"{}Advanced", "x".repeat(MAX_ENTRY_LEN)),
+    );
+    assert_refused(&long, 6, "boot.entry");
+    let nul = FROM_DISK.replace("quiet\"", "quiet\\u0000\"");
+    assert_refused(&nul, 7, "boot.cmdline_append");
+    let empty = FROM_DISK
+        .lines()
+        .map(|l| {
+            if l.starts_with("entry") {
+                "entry = \"\""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_refused(&empty, 6, "boot.entry");
+    // An unknown source names the accepted ones.
+    let message = assert_refused(&FROM_DISK.replace("\"disk\"", "\"pxe\""), 5, "boot.from");
+    assert!(
+        message.contains("kernel") && message.contains("disk"),
+        "{message}"
+    );
 }

@@ -100,6 +100,9 @@ pub enum VmmEnd {
     Reboot,
     /// The guest panicked (pvpanic) or the VMM failed.
     Failure,
+    /// A disk-booted guest's loader found nothing to boot: running it
+    /// again finds the same, until the operator changes its disk or spec.
+    NothingToBoot,
 }
 
 /// Classifies a reaped VMM and describes it for `last_exit`.
@@ -110,6 +113,7 @@ pub fn classify(status: &WaitStatus) -> (VmmEnd, String) {
                 let end = match status {
                     VmmExitStatus::PowerOff => VmmEnd::PowerOff,
                     VmmExitStatus::Reboot => VmmEnd::Reboot,
+                    VmmExitStatus::BootFailed => VmmEnd::NothingToBoot,
                     _ => VmmEnd::Failure,
                 };
                 (end, status.describe().into())
@@ -131,6 +135,7 @@ pub fn should_restart(policy: RestartPolicy, end: VmmEnd) -> bool {
         VmmEnd::Reboot => policy != RestartPolicy::Never,
         VmmEnd::PowerOff => policy == RestartPolicy::Always,
         VmmEnd::Failure => policy != RestartPolicy::Never,
+        VmmEnd::NothingToBoot => false,
     }
 }
 
@@ -555,8 +560,8 @@ impl GuestManager {
         };
         let names = |spec: &GuestSpec| {
             let disks = spec.disks.iter().map(|d| d.path.as_path());
-            std::iter::once(spec.boot.kernel.as_path())
-                .chain(spec.boot.initrd.as_deref())
+            spec.boot
+                .files()
                 .chain(disks)
                 .any(|f| parts(f).is_ok_and(|p| p == wanted))
         };

@@ -293,6 +293,14 @@ fn exits_are_classified_as_keel_vmm_reports_them() {
     for code in [1, 2, 4, 5] {
         assert_eq!(classify(&WaitStatus::Exited(pid, code)).0, VmmEnd::Failure);
     }
+    // Nothing to boot on the disks is not retried under any policy: the
+    // next try would find the same disks.
+    let (end, description) = classify(&WaitStatus::Exited(pid, 6));
+    assert_eq!(end, VmmEnd::NothingToBoot);
+    assert!(description.contains("nothing bootable"), "{description}");
+    for policy in [RestartPolicy::Always, RestartPolicy::OnFailure, RestartPolicy::Never] {
+        assert!(!should_restart(policy, end), "{policy}");
+    }
     assert_eq!(
         classify(&WaitStatus::Signaled(pid, Signal::SIGKILL, false)).1,
         "VMM killed by SIGKILL"

@@ -6,6 +6,7 @@ pub mod boot_timer;
 pub mod bus;
 pub mod events;
 pub mod i8042;
+pub mod loader_report;
 pub mod pci;
 pub mod pvpanic;
 pub mod serial;

@@ -28,6 +28,7 @@ use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::boot_timer::{BootMarker, BootTimer};
 use crate::devices::bus::Bus;
 use crate::devices::i8042::I8042;
+use crate::devices::loader_report::LoaderReport;
 use crate::devices::pci::PciEcam;
 use crate::devices::pci::{PciConfigIo, PciRoot, CONFIG_IO_LEN};
 use crate::devices::pvpanic::PvPanic;
@@ -249,6 +250,14 @@ impl VmBuilder {
             ))),
         )
         .map_err(VmError::device("boot_timer"))?;
+        if self.config.loader_report {
+            pio.insert(
+                u64::from(LOADER_REPORT_PORT),
+                1,
+                Arc::new(Mutex::new(LoaderReport::new(self.exit.clone()))),
+            )
+            .map_err(VmError::device("loader_report"))?;
+        }
         Ok(LegacyDevices {
             pio,
             serial,

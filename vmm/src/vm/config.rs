@@ -108,6 +108,8 @@ pub struct VmConfig {
     pub console_stdio: bool,
     pub console_log: Option<PathBuf>,
     pub console_log_cap: u64,
+    /// The kernel is keel-loader's: listen for its failure report.
+    pub loader_report: bool,
     /// Confine the event loop and vCPU threads with seccomp filters. Off
     /// only where the VM runs inside another program (tests, benches).
     pub seccomp: bool,

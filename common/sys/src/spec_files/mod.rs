@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use keel_common::config::{load_toml, ConfigError, Source};
 use keel_common::guest::{
-    check_disk_path, check_socket_path as check_socket_name, guest_file_parts, MAX_UDS_PATH_LEN,
-    VSOCK_DIR,
+    check_disk_path, check_socket_path as check_socket_name, guest_file_parts, BootFrom,
+    MAX_UDS_PATH_LEN, VSOCK_DIR,
 };
 use keel_common::GuestSpec;
 
@@ -92,10 +92,24 @@ pub fn check_spec_files(
 ) -> Result<(), ConfigError> {
     let at = Source::new(path, text);
 
-    inspect(base_dir, &spec.boot.kernel, &[], Expect::Regular)
-        .map_err(|m| at.error("boot.kernel", m))?;
+    if let Some(kernel) = &spec.boot.kernel {
+        inspect(base_dir, kernel, &[], Expect::Regular).map_err(|m| at.error("boot.kernel", m))?;
+    }
     if let Some(initrd) = &spec.boot.initrd {
         inspect(base_dir, initrd, &[], Expect::Regular).map_err(|m| at.error("boot.initrd", m))?;
+    }
+    if spec.boot.from() == BootFrom::Disk {
+        // The loader is the image's, put there by init at boot; a host
+        // without it cannot boot such a guest, which is the spec's affair.
+        let boot = spec.boot.kernel_boot();
+        for file in boot.files() {
+            inspect(base_dir, file, &[], Expect::Regular).map_err(|m| {
+                at.error(
+                    "boot.from",
+                    format!("the disk boot loader is not on this host: {m}"),
+                )
+            })?;
+        }
     }
 
     // Catches one image reached twice through different spellings,
