@@ -547,6 +547,7 @@ fn vcpu_work() -> ! {
         BlockOptions {
             read_only: false,
             serial: "seccomp-test".into(),
+            format: None,
         },
     )
     .expect("block");
