@@ -97,6 +97,13 @@ impl Qcow2Image {
         })
     }
 
+    /// Whether imago panicked on this image (tests tell a clean error from
+    /// a caught panic).
+    #[cfg(test)]
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
     /// The virtual disk size in bytes.
     pub fn size(&self) -> u64 {
         self.image.size()

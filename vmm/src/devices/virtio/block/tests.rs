@@ -936,3 +936,5 @@ fn readable_after_writable_is_an_io_error_whatever_the_request() {
         VIRTIO_BLK_S_IOERR,
     );
 }
+
+mod qcow2;
