@@ -152,18 +152,60 @@ impl fmt::Display for Transport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskSpec {
-    /// A regular file (raw image) or a block device beneath `images/` or
-    /// `disks/`, or a host block device that host.toml allow-lists.
+    /// A regular file (raw or qcow2 image) or a block device beneath
+    /// `images/` or `disks/`, or a host block device that host.toml
+    /// allow-lists.
     pub path: PathBuf,
     pub read_only: Option<bool>,
     /// Printable ASCII, at most [`MAX_SERIAL_LEN`] bytes.
     pub serial: Option<String>,
+    /// How the image is laid out; see [`DiskFormat`] for what happens when
+    /// it is left out.
+    pub format: Option<DiskFormat>,
+    /// The one backing file a qcow2 image may use: beneath `images/`, and
+    /// only with `format = "qcow2"`. The image's header must name this
+    /// file; without `backing`, an image that names one is refused.
+    pub backing: Option<PathBuf>,
 }
 
 impl DiskSpec {
     /// Whether the guest gets the disk read-only (default: no).
     pub fn read_only(&self) -> bool {
         self.read_only.unwrap_or(false)
+    }
+}
+
+/// A disk image's format (`format` in a `[[disk]]`).
+///
+/// The rule keel-vmm applies (virtio-blk's `format` module), so that what
+/// a guest writes into its disk is never read as image metadata: a qcow2
+/// image is served as qcow2 only when the spec says `format = "qcow2"`;
+/// `format = "raw"` serves the bytes as they are, whatever they start
+/// with; and with no `format`, a disk is raw unless it starts with the
+/// qcow2 magic, which is refused (the spec must say which it is), since
+/// that disk may be a raw disk its guest wrote a qcow2 header into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// The guest's sectors, byte for byte.
+    Raw,
+    /// QEMU's copy-on-write format: sparse, optionally over a backing file.
+    Qcow2,
+}
+
+impl DiskFormat {
+    /// The spelling used in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+impl fmt::Display for DiskFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -342,7 +384,19 @@ impl GuestSpec {
     fn validate_disks(&self, at: &Source, devices: &[PathBuf]) -> Result<(), ConfigError> {
         let mut paths: HashMap<PathBuf, usize> = HashMap::new();
         let mut serials: HashMap<&str, usize> = HashMap::new();
+        let mut backings: Vec<(usize, PathBuf)> = Vec::new();
         for (i, disk) in self.disks.iter().enumerate() {
+            if let Some(backing) = &disk.backing {
+                let field = format!("disk[{i}].backing");
+                check_backing_path(backing).map_err(|m| at.error(&field, m))?;
+                if disk.format != Some(DiskFormat::Qcow2) {
+                    return Err(at.error(
+                        &field,
+                        "only allowed with format = \"qcow2\" (a raw disk has no backing file)",
+                    ));
+                }
+                backings.push((i, normalize(backing)));
+            }
             let field = format!("disk[{i}].path");
             check_disk_path(&disk.path, devices).map_err(|m| at.error(&field, m))?;
             // Two devices on one image would corrupt it; compare the paths
@@ -363,6 +417,19 @@ impl GuestSpec {
                         format!("`{serial}` is already used by disk[{first}]"),
                     ));
                 }
+            }
+        }
+        // A backing file is read beneath a disk the guest writes: the guest
+        // must not also write it as a disk of its own.
+        for (i, backing) in backings {
+            if let Some(disk) = paths.get(&backing) {
+                return Err(at.error(
+                    &format!("disk[{i}].backing"),
+                    format!(
+                        "`{}` is disk[{disk}] of this guest; a backing file must not be a disk too",
+                        backing.display()
+                    ),
+                ));
             }
         }
         Ok(())
@@ -591,6 +658,20 @@ pub fn check_disk_path(path: &Path, devices: &[PathBuf]) -> Result<(), String> {
         ));
     }
     check_spec_path(path)
+}
+
+/// Checks a qcow2 backing file's path: a guest file ([`check_spec_path`])
+/// beneath `images/`, the operator's read-only images, never `disks/`,
+/// where guests' own writable disks live.
+pub fn check_backing_path(path: &Path) -> Result<(), String> {
+    match guest_file_parts(path)? {
+        ("images", _) => Ok(()),
+        _ => Err(format!(
+            "`{}` is not beneath images/; a backing file is one of the data partition's \
+             images (e.g. \"images/debian-12.qcow2\")",
+            path.display()
+        )),
+    }
 }
 
 /// Checks a vsock socket path: `vsock/NAME`, one name in the data

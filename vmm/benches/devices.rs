@@ -43,6 +43,8 @@ fn time_vm(code: &[u8], disk: Option<&Path>) -> Duration {
                     file: GuestFile::open(p, true).expect("open the disk"),
                     read_only: false,
                     serial: None,
+                    format: None,
+                    backing: None,
                 }]
             })
             .unwrap_or_default(),

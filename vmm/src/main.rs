@@ -14,7 +14,8 @@ use keel_vmm::control::ControlServer;
 use keel_vmm::exit::VmExit;
 use keel_vmm::jail;
 use keel_vmm::vm::{
-    BootSource, DiskConfig, GuestFile, NetBackendConfig, NetConfig, Vm, VmConfig, VsockConfig,
+    BackingConfig, BootSource, DiskConfig, GuestFile, NetBackendConfig, NetConfig, Vm, VmConfig,
+    VsockConfig,
 };
 
 /// Used when the spec sets no command line.
@@ -156,10 +157,20 @@ fn config_from_spec(spec: &GuestSpec, base: &Path, args: &Args) -> Result<VmConf
             .disks
             .iter()
             .map(|d| {
+                let backing = match &d.backing {
+                    Some(b) => Some(BackingConfig {
+                        file: open_file(base, b, args, false)?,
+                        host_path: std::path::absolute(base.join(b))
+                            .map_err(|e| format!("cannot make `{}` absolute: {e}", b.display()))?,
+                    }),
+                    None => None,
+                };
                 Ok(DiskConfig {
                     file: open_file(base, &d.path, args, !d.read_only())?,
                     read_only: d.read_only(),
                     serial: d.serial.clone(),
+                    format: d.format,
+                    backing,
                 })
             })
             .collect::<Result<_, String>>()?,

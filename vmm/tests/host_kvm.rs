@@ -123,6 +123,8 @@ fn run_blk_payload(name: &str, read_only: bool) -> (VmExit, String, Vec<u8>, Vec
         file: GuestFile::open(&disk, !read_only).expect("open disk"),
         read_only,
         serial: None,
+        format: None,
+        backing: None,
     }];
     let (exit, console) = run(config(name, payload("virtio_blk", &dir), &dir, disks));
     let after = std::fs::read(&disk).expect("read disk");

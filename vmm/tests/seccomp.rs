@@ -547,6 +547,7 @@ fn vcpu_work() -> ! {
         BlockOptions {
             read_only: false,
             serial: "seccomp-test".into(),
+            format: None,
         },
     )
     .expect("block");
@@ -935,4 +936,60 @@ fn a_panic_on_a_confined_thread_is_not_a_sigsys() {
     let out = run_child(TEST, "panic", true);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("deliberate panic, ending the thread"));
+}
+
+/// A qcow2 disk served under each filter: imago's sync file driver on the
+/// thread that processes the queue. Sector 2 lies in a cluster `qemu-io`
+/// made an explicit zero cluster, so the write allocates a cluster and
+/// zeroes the rest of it (ftruncate, or fallocate punching a hole), and
+/// the flush syncs (fsync).
+#[test]
+fn both_filters_allow_serving_a_qcow2_disk() {
+    const TEST: &str = "both_filters_allow_serving_a_qcow2_disk";
+    if let Some(scenario) = child_scenario() {
+        qcow2_work(if scenario == "qcow2_vcpu" {
+            ThreadKind::Vcpu
+        } else {
+            ThreadKind::Vmm
+        });
+    }
+    expect_success(TEST, "qcow2_vcpu", true);
+    expect_success(TEST, "qcow2_vmm", true);
+}
+
+fn qcow2_work(kind: ThreadKind) -> ! {
+    let path = child_dir().join("disk.qcow2");
+    let qemu = |tool: &str, args: &[&str]| {
+        let out = Command::new(tool).args(args).output().unwrap_or_else(|e| {
+            panic!("cannot run {tool} ({e}): install qemu-utils (`make deps` does)")
+        });
+        assert!(out.status.success(), "{tool} {args:?}: {}", describe(&out));
+    };
+    let name = path.to_str().expect("utf-8");
+    qemu("qemu-img", &["create", "-q", "-f", "qcow2", name, "1M"]);
+    qemu("qemu-io", &["-f", "qcow2", "-c", "write -z 0 1M", name]);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open disk");
+    let options = BlockOptions {
+        serial: "seccomp-qcow2".into(),
+        format: Some(keel_common::guest::DiskFormat::Qcow2),
+        ..BlockOptions::default()
+    };
+    let block = Block::new(file, options).expect("qcow2 block");
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).expect("memory");
+    let irq = Arc::new(EventFd::new(libc::EFD_NONBLOCK).expect("eventfd"));
+    let interrupt: Arc<dyn Interrupt> = irq.clone();
+    let mut blk = MmioTransport::new(Box::new(block), mem.clone(), interrupt).expect("transport");
+    confined_then_exit(kind, move || {
+        let vq = MockSplitQueue::create(&mem, GuestAddress(BLK_QUEUE), QUEUE_LEN);
+        driver_init(&mut blk, &vq);
+        let (_, id) = block_requests(&mem, &vq, || reg_write(&mut blk, REG_QUEUE_NOTIFY, 0));
+        assert!(id.starts_with(b"seccomp-qcow2"));
+        // Dropping the device flushes imago's caches on this thread too.
+        drop(blk);
+        drop(irq);
+    })
 }

@@ -694,3 +694,75 @@ fn boot_fields_that_do_not_fit_the_source_are_refused_where_they_stand() {
         "{message}"
     );
 }
+
+#[test]
+fn disk_formats_parse_and_default_to_none() {
+    let text = format!(
+        "{MINIMAL}[[disk]]\npath = \"disks/a.raw\"\nformat = \"raw\"\n\
+         [[disk]]\npath = \"disks/b.qcow2\"\nformat = \"qcow2\"\n\
+         [[disk]]\npath = \"disks/c.img\"\n"
+    );
+    let spec = parse(&text).expect("formats");
+    let formats: Vec<_> = spec.disks.iter().map(|d| d.format).collect();
+    assert_eq!(
+        formats,
+        [Some(DiskFormat::Raw), Some(DiskFormat::Qcow2), None]
+    );
+    assert_eq!(DiskFormat::Qcow2.to_string(), "qcow2");
+    // Written back out, an unset format stays unset.
+    let out = toml::to_string(&spec).expect("serialise");
+    assert_eq!(out.matches("format = ").count(), 2, "{out}");
+}
+
+#[test]
+fn an_unknown_disk_format_is_refused_at_its_line() {
+    let text = format!("{MINIMAL}[[disk]]\npath = \"disks/a.vmdk\"\nformat = \"vmdk\"\n");
+    let message = assert_refused(&text, 8, "disk[0].format");
+    assert!(message.contains("vmdk"), "{message}");
+}
+
+#[test]
+fn backing_files_need_qcow2_and_images() {
+    let disk = |format: &str, backing: &str| {
+        format!("{MINIMAL}[[disk]]\npath = \"disks/web.qcow2\"\n{format}backing = \"{backing}\"\n")
+    };
+    let spec = parse(&disk("format = \"qcow2\"\n", "images/base.qcow2")).expect("backing");
+    assert_eq!(
+        spec.disks[0].backing.as_deref(),
+        Some(Path::new("images/base.qcow2"))
+    );
+
+    // Without format = "qcow2" (raw, or left out): refused at `backing`.
+    let message = assert_refused(
+        &disk("format = \"raw\"\n", "images/b.qcow2"),
+        9,
+        "disk[0].backing",
+    );
+    assert!(message.contains("qcow2"), "{message}");
+    assert_refused(&disk("", "images/b.qcow2"), 8, "disk[0].backing");
+
+    // Only beneath images/: not disks/, not a host path, no `..`.
+    for bad in [
+        "disks/base.qcow2",
+        "/var/lib/keel/images/b.qcow2",
+        "images/../disks/b",
+        "images",
+        "b.qcow2",
+    ] {
+        let message = assert_refused(&disk("format = \"qcow2\"\n", bad), 9, "disk[0].backing");
+        assert!(
+            message.contains(bad.trim_end_matches(".qcow2")),
+            "{bad}: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_backing_file_must_not_be_a_disk_of_the_same_guest() {
+    let text = format!(
+        "{MINIMAL}[[disk]]\npath = \"images/base.qcow2\"\nformat = \"qcow2\"\n\
+         [[disk]]\npath = \"disks/web.qcow2\"\nformat = \"qcow2\"\nbacking = \"./images/base.qcow2\"\n"
+    );
+    let message = assert_refused(&text, 12, "disk[1].backing");
+    assert!(message.contains("disk[0]"), "{message}");
+}

@@ -298,7 +298,11 @@ fn exits_are_classified_as_keel_vmm_reports_them() {
     let (end, description) = classify(&WaitStatus::Exited(pid, 6));
     assert_eq!(end, VmmEnd::NothingToBoot);
     assert!(description.contains("nothing bootable"), "{description}");
-    for policy in [RestartPolicy::Always, RestartPolicy::OnFailure, RestartPolicy::Never] {
+    for policy in [
+        RestartPolicy::Always,
+        RestartPolicy::OnFailure,
+        RestartPolicy::Never,
+    ] {
         assert!(!should_restart(policy, end), "{policy}");
     }
     assert_eq!(

@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let options = BlockOptions {
         read_only: ctl & 1 != 0,
         serial: "fuzz".into(),
+        format: None,
     };
     let file = disk().try_clone().expect("cannot duplicate the disk fd");
     let mut block = Block::new(file, options).expect("cannot create the block device");

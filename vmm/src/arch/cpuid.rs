@@ -56,6 +56,7 @@ const BRAND_LEAVES: std::ops::RangeInclusive<u32> = 0x8000_0002..=0x8000_0004;
 const BRAND_LEN: usize = 48;
 const EXTENDED_MAX_LEAF: u32 = 0x8000_0000;
 
+const LEAF1_ECX_VMX: u32 = 1 << 5;
 const LEAF1_ECX_CX16: u32 = 1 << 13;
 const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 const LEAF1_ECX_XSAVE: u32 = 1 << 26;
@@ -65,6 +66,9 @@ const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
 const LEAF1_EDX_HTT: u32 = 1 << 28;
 const LEAF7_EBX_AVX2: u32 = 1 << 5;
 const LEAF7_EBX_AVX512F: u32 = 1 << 16;
+const EXT1_ECX_SVM: u32 = 1 << 2;
+/// AMD's SVM revision and features leaf.
+const SVM_FEATURES_LEAF: u32 = 0x8000_000a;
 
 /// Bits needed to number `count` items (x2APIC ID shift width).
 fn shift_for(count: u32) -> u32 {
@@ -82,6 +86,12 @@ pub fn filter(cpuid: &mut CpuId, index: u8, count: u8, profile: CpuidProfile, ho
                 // APIC ID, logical processor count, CLFLUSH line size (8 * 8 bytes).
                 entry.ebx = (index << 24) | ((count & 0xff) << 16) | (8 << 8) | (entry.ebx & 0xff);
                 entry.ecx |= LEAF1_ECX_HYPERVISOR;
+                // No nested virtualization: a guest hypervisor would put
+                // the host KVM's nested code (a history of CVEs) in
+                // reach of every guest, and a guest kernel enabling VMX
+                // or SVM at boot (Linux 6.x does when KVM is built in) is
+                // what made guests on nested test hosts hang.
+                entry.ecx &= !LEAF1_ECX_VMX;
                 if host.tsc_deadline {
                     entry.ecx |= LEAF1_ECX_TSC_DEADLINE;
                 }
@@ -105,6 +115,13 @@ pub fn filter(cpuid: &mut CpuId, index: u8, count: u8, profile: CpuidProfile, ho
             }
             0x7 if entry.index == 0 && profile == CpuidProfile::Baseline => {
                 entry.ebx &= !(LEAF7_EBX_AVX2 | LEAF7_EBX_AVX512F);
+            }
+            0x8000_0001 => entry.ecx &= !EXT1_ECX_SVM,
+            SVM_FEATURES_LEAF => {
+                entry.eax = 0;
+                entry.ebx = 0;
+                entry.ecx = 0;
+                entry.edx = 0;
             }
             0xa => {
                 // No virtual PMU is exposed.
@@ -280,6 +297,37 @@ mod tests {
             function,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn guests_get_no_hardware_virtualization() {
+        let mut cpuid = CpuId::from_entries(&[
+            cleared(0x1),
+            cleared(0x8000_0001),
+            cleared(SVM_FEATURES_LEAF),
+        ])
+        .expect("cpuid");
+        for e in cpuid.as_mut_slice() {
+            e.eax = u32::MAX;
+            e.ebx = u32::MAX;
+            e.ecx = u32::MAX;
+            e.edx = u32::MAX;
+        }
+        filter(&mut cpuid, 0, 1, CpuidProfile::Host, HostFeatures::default());
+        let get = |f: u32| {
+            cpuid
+                .as_slice()
+                .iter()
+                .find(|e| e.function == f)
+                .copied()
+                .expect("leaf")
+        };
+        assert_eq!(get(0x1).ecx & LEAF1_ECX_VMX, 0, "VMX");
+        assert_ne!(get(0x1).ecx & LEAF1_ECX_CX16, 0, "other bits stay");
+        assert_eq!(get(0x8000_0001).ecx & EXT1_ECX_SVM, 0, "SVM");
+        assert_ne!(get(0x8000_0001).ecx & !EXT1_ECX_SVM, 0, "other bits stay");
+        let svm = get(SVM_FEATURES_LEAF);
+        assert_eq!((svm.eax, svm.ebx, svm.ecx, svm.edx), (0, 0, 0, 0));
     }
 
     #[test]

@@ -69,7 +69,16 @@
 //! * `openat` (vCPU; only with `O_WRONLY|O_CREAT|O_APPEND|O_CLOEXEC|O_NOFOLLOW`, the
 //!   flags of `console::log::open_append`, which refuses links) and `rename`:
 //!   the console log is rotated by the thread that writes the UART. No
-//!   thread can open a file for reading, nor truncate one.
+//!   thread can open a file for reading.
+//! * `ftruncate` and `fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`
+//!   on both kinds: a qcow2 disk's writes allocate clusters, and imago's
+//!   file driver zeroes the part of a new cluster the guest did not write
+//!   by growing the file or punching a hole in it (`write_zeroes`). Both
+//!   reach only descriptors opened during setup; a disk is writable
+//!   anyway. No other `fallocate` mode (imago's `FALLOC_FL_ZERO_RANGE` is
+//!   preallocation, never done at run time). imago runs fully
+//!   synchronously (its `sync` feature): no runtime, no threads, no
+//!   io_uring, so nothing else is needed.
 //! * `ioctl(KVM_SET_GSI_ROUTING)` and `ioctl(KVM_IOEVENTFD)` (vCPU): MSI-X
 //!   table writes route a vector, and a moved PCI BAR takes its queue
 //!   notify ioeventfds along; both are guest register writes. They reach
@@ -95,7 +104,7 @@
 //! * `sigaltstack`, `madvise`, `munmap`, `exit`: a thread ending (std tears
 //!   down its alternate signal stack, glibc frees the stack).
 //! * `pread64`/`pwrite64`/`preadv`/`pwritev`/`fdatasync`/`fsync`/`lseek`/
-//!   `getrandom` on both kinds: queues are processed on the event loop when
+//!   `getrandom` on both kinds (qcow2 disks use the same calls): queues are processed on the event loop when
 //!   an ioeventfd fires, but a QueueNotify register write that no ioeventfd
 //!   catches is handled on the vCPU thread that made it. That covers
 //!   virtio-blk, -rng and -net (tap `read`/`write`); virtio-vsock's host side
@@ -281,6 +290,17 @@ fn common_rules() -> Result<Rules, BackendError> {
         any(libc::SYS_pwritev),
         any(libc::SYS_fsync),
         any(libc::SYS_fdatasync),
+        // A qcow2 write that allocates a cluster zeroes the rest of it
+        // (imago's file driver): growing the file, or punching a hole
+        // inside it. No other fallocate mode.
+        any(libc::SYS_ftruncate),
+        (
+            libc::SYS_fallocate,
+            one_of(
+                1,
+                &[(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u64],
+            )?,
+        ),
         any(libc::SYS_getrandom),
         // std writes to a UnixStream with send(MSG_NOSIGNAL): console
         // frames to attached clients (from the vCPU writing the UART) and
@@ -461,7 +481,25 @@ pub fn apply(kind: ThreadKind) -> Result<(), SeccompError> {
 /// As [`apply`], with the filter widened by `policy`.
 pub fn apply_with(kind: ThreadKind, policy: Policy) -> Result<(), SeccompError> {
     let program = filter_with(kind, policy)?;
+    keep_thread_heaps();
     seccompiler::apply_filter(&program).map_err(|source| SeccompError::Apply { kind, source })
+}
+
+/// Stops glibc from shrinking a thread's malloc heap. The first time it
+/// would (a thread freeing more than the trim threshold at the top of its
+/// arena, as a qcow2 disk's cluster caches and buffers do on a vCPU
+/// thread), glibc opens `/proc/sys/vm/overcommit_memory` to decide
+/// whether it may, and a confined thread dies at that `openat`. Freed
+/// memory stays in the arena for reuse instead; allocations from the
+/// mmap threshold up (128 KiB) still go back to the kernel with `munmap`.
+/// Process-wide, idempotent, and done before any filter binds.
+fn keep_thread_heaps() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; it takes the
+    // allocator's own lock.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+    }
 }
 
 #[cfg(test)]

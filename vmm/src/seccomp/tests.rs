@@ -492,3 +492,30 @@ fn setsockopt_only_with_user_net() {
         );
     }
 }
+
+#[test]
+fn qcow2_disks_may_grow_files_and_punch_holes_only() {
+    let punch = (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u64;
+    for kind in [ThreadKind::Vcpu, ThreadKind::Vmm] {
+        assert!(allowed(kind, libc::SYS_ftruncate, [5, 1 << 20, 0, 0, 0, 0]));
+        assert!(allowed(
+            kind,
+            libc::SYS_fallocate,
+            [5, punch, 0, 4096, 0, 0]
+        ));
+        for mode in [
+            0,
+            libc::FALLOC_FL_KEEP_SIZE as u64,
+            libc::FALLOC_FL_ZERO_RANGE as u64,
+            libc::FALLOC_FL_COLLAPSE_RANGE as u64,
+            libc::FALLOC_FL_INSERT_RANGE as u64,
+        ] {
+            assert!(
+                !allowed(kind, libc::SYS_fallocate, [5, mode, 0, 4096, 0, 0]),
+                "{kind:?} mode {mode:#x}"
+            );
+        }
+        // Still no truncating by name.
+        assert!(!allowed(kind, libc::SYS_truncate, [0, 0, 0, 0, 0, 0]));
+    }
+}

@@ -17,7 +17,9 @@ use vmm_sys_util::eventfd::EventFd;
 use super::gsi_routes::GsiRoutes;
 use super::pci_devices::PciDevices;
 use super::{mmio_devices, pci_devices};
-use super::{BootSource, NetBackendConfig, Transport, VirtioSlot, Vm, VmConfig, VmError};
+use super::{
+    BootSource, GuestFile, NetBackendConfig, Transport, VirtioSlot, Vm, VmConfig, VmError,
+};
 use crate::arch::acpi::AcpiConfig;
 use crate::arch::boot::{self, BootEntry, BootPayload};
 use crate::arch::cpuid;
@@ -36,7 +38,8 @@ use crate::devices::serial::SerialDevice;
 use crate::devices::virtio::block::BlockError;
 use crate::devices::virtio::net::user::{UserNet, UserNetConfig};
 use crate::devices::virtio::{
-    Block, BlockOptions, DeviceEvents, Net, NetBackend, Rng, Tap, VirtioDevice, Vsock,
+    BackingImage, Block, BlockOptions, DeviceEvents, DiskImage, Net, NetBackend, Rng, Tap,
+    VirtioDevice, Vsock,
 };
 use crate::exit::ExitSignal;
 use crate::vcpu::{ExitCounters, RunState, Vcpu};
@@ -277,14 +280,30 @@ impl VmBuilder {
             let options = BlockOptions {
                 read_only: disk.read_only,
                 serial: disk.serial.clone().unwrap_or_default(),
+                format: disk.format,
             };
-            let file = disk.file.file.try_clone().map_err(|source| {
-                VmError::device(&name)(BlockError::Open {
-                    path: disk.file.path.clone(),
-                    source,
+            let clone = |f: &GuestFile| {
+                f.file.try_clone().map_err(|source| {
+                    VmError::device(&name)(BlockError::Open {
+                        path: f.path.clone(),
+                        source,
+                    })
                 })
-            })?;
-            let block = Block::new(file, options).map_err(VmError::device(&name))?;
+            };
+            let backing = match &disk.backing {
+                Some(b) => Some(BackingImage {
+                    file: clone(&b.file)?,
+                    path: b.file.path.clone(),
+                    host_path: b.host_path.clone(),
+                }),
+                None => None,
+            };
+            let image = DiskImage {
+                file: clone(&disk.file)?,
+                path: disk.file.path.clone(),
+                backing,
+            };
+            let block = Block::open_image(image, options).map_err(VmError::device(&name))?;
             devices.push(PendingDevice {
                 name,
                 device: Box::new(block),

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
-use keel_common::guest::MacAddr;
+use keel_common::guest::{DiskFormat, MacAddr};
 
 use crate::arch::cpuid::CpuidProfile;
 use crate::devices::virtio::net::user::HostFwd;
@@ -43,6 +43,19 @@ pub struct DiskConfig {
     pub file: GuestFile,
     pub read_only: bool,
     pub serial: Option<String>,
+    /// The spec's `format` (virtio-blk's `format` module has the rule).
+    pub format: Option<DiskFormat>,
+    /// The backing file the spec allows a qcow2 image.
+    pub backing: Option<BackingConfig>,
+}
+
+/// A qcow2 disk's backing file, opened read-only beneath `images/`.
+#[derive(Debug)]
+pub struct BackingConfig {
+    /// `path` is the spec's (`images/base.qcow2`).
+    pub file: GuestFile,
+    /// Its absolute path on the host, for image headers that name it so.
+    pub host_path: PathBuf,
 }
 
 /// Where a NIC's frames go.

@@ -23,8 +23,8 @@ use vmm_sys_util::epoll::Epoll;
 use vmm_sys_util::eventfd::EventFd;
 
 pub use config::{
-    BootSource, DiskConfig, GuestFile, NetBackendConfig, NetConfig, Transport, VmConfig,
-    VsockConfig,
+    BackingConfig, BootSource, DiskConfig, GuestFile, NetBackendConfig, NetConfig, Transport,
+    VmConfig, VsockConfig,
 };
 pub use error::{DeviceError, VmError};
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use keel_common::config::{load_toml, ConfigError, Source};
 use keel_common::guest::{
-    check_disk_path, check_socket_path as check_socket_name, guest_file_parts, BootFrom,
-    MAX_UDS_PATH_LEN, VSOCK_DIR,
+    check_backing_path, check_disk_path, check_socket_path as check_socket_name, guest_file_parts,
+    BootFrom, MAX_UDS_PATH_LEN, VSOCK_DIR,
 };
 use keel_common::GuestSpec;
 
@@ -130,6 +130,28 @@ pub fn check_spec_files(
                 format!(
                     "`{}` is the same file as disk[{first}]",
                     spec.resolve(base_dir, &disk.path).display()
+                ),
+            ));
+        }
+    }
+
+    // A backing file is read-only beneath its disk: a regular file in
+    // images/ (a link out of it is refused as for any guest file), and
+    // never one of the guest's disks under another name.
+    for (i, disk) in spec.disks.iter().enumerate() {
+        let Some(backing) = &disk.backing else {
+            continue;
+        };
+        let field = format!("disk[{i}].backing");
+        check_backing_path(backing).map_err(|m| at.error(&field, m))?;
+        let meta =
+            inspect(base_dir, backing, &[], Expect::Regular).map_err(|m| at.error(&field, m))?;
+        if let Some(other) = seen.get(&(false, meta.dev(), meta.ino())) {
+            return Err(at.error(
+                &field,
+                format!(
+                    "`{}` is the same file as disk[{other}]; a backing file must not be a disk too",
+                    spec.resolve(base_dir, backing).display()
                 ),
             ));
         }

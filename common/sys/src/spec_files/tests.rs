@@ -225,3 +225,43 @@ fn vsock_path_must_be_free_and_short() {
     let message = assert_files_refused(&dir, &text, 12, "vsock.uds_path");
     assert!(message.contains("at most 107"), "{message}");
 }
+
+#[test]
+fn a_backing_file_is_a_regular_file_in_images_and_no_disk() {
+    let dir = TempDir::new("backing");
+    std::fs::write(dir.0.join("images/base.qcow2"), b"x").expect("base");
+    let with_backing = |backing: &str| {
+        FILES.replace(
+            "path = \"disks/b.raw\"\n",
+            &format!("path = \"disks/b.raw\"\nformat = \"qcow2\"\nbacking = \"{backing}\"\n"),
+        )
+    };
+    check_files(&dir, &with_backing("images/base.qcow2")).expect("backing present");
+
+    let message = assert_files_refused(
+        &dir,
+        &with_backing("images/none.qcow2"),
+        12,
+        "disk[1].backing",
+    );
+    assert!(message.contains("none.qcow2"), "{message}");
+    std::fs::create_dir(dir.0.join("images/dir.qcow2")).expect("dir");
+    let message = assert_files_refused(
+        &dir,
+        &with_backing("images/dir.qcow2"),
+        12,
+        "disk[1].backing",
+    );
+    assert!(message.contains("directory"), "{message}");
+
+    // A link out of images/ is refused like any guest file's.
+    std::os::unix::fs::symlink("../disks/a.raw", dir.0.join("images/out.raw")).expect("link");
+    assert_files_refused(&dir, &with_backing("images/out.raw"), 12, "disk[1].backing");
+
+    // A link in images/ to a disk of the guest is that disk: refused.
+    std::fs::write(dir.0.join("images/disk.raw"), b"x").expect("disk");
+    std::os::unix::fs::symlink("disk.raw", dir.0.join("images/same.raw")).expect("link");
+    let text = with_backing("images/same.raw").replace("disks/a.raw", "images/disk.raw");
+    let message = assert_files_refused(&dir, &text, 12, "disk[1].backing");
+    assert!(message.contains("same file as disk[0]"), "{message}");
+}

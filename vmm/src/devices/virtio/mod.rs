@@ -14,7 +14,8 @@
 //! Wiring a device up:
 //!
 //! ```text
-//! let mut disk = Block::new(file, BlockOptions { read_only: false, serial: "root".into() })?;
+//! let options = BlockOptions { serial: "root".into(), ..BlockOptions::default() };
+//! let mut disk = Block::new(file, options)?;
 //! disk.register_events(DeviceEvents::new(epoll.clone(), slot))?;
 //! let irq: Arc<dyn Interrupt> = Arc::new(irq_eventfd); // registered as a KVM irqfd
 //! let transport = MmioTransport::new(Box::new(disk), mem.clone(), irq)?;
@@ -45,7 +46,7 @@ pub mod rng;
 mod status;
 pub mod vsock;
 
-pub use block::{Block, BlockError, BlockOptions};
+pub use block::{BackingImage, Block, BlockError, BlockOptions, DiskImage};
 pub use mmio::{MmioError, MmioInterrupt, MmioTransport, MMIO_LEN, QUEUE_NOTIFY_OFFSET};
 pub use net::{Net, NetBackend, NetBackendError, NetError, Tap, TapError, TYPE_NET};
 pub use pci::{PciInterrupt, VirtioPciDevice, VirtioPciError, VIRTIO_MSI_NO_VECTOR};

@@ -1,9 +1,11 @@
 //! Virtio block device over a raw disk image (a regular file or a host
-//! block device).
+//! block device) or a qcow2 image.
 //!
-//! One queue, requests handled synchronously on the caller's thread. Data
-//! moves between guest memory and the file with pread/pwrite straight into
-//! the guest's buffers (no bounce buffer); every descriptor is checked
+//! One queue, requests handled synchronously on the caller's thread. For a
+//! raw image, data moves between guest memory and the file with
+//! pread/pwrite straight into the guest's buffers (no bounce buffer); a
+//! qcow2 image goes through imago and a bounce buffer (`qcow2`). Which
+//! one a disk is follows the rule in `format`. Every descriptor is checked
 //! against guest memory and every request against the disk size before any
 //! byte moves, so a refused request changes neither.
 
@@ -12,6 +14,7 @@ use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use keel_common::guest::DiskFormat;
 use log::{debug, warn};
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
@@ -20,9 +23,14 @@ use virtio_bindings::virtio_blk::{
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
+pub mod format;
+mod qcow2;
 mod request;
 
-use self::request::{Counters, Disk};
+pub use self::format::FormatError;
+use self::qcow2::Qcow2Image;
+pub use self::qcow2::{BackingImage, Qcow2Error};
+use self::request::{Backend, Counters, Disk};
 use super::{
     read_config_bytes, serve_queue, signal_used, ActivateError, VirtioDevice, VirtioInterrupt,
     TYPE_BLOCK, VIRTIO_F_VERSION_1,
@@ -65,6 +73,19 @@ pub struct BlockOptions {
     /// Disk identifier for `VIRTIO_BLK_T_GET_ID` (Linux shows it as
     /// `/sys/block/vdX/serial`); at most 20 bytes, empty for none.
     pub serial: String,
+    /// The spec's `format`; see the `format` module for the rule.
+    pub format: Option<DiskFormat>,
+}
+
+/// A disk image, open, with what it may read beneath it.
+#[derive(Debug)]
+pub struct DiskImage {
+    pub file: File,
+    /// As the spec names it: for messages, and what a qcow2 header's
+    /// relative backing name is read against.
+    pub path: PathBuf,
+    /// The backing file the spec allows a qcow2 image (none: refused).
+    pub backing: Option<BackingImage>,
 }
 
 /// Why a block device could not be created.
@@ -76,6 +97,12 @@ pub enum BlockError {
     Size(#[source] io::Error),
     #[error("the disk serial is {0} bytes long but at most 20 fit")]
     SerialTooLong(usize),
+    #[error("disk `{path}`: {source}")]
+    Format { path: PathBuf, source: FormatError },
+    #[error("disk `{path}` is qcow2 but {source}")]
+    Qcow2 { path: PathBuf, source: Qcow2Error },
+    #[error("disk `{0}` is raw: only a qcow2 image has a backing file")]
+    RawBacking(PathBuf),
 }
 
 /// What the driver handed over at DRIVER_OK.
@@ -105,12 +132,28 @@ impl Block {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Self::new(file, options)
+        let image = DiskImage {
+            file,
+            path: path.to_path_buf(),
+            backing: None,
+        };
+        Self::open_image(image, options)
     }
 
-    /// Wraps an open disk image. The capacity is its current size rounded
-    /// down to whole sectors.
-    pub fn new(mut file: File, options: BlockOptions) -> Result<Self, BlockError> {
+    /// Wraps an open disk image with no backing file.
+    pub fn new(file: File, options: BlockOptions) -> Result<Self, BlockError> {
+        let image = DiskImage {
+            file,
+            path: PathBuf::from("(unnamed)"),
+            backing: None,
+        };
+        Self::open_image(image, options)
+    }
+
+    /// Wraps an open disk image, raw or qcow2 as `options.format` and its
+    /// header say. A raw image's capacity is its current size rounded
+    /// down to whole sectors; a qcow2 image's is its virtual size.
+    pub fn open_image(image: DiskImage, options: BlockOptions) -> Result<Self, BlockError> {
         let serial = options.serial.as_bytes();
         if serial.len() > ID_BYTES {
             return Err(BlockError::SerialTooLong(serial.len()));
@@ -118,8 +161,37 @@ impl Block {
         let mut id = [0u8; ID_BYTES];
         id[..serial.len()].copy_from_slice(serial);
 
-        // Seeking works for host block devices too, where metadata().len() is 0.
-        let bytes = file.seek(SeekFrom::End(0)).map_err(BlockError::Size)?;
+        let DiskImage {
+            mut file,
+            path,
+            backing,
+        } = image;
+        let format =
+            format::resolve(&file, options.format).map_err(|source| BlockError::Format {
+                path: path.clone(),
+                source,
+            })?;
+        let (backend, bytes) = match format {
+            DiskFormat::Raw => {
+                if backing.is_some() {
+                    return Err(BlockError::RawBacking(path));
+                }
+                // Seeking works for host block devices too, where
+                // metadata().len() is 0.
+                let bytes = file.seek(SeekFrom::End(0)).map_err(BlockError::Size)?;
+                (Backend::Raw(file), bytes)
+            }
+            DiskFormat::Qcow2 => {
+                let image = Qcow2Image::open(file, &path, !options.read_only, backing).map_err(
+                    |source| BlockError::Qcow2 {
+                        path: path.clone(),
+                        source,
+                    },
+                )?;
+                let bytes = image.size();
+                (Backend::Qcow2(Box::new(image)), bytes)
+            }
+        };
         if bytes % SECTOR_SIZE != 0 {
             warn!(
                 "virtio-blk: disk size {bytes} is not a whole number of sectors; the last {} bytes are unreachable",
@@ -146,7 +218,7 @@ impl Block {
 
         Ok(Block {
             disk: Disk {
-                file,
+                backend,
                 read_only: options.read_only,
                 size: capacity * SECTOR_SIZE,
                 id,
@@ -236,6 +308,11 @@ impl VirtioDevice for Block {
     }
 
     fn reset(&mut self) {
+        // A qcow2 image's cached metadata goes back to the file; the
+        // guest (rebooting, say) may not have flushed.
+        if let Err(e) = self.disk.backend.flush() {
+            warn!("virtio-blk: flushing the disk at reset failed: {e}");
+        }
         self.active = None;
         self.acked_features = 0;
     }

@@ -1,6 +1,7 @@
-//! Serving virtio-blk requests against the backing file: parsing and
+//! Serving virtio-blk requests against the disk image: parsing and
 //! checking each chain, then moving data between guest memory and the
-//! file with positional I/O.
+//! image: a raw file with positional I/O straight into guest memory, a
+//! qcow2 image through imago.
 
 use std::fs::File;
 use std::io;
@@ -19,6 +20,7 @@ use vm_memory::{
     VolatileMemoryError, VolatileSlice, WriteVolatile,
 };
 
+use super::qcow2::Qcow2Image;
 use super::{HEADER_LEN, ID_BYTES, MAX_DESCRIPTORS, MAX_REQUEST_BYTES, SECTOR_SIZE};
 use crate::devices::virtio::chain::{check_order, ChainError};
 
@@ -55,6 +57,8 @@ enum RequestError {
     Flush(#[source] io::Error),
     #[error("moving data between the disk and guest memory failed: {0}")]
     Transfer(#[source] GuestMemoryError),
+    #[error("the qcow2 image failed: {0}")]
+    Image(#[source] io::Error),
 }
 
 impl RequestError {
@@ -76,9 +80,27 @@ pub(super) struct Counters {
     pub(super) errors: u64,
 }
 
-/// The backing file and everything needed to serve requests against it.
+/// Where the guest's sectors live.
+pub(super) enum Backend {
+    /// A raw image: sector N is at byte N * 512 of the file.
+    Raw(File),
+    /// A qcow2 image.
+    Qcow2(Box<Qcow2Image>),
+}
+
+impl Backend {
+    /// Makes what was written durable: the guest's flush.
+    pub(super) fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Backend::Raw(file) => file.sync_data(),
+            Backend::Qcow2(image) => image.flush(),
+        }
+    }
+}
+
+/// The disk image and everything needed to serve requests against it.
 pub(super) struct Disk {
-    pub(super) file: File,
+    pub(super) backend: Backend,
     pub(super) read_only: bool,
     /// Size in bytes, a whole number of sectors.
     pub(super) size: u64,
@@ -183,7 +205,7 @@ impl Disk {
             }
             VIRTIO_BLK_T_FLUSH => {
                 // Data descriptors and the sector field mean nothing here.
-                self.file.sync_data().map_err(RequestError::Flush)?;
+                self.backend.flush().map_err(RequestError::Flush)?;
                 self.counters.flush_requests += 1;
                 Ok(0)
             }
@@ -206,107 +228,25 @@ impl Disk {
         }
     }
 
-    /// Moves `len` bytes between the file at `offset` and the checked
+    /// Moves `len` bytes between the disk at `offset` and the checked
     /// buffers `data`: into guest memory when `to_guest`, else out of it.
     fn transfer(
-        &self,
+        &mut self,
         mem: &GuestMemoryMmap,
         data: &[Descriptor],
         offset: u64,
         len: u64,
         to_guest: bool,
     ) -> Result<(), RequestError> {
-        if self.transfer_vectored(mem, data, offset, len, to_guest)? {
-            return Ok(());
+        match &mut self.backend {
+            Backend::Raw(file) => raw_transfer(file, mem, data, offset, len, to_guest),
+            Backend::Qcow2(image) if to_guest => image
+                .read(mem, data, offset, len)
+                .map_err(RequestError::Image),
+            Backend::Qcow2(image) => image
+                .write(mem, data, offset, len)
+                .map_err(RequestError::Image),
         }
-        // A buffer spans two memory regions: one segment at a time.
-        let mut file = FileAt::new(&self.file, offset);
-        for d in data {
-            let result = if to_guest {
-                mem.read_exact_volatile_from(d.addr(), &mut file, d.len() as usize)
-            } else {
-                mem.write_all_volatile_to(d.addr(), &mut file, d.len() as usize)
-            };
-            result.map_err(RequestError::Transfer)?;
-        }
-        Ok(())
-    }
-
-    /// Moves a whole request with one preadv/pwritev, as the host would do
-    /// it, instead of one syscall per segment. Returns false (nothing done)
-    /// when a buffer spans two memory regions; the caller then copies
-    /// segment by segment. The buffers were checked by `check_transfer`.
-    fn transfer_vectored(
-        &self,
-        mem: &GuestMemoryMmap,
-        data: &[Descriptor],
-        offset: u64,
-        len: u64,
-        to_guest: bool,
-    ) -> Result<bool, RequestError> {
-        let mut slices = Vec::with_capacity(data.len());
-        for d in data {
-            match vm_memory::GuestMemoryBackend::get_slice(mem, d.addr(), d.len() as usize) {
-                Ok(slice) => slices.push(slice),
-                Err(_) => return Ok(false),
-            }
-        }
-        let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard_mut()).collect();
-        let mut iovecs: Vec<libc::iovec> = guards
-            .iter()
-            .zip(&slices)
-            .map(|(g, s)| libc::iovec {
-                iov_base: g.as_ptr().cast(),
-                iov_len: s.len(),
-            })
-            .collect();
-        let fd = self.file.as_raw_fd();
-        let (mut done, mut first) = (0u64, 0usize);
-        while done < len {
-            let iov = &iovecs[first..];
-            let (base, count) = (
-                iov.as_ptr(),
-                iov.len().min(libc::UIO_MAXIOV as usize) as libc::c_int,
-            );
-            let at = (offset + done) as libc::off_t;
-            let n = if to_guest {
-                // SAFETY: every iovec points into mapped guest memory that the
-                // guards keep valid for the call, within bounds checked above.
-                unsafe { libc::preadv(fd, base, count, at) }
-            } else {
-                // SAFETY: as above; the kernel only reads these buffers.
-                unsafe { libc::pwritev(fd, base, count, at) }
-            };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(RequestError::Transfer(
-                    vm_memory::GuestMemoryError::IOError(err),
-                ));
-            }
-            if n == 0 {
-                let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "the disk file ended early");
-                return Err(RequestError::Transfer(
-                    vm_memory::GuestMemoryError::IOError(eof),
-                ));
-            }
-            // Skip what a short transfer finished and trim the next iovec.
-            let mut left = n as usize;
-            done += left as u64;
-            while first < iovecs.len() && left >= iovecs[first].iov_len {
-                left -= iovecs[first].iov_len;
-                first += 1;
-            }
-            if let Some(iov) = iovecs.get_mut(first) {
-                // SAFETY: `left` is less than this iovec's length, so the
-                // advanced pointer stays inside the same buffer.
-                iov.iov_base = unsafe { iov.iov_base.cast::<u8>().add(left) }.cast();
-                iov.iov_len -= left;
-            }
-        }
-        Ok(true)
     }
 
     /// Checks a read (`to_guest`) or write of `data` at `sector`: buffers
@@ -331,6 +271,109 @@ impl Disk {
             _ => Err(RequestError::OutOfRange { sector, len }),
         }
     }
+}
+
+/// [`Disk::transfer`] on a raw image, straight between the file and guest
+/// memory.
+fn raw_transfer(
+    file: &File,
+    mem: &GuestMemoryMmap,
+    data: &[Descriptor],
+    offset: u64,
+    len: u64,
+    to_guest: bool,
+) -> Result<(), RequestError> {
+    if raw_transfer_vectored(file, mem, data, offset, len, to_guest)? {
+        return Ok(());
+    }
+    // A buffer spans two memory regions: one segment at a time.
+    let mut file = FileAt::new(file, offset);
+    for d in data {
+        let result = if to_guest {
+            mem.read_exact_volatile_from(d.addr(), &mut file, d.len() as usize)
+        } else {
+            mem.write_all_volatile_to(d.addr(), &mut file, d.len() as usize)
+        };
+        result.map_err(RequestError::Transfer)?;
+    }
+    Ok(())
+}
+
+/// Moves a whole request with one preadv/pwritev, as the host would do
+/// it, instead of one syscall per segment. Returns false (nothing done)
+/// when a buffer spans two memory regions; the caller then copies
+/// segment by segment. The buffers were checked by `check_transfer`.
+fn raw_transfer_vectored(
+    file: &File,
+    mem: &GuestMemoryMmap,
+    data: &[Descriptor],
+    offset: u64,
+    len: u64,
+    to_guest: bool,
+) -> Result<bool, RequestError> {
+    let mut slices = Vec::with_capacity(data.len());
+    for d in data {
+        match vm_memory::GuestMemoryBackend::get_slice(mem, d.addr(), d.len() as usize) {
+            Ok(slice) => slices.push(slice),
+            Err(_) => return Ok(false),
+        }
+    }
+    let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard_mut()).collect();
+    let mut iovecs: Vec<libc::iovec> = guards
+        .iter()
+        .zip(&slices)
+        .map(|(g, s)| libc::iovec {
+            iov_base: g.as_ptr().cast(),
+            iov_len: s.len(),
+        })
+        .collect();
+    let fd = file.as_raw_fd();
+    let (mut done, mut first) = (0u64, 0usize);
+    while done < len {
+        let iov = &iovecs[first..];
+        let (base, count) = (
+            iov.as_ptr(),
+            iov.len().min(libc::UIO_MAXIOV as usize) as libc::c_int,
+        );
+        let at = (offset + done) as libc::off_t;
+        let n = if to_guest {
+            // SAFETY: every iovec points into mapped guest memory that the
+            // guards keep valid for the call, within bounds checked above.
+            unsafe { libc::preadv(fd, base, count, at) }
+        } else {
+            // SAFETY: as above; the kernel only reads these buffers.
+            unsafe { libc::pwritev(fd, base, count, at) }
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(RequestError::Transfer(
+                vm_memory::GuestMemoryError::IOError(err),
+            ));
+        }
+        if n == 0 {
+            let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "the disk file ended early");
+            return Err(RequestError::Transfer(
+                vm_memory::GuestMemoryError::IOError(eof),
+            ));
+        }
+        // Skip what a short transfer finished and trim the next iovec.
+        let mut left = n as usize;
+        done += left as u64;
+        while first < iovecs.len() && left >= iovecs[first].iov_len {
+            left -= iovecs[first].iov_len;
+            first += 1;
+        }
+        if let Some(iov) = iovecs.get_mut(first) {
+            // SAFETY: `left` is less than this iovec's length, so the
+            // advanced pointer stays inside the same buffer.
+            iov.iov_base = unsafe { iov.iov_base.cast::<u8>().add(left) }.cast();
+            iov.iov_len -= left;
+        }
+    }
+    Ok(true)
 }
 
 /// Checks that every data descriptor is non-empty, device-writable exactly

@@ -34,6 +34,7 @@ fn fixture(tag: &str, read_only: bool) -> Fixture {
     let options = BlockOptions {
         read_only,
         serial: "keel-disk-0".into(),
+        format: None,
     };
     let block = Block::new(disk.open(!read_only), options).expect("block");
     Fixture {
@@ -848,6 +849,7 @@ fn serial_longer_than_20_bytes_is_refused() {
     let options = BlockOptions {
         read_only: false,
         serial: "x".repeat(21),
+        format: None,
     };
     assert!(matches!(
         Block::new(disk.open(true), options),
@@ -856,6 +858,7 @@ fn serial_longer_than_20_bytes_is_refused() {
     let options = BlockOptions {
         read_only: false,
         serial: "y".repeat(20),
+        format: None,
     };
     Block::new(disk.open(true), options).expect("20 bytes fit");
 }
@@ -933,3 +936,5 @@ fn readable_after_writable_is_an_io_error_whatever_the_request() {
         VIRTIO_BLK_S_IOERR,
     );
 }
+
+mod qcow2;
