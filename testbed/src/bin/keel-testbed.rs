@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use keel_common::guest::{LOADER_INITRD, LOADER_KERNEL};
 use keel_common::vmm_api::{read_frame, write_frame, VmmRequest, VmmResponse};
 
 use keel_guest_rt::{cmdline_value, mount_basics, power_off};
@@ -31,12 +32,23 @@ fn write_disk() -> std::io::Result<()> {
     for dir in ["images", "disks"] {
         std::fs::create_dir_all(Path::new(DATA).join(dir))?;
     }
-    for file in ["bzImage", "vmlinux", "initrd.cpio"] {
+    // The guest kernels and initrd, and keel-loader where the image
+    // keeps it (init copies the same files out of the Keel image).
+    for (source, target) in [
+        ("bzImage", "bzImage"),
+        ("vmlinux", "vmlinux"),
+        ("initrd.cpio", "initrd.cpio"),
+        ("bzImage", LOADER_KERNEL.trim_start_matches("images/")),
+        ("loader.cpio", LOADER_INITRD.trim_start_matches("images/")),
+    ] {
         let (source, target) = (
-            Path::new("/guest").join(file),
-            Path::new(DATA).join("images").join(file),
+            Path::new("/guest").join(source),
+            Path::new(DATA).join("images").join(target),
         );
         if source.exists() && !target.exists() {
+            if let Some(dir) = target.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
             std::fs::copy(source, target)?;
         }
     }
@@ -773,6 +785,15 @@ fn debian_spec(scenario: &str, transport: &str, flavour: &str) -> String {
     )
 }
 
+/// The Debian guest booted `from = "disk"`: keel-loader picks the kernel
+/// Debian's packages left on the disk (its `/vmlinuz` links) and composes
+/// `root=UUID=`; `panic=1` is added as in [`debian_spec`].
+fn debian_disk_spec(scenario: &str, transport: &str) -> String {
+    format!(
+        "name = \"{scenario}\"\nvcpus = 1\nmemory_mib = 512\ntransport = \"{transport}\"\n\n[boot]\nfrom = \"disk\"\ncmdline_append = \"panic=1\"\n\n[[disk]]\npath = \"{DEBIAN_DISK}\"\nserial = \"debian-root\"\n\n[[net]]\nmode = \"user\"\n"
+    )
+}
+
 /// Boots Debian 12 with Debian's own kernel and initrd
 /// (`debian-TRANSPORT-FLAVOUR`) from the disk L1 has as a drive. The
 /// guest prints its `KEEL-DEBIAN` line at multi-user.target and powers
@@ -787,9 +808,17 @@ fn run_debian(scenario: &str) {
         return;
     };
     let images = Path::new(DATA).join("images/debian");
+    // `debian-pci-disk`: no kernel named; keel-loader finds Debian's.
+    let from_disk = flavour == "disk";
     let setup = std::fs::create_dir_all(&images)
+        .and_then(|_| if from_disk { write_disk() } else { Ok(()) })
         .and_then(|_| {
-            ["vmlinuz", "initrd.img"].iter().try_for_each(|file| {
+            let files: &[&str] = if from_disk {
+                &[]
+            } else {
+                &["vmlinuz", "initrd.img"]
+            };
+            files.iter().try_for_each(|file| {
                 let name = format!("{file}-{flavour}");
                 let target = images.join(&name);
                 if target.exists() {
@@ -804,7 +833,12 @@ fn run_debian(scenario: &str) {
         return;
     }
     let config = format!("/tmp/{scenario}.toml");
-    if let Err(err) = std::fs::write(&config, debian_spec(scenario, transport, flavour)) {
+    let spec = if from_disk {
+        debian_disk_spec(scenario, transport)
+    } else {
+        debian_spec(scenario, transport, flavour)
+    };
+    if let Err(err) = std::fs::write(&config, spec) {
         println!("TESTBED scenario={scenario} error=cannot-write-spec:{err}");
         return;
     }

@@ -313,7 +313,13 @@ mod tests {
             e.ecx = u32::MAX;
             e.edx = u32::MAX;
         }
-        filter(&mut cpuid, 0, 1, CpuidProfile::Host, HostFeatures::default());
+        filter(
+            &mut cpuid,
+            0,
+            1,
+            CpuidProfile::Host,
+            HostFeatures::default(),
+        );
         let get = |f: u32| {
             cpuid
                 .as_slice()
