@@ -1,0 +1,20 @@
+//! The pure heart of Keel's from-disk guest boot: given the guest's
+//! filesystems (already mounted read-only by the caller), find its boot
+//! entries and choose the kernel, initrds and command line to kexec.
+//!
+//! No mounting, no kexec here: everything goes through [`BootFs`], so the
+//! parsers and the chooser are tested on hand-made trees.
+
+pub mod entry;
+pub mod fs;
+pub mod grub2;
+mod include;
+pub mod limits;
+mod text;
+pub mod version;
+
+#[cfg(test)]
+mod testutil;
+
+pub use entry::{BootEntry, ConfigError, EntryKind, EntryList, Format, MenuStep, RootHint, Source};
+pub use fs::{BootFs, DirFs, FsError};
