@@ -5,12 +5,17 @@
 //! No mounting, no kexec here: everything goes through [`BootFs`], so the
 //! parsers and the chooser are tested on hand-made trees.
 
+pub mod bls;
+pub mod debian;
 pub mod entry;
+pub mod extlinux;
 pub mod fs;
 pub mod grub2;
+pub mod grub_legacy;
 mod include;
 pub mod limits;
 mod text;
+pub mod uki;
 pub mod version;
 
 #[cfg(test)]
