@@ -6,6 +6,7 @@
 //! parsers and the chooser are tested on hand-made trees.
 
 pub mod bls;
+pub mod chooser;
 pub mod debian;
 pub mod entry;
 pub mod extlinux;
@@ -21,5 +22,6 @@ pub mod version;
 #[cfg(test)]
 mod testutil;
 
+pub use chooser::{choose, BootFile, BootPlan, ChooseError, Filesystem};
 pub use entry::{BootEntry, ConfigError, EntryKind, EntryList, Format, MenuStep, RootHint, Source};
 pub use fs::{BootFs, DirFs, FsError};
