@@ -19,7 +19,12 @@ use crate::version;
 pub const DIRS: &[&str] = &["/loader/entries", "/boot/loader/entries"];
 
 /// Where Fedora's GRUB keeps the block `$kernelopts` comes from.
-const GRUBENV_PATHS: &[&str] = &["/grub2/grubenv", "/boot/grub2/grubenv", "/grub/grubenv", "/boot/grub/grubenv"];
+const GRUBENV_PATHS: &[&str] = &[
+    "/grub2/grubenv",
+    "/boot/grub2/grubenv",
+    "/grub/grubenv",
+    "/boot/grub/grubenv",
+];
 
 /// What the specification sorts entries by.
 #[derive(Debug, Default, Clone)]
@@ -37,12 +42,20 @@ fn order(a: &SortKey, b: &SortKey) -> Ordering {
         (Some(x), Some(y)) => x
             .cmp(y)
             .then_with(|| a.machine_id.cmp(&b.machine_id))
-            .then_with(|| version::compare(b.version.as_deref().unwrap_or(""), a.version.as_deref().unwrap_or("")))
+            .then_with(|| {
+                version::compare(
+                    b.version.as_deref().unwrap_or(""),
+                    a.version.as_deref().unwrap_or(""),
+                )
+            })
             .then_with(|| version::compare(&b.id, &a.id)),
         (Some(_), None) => Ordering::Less,
         (None, Some(_)) => Ordering::Greater,
-        (None, None) => version::compare(b.version.as_deref().unwrap_or(""), a.version.as_deref().unwrap_or(""))
-            .then_with(|| version::compare(&b.id, &a.id)),
+        (None, None) => version::compare(
+            b.version.as_deref().unwrap_or(""),
+            a.version.as_deref().unwrap_or(""),
+        )
+        .then_with(|| version::compare(&b.id, &a.id)),
     }
 }
 
@@ -61,7 +74,9 @@ pub fn discover(fs: &dyn BootFs) -> Result<Option<EntryList>, ConfigError> {
 pub fn read_dir(fs: &dyn BootFs, dir: &str) -> Result<Option<EntryList>, ConfigError> {
     let listing = match fs.list_dir(dir) {
         Ok(l) => l,
-        Err(e) if e.is_not_found() || matches!(e, crate::fs::FsError::NotADir { .. }) => return Ok(None),
+        Err(e) if e.is_not_found() || matches!(e, crate::fs::FsError::NotADir { .. }) => {
+            return Ok(None)
+        }
         Err(e) => return Err(ConfigError::fs(dir, 0, &e)),
     };
     let mut found = Vec::new();
@@ -110,7 +125,12 @@ pub fn read_dir(fs: &dyn BootFs, dir: &str) -> Result<Option<EntryList>, ConfigE
             e
         })
         .collect();
-    Ok(Some(EntryList::new(Format::Bls, dir.to_string(), entries, None)))
+    Ok(Some(EntryList::new(
+        Format::Bls,
+        dir.to_string(),
+        entries,
+        None,
+    )))
 }
 
 /// Parses one entry file's text. Unknown keys are ignored, as the
@@ -151,7 +171,12 @@ pub fn parse_entry(text: &str, file: &str, id: &str) -> (BootEntry, SortKey) {
         file: file.to_string(),
         line: 0,
     };
-    let mut e = BootEntry::new(0, title.unwrap_or_else(|| id.to_string()), Some(id.to_string()), source);
+    let mut e = BootEntry::new(
+        0,
+        title.unwrap_or_else(|| id.to_string()),
+        Some(id.to_string()),
+        source,
+    );
     e.version = key.version.clone();
     e.options = options.join(" ");
     match (linux, efi) {
@@ -190,7 +215,9 @@ fn expand(s: &str, env: &HashMap<String, String>) -> String {
                 None => (inner, after.len()),
             }
         } else {
-            let n = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+            let n = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
             (&after[..n], n)
         };
         if name.is_empty() && len == 0 {
@@ -221,7 +248,11 @@ mod tests {
     #[test]
     fn fedora_entries_sort_newest_first() {
         let t = Tree::new();
-        for v in ["6.5.6-300.fc39.x86_64", "6.5.12-300.fc39.x86_64", "6.5.10-300.fc39.x86_64"] {
+        for v in [
+            "6.5.6-300.fc39.x86_64",
+            "6.5.12-300.fc39.x86_64",
+            "6.5.10-300.fc39.x86_64",
+        ] {
             t.text(
                 &format!("/boot/loader/entries/{MID}-{v}.conf"),
                 &fedora_entry(v, "root=UUID=5d1c7a1e-27bb-4c8f-a2f2-1a0b7e2c9d31 ro rootflags=subvol=root rhgb quiet"),
@@ -230,14 +261,34 @@ mod tests {
         t.text("/boot/loader/entries/README", "not an entry");
         let list = discover(&t.fs()).unwrap().unwrap();
         assert_eq!(list.file, "/boot/loader/entries");
-        let versions: Vec<_> = list.entries.iter().map(|e| e.version.clone().unwrap()).collect();
-        assert_eq!(versions, ["6.5.12-300.fc39.x86_64", "6.5.10-300.fc39.x86_64", "6.5.6-300.fc39.x86_64"]);
+        let versions: Vec<_> = list
+            .entries
+            .iter()
+            .map(|e| e.version.clone().unwrap())
+            .collect();
+        assert_eq!(
+            versions,
+            [
+                "6.5.12-300.fc39.x86_64",
+                "6.5.10-300.fc39.x86_64",
+                "6.5.6-300.fc39.x86_64"
+            ]
+        );
         let e = &list.entries[list.default];
-        assert_eq!(e.title(), "Fedora Linux (6.5.12-300.fc39.x86_64) 39 (Server Edition)");
-        assert_eq!(e.id(), Some(format!("{MID}-6.5.12-300.fc39.x86_64").as_str()));
+        assert_eq!(
+            e.title(),
+            "Fedora Linux (6.5.12-300.fc39.x86_64) 39 (Server Edition)"
+        );
+        assert_eq!(
+            e.id(),
+            Some(format!("{MID}-6.5.12-300.fc39.x86_64").as_str())
+        );
         assert_eq!(e.kernel, "/vmlinuz-6.5.12-300.fc39.x86_64");
         assert_eq!(e.initrds, ["/initramfs-6.5.12-300.fc39.x86_64.img"]);
-        assert_eq!(e.options, "root=UUID=5d1c7a1e-27bb-4c8f-a2f2-1a0b7e2c9d31 ro rootflags=subvol=root rhgb quiet");
+        assert_eq!(
+            e.options,
+            "root=UUID=5d1c7a1e-27bb-4c8f-a2f2-1a0b7e2c9d31 ro rootflags=subvol=root rhgb quiet"
+        );
         assert_eq!(e.kind, EntryKind::Linux);
         assert_eq!(list.entries[2].index_path(), "2");
         assert!(list.find("1").unwrap().kernel.contains("6.5.10"));
@@ -246,24 +297,39 @@ mod tests {
     #[test]
     fn kernelopts_come_from_grubenv() {
         let t = Tree::new();
-        t.text("/loader/entries/a.conf", &fedora_entry("6.0.7-301.fc37.x86_64", "$kernelopts ${extra} $missing"));
+        t.text(
+            "/loader/entries/a.conf",
+            &fedora_entry("6.0.7-301.fc37.x86_64", "$kernelopts ${extra} $missing"),
+        );
         let mut env = b"# GRUB Environment Block\nkernelopts=root=/dev/mapper/fedora-root ro resume=/dev/mapper/fedora-swap\nextra=quiet\n".to_vec();
         env.resize(1024, b'#');
         t.file("/grub2/grubenv", &env);
         let list = discover(&t.fs()).unwrap().unwrap();
-        assert_eq!(list.entries[0].options, "root=/dev/mapper/fedora-root ro resume=/dev/mapper/fedora-swap quiet");
+        assert_eq!(
+            list.entries[0].options,
+            "root=/dev/mapper/fedora-root ro resume=/dev/mapper/fedora-swap quiet"
+        );
     }
 
     #[test]
     fn sort_key_machine_id_multiple_initrds_and_options() {
         let t = Tree::new();
-        t.text("/loader/entries/z-old.conf", "title Old\nversion 1.0\nlinux /old\n");
+        t.text(
+            "/loader/entries/z-old.conf",
+            "title Old\nversion 1.0\nlinux /old\n",
+        );
         t.text(
             "/loader/entries/arch.conf",
             "# comment\ntitle   Arch Linux\nsort-key arch\nlinux /vmlinuz-linux\ninitrd /intel-ucode.img\ninitrd /initramfs-linux.img\noptions root=PARTUUID=1 rw\noptions console=ttyS0,115200\n",
         );
-        t.text("/loader/entries/arch-fallback.conf", "title Fallback\nsort-key arch\nversion 0.9\nlinux /vmlinuz-linux\n");
-        t.text("/loader/entries/uki.conf", "title UKI\nefi /EFI/Linux/arch.efi\n");
+        t.text(
+            "/loader/entries/arch-fallback.conf",
+            "title Fallback\nsort-key arch\nversion 0.9\nlinux /vmlinuz-linux\n",
+        );
+        t.text(
+            "/loader/entries/uki.conf",
+            "title UKI\nefi /EFI/Linux/arch.efi\n",
+        );
         t.text("/loader/entries/empty.conf", "title Nothing\n");
         let list = discover(&t.fs()).unwrap().unwrap();
         let titles: Vec<_> = list.entries.iter().map(BootEntry::title).collect();
@@ -274,7 +340,10 @@ mod tests {
         assert_eq!(arch.initrds, ["/intel-ucode.img", "/initramfs-linux.img"]);
         assert_eq!(arch.options, "root=PARTUUID=1 rw console=ttyS0,115200");
         assert_eq!(list.find("uki").unwrap().kind, EntryKind::Uki);
-        assert!(matches!(list.find("empty").unwrap().kind, EntryKind::Unsupported(_)));
+        assert!(matches!(
+            list.find("empty").unwrap().kind,
+            EntryKind::Unsupported(_)
+        ));
     }
 
     #[test]

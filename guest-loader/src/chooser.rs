@@ -73,6 +73,28 @@ pub struct BootPlan {
     pub uki: bool,
 }
 
+/// The entry an error is about: its title and where it was defined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRef {
+    pub title: String,
+    pub at: Source,
+}
+
+impl EntryRef {
+    fn of(entry: &BootEntry) -> Box<Self> {
+        Box::new(Self {
+            title: entry.title(),
+            at: entry.source.clone(),
+        })
+    }
+}
+
+impl std::fmt::Display for EntryRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "entry \"{}\" ({})", self.title, self.at)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ChooseError {
     #[error("no filesystem was given to look for a boot entry on")]
@@ -89,32 +111,35 @@ pub enum ChooseError {
         file: String,
         entries: String,
     },
-    #[error("entry \"{title}\" ({at}) cannot be booted: {reason}")]
+    #[error("{entry} cannot be booted: {reason}")]
     Unsupported {
-        title: String,
-        at: Source,
+        entry: Box<EntryRef>,
         reason: String,
     },
-    #[error("entry \"{title}\" ({at}) names {what} {path}, which is on none of the filesystems ({searched})")]
+    #[error("{entry} names {what} {path}, which is on none of the filesystems ({searched})")]
     MissingFile {
-        title: String,
-        at: Source,
+        entry: Box<EntryRef>,
         what: &'static str,
         path: String,
         searched: String,
     },
-    #[error("entry \"{title}\" ({at}) names {what} {path}, which cannot be used: {reason}")]
+    #[error("{entry} names {what} {path}, which cannot be used: {reason}")]
     BadFile {
-        title: String,
-        at: Source,
+        entry: Box<EntryRef>,
         what: &'static str,
         path: String,
         reason: String,
     },
-    #[error("entry \"{title}\" ({at}) needs root=UUID= of the filesystem holding it, and that filesystem has no UUID")]
-    NoRootUuid { title: String, at: Source },
+    #[error(
+        "{entry} needs root=UUID= of the filesystem holding it, and that filesystem has no UUID"
+    )]
+    NoRootUuid { entry: Box<EntryRef> },
     #[error("the command line is {len} bytes, more than the kernel's {max}: {cmdline}")]
-    CmdlineTooLong { len: usize, max: usize, cmdline: String },
+    CmdlineTooLong {
+        len: usize,
+        max: usize,
+        cmdline: String,
+    },
 }
 
 /// The places a format is looked for, for "no boot entry found".
@@ -163,8 +188,16 @@ pub fn find_entries(filesystems: &[Filesystem<'_>]) -> Result<(usize, EntryList)
         }
     }
     Err(ChooseError::NoEntry {
-        looked: ORDER.iter().map(|f| places(*f)).collect::<Vec<_>>().join(", "),
-        filesystems: filesystems.iter().map(Filesystem::name).collect::<Vec<_>>().join(", "),
+        looked: ORDER
+            .iter()
+            .map(|f| places(*f))
+            .collect::<Vec<_>>()
+            .join(", "),
+        filesystems: filesystems
+            .iter()
+            .map(Filesystem::name)
+            .collect::<Vec<_>>()
+            .join(", "),
         problems: if problems.is_empty() {
             String::new()
         } else {
@@ -187,29 +220,46 @@ pub fn choose(
             file: list.file.clone(),
             entries: list.describe_entries(),
         })?,
-        None => list.entries.get(list.default).ok_or_else(|| ChooseError::EntryNotFound {
-            wanted: "default".to_string(),
-            file: list.file.clone(),
-            entries: list.describe_entries(),
-        })?,
+        None => list
+            .entries
+            .get(list.default)
+            .ok_or_else(|| ChooseError::EntryNotFound {
+                wanted: "default".to_string(),
+                file: list.file.clone(),
+                entries: list.describe_entries(),
+            })?,
     };
-    log::info!("booting \"{}\" from {} on {}", entry.title(), entry.source, filesystems[home].name());
+    log::info!(
+        "booting \"{}\" from {} on {}",
+        entry.title(),
+        entry.source,
+        filesystems[home].name()
+    );
     plan(filesystems, home, entry, cmdline_append)
 }
 
 /// The plan for one entry found on `filesystems[home]`.
-pub fn plan(filesystems: &[Filesystem<'_>], home: usize, entry: &BootEntry, cmdline_append: &str) -> Result<BootPlan, ChooseError> {
+pub fn plan(
+    filesystems: &[Filesystem<'_>],
+    home: usize,
+    entry: &BootEntry,
+    cmdline_append: &str,
+) -> Result<BootPlan, ChooseError> {
     if let EntryKind::Unsupported(reason) = &entry.kind {
         return Err(ChooseError::Unsupported {
-            title: entry.title(),
-            at: entry.source.clone(),
+            entry: EntryRef::of(entry),
             reason: reason.clone(),
         });
     }
     let order = search_order(filesystems, home, entry.root_hint.as_ref());
     let kernel = locate(filesystems, &order, entry, "kernel", &entry.kernel)?;
     if kernel.size == 0 {
-        return Err(bad(entry, "kernel", &entry.kernel, "it is empty".to_string()));
+        return Err(bad(
+            entry,
+            "kernel",
+            &entry.kernel,
+            "it is empty".to_string(),
+        ));
     }
     let initrds = entry
         .initrds
@@ -222,8 +272,7 @@ pub fn plan(filesystems: &[Filesystem<'_>], home: usize, entry: &BootEntry, cmdl
         let uuid = &filesystems[home].uuid;
         if uuid.is_empty() {
             return Err(ChooseError::NoRootUuid {
-                title: entry.title(),
-                at: entry.source.clone(),
+                entry: EntryRef::of(entry),
             });
         }
         parts.push(format!("root=UUID={uuid} ro"));
@@ -257,7 +306,11 @@ pub fn plan(filesystems: &[Filesystem<'_>], home: usize, entry: &BootEntry, cmdl
 
 /// Filesystems to look for an entry's files on: the one `search` named,
 /// then the entry's own, then the rest.
-fn search_order(filesystems: &[Filesystem<'_>], home: usize, hint: Option<&RootHint>) -> Vec<usize> {
+fn search_order(
+    filesystems: &[Filesystem<'_>],
+    home: usize,
+    hint: Option<&RootHint>,
+) -> Vec<usize> {
     let hinted = hint.and_then(|h| {
         filesystems.iter().position(|f| match h {
             RootHint::Uuid(u) => !f.uuid.is_empty() && f.uuid.eq_ignore_ascii_case(u),
@@ -266,7 +319,9 @@ fn search_order(filesystems: &[Filesystem<'_>], home: usize, hint: Option<&RootH
         })
     });
     if hint.is_some() && hinted.is_none() {
-        log::warn!("the entry's filesystem ({hint:?}) is not among the guest's; looking on all of them");
+        log::warn!(
+            "the entry's filesystem ({hint:?}) is not among the guest's; looking on all of them"
+        );
     }
     let mut order: Vec<usize> = hinted.into_iter().collect();
     for i in std::iter::once(home).chain(0..filesystems.len()) {
@@ -286,7 +341,13 @@ fn variants(path: &str) -> Vec<String> {
     }
 }
 
-fn locate(filesystems: &[Filesystem<'_>], order: &[usize], entry: &BootEntry, what: &'static str, path: &str) -> Result<BootFile, ChooseError> {
+fn locate(
+    filesystems: &[Filesystem<'_>],
+    order: &[usize],
+    entry: &BootEntry,
+    what: &'static str,
+    path: &str,
+) -> Result<BootFile, ChooseError> {
     let mut refused: Option<String> = None;
     for &i in order {
         let f = &filesystems[i];
@@ -302,7 +363,8 @@ fn locate(filesystems: &[Filesystem<'_>], order: &[usize], entry: &BootEntry, wh
                     });
                 }
                 Ok(_) => {
-                    refused.get_or_insert_with(|| format!("on {} it is not a regular file", f.name()));
+                    refused
+                        .get_or_insert_with(|| format!("on {} it is not a regular file", f.name()));
                 }
                 Err(FsError::NotFound { .. } | FsError::NotADir { .. }) => {}
                 Err(e) => {
@@ -315,18 +377,20 @@ fn locate(filesystems: &[Filesystem<'_>], order: &[usize], entry: &BootEntry, wh
         return Err(bad(entry, what, path, reason));
     }
     Err(ChooseError::MissingFile {
-        title: entry.title(),
-        at: entry.source.clone(),
+        entry: EntryRef::of(entry),
         what,
         path: path.to_string(),
-        searched: order.iter().map(|i| filesystems[*i].name()).collect::<Vec<_>>().join(", "),
+        searched: order
+            .iter()
+            .map(|i| filesystems[*i].name())
+            .collect::<Vec<_>>()
+            .join(", "),
     })
 }
 
 fn bad(entry: &BootEntry, what: &'static str, path: &str, reason: String) -> ChooseError {
     ChooseError::BadFile {
-        title: entry.title(),
-        at: entry.source.clone(),
+        entry: EntryRef::of(entry),
         what,
         path: path.to_string(),
         reason,

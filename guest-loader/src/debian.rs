@@ -25,7 +25,12 @@ pub fn discover(fs: &dyn BootFs) -> Result<Option<EntryList>, ConfigError> {
             file: kernel.to_string(),
             line: 0,
         };
-        let mut e = BootEntry::new(entries.len(), format!("{kernel} -> {k}"), Some(kernel.trim_start_matches('/').to_string()), source);
+        let mut e = BootEntry::new(
+            entries.len(),
+            format!("{kernel} -> {k}"),
+            Some(kernel.trim_start_matches('/').to_string()),
+            source,
+        );
         e.kernel = k;
         e.initrds = target(fs, initrd)?.into_iter().collect();
         e.needs_root = true;
@@ -34,7 +39,12 @@ pub fn discover(fs: &dyn BootFs) -> Result<Option<EntryList>, ConfigError> {
     if entries.is_empty() {
         return Ok(None);
     }
-    Ok(Some(EntryList::new(Format::DebianLinks, entries[0].source.file.clone(), entries, None)))
+    Ok(Some(EntryList::new(
+        Format::DebianLinks,
+        entries[0].source.file.clone(),
+        entries,
+        None,
+    )))
 }
 
 /// Where a link points, resolved when it can be. A link whose target is
@@ -50,7 +60,9 @@ fn target(fs: &dyn BootFs, path: &str) -> Result<Option<String>, ConfigError> {
         },
         Err(FsError::NotFound { .. }) => match fs.read_link(path) {
             Ok(t) => Ok(Some(relative_to(dirname(path), &t))),
-            Err(FsError::NotFound { .. } | FsError::NotALink { .. } | FsError::NotADir { .. }) => Ok(None),
+            Err(FsError::NotFound { .. } | FsError::NotALink { .. } | FsError::NotADir { .. }) => {
+                Ok(None)
+            }
             Err(e) => Err(ConfigError::fs(path, 0, &e)),
         },
         Err(FsError::NotADir { .. }) => Ok(None),

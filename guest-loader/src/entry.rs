@@ -106,12 +106,20 @@ impl BootEntry {
 
     /// Titles joined the way GRUB names submenu entries: "Advanced>Debian".
     pub fn title(&self) -> String {
-        self.path.iter().map(|s| s.title.as_str()).collect::<Vec<_>>().join(">")
+        self.path
+            .iter()
+            .map(|s| s.title.as_str())
+            .collect::<Vec<_>>()
+            .join(">")
     }
 
     /// Positions joined the same way: "1>2".
     pub fn index_path(&self) -> String {
-        self.path.iter().map(|s| s.index.to_string()).collect::<Vec<_>>().join(">")
+        self.path
+            .iter()
+            .map(|s| s.index.to_string())
+            .collect::<Vec<_>>()
+            .join(">")
     }
 
     pub fn id(&self) -> Option<&str> {
@@ -162,7 +170,12 @@ pub struct EntryList {
 impl EntryList {
     /// Builds the list, resolving the config's default by name; a default
     /// that names nothing falls back to the first entry, as GRUB does.
-    pub(crate) fn new(format: Format, file: String, entries: Vec<BootEntry>, default: Option<&str>) -> Self {
+    pub(crate) fn new(
+        format: Format,
+        file: String,
+        entries: Vec<BootEntry>,
+        default: Option<&str>,
+    ) -> Self {
         let default = match default {
             None => 0,
             Some(d) => find_entry(&entries, d).unwrap_or_else(|| {
@@ -184,7 +197,12 @@ impl EntryList {
 
     /// The entries for a message, one per line, at most 20.
     pub fn describe_entries(&self) -> String {
-        let mut lines: Vec<String> = self.entries.iter().take(20).map(|e| format!("  {}", e.describe())).collect();
+        let mut lines: Vec<String> = self
+            .entries
+            .iter()
+            .take(20)
+            .map(|e| format!("  {}", e.describe()))
+            .collect();
         if self.entries.len() > 20 {
             lines.push(format!("  ... and {} more", self.entries.len() - 20));
         }
@@ -249,8 +267,18 @@ mod tests {
 
     #[test]
     fn entries_match_by_position_title_and_id_per_level() {
-        let e = entry(&[(1, "Advanced", Some("adv")), (2, "Debian, recovery", Some("rec"))]);
-        for wanted in ["1>2", "Advanced>Debian, recovery", "adv>rec", "1>rec", "rec", "Debian, recovery"] {
+        let e = entry(&[
+            (1, "Advanced", Some("adv")),
+            (2, "Debian, recovery", Some("rec")),
+        ]);
+        for wanted in [
+            "1>2",
+            "Advanced>Debian, recovery",
+            "adv>rec",
+            "1>rec",
+            "rec",
+            "Debian, recovery",
+        ] {
             assert!(e.matches(wanted), "{wanted}");
         }
         for wanted in ["1", "2", "0>2", "1>2>3", "Advanced", "adv"] {
@@ -276,7 +304,13 @@ mod tests {
 
     #[test]
     fn config_errors_name_file_and_line() {
-        assert_eq!(ConfigError::new("/a.cfg", 3, "bad").to_string(), "/a.cfg line 3: bad");
-        assert_eq!(ConfigError::new("/a.cfg", 0, "bad").to_string(), "/a.cfg: bad");
+        assert_eq!(
+            ConfigError::new("/a.cfg", 3, "bad").to_string(),
+            "/a.cfg line 3: bad"
+        );
+        assert_eq!(
+            ConfigError::new("/a.cfg", 0, "bad").to_string(),
+            "/a.cfg: bad"
+        );
     }
 }

@@ -65,10 +65,21 @@ pub fn parse(fs: &dyn BootFs, path: &str) -> Result<Option<EntryList>, ConfigErr
         .collect();
     // With a menu, MENU DEFAULT wins over DEFAULT.
     let default = st.menu_default.or(st.default);
-    Ok(Some(EntryList::new(Format::Extlinux, path.to_string(), entries, default.as_deref())))
+    Ok(Some(EntryList::new(
+        Format::Extlinux,
+        path.to_string(),
+        entries,
+        default.as_deref(),
+    )))
 }
 
-fn read(fs: &dyn BootFs, text: &str, file: &str, includes: &mut Includes, st: &mut State) -> Result<(), ConfigError> {
+fn read(
+    fs: &dyn BootFs,
+    text: &str,
+    file: &str,
+    includes: &mut Includes,
+    st: &mut State,
+) -> Result<(), ConfigError> {
     let dir = dirname(file).to_string();
     let mut in_text = false;
     for (n, line) in text.lines().enumerate() {
@@ -102,7 +113,11 @@ fn read(fs: &dyn BootFs, text: &str, file: &str, includes: &mut Includes, st: &m
             "default" => st.default = rest.split_ascii_whitespace().next().map(str::to_string),
             "label" => {
                 if st.labels.len() >= MAX_ENTRIES {
-                    return Err(ConfigError::new(file, n, format!("more than {MAX_ENTRIES} labels")));
+                    return Err(ConfigError::new(
+                        file,
+                        n,
+                        format!("more than {MAX_ENTRIES} labels"),
+                    ));
                 }
                 st.labels.push(Label {
                     name: rest.to_string(),
@@ -126,7 +141,8 @@ fn read(fs: &dyn BootFs, text: &str, file: &str, includes: &mut Includes, st: &m
                     continue;
                 };
                 match kw.as_str() {
-                    "kernel" | "linux" | "boot" | "bss" | "pxe" | "fdimage" | "comboot" | "com32" | "config" => {
+                    "kernel" | "linux" | "boot" | "bss" | "pxe" | "fdimage" | "comboot"
+                    | "com32" | "config" => {
                         // Anything after the file is a command line too.
                         let (k, args) = split(rest);
                         l.kernel = Some(k.to_string());
@@ -175,7 +191,11 @@ fn split(s: &str) -> (&str, &str) {
 }
 
 fn list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn finish(index: usize, l: Label, global_append: Option<&str>) -> BootEntry {
@@ -188,13 +208,23 @@ fn finish(index: usize, l: Label, global_append: Option<&str>) -> BootEntry {
     let mut e = BootEntry::new(index, title, Some(l.name), source);
     let Some(kernel) = l.kernel else {
         e.kind = EntryKind::Unsupported(
-            if l.local { "it boots the local disk" } else { "it names no kernel" }.to_string(),
+            if l.local {
+                "it boots the local disk"
+            } else {
+                "it names no kernel"
+            }
+            .to_string(),
         );
         return e;
     };
     let lower = kernel.to_ascii_lowercase();
-    if !matches!(l.kernel_keyword.as_str(), "kernel" | "linux") || lower.ends_with(".c32") || lower.ends_with(".com") || lower.ends_with(".0") {
-        e.kind = EntryKind::Unsupported(format!("{kernel} is a syslinux module, not a Linux kernel"));
+    if !matches!(l.kernel_keyword.as_str(), "kernel" | "linux")
+        || lower.ends_with(".c32")
+        || lower.ends_with(".com")
+        || lower.ends_with(".0")
+    {
+        e.kind =
+            EntryKind::Unsupported(format!("{kernel} is a syslinux module, not a Linux kernel"));
         return e;
     }
     e.kernel = relative_to(&l.dir, &kernel);
@@ -260,13 +290,19 @@ label local
         assert_eq!(e.id(), Some("lts"));
         assert_eq!(e.kernel, "/boot/extlinux/vmlinuz-lts");
         assert_eq!(e.initrds, ["/boot/extlinux/initramfs-lts"]);
-        assert!(e.options.starts_with("root=UUID=4b2a1c3d-1111-2222-3333-444455556666 modules="));
+        assert!(e
+            .options
+            .starts_with("root=UUID=4b2a1c3d-1111-2222-3333-444455556666 modules="));
         assert_eq!(e.source.line, 8);
         let old = list.find("old").unwrap();
         assert_eq!(old.initrds, ["/boot/intel-ucode.img", "/boot/initrd-old"]);
         assert_eq!(old.options, "root=/dev/vda3");
-        assert!(matches!(&list.find("hdt").unwrap().kind, EntryKind::Unsupported(w) if w.contains("syslinux module")));
-        assert!(matches!(&list.find("local").unwrap().kind, EntryKind::Unsupported(w) if w.contains("local disk")));
+        assert!(
+            matches!(&list.find("hdt").unwrap().kind, EntryKind::Unsupported(w) if w.contains("syslinux module"))
+        );
+        assert!(
+            matches!(&list.find("local").unwrap().kind, EntryKind::Unsupported(w) if w.contains("local disk"))
+        );
     }
 
     #[test]
@@ -276,7 +312,10 @@ label local
             "/syslinux.cfg",
             "default two\nAPPEND console=ttyS0 ro\nInclude /entries.cfg\nlabel one\n kernel /k1\n",
         );
-        t.text("/entries.cfg", "LABEL two\n  KERNEL /k2 root=/dev/sda1\nlabel three\n  KERNEL k3\n");
+        t.text(
+            "/entries.cfg",
+            "LABEL two\n  KERNEL /k2 root=/dev/sda1\nlabel three\n  KERNEL k3\n",
+        );
         let list = list_of(&t, "/syslinux.cfg");
         let titles: Vec<String> = list.entries.iter().map(BootEntry::title).collect();
         assert_eq!(titles, ["two", "three", "one"]);
@@ -301,7 +340,10 @@ label local
     #[test]
     fn text_blocks_are_skipped_and_discover_finds_syslinux() {
         let t = Tree::new();
-        t.text("/boot/syslinux/syslinux.cfg", "label a\ntext help\nlabel fake\nendtext\nlinux /vmlinuz\n");
+        t.text(
+            "/boot/syslinux/syslinux.cfg",
+            "label a\ntext help\nlabel fake\nendtext\nlinux /vmlinuz\n",
+        );
         let list = discover(&t.fs()).unwrap().unwrap();
         assert_eq!(list.entries.len(), 1);
         assert_eq!(list.entries[0].kernel, "/vmlinuz");

@@ -42,7 +42,10 @@ impl Pending {
             e.kind = EntryKind::Unsupported(self.other.unwrap_or("it names no kernel").to_string());
             return e;
         };
-        let is_xen = kernel.rsplit('/').next().is_some_and(|n| n.starts_with("xen"));
+        let is_xen = kernel
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with("xen"));
         match (is_xen, self.modules.first()) {
             // Xen dom0: the guest wants the Linux module, not the hypervisor.
             (true, Some((linux, args))) => {
@@ -71,7 +74,9 @@ fn split(line: &str) -> (&str, &str) {
 
 /// Splits `path args` and strips the path's device.
 fn path_and_args(rest: &str) -> Option<(String, String)> {
-    let mut words = rest.split_ascii_whitespace().skip_while(|w| w.starts_with("--"));
+    let mut words = rest
+        .split_ascii_whitespace()
+        .skip_while(|w| w.starts_with("--"));
     let path = strip_device(words.next()?);
     Some((path, words.collect::<Vec<_>>().join(" ")))
 }
@@ -93,7 +98,11 @@ pub fn parse(text: &str, file: &str) -> Result<EntryList, ConfigError> {
                     entries.push(p.finish());
                 }
                 if entries.len() >= MAX_ENTRIES {
-                    return Err(ConfigError::new(file, n, format!("more than {MAX_ENTRIES} entries")));
+                    return Err(ConfigError::new(
+                        file,
+                        n,
+                        format!("more than {MAX_ENTRIES} entries"),
+                    ));
                 }
                 let source = Source {
                     format: Format::GrubLegacy,
@@ -132,7 +141,12 @@ pub fn parse(text: &str, file: &str) -> Result<EntryList, ConfigError> {
     if let Some(p) = cur.take() {
         entries.push(p.finish());
     }
-    Ok(EntryList::new(Format::GrubLegacy, file.to_string(), entries, default.as_deref()))
+    Ok(EntryList::new(
+        Format::GrubLegacy,
+        file.to_string(),
+        entries,
+        default.as_deref(),
+    ))
 }
 
 #[cfg(test)]
@@ -175,7 +189,10 @@ title CentOS (2.6.18-8.el5xen)
         assert_eq!(e.options, "ro root=/dev/VolGroup00/LogVol00");
         assert_eq!(e.initrds, ["/initrd-2.6.18-8.el5xen.img"]);
         assert_eq!(e.source.line, 18);
-        assert_eq!(list.entries[0].options, "ro root=/dev/VolGroup00/LogVol00 console=xvc0");
+        assert_eq!(
+            list.entries[0].options,
+            "ro root=/dev/VolGroup00/LogVol00 console=xvc0"
+        );
     }
 
     #[test]
@@ -190,7 +207,9 @@ title CentOS (2.6.18-8.el5xen)
         assert_eq!(e.kernel, "/vmlinuz-2.6.18-398.el5xen");
         assert_eq!(e.options, "ro root=LABEL=/");
         assert_eq!(e.initrds, ["/initrd-2.6.18-398.el5xen.img"]);
-        assert!(matches!(&list.entries[1].kind, EntryKind::Unsupported(w) if w.contains("chainloads")));
+        assert!(
+            matches!(&list.entries[1].kind, EntryKind::Unsupported(w) if w.contains("chainloads"))
+        );
         assert_eq!(list.entries[2].kernel, "/vmlinuz");
         assert!(list.entries[2].initrds.is_empty());
     }
@@ -200,7 +219,10 @@ title CentOS (2.6.18-8.el5xen)
         let t = Tree::new();
         t.text("/boot/grub/menu.lst", "# nothing but comments\ntimeout 5\n");
         t.text("/boot/grub/grub.conf", CENTOS5_XEN_DOMU);
-        assert_eq!(discover(&t.fs()).unwrap().unwrap().file, "/boot/grub/grub.conf");
+        assert_eq!(
+            discover(&t.fs()).unwrap().unwrap().file,
+            "/boot/grub/grub.conf"
+        );
         let err = parse(&"title x\n".repeat(600), "/m").unwrap_err();
         assert_eq!(err.line, 513);
     }

@@ -18,7 +18,10 @@ pub(crate) struct Includes {
 
 impl Includes {
     /// Reads the main config; `Ok(None)` if it does not exist.
-    pub(crate) fn open_main(fs: &dyn BootFs, path: &str) -> Result<Option<(Self, String)>, ConfigError> {
+    pub(crate) fn open_main(
+        fs: &dyn BootFs,
+        path: &str,
+    ) -> Result<Option<(Self, String)>, ConfigError> {
         let Some(text) = read_config(fs, path, MAX_CONFIG_BYTES)? else {
             return Ok(None);
         };
@@ -78,7 +81,9 @@ impl Includes {
                 format!("more than {MAX_INCLUDES} includes in all at {path}"),
             ));
         }
-        let left = MAX_TOTAL_CONFIG_BYTES.saturating_sub(self.bytes).min(MAX_CONFIG_BYTES);
+        let left = MAX_TOTAL_CONFIG_BYTES
+            .saturating_sub(self.bytes)
+            .min(MAX_CONFIG_BYTES);
         let Some(text) = read_config(fs, &resolved, left).map_err(|e| ConfigError {
             file: from.to_string(),
             line,

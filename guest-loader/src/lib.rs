@@ -20,6 +20,8 @@ pub mod uki;
 pub mod version;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod testutil;
 
 pub use chooser::{choose, BootFile, BootPlan, ChooseError, Filesystem};

@@ -6,7 +6,11 @@ use crate::fs::{BootFs, FsError};
 /// Reads a config as text. `Ok(None)` when there is no such file (or a
 /// component of its path is not a directory); any other failure, and a
 /// file holding NUL bytes, is the config's fault.
-pub(crate) fn read_config(fs: &dyn BootFs, path: &str, cap: u64) -> Result<Option<String>, ConfigError> {
+pub(crate) fn read_config(
+    fs: &dyn BootFs,
+    path: &str,
+    cap: u64,
+) -> Result<Option<String>, ConfigError> {
     match fs.read_file(path, cap) {
         Ok(bytes) => to_text(path, &bytes).map(Some),
         Err(FsError::NotFound { .. } | FsError::NotADir { .. }) => Ok(None),
@@ -18,7 +22,11 @@ pub(crate) fn read_config(fs: &dyn BootFs, path: &str, cap: u64) -> Result<Optio
 pub(crate) fn to_text(path: &str, bytes: &[u8]) -> Result<String, ConfigError> {
     if let Some(at) = bytes.iter().position(|b| *b == 0) {
         let line = 1 + bytes[..at].iter().filter(|b| **b == b'\n').count();
-        return Err(ConfigError::new(path, line, "this is not a text file (it holds a NUL byte)"));
+        return Err(ConfigError::new(
+            path,
+            line,
+            "this is not a text file (it holds a NUL byte)",
+        ));
     }
     Ok(String::from_utf8_lossy(bytes).into_owned())
 }
@@ -61,7 +69,9 @@ pub(crate) fn dirname(path: &str) -> &str {
 
 /// Whether a command line names a console.
 pub(crate) fn has_console(cmdline: &str) -> bool {
-    cmdline.split_ascii_whitespace().any(|w| w.starts_with("console="))
+    cmdline
+        .split_ascii_whitespace()
+        .any(|w| w.starts_with("console="))
 }
 
 #[cfg(test)]
@@ -75,7 +85,10 @@ mod tests {
         assert_eq!(strip_device("(hd0)"), "/");
         assert_eq!(strip_device("vmlinuz"), "/vmlinuz");
         assert_eq!(strip_device("(unclosed/x"), "/(unclosed/x");
-        assert_eq!(relative_to("/boot/extlinux", "vmlinuz"), "/boot/extlinux/vmlinuz");
+        assert_eq!(
+            relative_to("/boot/extlinux", "vmlinuz"),
+            "/boot/extlinux/vmlinuz"
+        );
         assert_eq!(relative_to("/", "vmlinuz"), "/vmlinuz");
         assert_eq!(relative_to("/boot", "/vmlinuz"), "/vmlinuz");
         assert_eq!(dirname("/boot/grub/grub.cfg"), "/boot/grub");
@@ -87,6 +100,9 @@ mod tests {
     #[test]
     fn nul_bytes_are_refused_with_their_line() {
         let err = to_text("/c", b"a\nb\n\0").unwrap_err();
-        assert_eq!(err.to_string(), "/c line 3: this is not a text file (it holds a NUL byte)");
+        assert_eq!(
+            err.to_string(),
+            "/c line 3: this is not a text file (it holds a NUL byte)"
+        );
     }
 }

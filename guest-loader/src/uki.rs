@@ -8,7 +8,12 @@ use crate::limits::MAX_ENTRIES;
 use crate::version;
 
 /// The ESP mounted on its own, or at /boot/efi or /efi of a root filesystem.
-pub const DIRS: &[&str] = &["/EFI/Linux", "/boot/efi/EFI/Linux", "/efi/EFI/Linux", "/boot/EFI/Linux"];
+pub const DIRS: &[&str] = &[
+    "/EFI/Linux",
+    "/boot/efi/EFI/Linux",
+    "/efi/EFI/Linux",
+    "/boot/EFI/Linux",
+];
 
 pub fn discover(fs: &dyn BootFs) -> Result<Option<EntryList>, ConfigError> {
     for dir in DIRS {
@@ -46,7 +51,12 @@ pub fn discover(fs: &dyn BootFs) -> Result<Option<EntryList>, ConfigError> {
                 e
             })
             .collect();
-        return Ok(Some(EntryList::new(Format::Uki, dir.to_string(), entries, None)));
+        return Ok(Some(EntryList::new(
+            Format::Uki,
+            dir.to_string(),
+            entries,
+            None,
+        )));
     }
     Ok(None)
 }
@@ -65,8 +75,14 @@ mod tests {
         t.dir("/EFI/Linux/dir.efi");
         let list = discover(&t.fs()).unwrap().unwrap();
         let kernels: Vec<_> = list.entries.iter().map(|e| e.kernel.as_str()).collect();
-        assert_eq!(kernels, ["/EFI/Linux/arch-6.10.2.EFI", "/EFI/Linux/arch-6.6.1.efi"]);
-        assert!(list.entries.iter().all(|e| e.kind == EntryKind::Uki && e.initrds.is_empty()));
+        assert_eq!(
+            kernels,
+            ["/EFI/Linux/arch-6.10.2.EFI", "/EFI/Linux/arch-6.6.1.efi"]
+        );
+        assert!(list
+            .entries
+            .iter()
+            .all(|e| e.kind == EntryKind::Uki && e.initrds.is_empty()));
         assert_eq!(list.entries[1].id(), Some("arch-6.6.1"));
     }
 

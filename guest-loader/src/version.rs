@@ -22,8 +22,20 @@ pub fn compare(a: &str, b: &str) -> Ordering {
         b = skip_separators(b);
         match (a.is_empty(), b.is_empty()) {
             (true, true) => return Ordering::Equal,
-            (true, false) => return if b[0] == b'~' { Ordering::Greater } else { Ordering::Less },
-            (false, true) => return if a[0] == b'~' { Ordering::Less } else { Ordering::Greater },
+            (true, false) => {
+                return if b[0] == b'~' {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                }
+            }
+            (false, true) => {
+                return if a[0] == b'~' {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                }
+            }
             (false, false) => {}
         }
         if a[0] == b'~' || b[0] == b'~' {
@@ -31,11 +43,21 @@ pub fn compare(a: &str, b: &str) -> Ordering {
         }
         let (a_digit, b_digit) = (a[0].is_ascii_digit(), b[0].is_ascii_digit());
         if a_digit != b_digit {
-            return if a_digit { Ordering::Greater } else { Ordering::Less };
+            return if a_digit {
+                Ordering::Greater
+            } else {
+                Ordering::Less
+            };
         }
         let run = |s: &[u8]| {
             s.iter()
-                .take_while(|c| if a_digit { c.is_ascii_digit() } else { c.is_ascii_alphabetic() })
+                .take_while(|c| {
+                    if a_digit {
+                        c.is_ascii_digit()
+                    } else {
+                        c.is_ascii_alphabetic()
+                    }
+                })
                 .count()
         };
         let (ra, rb) = (run(a), run(b));
@@ -55,7 +77,10 @@ pub fn compare(a: &str, b: &str) -> Ordering {
 }
 
 fn skip_separators(s: &[u8]) -> &[u8] {
-    let n = s.iter().take_while(|c| !c.is_ascii_alphanumeric() && **c != b'~').count();
+    let n = s
+        .iter()
+        .take_while(|c| !c.is_ascii_alphanumeric() && **c != b'~')
+        .count();
     &s[n..]
 }
 

@@ -28,10 +28,16 @@ fn debian12_disk_boots_grubs_default() {
     assert_eq!(plan.kernel.path, "/boot/vmlinuz-6.1.0-18-amd64");
     assert_eq!(plan.kernel.size, 4096);
     assert_eq!(plan.kernel.fs_uuid, ROOT);
-    assert_eq!(plan.kernel.host_path, Some(t.path("/boot/vmlinuz-6.1.0-18-amd64")));
+    assert_eq!(
+        plan.kernel.host_path,
+        Some(t.path("/boot/vmlinuz-6.1.0-18-amd64"))
+    );
     assert_eq!(plan.initrds.len(), 1);
     assert_eq!(plan.initrds[0].size, 1000);
-    assert_eq!(plan.cmdline, format!("root=UUID={ROOT} ro quiet console=ttyS0"));
+    assert_eq!(
+        plan.cmdline,
+        format!("root=UUID={ROOT} ro quiet console=ttyS0")
+    );
     assert!(!plan.uki);
 }
 
@@ -45,17 +51,24 @@ fn entries_are_picked_by_id_title_or_path_and_append_goes_last() {
     for wanted in [
         "1>2".to_string(),
         format!("gnulinux-6.1.0-13-amd64-advanced-{ROOT}"),
-        "Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-13-amd64".to_string(),
+        "Advanced options for Debian GNU/Linux>Debian GNU/Linux, with Linux 6.1.0-13-amd64"
+            .to_string(),
     ] {
         let plan = choose(&disks, Some(&wanted), "loglevel=7 console=hvc0").unwrap();
         assert_eq!(plan.kernel.path, "/boot/vmlinuz-6.1.0-13-amd64", "{wanted}");
         // The append names a console: none is added.
-        assert_eq!(plan.cmdline, format!("root=UUID={ROOT} ro quiet loglevel=7 console=hvc0"));
+        assert_eq!(
+            plan.cmdline,
+            format!("root=UUID={ROOT} ro quiet loglevel=7 console=hvc0")
+        );
     }
     let err = choose(&disks, Some("Windows"), "").unwrap_err();
     let msg = err.to_string();
     assert!(msg.starts_with("entry \"Windows\" not found in /boot/grub/grub.cfg; entries are:\n  0 \"Debian GNU/Linux\" (id gnulinux-simple-"), "{msg}");
-    assert!(msg.contains("\n  2 \"UEFI Firmware Settings\" (id uefi-firmware)"), "{msg}");
+    assert!(
+        msg.contains("\n  2 \"UEFI Firmware Settings\" (id uefi-firmware)"),
+        "{msg}"
+    );
     let err = choose(&disks, Some("uefi-firmware"), "").unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -77,7 +90,12 @@ fn separate_boot_partition_with_grub() {
         &format!("menuentry 'Debian GNU/Linux' {{\n search --no-floppy --fs-uuid --set=root {}\n linux /vmlinuz-6.1.0-18-amd64 root=UUID={ROOT} ro quiet\n initrd /initrd.img-6.1.0-18-amd64\n}}\n", BOOT.to_uppercase()),
     );
     let (rfs, bfs) = (root.fs(), boot.fs());
-    let plan = choose(&[Filesystem::new(ROOT, &rfs), Filesystem::new(BOOT, &bfs)], None, "").unwrap();
+    let plan = choose(
+        &[Filesystem::new(ROOT, &rfs), Filesystem::new(BOOT, &bfs)],
+        None,
+        "",
+    )
+    .unwrap();
     assert_eq!(plan.kernel.fs_uuid, BOOT);
     assert_eq!(plan.kernel.path, "/vmlinuz-6.1.0-18-amd64");
     assert_eq!(plan.initrds[0].fs_uuid, BOOT);
@@ -93,11 +111,19 @@ fn debian_links_alone_compose_root_even_across_a_boot_partition() {
     boot.file("/vmlinuz-6.1.0-18-amd64", b"kernel");
     boot.file("/initrd.img-6.1.0-18-amd64", b"initrd");
     let (rfs, bfs) = (root.fs(), boot.fs());
-    let plan = choose(&[Filesystem::new(BOOT, &bfs), Filesystem::new(ROOT, &rfs)], None, "net.ifnames=0").unwrap();
+    let plan = choose(
+        &[Filesystem::new(BOOT, &bfs), Filesystem::new(ROOT, &rfs)],
+        None,
+        "net.ifnames=0",
+    )
+    .unwrap();
     assert_eq!(plan.source.format, Format::DebianLinks);
     assert_eq!(plan.kernel.fs_uuid, BOOT);
     assert_eq!(plan.kernel.path, "/vmlinuz-6.1.0-18-amd64");
-    assert_eq!(plan.cmdline, format!("root=UUID={ROOT} ro console=ttyS0 net.ifnames=0"));
+    assert_eq!(
+        plan.cmdline,
+        format!("root=UUID={ROOT} ro console=ttyS0 net.ifnames=0")
+    );
 
     let t = Tree::new();
     debian_root(&t);
@@ -113,29 +139,46 @@ fn priority_order_bls_then_grub_then_links() {
     t.text("/boot/grub/grub.cfg", DEBIAN12);
     let fs = t.fs();
     let disks = [Filesystem::new(ROOT, &fs)];
-    assert_eq!(choose(&disks, None, "").unwrap().source.format, Format::Grub2);
-    t.text("/boot/loader/entries/x.conf", "title BLS\nlinux /boot/vmlinuz-6.1.0-13-amd64\noptions root=/dev/vda1 console=ttyS1\n");
+    assert_eq!(
+        choose(&disks, None, "").unwrap().source.format,
+        Format::Grub2
+    );
+    t.text(
+        "/boot/loader/entries/x.conf",
+        "title BLS\nlinux /boot/vmlinuz-6.1.0-13-amd64\noptions root=/dev/vda1 console=ttyS1\n",
+    );
     let plan = choose(&disks, None, "").unwrap();
     assert_eq!(plan.source.format, Format::Bls);
     assert_eq!(plan.cmdline, "root=/dev/vda1 console=ttyS1");
     assert!(plan.initrds.is_empty());
     // An entry that only a lower-priority format has is not looked for there.
-    assert!(matches!(choose(&disks, Some("1>2"), ""), Err(ChooseError::EntryNotFound { .. })));
+    assert!(matches!(
+        choose(&disks, Some("1>2"), ""),
+        Err(ChooseError::EntryNotFound { .. })
+    ));
 }
 
 #[test]
 fn a_broken_config_falls_back_and_is_reported_when_nothing_else_works() {
     let t = Tree::new();
     debian_root(&t);
-    t.text("/boot/grub/grub.cfg", "source /boot/grub/grub.cfg\nmenuentry a { linux /a }\n");
+    t.text(
+        "/boot/grub/grub.cfg",
+        "source /boot/grub/grub.cfg\nmenuentry a { linux /a }\n",
+    );
     let fs = t.fs();
     let disks = [Filesystem::new(ROOT, &fs)];
-    assert_eq!(choose(&disks, None, "").unwrap().source.format, Format::DebianLinks);
+    assert_eq!(
+        choose(&disks, None, "").unwrap().source.format,
+        Format::DebianLinks
+    );
 
     let t = Tree::new();
     t.text("/boot/grub/grub.cfg", "source /boot/grub/grub.cfg\n");
     let fs = t.fs();
-    let err = choose(&[Filesystem::new(ROOT, &fs)], None, "").unwrap_err().to_string();
+    let err = choose(&[Filesystem::new(ROOT, &fs)], None, "")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("no boot entry found: looked for /loader/entries/*.conf, /boot/loader/entries/*.conf, /boot/grub/grub.cfg,"), "{err}");
     assert!(err.contains(&format!(" on UUID={ROOT}; problems seen:\n  UUID={ROOT}: /boot/grub/grub.cfg line 1: the include of /boot/grub/grub.cfg makes a loop")), "{err}");
 }
@@ -145,16 +188,27 @@ fn nothing_at_all() {
     let t = Tree::new();
     t.dir("/etc");
     let fs = t.fs();
-    let err = choose(&[Filesystem::new(ROOT, &fs)], None, "").unwrap_err().to_string();
-    assert!(err.contains("/vmlinuz, /boot/vmlinuz, /EFI/Linux/*.efi"), "{err}");
+    let err = choose(&[Filesystem::new(ROOT, &fs)], None, "")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/vmlinuz, /boot/vmlinuz, /EFI/Linux/*.efi"),
+        "{err}"
+    );
     assert!(!err.contains("problems"), "{err}");
-    assert!(matches!(choose(&[], None, ""), Err(ChooseError::NoFilesystems)));
+    assert!(matches!(
+        choose(&[], None, ""),
+        Err(ChooseError::NoFilesystems)
+    ));
 }
 
 #[test]
 fn missing_and_escaping_kernels_are_clear_errors() {
     let t = Tree::new();
-    t.text("/boot/grub/grub.cfg", "\nmenuentry 'Gone' {\n linux /boot/vmlinuz-gone ro\n}\n");
+    t.text(
+        "/boot/grub/grub.cfg",
+        "\nmenuentry 'Gone' {\n linux /boot/vmlinuz-gone ro\n}\n",
+    );
     let fs = t.fs();
     let err = choose(&[Filesystem::new(ROOT, &fs)], None, "").unwrap_err();
     assert_eq!(
@@ -163,18 +217,28 @@ fn missing_and_escaping_kernels_are_clear_errors() {
     );
 
     let t = Tree::new();
-    t.text("/boot/grub/grub.cfg", "menuentry 'Evil' {\n linux /boot/vmlinuz\n initrd /boot/initrd\n}\n");
+    t.text(
+        "/boot/grub/grub.cfg",
+        "menuentry 'Evil' {\n linux /boot/vmlinuz\n initrd /boot/initrd\n}\n",
+    );
     t.file("/boot/vmlinuz-real", b"k");
     t.link("/boot/vmlinuz", "vmlinuz-real");
     t.link("/boot/initrd", "../../../etc/shadow");
     let fs = t.fs();
-    let err = choose(&[Filesystem::new(ROOT, &fs)], None, "").unwrap_err().to_string();
+    let err = choose(&[Filesystem::new(ROOT, &fs)], None, "")
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("entry \"Evil\" (/boot/grub/grub.cfg line 1) names initrd /boot/initrd, which cannot be used:"), "{err}");
     assert!(err.contains("outside the filesystem"), "{err}");
 
     t.file("/boot/vmlinuz-real", b"");
-    let err = choose(&[Filesystem::new(ROOT, &fs)], None, "").unwrap_err().to_string();
-    assert!(err.ends_with("names kernel /boot/vmlinuz, which cannot be used: it is empty"), "{err}");
+    let err = choose(&[Filesystem::new(ROOT, &fs)], None, "")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with("names kernel /boot/vmlinuz, which cannot be used: it is empty"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -194,7 +258,10 @@ fn overlong_command_lines_are_refused() {
     debian_root(&t);
     let fs = t.fs();
     let err = choose(&[Filesystem::new(ROOT, &fs)], None, &"x".repeat(3000)).unwrap_err();
-    assert!(matches!(err, ChooseError::CmdlineTooLong { max: 2047, .. }), "{err}");
+    assert!(
+        matches!(err, ChooseError::CmdlineTooLong { max: 2047, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -208,7 +275,10 @@ fn menu_lst_and_extlinux_through_the_chooser() {
     boot.file("/initrd-2.6.18-8.el5xen.img", b"i");
     let fs = boot.fs();
     let plan = choose(&[Filesystem::new(BOOT, &fs)], None, "").unwrap();
-    assert_eq!(plan.cmdline, "ro root=/dev/VolGroup00/LogVol00 console=ttyS0");
+    assert_eq!(
+        plan.cmdline,
+        "ro root=/dev/VolGroup00/LogVol00 console=ttyS0"
+    );
     assert_eq!(plan.initrds[0].path, "/initrd-2.6.18-8.el5xen.img");
 
     let t = Tree::new();

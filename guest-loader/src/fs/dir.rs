@@ -205,7 +205,9 @@ impl BootFs for DirFs {
                 .map_err(|e| io_error(path, e))?;
             out.push(DirEntry { name, kind });
             if out.len() >= MAX_DIR_ENTRIES {
-                log::warn!("{path}: more than {MAX_DIR_ENTRIES} entries, looking at the first only");
+                log::warn!(
+                    "{path}: more than {MAX_DIR_ENTRIES} entries, looking at the first only"
+                );
                 break;
             }
         }
@@ -233,10 +235,19 @@ mod tests {
         let fs = t.fs();
         assert_eq!(fs.read_file("/vmlinuz", 100).unwrap(), b"kernel");
         assert_eq!(fs.read_file("/abs", 100).unwrap(), b"kernel");
-        assert_eq!(fs.resolve("/boot/up").unwrap(), "/boot/vmlinuz-6.1.0-18-amd64");
-        assert_eq!(fs.read_link("/vmlinuz").unwrap(), "boot/vmlinuz-6.1.0-18-amd64");
+        assert_eq!(
+            fs.resolve("/boot/up").unwrap(),
+            "/boot/vmlinuz-6.1.0-18-amd64"
+        );
+        assert_eq!(
+            fs.read_link("/vmlinuz").unwrap(),
+            "boot/vmlinuz-6.1.0-18-amd64"
+        );
         assert_eq!(fs.metadata("/vmlinuz").unwrap().size, 6);
-        assert!(fs.host_path("/vmlinuz").unwrap().ends_with("boot/vmlinuz-6.1.0-18-amd64"));
+        assert!(fs
+            .host_path("/vmlinuz")
+            .unwrap()
+            .ends_with("boot/vmlinuz-6.1.0-18-amd64"));
     }
 
     #[test]
@@ -284,13 +295,33 @@ mod tests {
         t.file("/d/f", b"");
         let fs = t.fs();
         let err = fs.read_file("/big", 99).unwrap_err();
-        assert_eq!(err.to_string(), "/big is 100 bytes, more than the 99 allowed");
-        assert!(matches!(fs.read_file("/d", 99), Err(FsError::NotAFile { .. })));
+        assert_eq!(
+            err.to_string(),
+            "/big is 100 bytes, more than the 99 allowed"
+        );
+        assert!(matches!(
+            fs.read_file("/d", 99),
+            Err(FsError::NotAFile { .. })
+        ));
         assert!(matches!(fs.list_dir("/big"), Err(FsError::NotADir { .. })));
-        assert!(matches!(fs.read_file("/big/x", 99), Err(FsError::NotADir { .. })));
-        assert!(matches!(fs.read_link("/big"), Err(FsError::NotALink { .. })));
-        assert!(matches!(fs.read_file("/a\0b", 99), Err(FsError::BadPath { .. })));
-        let names: Vec<_> = fs.list_dir("/").unwrap().into_iter().map(|e| e.name).collect();
+        assert!(matches!(
+            fs.read_file("/big/x", 99),
+            Err(FsError::NotADir { .. })
+        ));
+        assert!(matches!(
+            fs.read_link("/big"),
+            Err(FsError::NotALink { .. })
+        ));
+        assert!(matches!(
+            fs.read_file("/a\0b", 99),
+            Err(FsError::BadPath { .. })
+        ));
+        let names: Vec<_> = fs
+            .list_dir("/")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         assert_eq!(names, ["big", "d"]);
     }
 }

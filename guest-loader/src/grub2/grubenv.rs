@@ -12,7 +12,10 @@ const MAX_VARS: usize = 256;
 /// The block's variables, or why it is not one.
 pub fn parse(bytes: &[u8]) -> Result<HashMap<String, String>, String> {
     if bytes.len() as u64 > GRUBENV_BYTES {
-        return Err(format!("it is {} bytes, not the {GRUBENV_BYTES} of an environment block", bytes.len()));
+        return Err(format!(
+            "it is {} bytes, not the {GRUBENV_BYTES} of an environment block",
+            bytes.len()
+        ));
     }
     let Some(body) = bytes.strip_prefix(HEADER) else {
         return Err("it does not start with \"# GRUB Environment Block\"".to_string());
@@ -75,7 +78,10 @@ mod tests {
     #[test]
     fn reads_a_real_block() {
         let vars = parse(&block("saved_entry=gnulinux-advanced-x>gnulinux-6.1.0-18-amd64-advanced-x\nkernelopts=root=UUID=1 ro\nodd=a\\\nb\\\\c\n")).unwrap();
-        assert_eq!(vars["saved_entry"], "gnulinux-advanced-x>gnulinux-6.1.0-18-amd64-advanced-x");
+        assert_eq!(
+            vars["saved_entry"],
+            "gnulinux-advanced-x>gnulinux-6.1.0-18-amd64-advanced-x"
+        );
         assert_eq!(vars["kernelopts"], "root=UUID=1 ro");
         assert_eq!(vars["odd"], "a\nb\\c");
         assert_eq!(vars.len(), 3);
@@ -83,7 +89,9 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_block() {
-        assert!(parse(b"saved_entry=1\n").unwrap_err().contains("does not start"));
+        assert!(parse(b"saved_entry=1\n")
+            .unwrap_err()
+            .contains("does not start"));
         let mut big = block("");
         big.push(b'#');
         assert!(parse(&big).unwrap_err().contains("1025 bytes"));

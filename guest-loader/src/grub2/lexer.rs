@@ -96,7 +96,13 @@ impl Lexer<'_> {
                                 }
                                 lit.push(c);
                             }
-                            None => return Err(ConfigError::new(self.file, start, "a single quote is never closed")),
+                            None => {
+                                return Err(ConfigError::new(
+                                    self.file,
+                                    start,
+                                    "a single quote is never closed",
+                                ))
+                            }
                         }
                     }
                     self.word(&mut word).parts.push(Part::Lit(lit));
@@ -127,7 +133,13 @@ impl Lexer<'_> {
                                 }
                                 self.word(&mut word).push_char(c);
                             }
-                            None => return Err(ConfigError::new(self.file, start, "a double quote is never closed")),
+                            None => {
+                                return Err(ConfigError::new(
+                                    self.file,
+                                    start,
+                                    "a double quote is never closed",
+                                ))
+                            }
                         }
                     }
                     // An opened quote keeps the word even when it is empty.
@@ -159,7 +171,11 @@ impl Lexer<'_> {
                 match self.chars.next() {
                     Some('}') => break,
                     Some('\n') | None => {
-                        return Err(ConfigError::new(self.file, self.line, "a \"${\" is never closed"));
+                        return Err(ConfigError::new(
+                            self.file,
+                            self.line,
+                            "a \"${\" is never closed",
+                        ));
                     }
                     Some(c) => name.push(c),
                 }
@@ -217,10 +233,23 @@ mod tests {
     fn quotes_escapes_and_variables() {
         assert_eq!(
             words(r#"menuentry 'Debian, it''s' "a \"b\" \$c $d" x\ y ${e}f $ #c"#),
-            [vec!["menuentry", "Debian, its", "a \"b\" $c <d>", "x y", "<e>f", "$"]]
+            [vec![
+                "menuentry",
+                "Debian, its",
+                "a \"b\" $c <d>",
+                "x y",
+                "<e>f",
+                "$"
+            ]]
         );
-        assert_eq!(words("a; b\n# comment; c\nd\\\ne"), [vec!["a"], vec!["b"], vec!["de"]]);
-        assert_eq!(words("'it''s a # not comment' x#y"), [vec!["its a # not comment", "x#y"]]);
+        assert_eq!(
+            words("a; b\n# comment; c\nd\\\ne"),
+            [vec!["a"], vec!["b"], vec!["de"]]
+        );
+        assert_eq!(
+            words("'it''s a # not comment' x#y"),
+            [vec!["its a # not comment", "x#y"]]
+        );
         assert_eq!(words("set x=\"\""), [vec!["set", "x="]]);
     }
 
@@ -240,7 +269,10 @@ mod tests {
     #[test]
     fn unclosed_quotes_name_their_line() {
         let err = lex("a\nb 'oops\n\n", "/g.cfg").unwrap_err();
-        assert_eq!(err.to_string(), "/g.cfg line 2: a single quote is never closed");
+        assert_eq!(
+            err.to_string(),
+            "/g.cfg line 2: a single quote is never closed"
+        );
         let err = lex("\"x", "/g.cfg").unwrap_err();
         assert!(err.to_string().contains("double quote is never closed"));
         assert!(lex("${x", "/g.cfg").is_err());

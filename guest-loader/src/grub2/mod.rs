@@ -14,7 +14,9 @@ use std::collections::HashMap;
 
 use lexer::{lex, Part, Token, Word};
 
-use crate::entry::{BootEntry, ConfigError, EntryKind, EntryList, Format, MenuStep, RootHint, Source};
+use crate::entry::{
+    BootEntry, ConfigError, EntryKind, EntryList, Format, MenuStep, RootHint, Source,
+};
 use crate::fs::BootFs;
 use crate::include::Includes;
 use crate::limits::{MAX_BLOCK_DEPTH, MAX_ENTRIES};
@@ -54,7 +56,10 @@ pub fn parse(fs: &dyn BootFs, path: &str) -> Result<Option<EntryList>, ConfigErr
     vars.insert("root".to_string(), String::new());
     // update-grub loads the block next to grub.cfg with `load_env`; reading it
     // up front also covers configs that name ${saved_entry} without one.
-    vars.extend(grubenv::load(fs, &format!("{}/grubenv", dir.trim_end_matches('/'))));
+    vars.extend(grubenv::load(
+        fs,
+        &format!("{}/grubenv", dir.trim_end_matches('/')),
+    ));
     let mut interp = Interp {
         fs,
         vars,
@@ -65,8 +70,15 @@ pub fn parse(fs: &dyn BootFs, path: &str) -> Result<Option<EntryList>, ConfigErr
     let stmts = parse_stmts(&lex(&text, path)?, path)?;
     let mut menu = Menu::default();
     interp.run(&stmts, &mut menu, path)?;
-    let Interp { entries, default, .. } = interp;
-    Ok(Some(EntryList::new(Format::Grub2, path.to_string(), entries, default.as_deref())))
+    let Interp {
+        entries, default, ..
+    } = interp;
+    Ok(Some(EntryList::new(
+        Format::Grub2,
+        path.to_string(),
+        entries,
+        default.as_deref(),
+    )))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +175,11 @@ fn parse_body(
     }
     flush(&mut words, line, &mut out);
     match open {
-        Some(l) => Err(ConfigError::new(file, l, "this block's \"{\" is never closed")),
+        Some(l) => Err(ConfigError::new(
+            file,
+            l,
+            "this block's \"{\" is never closed",
+        )),
         None => Ok(out),
     }
 }
@@ -255,7 +271,13 @@ impl Interp<'_> {
         Ok(())
     }
 
-    fn command(&mut self, words: &[Word], line: usize, menu: &mut Menu, file: &str) -> Result<(), ConfigError> {
+    fn command(
+        &mut self,
+        words: &[Word],
+        line: usize,
+        menu: &mut Menu,
+        file: &str,
+    ) -> Result<(), ConfigError> {
         let args = self.expand_all(words);
         let Some((cmd, rest)) = args.split_first() else {
             return Ok(());
@@ -323,7 +345,13 @@ impl Interp<'_> {
     }
 
     /// The title and id of a `menuentry`/`submenu` header, taking its index.
-    fn menu_item(&mut self, header: &[Word], line: usize, menu: &mut Menu, file: &str) -> Result<MenuStep, ConfigError> {
+    fn menu_item(
+        &mut self,
+        header: &[Word],
+        line: usize,
+        menu: &mut Menu,
+        file: &str,
+    ) -> Result<MenuStep, ConfigError> {
         let args = self.expand_all(header.get(1..).unwrap_or(&[]));
         let mut title = None;
         let mut id = None;
@@ -344,7 +372,11 @@ impl Interp<'_> {
             return Err(ConfigError::new(file, line, "this menu entry has no title"));
         };
         if self.entries.len() >= MAX_ENTRIES || menu.next >= MAX_ENTRIES {
-            return Err(ConfigError::new(file, line, format!("more than {MAX_ENTRIES} menu entries")));
+            return Err(ConfigError::new(
+                file,
+                line,
+                format!("more than {MAX_ENTRIES} menu entries"),
+            ));
         }
         let step = MenuStep {
             index: menu.next,
@@ -355,7 +387,14 @@ impl Interp<'_> {
         Ok(step)
     }
 
-    fn menuentry(&mut self, header: &[Word], body: &[Stmt], line: usize, menu: &mut Menu, file: &str) -> Result<(), ConfigError> {
+    fn menuentry(
+        &mut self,
+        header: &[Word],
+        body: &[Stmt],
+        line: usize,
+        menu: &mut Menu,
+        file: &str,
+    ) -> Result<(), ConfigError> {
         let step = self.menu_item(header, line, menu, file)?;
         let source = Source {
             format: Format::Grub2,
@@ -404,7 +443,11 @@ impl Interp<'_> {
                     }
                 }
                 "initrd" | "initrd16" | "initrdefi" => {
-                    st.initrds = rest.iter().filter(|a| !a.starts_with("--")).map(|a| strip_device(a)).collect();
+                    st.initrds = rest
+                        .iter()
+                        .filter(|a| !a.starts_with("--"))
+                        .map(|a| strip_device(a))
+                        .collect();
                 }
                 "multiboot" | "multiboot2" => st.multiboot = rest.first().map(|k| strip_device(k)),
                 "module" | "module2" => {
@@ -464,7 +507,8 @@ impl EntryBody {
             entry.kind = EntryKind::Unsupported(format!("it boots the multiboot kernel {mb}"));
             return;
         }
-        entry.kind = EntryKind::Unsupported(self.other.unwrap_or("it names no linux kernel").to_string());
+        entry.kind =
+            EntryKind::Unsupported(self.other.unwrap_or("it names no linux kernel").to_string());
     }
 }
 
@@ -493,8 +537,7 @@ fn search_hint(cmd: &str, args: &[String]) -> Option<RootHint> {
     };
     let mut var = None;
     let mut names = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
+    for a in args {
         match a.as_str() {
             "--fs-uuid" | "-u" => kind = "uuid",
             "--label" | "-l" => kind = "label",
@@ -526,7 +569,10 @@ fn search_hint(cmd: &str, args: &[String]) -> Option<RootHint> {
 
 fn is_name(s: &str) -> bool {
     let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]

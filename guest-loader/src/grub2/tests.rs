@@ -42,9 +42,17 @@ fn debian12_update_grub_output() {
     assert_eq!(e.root_hint, Some(RootHint::Uuid(UUID.to_string())));
     assert_eq!(e.kind, EntryKind::Linux);
     assert_eq!(e.source.line, 120);
-    assert_eq!(list.entries[2].options, format!("root=UUID={UUID} ro single"));
-    assert_eq!(list.entries[2].path[0].id.as_deref(), Some(format!("gnulinux-advanced-{UUID}").as_str()));
-    assert!(matches!(list.entries[4].kind, EntryKind::Unsupported(ref why) if why.contains("firmware setup")));
+    assert_eq!(
+        list.entries[2].options,
+        format!("root=UUID={UUID} ro single")
+    );
+    assert_eq!(
+        list.entries[2].path[0].id.as_deref(),
+        Some(format!("gnulinux-advanced-{UUID}").as_str())
+    );
+    assert!(
+        matches!(list.entries[4].kind, EntryKind::Unsupported(ref why) if why.contains("firmware setup"))
+    );
 }
 
 #[test]
@@ -56,14 +64,22 @@ fn debian12_saved_entry_from_grubenv() {
     t.text("/boot/grub/grub.cfg", &cfg);
     t.file(
         "/boot/grub/grubenv",
-        &grubenv(&format!("saved_entry=gnulinux-advanced-{UUID}>gnulinux-6.1.0-13-amd64-advanced-{UUID}\n")),
+        &grubenv(&format!(
+            "saved_entry=gnulinux-advanced-{UUID}>gnulinux-6.1.0-13-amd64-advanced-{UUID}\n"
+        )),
     );
     let list = parse(&t.fs(), "/boot/grub/grub.cfg").unwrap().unwrap();
     assert_eq!(list.entries[list.default].index_path(), "1>2");
     // No grubenv: the default names nothing and GRUB's fallback is entry 0.
     let t = Tree::new();
     t.text("/boot/grub/grub.cfg", &cfg);
-    assert_eq!(parse(&t.fs(), "/boot/grub/grub.cfg").unwrap().unwrap().default, 0);
+    assert_eq!(
+        parse(&t.fs(), "/boot/grub/grub.cfg")
+            .unwrap()
+            .unwrap()
+            .default,
+        0
+    );
 }
 
 #[test]
@@ -73,7 +89,15 @@ fn default_by_number_title_id_and_path() {
             "set default={d}\nmenuentry 'A' {{ linux /a }}\nsubmenu 'Sub' --id sub {{\n menuentry 'B' --id=b {{ linux /b }}\n menuentry \"C\" {{ linux /c }}\n}}\nmenuentry D {{ linux /d }}\n"
         )
     };
-    for (d, want) in [("2", "/d"), ("'1>1'", "/c"), ("'Sub>B'", "/b"), ("b", "/b"), ("sub>1", "/c"), ("D", "/d"), ("9", "/a")] {
+    for (d, want) in [
+        ("2", "/d"),
+        ("'1>1'", "/c"),
+        ("'Sub>B'", "/b"),
+        ("b", "/b"),
+        ("sub>1", "/c"),
+        ("D", "/d"),
+        ("9", "/a"),
+    ] {
         let list = parse_text(&cfg(d)).unwrap();
         assert_eq!(list.entries[list.default].kernel, want, "default {d}");
     }
@@ -102,10 +126,16 @@ fn aliases_quoting_continuations_and_search_forms() {
     assert_eq!(list.entries[1].kernel, "/boot/vmlinuz");
     // `--set=bootvar` sets another variable, not the entry's root; a bare
     // `--set` takes no value, so ROOTLABEL is what is searched for.
-    assert_eq!(list.entries[1].root_hint, Some(RootHint::Label("ROOTLABEL".into())));
+    assert_eq!(
+        list.entries[1].root_hint,
+        Some(RootHint::Label("ROOTLABEL".into()))
+    );
     let list2 = parse_text("menuentry x { search --label --set=bootvar BOOT; linux /v }").unwrap();
     assert_eq!(list2.entries[0].root_hint, None);
-    assert_eq!(list.entries[2].root_hint, Some(RootHint::Label("BOOT".into())));
+    assert_eq!(
+        list.entries[2].root_hint,
+        Some(RootHint::Label("BOOT".into()))
+    );
     // Variables expand when their command runs, not before; unset ones vanish.
     assert_eq!(list.entries[3].kernel, "/vmlinuz-");
     assert_eq!(list.entries[3].options, "x");
@@ -113,7 +143,8 @@ fn aliases_quoting_continuations_and_search_forms() {
 
 #[test]
 fn an_entrys_sets_stay_inside_it() {
-    let list = parse_text("menuentry a { set default=1; linux /a }\nmenuentry b { linux /b }\n").unwrap();
+    let list =
+        parse_text("menuentry a { set default=1; linux /a }\nmenuentry b { linux /b }\n").unwrap();
     assert_eq!(list.default, 0);
 }
 
@@ -134,7 +165,9 @@ fn xen_multiboot_entries_boot_the_dom0_kernel_and_others_are_marked() {
     assert_eq!(e.options, "placeholder root=/dev/xvda1 ro");
     assert_eq!(e.initrds, ["/boot/initrd.img-6.1.0-18-amd64"]);
     assert!(matches!(&list.entries[1].kind, EntryKind::Unsupported(w) if w.contains("chainloads")));
-    assert!(matches!(&list.entries[2].kind, EntryKind::Unsupported(w) if w.contains("no linux kernel")));
+    assert!(
+        matches!(&list.entries[2].kind, EntryKind::Unsupported(w) if w.contains("no linux kernel"))
+    );
 }
 
 #[test]
@@ -144,7 +177,10 @@ fn includes_are_followed_and_read_once() {
         "/boot/grub/grub.cfg",
         "menuentry a { linux /a }\nif [ -f $prefix/custom.cfg ]; then source $prefix/custom.cfg\nelse source ${config_directory}/custom.cfg; fi\nsource /boot/grub/missing.cfg\n",
     );
-    t.text("/boot/grub/custom.cfg", "menuentry custom { linux /c }\nset default=custom\n");
+    t.text(
+        "/boot/grub/custom.cfg",
+        "menuentry custom { linux /c }\nset default=custom\n",
+    );
     let list = parse(&t.fs(), "/boot/grub/grub.cfg").unwrap().unwrap();
     let titles: Vec<String> = list.entries.iter().map(BootEntry::title).collect();
     assert_eq!(titles, ["a", "custom"]);
@@ -156,20 +192,30 @@ fn includes_are_followed_and_read_once() {
 #[test]
 fn include_loops_are_refused_with_the_chain() {
     let t = Tree::new();
-    t.text("/boot/grub/grub.cfg", "menuentry a { linux /a }\nsource /boot/grub/b.cfg\n");
-    t.text("/boot/grub/b.cfg", "\n\nconfigfile ($root)/boot/grub/grub.cfg\n");
+    t.text(
+        "/boot/grub/grub.cfg",
+        "menuentry a { linux /a }\nsource /boot/grub/b.cfg\n",
+    );
+    t.text(
+        "/boot/grub/b.cfg",
+        "\n\nconfigfile ($root)/boot/grub/grub.cfg\n",
+    );
     let err = parse(&t.fs(), "/boot/grub/grub.cfg").unwrap_err();
     assert_eq!(err.file, "/boot/grub/b.cfg");
     assert_eq!(err.line, 3);
     assert!(
-        err.message.contains("loop: /boot/grub/grub.cfg -> /boot/grub/b.cfg -> /boot/grub/grub.cfg"),
+        err.message
+            .contains("loop: /boot/grub/grub.cfg -> /boot/grub/b.cfg -> /boot/grub/grub.cfg"),
         "{err}"
     );
     // A self-include through a symlink is the same file.
     let t = Tree::new();
     t.text("/boot/grub/grub.cfg", "source /boot/grub/alias.cfg\n");
     t.link("/boot/grub/alias.cfg", "grub.cfg");
-    assert!(parse(&t.fs(), "/boot/grub/grub.cfg").unwrap_err().message.contains("loop"));
+    assert!(parse(&t.fs(), "/boot/grub/grub.cfg")
+        .unwrap_err()
+        .message
+        .contains("loop"));
 }
 
 #[test]
@@ -191,12 +237,18 @@ fn deep_includes_and_deep_nesting_are_refused() {
 #[test]
 fn unbalanced_braces_and_too_many_entries() {
     let err = parse_text("menuentry a {\n linux /a\n").unwrap_err();
-    assert_eq!(err.to_string(), "/boot/grub/grub.cfg line 1: this block's \"{\" is never closed");
+    assert_eq!(
+        err.to_string(),
+        "/boot/grub/grub.cfg line 1: this block's \"{\" is never closed"
+    );
     let err = parse_text("linux /a\n}\n").unwrap_err();
     assert_eq!(err.line, 2);
     let err = parse_text(&"menuentry a { linux /a }\n".repeat(600)).unwrap_err();
     assert!(err.message.contains("more than 512 menu entries"), "{err}");
-    assert!(parse_text("menuentry --class x { linux /a }").unwrap_err().message.contains("no title"));
+    assert!(parse_text("menuentry --class x { linux /a }")
+        .unwrap_err()
+        .message
+        .contains("no title"));
 }
 
 #[test]
@@ -204,10 +256,16 @@ fn huge_and_binary_configs_are_refused() {
     let t = Tree::new();
     t.file("/boot/grub/grub.cfg", &vec![b'#'; 1024 * 1024 + 1]);
     let err = parse(&t.fs(), "/boot/grub/grub.cfg").unwrap_err();
-    assert!(err.to_string().contains("more than the 1048576 allowed"), "{err}");
+    assert!(
+        err.to_string().contains("more than the 1048576 allowed"),
+        "{err}"
+    );
     let t = Tree::new();
     t.file("/boot/grub/grub.cfg", b"menuentry a {\x00\xff}");
-    assert!(parse(&t.fs(), "/boot/grub/grub.cfg").unwrap_err().message.contains("NUL"));
+    assert!(parse(&t.fs(), "/boot/grub/grub.cfg")
+        .unwrap_err()
+        .message
+        .contains("NUL"));
 }
 
 #[test]
