@@ -16,6 +16,10 @@ pub const MAX_INCLUDES: usize = 64;
 pub const MAX_TOTAL_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 /// Nesting of `{ }` blocks (submenus, functions) in grub.cfg.
 pub const MAX_BLOCK_DEPTH: usize = 16;
+/// Bytes grub.cfg's variables may expand to in all (`set a=$a$a` doubles).
+pub const MAX_EXPANDED_BYTES: u64 = 16 * 1024 * 1024;
+/// Distinct variables a grub.cfg may set.
+pub const MAX_VARS: usize = 1024;
 /// Symlinks followed while resolving one path (Linux's own limit).
 pub const MAX_SYMLINK_HOPS: usize = 40;
 /// The longest path accepted from a config or a symlink.

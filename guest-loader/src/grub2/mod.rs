@@ -10,6 +10,7 @@
 pub mod grubenv;
 mod lexer;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use lexer::{lex, Part, Token, Word};
@@ -19,7 +20,7 @@ use crate::entry::{
 };
 use crate::fs::BootFs;
 use crate::include::Includes;
-use crate::limits::{MAX_BLOCK_DEPTH, MAX_ENTRIES};
+use crate::limits::{MAX_BLOCK_DEPTH, MAX_ENTRIES, MAX_EXPANDED_BYTES, MAX_VARS};
 use crate::text::{dirname, strip_device};
 
 /// Where GRUB 2 keeps its config, on a root filesystem or a /boot partition.
@@ -66,6 +67,7 @@ pub fn parse(fs: &dyn BootFs, path: &str) -> Result<Option<EntryList>, ConfigErr
         includes,
         entries: Vec::new(),
         default: None,
+        expanded: Cell::new(0),
     };
     let stmts = parse_stmts(&lex(&text, path)?, path)?;
     let mut menu = Menu::default();
@@ -212,6 +214,8 @@ struct Interp<'a> {
     includes: Includes,
     entries: Vec<BootEntry>,
     default: Option<String>,
+    /// Bytes produced by variable expansion so far: `set a=$a$a` doubles.
+    expanded: Cell<u64>,
 }
 
 impl Interp<'_> {
@@ -220,22 +224,46 @@ impl Interp<'_> {
     fn expand(&self, w: &Word) -> Option<String> {
         let mut s = String::new();
         for p in &w.parts {
+            if self.expanded.get() > MAX_EXPANDED_BYTES {
+                return None;
+            }
             match p {
                 Part::Lit(l) => s.push_str(l),
                 // Always on in the GRUB versions that write it.
                 Part::Var(v) if v == "menuentry_id_option" => s.push_str("--id"),
-                Part::Var(v) => s.push_str(self.vars.get(v).map(String::as_str).unwrap_or("")),
+                Part::Var(v) => {
+                    let value = self.vars.get(v).map(String::as_str).unwrap_or("");
+                    self.expanded.set(self.expanded.get() + value.len() as u64);
+                    s.push_str(value);
+                }
             }
         }
         (w.quoted || !s.is_empty()).then_some(s)
     }
 
-    fn expand_all(&self, words: &[Word]) -> Vec<String> {
-        words.iter().filter_map(|w| self.expand(w)).collect()
+    fn expand_all(
+        &self,
+        words: &[Word],
+        file: &str,
+        line: usize,
+    ) -> Result<Vec<String>, ConfigError> {
+        let out = words.iter().filter_map(|w| self.expand(w)).collect();
+        if self.expanded.get() > MAX_EXPANDED_BYTES {
+            return Err(ConfigError::new(
+                file,
+                line,
+                format!("variables expand to more than {MAX_EXPANDED_BYTES} bytes in all"),
+            ));
+        }
+        Ok(out)
     }
 
     fn set(&mut self, name: &str, value: String) {
         if value.is_empty() || name == "menuentry_id_option" {
+            return;
+        }
+        if !self.vars.contains_key(name) && self.vars.len() >= MAX_VARS {
+            log::warn!("more than {MAX_VARS} variables; ignoring {name}");
             return;
         }
         if name == "default" {
@@ -278,7 +306,7 @@ impl Interp<'_> {
         menu: &mut Menu,
         file: &str,
     ) -> Result<(), ConfigError> {
-        let args = self.expand_all(words);
+        let args = self.expand_all(words, file, line)?;
         let Some((cmd, rest)) = args.split_first() else {
             return Ok(());
         };
@@ -352,7 +380,7 @@ impl Interp<'_> {
         menu: &mut Menu,
         file: &str,
     ) -> Result<MenuStep, ConfigError> {
-        let args = self.expand_all(header.get(1..).unwrap_or(&[]));
+        let args = self.expand_all(header.get(1..).unwrap_or(&[]), file, line)?;
         let mut title = None;
         let mut id = None;
         let mut it = args.iter();
@@ -407,18 +435,25 @@ impl Interp<'_> {
         let saved = self.vars.clone();
         let saved_default = self.default.clone();
         let mut body_state = EntryBody::default();
-        self.entry_body(body, &mut entry, &mut body_state);
+        let result = self.entry_body(body, &mut entry, &mut body_state, file);
         self.vars = saved;
         self.default = saved_default;
+        result?;
         body_state.finish(&mut entry);
         self.entries.push(entry);
         Ok(())
     }
 
-    fn entry_body(&mut self, body: &[Stmt], entry: &mut BootEntry, st: &mut EntryBody) {
+    fn entry_body(
+        &mut self,
+        body: &[Stmt],
+        entry: &mut BootEntry,
+        st: &mut EntryBody,
+        file: &str,
+    ) -> Result<(), ConfigError> {
         for stmt in body {
-            let words = match stmt {
-                Stmt::Cmd { words, .. } => words,
+            let (words, line) = match stmt {
+                Stmt::Cmd { words, line } => (words, *line),
                 // Blocks inside an entry (a nested `{ }`) run in place;
                 // entries defined when an entry boots are not followed.
                 Stmt::Block {
@@ -426,12 +461,12 @@ impl Interp<'_> {
                     body,
                     ..
                 } => {
-                    self.entry_body(body, entry, st);
+                    self.entry_body(body, entry, st, file)?;
                     continue;
                 }
                 Stmt::Block { .. } => continue,
             };
-            let args = self.expand_all(words);
+            let args = self.expand_all(words, file, line)?;
             let Some((cmd, rest)) = args.split_first() else {
                 continue;
             };
@@ -473,6 +508,7 @@ impl Interp<'_> {
                 _ => {}
             }
         }
+        Ok(())
     }
 }
 

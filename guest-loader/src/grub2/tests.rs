@@ -277,3 +277,22 @@ fn discover_skips_configs_without_entries() {
     t.text("/grub/grub.cfg", "menuentry a { linux /vmlinuz }\n");
     assert_eq!(discover(&t.fs()).unwrap().unwrap().file, "/grub/grub.cfg");
 }
+
+#[test]
+fn exponential_expansion_is_refused() {
+    let cfg = "set a=0123456789abcdef\n".to_string()
+        + &"set a=$a$a\n".repeat(40)
+        + "menuentry x { linux /k $a }\n";
+    let err = parse_text(&cfg).unwrap_err();
+    assert!(
+        err.message.contains("expand to more than 16777216 bytes"),
+        "{err}"
+    );
+    assert!(err.line > 20 && err.line <= 42, "{err}");
+    // Many variables are bounded too, and the config still parses.
+    let cfg: String = (0..2000)
+        .map(|i| format!("set v{i}=x\n"))
+        .collect::<String>()
+        + "menuentry x { linux /k }\n";
+    assert_eq!(parse_text(&cfg).unwrap().entries.len(), 1);
+}
