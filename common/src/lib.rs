@@ -10,6 +10,7 @@ pub mod authorized_keys;
 pub mod config;
 pub mod frame;
 pub mod guest;
+pub mod guest_ports;
 pub mod host;
 pub mod hostfwd;
 pub mod init_api;

@@ -19,17 +19,21 @@ pub enum VmmExitStatus {
     Crash = 4,
     /// Killed through the control socket.
     Killed = 5,
+    /// A `from = "disk"` guest's boot loader found nothing it could boot
+    /// (its message is in the VMM's log and on the guest console).
+    BootFailed = 6,
 }
 
 impl VmmExitStatus {
     /// Every status, in code order.
-    pub const ALL: [VmmExitStatus; 6] = [
+    pub const ALL: [VmmExitStatus; 7] = [
         VmmExitStatus::PowerOff,
         VmmExitStatus::Error,
         VmmExitStatus::Config,
         VmmExitStatus::Reboot,
         VmmExitStatus::Crash,
         VmmExitStatus::Killed,
+        VmmExitStatus::BootFailed,
     ];
 
     /// The process exit code.
@@ -52,6 +56,7 @@ impl VmmExitStatus {
             VmmExitStatus::Reboot => "rebooted",
             VmmExitStatus::Crash => "crashed (guest panic, status 4)",
             VmmExitStatus::Killed => "killed on request (status 5)",
+            VmmExitStatus::BootFailed => "nothing bootable on its disks (status 6)",
         }
     }
 }
@@ -72,7 +77,7 @@ mod tests {
             assert_eq!(usize::from(status.code()), i);
             assert_eq!(VmmExitStatus::from_code(i as i32), Some(status));
         }
-        assert_eq!(VmmExitStatus::from_code(6), None);
+        assert_eq!(VmmExitStatus::from_code(7), None);
         assert_eq!(VmmExitStatus::from_code(-1), None);
     }
 }

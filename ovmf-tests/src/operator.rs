@@ -111,12 +111,19 @@ pub struct Console {
     child: Child,
     stdin: Option<ChildStdin>,
     output: Arc<Mutex<String>>,
+    /// `keelctl logs --guest NAME`: on a failed wait, what the VMM's own
+    /// console log holds tells a guest that stalled from output lost on
+    /// the way to keelctl.
+    guest_log: Mutex<Option<Command>>,
 }
 
 impl Console {
     /// `keelctl guest console NAME`, typed into and read as it runs.
     pub fn attach(op: &Operator, name: &str) -> Console {
-        Console::spawn(op, &["guest", "console", name])
+        let mut console = Console::spawn(op, &["guest", "console", name]);
+        console.guest_log =
+            Mutex::new(Some(op.command(&["logs", "--guest", name, "--tail", "30"])));
+        console
     }
 
     /// Any long-running keelctl command whose output is read as it comes.
@@ -147,6 +154,7 @@ impl Console {
             child,
             stdin,
             output,
+            guest_log: Mutex::new(None),
         }
     }
 
@@ -175,11 +183,20 @@ impl Console {
             if let Some((start, Some(end))) = crate::find_line(&seen, needle) {
                 return seen[start..end].trim_end_matches('\r').to_owned();
             }
-            assert!(
-                Instant::now() < deadline,
-                "{needle:?} not on the guest console within {timeout:?}; it showed:\n{seen}\nappliance console:\n{}",
-                qemu.serial()
-            );
+            if Instant::now() >= deadline {
+                let guest_log = self
+                    .guest_log
+                    .lock()
+                    .ok()
+                    .and_then(|mut c| c.take())
+                    .and_then(|mut c| c.output().ok())
+                    .map(|o| format!("{:?}", String::from_utf8_lossy(&o.stdout)))
+                    .unwrap_or_else(|| "(not asked)".into());
+                panic!(
+                    "{needle:?} not on the guest console within {timeout:?}; it showed:\n{seen:?}\nthe guest's console log on the host ends:\n{guest_log}\nappliance console:\n{}",
+                    qemu.serial()
+                );
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }

@@ -11,7 +11,7 @@ use std::path::Path;
 use keel_guest_rt::{cmdline_value, mount_basics};
 
 /// keel-vmm's boot timer port (see vmm/src/arch/layout.rs).
-const BOOT_TIMER_PORT: u16 = 0x440;
+use keel_common::guest_ports::BOOT_TIMER_PORT;
 
 fn report(key: &str, value: impl std::fmt::Display) {
     println!("KEEL-TEST-GUEST {key}={value}");

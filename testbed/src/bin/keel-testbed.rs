@@ -14,6 +14,8 @@ use keel_common::vmm_api::{read_frame, write_frame, VmmRequest, VmmResponse};
 
 use keel_guest_rt::{cmdline_value, mount_basics, power_off};
 
+#[path = "../output.rs"]
+mod output;
 #[path = "../watchdog.rs"]
 mod watchdog;
 
@@ -97,6 +99,7 @@ fn run(scenario: &str) {
     let outcome = watchdog::wait(scenario, &mut child, RUN_DEADLINE, || {
         describe_vmm(scenario, &socket)
     });
+    output::drain();
     let ms = started.elapsed().as_millis();
     match outcome {
         watchdog::Outcome::Exited(status) => println!(
@@ -169,9 +172,11 @@ fn run_soak(scenario: &str, cycles: u32) {
         ) else {
             return;
         };
-        match watchdog::wait(scenario, &mut child, RUN_DEADLINE, || {
+        let outcome = watchdog::wait(scenario, &mut child, RUN_DEADLINE, || {
             describe_vmm(scenario, &socket)
-        }) {
+        });
+        output::drain();
+        match outcome {
             // keel-vmm's exit status for a guest reboot.
             watchdog::Outcome::Exited(status) if status.code() == Some(3) => rebooted += 1,
             watchdog::Outcome::Exited(status) => {
@@ -330,8 +335,7 @@ fn rss_kib(pid: u32, guest_kib: u64) -> (u64, u64) {
 
 /// Boots a 1 vCPU / 128 MiB guest and reports the control socket's ready
 /// time, the boot marker time and the VMM's memory overhead (RSS minus
-/// guest memory the guest touched), then kills it.
-/// Boot time and memory of one 1 vCPU / 128 MiB boot; `measure-pci` and
+/// guest memory the guest touched), then kills it. `measure-pci` and
 /// `measure-mmio` pick the transport whatever `keel.transport` says.
 fn run_measure(scenario: &str) {
     let config = format!("/tmp/{scenario}.toml");
@@ -478,11 +482,22 @@ fn run_qemu_baseline(scenario: &str) {
 fn spawn_vmm(scenario: &str, args: &[&str], pipe_stdout: bool) -> Option<std::process::Child> {
     let mut cmd = Command::new("/usr/bin/keel-vmm");
     cmd.args(args).args(["--base-dir", DATA]);
-    if pipe_stdout {
-        cmd.stdout(std::process::Stdio::piped());
-    }
+    // The console and the log reach the serial port a line at a time
+    // (see `output`); a caller that pipes stdout reads it itself.
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     match cmd.spawn() {
-        Ok(child) => Some(child),
+        Ok(mut child) => {
+            if let Some(stderr) = child.stderr.take() {
+                output::forward(stderr);
+            }
+            if !pipe_stdout {
+                if let Some(stdout) = child.stdout.take() {
+                    output::forward(stdout);
+                }
+            }
+            Some(child)
+        }
         Err(err) => {
             println!("TESTBED scenario={scenario} error=cannot-run-keel-vmm:{err}");
             None
@@ -519,7 +534,9 @@ fn report_exit(scenario: &str, child: &mut std::process::Child) {
 
 /// [`report_exit`] with a deadline of `limit`.
 fn report_exit_within(scenario: &str, child: &mut std::process::Child, limit: Duration) {
-    match watchdog::wait(scenario, child, limit, || {}) {
+    let outcome = watchdog::wait(scenario, child, limit, || {});
+    output::drain();
+    match outcome {
         watchdog::Outcome::Exited(status) => println!(
             "TESTBED scenario={scenario} exit={}",
             status.code().unwrap_or(-1)

@@ -64,10 +64,7 @@ pub const ACPI_PM_LEN: u16 = 8;
 pub const ACPI_SCI_IRQ: u32 = 9;
 /// pvpanic: the guest kernel writes here when it panics.
 pub const PVPANIC_PORT: u16 = 0x505;
-/// Boot timer port: the guest writes a byte when it reaches its init, as
-/// with Firecracker's boot timer and Cloud Hypervisor's debug port (0x80 is
-/// taken by Linux's I/O delay writes, so Keel uses its own port).
-pub const BOOT_TIMER_PORT: u16 = 0x440;
+pub use keel_common::guest_ports::{BOOT_TIMER_PORT, LOADER_REPORT_PORT};
 /// Interrupt lines for virtio-mmio devices: free ISA lines, skipping the SCI.
 pub const VIRTIO_IRQS: [u32; 13] = [5, 6, 7, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19];
 /// IOAPIC lines for PCI INTA#..INTD# (the `_PRT` swizzles device slots over
