@@ -7,6 +7,7 @@
 
 pub mod bls;
 pub mod chooser;
+pub mod cmdline_arg;
 pub mod debian;
 pub mod entry;
 pub mod extlinux;
@@ -15,6 +16,7 @@ pub mod grub2;
 pub mod grub_legacy;
 mod include;
 pub mod limits;
+pub mod probe;
 mod text;
 pub mod uki;
 pub mod version;
