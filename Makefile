@@ -53,13 +53,13 @@ debian-guest: deps
 ## binaries: the static release binaries for the image and the test bed.
 binaries: deps
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-		cargo build --release --locked --target $(TARGET) -p keel-init -p keel-mgmt -p keel-vmm -p keel-testbed -p keel-demo-guest
+		cargo build --release --locked --target $(TARGET) -p keel-init -p keel-mgmt -p keel-vmm -p keel-testbed -p keel-demo-guest -p keel-guest-loader
 
 ## image: out/keel.img (GPT disk for USB sticks) and out/keel.iso (hybrid ISO).
 image: kernel binaries
 	cargo run --release --locked -q -p keel-image -- \
 		--kernel $(KERNEL) $(addprefix --binary $(BIN_DIR)/,$(APPLIANCE_BINS)) \
-		--demo-guest $(BIN_DIR)/keel-demo-guest \
+		--demo-guest $(BIN_DIR)/keel-demo-guest --loader $(BIN_DIR)/keel-loader \
 		--rootfs rootfs --out $(OUT)
 
 ## install: put keelctl on PATH ($(PREFIX)/bin, default /usr/local/bin).

@@ -3,7 +3,8 @@
 //! kernel ("the same kernel is the default guest kernel"), so the image
 //! need not carry a second copy. It goes, with the demo's initramfs, to
 //! the data partition's `images/keel-demo/`: a guest spec names no file
-//! outside `images/` and `disks/`.
+//! outside `images/` and `disks/`. The disk boot loader's initramfs goes
+//! to `images/keel-loader/` the same way.
 
 use std::path::Path;
 
@@ -17,6 +18,12 @@ pub const UKI_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
 pub const DEMO_DIR: &str = "images/keel-demo";
 /// The demo's initramfs in the image, copied to [`DEMO_DIR`].
 pub const DEMO_INITRD: &str = "/usr/share/keel/demo/initrd.cpio.zst";
+/// Where the disk boot loader's initramfs goes, beneath the data partition:
+/// keel-vmm boots a `from = "disk"` guest with it and the appliance's
+/// kernel (the demo's `vmlinuz`, the same kernel).
+pub const LOADER_DIR: &str = "images/keel-loader";
+/// The disk boot loader's initramfs in the image, copied to [`LOADER_DIR`].
+pub const LOADER_INITRD: &str = "/usr/share/keel/loader.cpio.zst";
 
 /// The bytes of PE section `name`, or None when `pe` is not a PE32+ image
 /// or lacks the section. Malformed offsets give None, never a panic: the
@@ -51,6 +58,24 @@ pub fn install_demo_files(esp: Option<&Path>, data: &Path) {
         Err(e) => log::warn!("cannot read {DEMO_INITRD}: {e}; the demo guest has no initrd"),
     }
     extract_guest_kernel(esp, &dir.join("vmlinuz"));
+}
+
+/// Puts the disk boot loader's initramfs into `<data>/`[`LOADER_DIR`].
+pub fn install_loader_files(data: &Path) {
+    let dir = data.join(LOADER_DIR);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        log::warn!(
+            "cannot create {}: {e}; guests cannot boot from their disks",
+            dir.display()
+        );
+        return;
+    }
+    match std::fs::read(LOADER_INITRD) {
+        Ok(initrd) => install(&dir.join("initrd.cpio.zst"), &initrd),
+        Err(e) => {
+            log::warn!("cannot read {LOADER_INITRD}: {e}; guests cannot boot from their disks")
+        }
+    }
 }
 
 /// Writes `bytes` to `target` unless it holds them already (the data
