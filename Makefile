@@ -24,7 +24,7 @@ export SOURCE_DATE_EPOCH
 DEBIAN_PACKAGES := qemu-system-x86 ovmf linux-source-6.1 xorriso mtools dosfstools \
 	e2fsprogs e2fsck-static systemd-boot-efi sbsigntool busybox-static binutils make gcc libc6-dev \
 	flex bison bc libelf-dev libssl-dev cpio zstd xz-utils python3 git dnsmasq-base acpica-tools \
-	mmdebstrap qemu-utils
+	mmdebstrap qemu-utils xfsprogs btrfs-progs util-linux
 
 .PHONY: all run test deps kernel debian-guest binaries image install size check bench soak fuzz clean
 
@@ -53,13 +53,13 @@ debian-guest: deps
 ## binaries: the static release binaries for the image and the test bed.
 binaries: deps
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-		cargo build --release --locked --target $(TARGET) -p keel-init -p keel-mgmt -p keel-vmm -p keel-testbed -p keel-demo-guest
+		cargo build --release --locked --target $(TARGET) -p keel-init -p keel-mgmt -p keel-vmm -p keel-testbed -p keel-demo-guest -p keel-guest-loader
 
 ## image: out/keel.img (GPT disk for USB sticks) and out/keel.iso (hybrid ISO).
 image: kernel binaries
 	cargo run --release --locked -q -p keel-image -- \
 		--kernel $(KERNEL) $(addprefix --binary $(BIN_DIR)/,$(APPLIANCE_BINS)) \
-		--demo-guest $(BIN_DIR)/keel-demo-guest \
+		--demo-guest $(BIN_DIR)/keel-demo-guest --loader $(BIN_DIR)/keel-loader \
 		--rootfs rootfs --out $(OUT)
 
 ## install: put keelctl on PATH ($(PREFIX)/bin, default /usr/local/bin).

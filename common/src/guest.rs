@@ -35,8 +35,8 @@ pub use crate::mac::MacAddr;
 
 mod boot;
 pub use boot::{
-    BootFrom, BootSpec, KernelBoot, LOADER_APPEND_ARG, LOADER_CMDLINE, LOADER_ENTRY_ARG,
-    LOADER_INITRD, LOADER_KERNEL, MAX_APPEND_LEN, MAX_ENTRY_LEN,
+    BootFrom, BootSpec, KernelBoot, LOADER_CMDLINE, LOADER_INITRD, LOADER_KERNEL, MAX_APPEND_LEN,
+    MAX_ENTRY_LEN,
 };
 
 /// Longest guest name: one DNS label.

@@ -7,9 +7,9 @@
 //! its El Torito EFI image).
 
 pub mod data;
-pub mod demo;
 pub mod disk;
 pub mod esp;
+pub mod guests;
 pub mod initramfs;
 pub mod iso;
 pub mod pipeline;

@@ -21,6 +21,9 @@ struct Args {
     /// The demo guest's init (keel-demo-guest), shipped as its initramfs.
     #[arg(long)]
     demo_guest: Option<PathBuf>,
+    /// The disk boot loader (keel-loader), shipped as its initramfs.
+    #[arg(long)]
+    loader: Option<PathBuf>,
     /// Static files: `initramfs/` goes into the root file system and `esp/`
     /// onto the ESP.
     #[arg(long, default_value = "rootfs")]
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         kernel: args.kernel,
         binaries: args.binaries,
         demo_guest: args.demo_guest,
+        loader: args.loader,
         rootfs: args.rootfs,
         stub: args.stub,
         cmdline: args.cmdline,

@@ -37,6 +37,8 @@ pub struct BuildOptions {
     pub binaries: Vec<PathBuf>,
     /// `keel-demo-guest`, made into the demo guest's initramfs.
     pub demo_guest: Option<PathBuf>,
+    /// `keel-loader`, made into the disk boot loader's initramfs.
+    pub loader: Option<PathBuf>,
     pub rootfs: PathBuf,
     pub stub: PathBuf,
     pub cmdline: String,
@@ -110,7 +112,10 @@ pub fn build(args: &BuildOptions) -> Result<Vec<(String, u64, String)>, ImageErr
     let mtime = u32::try_from(args.epoch)
         .map_err(|_| ImageError::Input("SOURCE_DATE_EPOCH is past 2106".into()))?;
     if let Some(demo) = &args.demo_guest {
-        crate::demo::add_demo_guest(&mut tree, demo, &scratch, mtime)?;
+        crate::guests::add_demo_guest(&mut tree, demo, &scratch, mtime)?;
+    }
+    if let Some(loader) = &args.loader {
+        crate::guests::add_loader(&mut tree, loader, &scratch, mtime)?;
     }
     let initramfs = tree.build(mtime)?;
     let initramfs_path = args.out.join("initramfs.cpio.zst");

@@ -3,9 +3,12 @@
 //! kernel ("the same kernel is the default guest kernel"), so the image
 //! need not carry a second copy. It goes, with the demo's initramfs, to
 //! the data partition's `images/keel-demo/`: a guest spec names no file
-//! outside `images/` and `disks/`.
+//! outside `images/` and `disks/`. The disk boot loader's initramfs goes
+//! to `images/keel-loader/` the same way.
 
 use std::path::Path;
+
+use keel_common::guest::{LOADER_INITRD, LOADER_KERNEL};
 
 use object::read::pe::PeFile64;
 use object::{LittleEndian, Object};
@@ -17,6 +20,11 @@ pub const UKI_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
 pub const DEMO_DIR: &str = "images/keel-demo";
 /// The demo's initramfs in the image, copied to [`DEMO_DIR`].
 pub const DEMO_INITRD: &str = "/usr/share/keel/demo/initrd.cpio.zst";
+/// The disk boot loader's initramfs in the image, copied to
+/// `keel_common::guest::LOADER_INITRD` beneath the data partition, where
+/// keel-vmm boots a `from = "disk"` guest with it and the appliance's
+/// kernel (`LOADER_KERNEL`, a hard link to the demo's: the same kernel).
+pub const LOADER_IMAGE_INITRD: &str = "/usr/share/keel/loader.cpio.zst";
 
 /// The bytes of PE section `name`, or None when `pe` is not a PE32+ image
 /// or lacks the section. Malformed offsets give None, never a panic: the
@@ -51,6 +59,49 @@ pub fn install_demo_files(esp: Option<&Path>, data: &Path) {
         Err(e) => log::warn!("cannot read {DEMO_INITRD}: {e}; the demo guest has no initrd"),
     }
     extract_guest_kernel(esp, &dir.join("vmlinuz"));
+}
+
+/// Puts the disk boot loader's initramfs and kernel where keel-vmm looks
+/// for them (after [`install_demo_files`], whose kernel it links to).
+pub fn install_loader_files(data: &Path) {
+    let (initrd, kernel) = (data.join(LOADER_INITRD), data.join(LOADER_KERNEL));
+    if let Some(dir) = initrd.parent() {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            log::warn!(
+                "cannot create {}: {e}; guests cannot boot from their disks",
+                dir.display()
+            );
+            return;
+        }
+    }
+    match std::fs::read(LOADER_IMAGE_INITRD) {
+        Ok(bytes) => install(&initrd, &bytes),
+        Err(e) => {
+            log::warn!(
+                "cannot read {LOADER_IMAGE_INITRD}: {e}; guests cannot boot from their disks"
+            )
+        }
+    }
+    if let Err(e) = link_kernel(&data.join(DEMO_DIR).join("vmlinuz"), &kernel) {
+        log::warn!(
+            "cannot link {}: {e}; guests cannot boot from their disks",
+            kernel.display()
+        );
+    }
+}
+
+/// Makes `link` a hard link to `kernel` unless it is one already (the
+/// demo's kernel is rewritten, as a new file, when the image changes).
+fn link_kernel(kernel: &Path, link: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let target = std::fs::metadata(kernel)?;
+    if std::fs::symlink_metadata(link)
+        .is_ok_and(|m| (m.dev(), m.ino()) == (target.dev(), target.ino()))
+    {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(link);
+    std::fs::hard_link(kernel, link)
 }
 
 /// Writes `bytes` to `target` unless it holds them already (the data

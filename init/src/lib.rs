@@ -178,6 +178,7 @@ fn data_dir() -> PathBuf {
         }
     };
     boot_image::install_demo_files(storage.esp.as_deref(), &data);
+    boot_image::install_loader_files(&data);
     data
 }
 

@@ -88,6 +88,19 @@ fn build(dir: &Path, with_qemu: bool, extra: &[(String, PathBuf)]) -> PathBuf {
     let guest_cpio = dir.join("guest.cpio");
     let cpio = guest.write_cpio(Vec::new(), 0).expect("guest cpio");
     std::fs::write(&guest_cpio, cpio).expect("write guest cpio");
+    // keel-loader's initramfs, for `from = "disk"` guests.
+    let mut loader = Tree::skeleton();
+    loader.insert(
+        "usr/bin/keel-loader",
+        Node::File {
+            source: static_binary("keel-loader"),
+            executable: true,
+        },
+    );
+    loader.insert("init", Node::Symlink("usr/bin/keel-loader".into()));
+    let loader_cpio = dir.join("loader.cpio");
+    let cpio = loader.write_cpio(Vec::new(), 0).expect("loader cpio");
+    std::fs::write(&loader_cpio, cpio).expect("write loader cpio");
 
     let mut l1 = Tree::skeleton();
     l1.insert(
@@ -115,6 +128,13 @@ fn build(dir: &Path, with_qemu: bool, extra: &[(String, PathBuf)]) -> PathBuf {
         "guest/initrd.cpio",
         Node::File {
             source: guest_cpio,
+            executable: false,
+        },
+    );
+    l1.insert(
+        "guest/loader.cpio",
+        Node::File {
+            source: loader_cpio,
             executable: false,
         },
     );

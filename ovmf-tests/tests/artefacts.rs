@@ -155,10 +155,12 @@ fn building_twice_gives_identical_bytes() {
     );
     let base = std::env::temp_dir().join(format!("keel-repro-{}", std::process::id()));
     let demo = root.join("target/x86_64-unknown-linux-gnu/release/keel-demo-guest");
+    let loader = root.join("target/x86_64-unknown-linux-gnu/release/keel-loader");
     let options = |dir: &str| BuildOptions {
         kernel: artefact("kernel/bzImage"),
         binaries: vec![init.clone()],
         demo_guest: Some(demo.clone()),
+        loader: Some(loader.clone()),
         rootfs: root.join("rootfs"),
         stub: PathBuf::from(DEFAULT_STUB),
         cmdline: DEFAULT_CMDLINE.to_string(),

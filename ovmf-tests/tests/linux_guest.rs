@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use keel_common::vmm_exit::VmmExitStatus;
 use keel_ovmf_tests::testbed::{report_field, reports, testbed_initramfs};
 use keel_ovmf_tests::{artefact, BootMedia, Qemu, QemuOptions};
 
@@ -39,7 +40,7 @@ fn every_scenario_on(transport: &str) {
         artefact("kernel/bzImage"),
         BootMedia::DirectKernel {
             initrd: initrd.clone(),
-            cmdline: format!("console=ttyS0 loglevel=3 keel.transport={transport} keel.testbed=poweroff,reboot,panic,control,kill,pvh,bigmem,usernet"),
+            cmdline: format!("console=ttyS0 loglevel=3 keel.transport={transport} keel.testbed=poweroff,reboot,panic,control,kill,pvh,bigmem,usernet,nothing-to-boot"),
         },
     );
     // Room for the 4 GiB guest of the bigmem scenario (touched lazily).
@@ -217,6 +218,21 @@ fn every_scenario_on(transport: &str) {
         testbed_line(&serial, "usernet", "exit"),
         "0",
         "console:\n{serial}"
+    );
+    // from = "disk" on a disk with nothing to boot: keel-loader says why
+    // on the console and the VMM ends with status 6 (BootFailed).
+    assert_eq!(
+        testbed_line(&serial, "nothing-to-boot", "exit"),
+        VmmExitStatus::BootFailed.code().to_string(),
+        "console:\n{serial}"
+    );
+    assert!(
+        serial.contains("keel-loader: error: "),
+        "keel-loader printed no error; console:\n{serial}"
+    );
+    assert!(
+        serial.contains("keel-vmm[nothing-to-boot]: error: nothing to boot on the guest's disks: "),
+        "keel-vmm did not report the loader's message; console:\n{serial}"
     );
     let _ = qemu.wait_exit(Duration::from_secs(60));
     std::fs::remove_dir_all(&dir).expect("clean up");

@@ -22,9 +22,6 @@ use crate::config::{ConfigError, Source};
 pub const LOADER_KERNEL: &str = "images/keel-loader/vmlinuz";
 /// keel-loader's initramfs, beside it.
 pub const LOADER_INITRD: &str = "images/keel-loader/initrd.cpio.zst";
-/// The loader's command-line words for `entry` and `cmdline_append`.
-pub const LOADER_ENTRY_ARG: &str = "keel.entry";
-pub const LOADER_APPEND_ARG: &str = "keel.append";
 /// The loader's own command line, before those words: `panic=-1` so a
 /// loader that dies ends the VM rather than hanging it.
 pub const LOADER_CMDLINE: &str = "console=ttyS0 quiet panic=-1";
@@ -115,8 +112,8 @@ impl BootSpec {
             BootFrom::Disk => {
                 let mut cmdline = LOADER_CMDLINE.to_string();
                 for (arg, value) in [
-                    (LOADER_ENTRY_ARG, &self.entry),
-                    (LOADER_APPEND_ARG, &self.cmdline_append),
+                    (cmdline_arg::ENTRY_KEY, &self.entry),
+                    (cmdline_arg::APPEND_KEY, &self.cmdline_append),
                 ] {
                     if let Some(value) = value {
                         cmdline.push_str(&format!(" {arg}={}", cmdline_arg::encode(value)));

@@ -615,10 +615,13 @@ fn a_disk_booted_guest_boots_the_loader_with_its_entry_and_additions() {
         words
             .iter()
             .find_map(|w| w.strip_prefix(&format!("{arg}=")))
-            .and_then(crate::cmdline_arg::decode)
+            .and_then(|w| crate::cmdline_arg::decode(w).ok())
     };
-    assert_eq!(word(LOADER_ENTRY_ARG), spec.boot.entry);
-    assert_eq!(word(LOADER_APPEND_ARG), spec.boot.cmdline_append);
+    assert_eq!(word(crate::cmdline_arg::ENTRY_KEY), spec.boot.entry);
+    assert_eq!(
+        word(crate::cmdline_arg::APPEND_KEY),
+        spec.boot.cmdline_append
+    );
     // Without either, the loader gets neither word.
     let plain = parse(
         &FROM_DISK

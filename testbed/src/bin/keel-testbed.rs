@@ -87,6 +87,16 @@ fn run(scenario: &str) {
         "bigmem" => spec("poweroff", 1)
             .replace("memory_mib = 256", "memory_mib = 4096")
             .replace("\"poweroff\"", "\"bigmem\""),
+        // keel-loader on a disk with no file system: it must say so and
+        // end the VM with its own status.
+        "nothing-to-boot" => {
+            let (boot, rest) = spec(scenario, 1)
+                .split_once("[boot]")
+                .map(|(b, r)| (b.to_string(), r.to_string()))
+                .unwrap_or_default();
+            let disks = rest.find("[[disk]]").map_or("", |at| &rest[at..]);
+            format!("{boot}[boot]\nfrom = \"disk\"\n\n{disks}")
+        }
         _ => spec(scenario, 2),
     };
     if let Err(err) = std::fs::write(&config, text) {
