@@ -34,9 +34,15 @@ use crate::hostfwd::HostFwd;
 pub use crate::mac::MacAddr;
 
 mod boot;
+mod cloud_init;
 pub use boot::{
     BootFrom, BootSpec, KernelBoot, LOADER_CMDLINE, LOADER_INITRD, LOADER_KERNEL, MAX_APPEND_LEN,
     MAX_ENTRY_LEN,
+};
+pub use cloud_init::{
+    check_seed_file_path, check_ssh_key, cloud_init_image, validate_hostname, validate_instance_id,
+    CloudInitSpec, CLOUD_INIT_DIR, MAX_HOSTNAME_LEN, MAX_INSTANCE_ID_LEN, MAX_NETWORK_CONFIG_BYTES,
+    MAX_SSH_KEYS, MAX_SSH_KEY_LEN, MAX_USER_DATA_BYTES,
 };
 
 /// Longest guest name: one DNS label.
@@ -87,6 +93,8 @@ pub struct GuestSpec {
     #[serde(rename = "net", default)]
     pub nets: Vec<NetSpec>,
     pub vsock: Option<VsockSpec>,
+    /// A NoCloud seed, attached as one more disk after `disks`.
+    pub cloud_init: Option<CloudInitSpec>,
 }
 
 /// What init does when the guest's VMM exits.
@@ -377,6 +385,9 @@ impl GuestSpec {
                 return Err(at.error("vsock.cid", "4294967295 is reserved (VMADDR_CID_ANY)"));
             }
             check_socket_path(&vsock.uds_path).map_err(|m| at.error("vsock.uds_path", m))?;
+        }
+        if let Some(cloud_init) = &self.cloud_init {
+            cloud_init.validate(&at)?;
         }
         Ok(())
     }
