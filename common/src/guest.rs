@@ -41,8 +41,8 @@ pub use boot::{
 };
 pub use cloud_init::{
     check_seed_file_path, check_ssh_key, cloud_init_image, validate_hostname, validate_instance_id,
-    CloudInitSpec, CLOUD_INIT_DIR, MAX_HOSTNAME_LEN, MAX_INSTANCE_ID_LEN, MAX_NETWORK_CONFIG_BYTES,
-    MAX_SSH_KEYS, MAX_SSH_KEY_LEN, MAX_USER_DATA_BYTES,
+    CloudInitSpec, SeedFile, CLOUD_INIT_DIR, MAX_HOSTNAME_LEN, MAX_INSTANCE_ID_LEN,
+    MAX_NETWORK_CONFIG_BYTES, MAX_SSH_KEYS, MAX_SSH_KEY_LEN, MAX_USER_DATA_BYTES,
 };
 
 /// Longest guest name: one DNS label.

@@ -64,6 +64,31 @@ pub struct CloudInitSpec {
     pub instance_id: Option<String>,
 }
 
+/// A file of the seed that the spec names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedFile {
+    UserData,
+    NetworkConfig,
+}
+
+impl SeedFile {
+    /// The spec's field that names it.
+    pub fn field(self) -> &'static str {
+        match self {
+            SeedFile::UserData => "cloud_init.user_data",
+            SeedFile::NetworkConfig => "cloud_init.network_config",
+        }
+    }
+
+    /// How large it may be.
+    pub fn max_bytes(self) -> u64 {
+        match self {
+            SeedFile::UserData => MAX_USER_DATA_BYTES,
+            SeedFile::NetworkConfig => MAX_NETWORK_CONFIG_BYTES,
+        }
+    }
+}
+
 /// Where the seed image of guest `name` is, relative to the data partition.
 /// init writes it there and keel-vmm opens it there: this is the one place
 /// that says where.
@@ -82,17 +107,13 @@ impl CloudInitSpec {
         self.ssh_authorized_keys.as_deref().unwrap_or_default()
     }
 
-    /// The files the spec names, with their fields and size limits, for
-    /// the checks on disk.
-    pub fn files(&self) -> impl Iterator<Item = (&'static str, &Path, u64)> {
-        let user = self
-            .user_data
-            .as_deref()
-            .map(|p| ("cloud_init.user_data", p, MAX_USER_DATA_BYTES));
+    /// The files the spec names, for the checks on disk and the seed.
+    pub fn files(&self) -> impl Iterator<Item = (SeedFile, &Path)> {
+        let user = self.user_data.as_deref().map(|p| (SeedFile::UserData, p));
         let net = self
             .network_config
             .as_deref()
-            .map(|p| ("cloud_init.network_config", p, MAX_NETWORK_CONFIG_BYTES));
+            .map(|p| (SeedFile::NetworkConfig, p));
         user.into_iter().chain(net)
     }
 
@@ -119,8 +140,8 @@ impl CloudInitSpec {
             }
             blobs.push(blob);
         }
-        for (field, path, _) in self.files() {
-            check_seed_file_path(path).map_err(|m| at.error(field, m))?;
+        for (kind, path) in self.files() {
+            check_seed_file_path(path).map_err(|m| at.error(kind.field(), m))?;
         }
         if let Some(id) = &self.instance_id {
             validate_instance_id(id).map_err(|m| at.error("cloud_init.instance_id", m))?;

@@ -2,6 +2,7 @@
 //! I/O, while keel-common holds the pure types and parsers it works on.
 //!
 //! - [`beneath`]: opening a file that cannot leave its directory;
+//! - [`cloud_init`]: a guest's cloud-init NoCloud seed volume;
 //! - [`deadline`]: one deadline for a whole exchange on a socket;
 //! - [`fsutil`]: atomic, durable writes to the data partition;
 //! - [`host_addrs`]: the host's own IPv4 addresses;
@@ -11,6 +12,7 @@
 //! - [`spec_files`]: what a guest spec's paths name on disk.
 
 pub mod beneath;
+pub mod cloud_init;
 pub mod deadline;
 #[cfg(feature = "dhcp")]
 pub mod dhcp;

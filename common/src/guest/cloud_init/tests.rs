@@ -54,7 +54,10 @@ fn a_full_table_parses_with_its_values() {
     assert_eq!(ci.hostname("web1"), "web1.example.org");
     assert_eq!(ci.ssh_authorized_keys(), [ED25519, ECDSA, RSA, SK]);
     assert_eq!(ci.instance_id.as_deref(), Some("web1-2024.1_a"));
-    let files: Vec<_> = ci.files().map(|(field, path, _)| (field, path)).collect();
+    let files: Vec<_> = ci
+        .files()
+        .map(|(kind, path)| (kind.field(), path))
+        .collect();
     assert_eq!(
         files,
         [

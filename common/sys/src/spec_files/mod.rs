@@ -157,6 +157,24 @@ pub fn check_spec_files(
         }
     }
 
+    // The seed's files: read when init builds the seed, looked at here so
+    // a spec that names a missing or oversized one is refused at once.
+    for (kind, rel) in spec.cloud_init.iter().flat_map(|c| c.files()) {
+        let meta =
+            inspect(base_dir, rel, &[], Expect::Regular).map_err(|m| at.error(kind.field(), m))?;
+        if meta.len() > kind.max_bytes() {
+            return Err(at.error(
+                kind.field(),
+                format!(
+                    "`{}` is {} bytes; a cloud-init file may be at most {}",
+                    spec.resolve(base_dir, rel).display(),
+                    meta.len(),
+                    kind.max_bytes()
+                ),
+            ));
+        }
+    }
+
     if let Some(vsock) = &spec.vsock {
         check_socket_path(spec, base_dir, &vsock.uds_path)
             .map_err(|m| at.error("vsock.uds_path", m))?;
