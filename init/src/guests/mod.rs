@@ -3,7 +3,9 @@
 //! Specs live in `<data>/guests/NAME.toml`. Each running guest is one
 //! `keel-vmm` process, started confined (own uid, its cgroup, seccomp in
 //! the VMM) with its API socket at `/run/keel/vm/NAME.sock` and its
-//! console in a size-capped log under `<data>/logs/NAME/`. When a VMM
+//! console in a size-capped log under `<data>/logs/NAME/`; a spec with
+//! `[cloud_init]` gets its seed volume built at `<data>/cloud-init/NAME.img`
+//! before each start (keel-sys's `cloud_init`). When a VMM
 //! exits on its own, the guest's restart policy decides what follows,
 //! with the same exponential backoff as init's services.
 //!
@@ -31,6 +33,7 @@ use keel_common::init_api::{ErrorCode, GuestState, GuestStatus};
 use keel_common::vmm_api::{self, VmmRequest, VmmResponse};
 use keel_common::vmm_exit::VmmExitStatus;
 use keel_common::GuestSpec;
+use keel_sys::cloud_init::{self, CloudInitError};
 use keel_sys::deadline::{connect_unix, Deadline};
 use keel_sys::fsutil::atomic_write;
 use nix::sys::signal::{kill, Signal};
@@ -396,6 +399,9 @@ impl GuestManager {
             let _ = dir.sync_all();
         }
         self.guests.remove(name);
+        if let Err(e) = cloud_init::remove_image(&self.paths.data, name) {
+            log::warn!("guest {name}: its cloud-init volume stays: {e}");
+        }
         if let Err(e) = self.uids.release(name) {
             log::warn!("guest {name}: its uid stays recorded: {e}");
         }
@@ -465,6 +471,18 @@ impl GuestManager {
         shared_disks::check(&g.spec, &file, &g.spec_toml, running.clone(), &paths.data)
             .map_err(|e| (ErrorCode::Conflict, e))?;
         vsock::clear_stale(&g.spec, &paths.data, running).map_err(|e| (ErrorCode::Conflict, e))?;
+        // The VMM attaches the seed after the spec's disks; it must be
+        // this spec's before the VMM opens it.
+        match cloud_init::prepare(&g.spec, &file, &g.spec_toml, &paths.data) {
+            Ok(Some(seed)) if seed.written => log::info!(
+                "guest {name}: cloud-init volume {} written (instance id {})",
+                seed.path.display(),
+                seed.instance_id
+            ),
+            Ok(_) => {}
+            Err(e @ CloudInitError::Spec(_)) => return Err((ErrorCode::Invalid, e.to_string())),
+            Err(e) => return Err((ErrorCode::Internal, e.to_string())),
+        }
         let g = self.guests.get_mut(name).ok_or_else(|| not_found(name))?;
         match vmm::spawn(&paths, &g.spec, &file, uid, &self.guest_devices) {
             Ok(pid) => {

@@ -552,3 +552,67 @@ fn a_vsock_guest_restarts_after_its_vmm_was_killed() {
     f.manager.kill("web1").expect("kill");
     reap(&mut f.manager, "web1");
 }
+
+#[test]
+fn a_cloud_init_guest_gets_its_seed_before_its_vmm_starts() {
+    // The "VMM" keeps a copy of the seed as it finds it at its start.
+    let f = fixture(
+        "while [ \"$1\" != --base-dir ]; do shift; done\n\
+         cp \"$2/cloud-init/web1.img\" \"$(dirname \"$0\")/seen.img\"",
+    );
+    let mut m = GuestManager::load(f.manager.paths().clone());
+    let seen = f.dir.path().join("seen.img");
+    let image = f.dir.path().join("data/cloud-init/web1.img");
+    let spec = format!("{SPEC}[cloud_init]\nhostname = \"first\"\n");
+    m.define(&spec).expect("define");
+    m.start("web1").expect("start");
+    reap(&mut m, "web1");
+    let first = std::fs::read(&seen).expect("the VMM found the seed");
+    assert_eq!(first.len(), keel_sys::cloud_init::IMAGE_BYTES);
+    assert!(first.windows(11).any(|w| w == keel_sys::cloud_init::LABEL));
+    assert!(first
+        .windows(24)
+        .any(|w| w == b"local-hostname: \"first\"\n"));
+    assert_eq!(std::fs::read(&image).expect("stored"), first);
+
+    // A redefinition applies at the next start.
+    m.define(&spec.replace("first", "second"))
+        .expect("redefine");
+    m.start("web1").expect("start");
+    reap(&mut m, "web1");
+    let second = std::fs::read(&seen).expect("seed");
+    assert!(second
+        .windows(25)
+        .any(|w| w == b"local-hostname: \"second\"\n"));
+
+    // A user_data file that is missing: refused at its line, no VMM.
+    std::fs::remove_file(&seen).expect("rm");
+    let broken = format!("{spec}user_data = \"images/web1.user-data\"\n");
+    m.define(&broken).expect("define");
+    let (kind, message) = m.start("web1").expect_err("no user data");
+    assert_eq!(kind, ErrorCode::Invalid);
+    assert!(
+        message.contains("web1.toml:8: field `cloud_init.user_data`"),
+        "{message}"
+    );
+    assert!(!seen.exists());
+
+    // Without [cloud_init] the old seed goes, and with the guest too.
+    m.define(&spec).expect("define");
+    m.start("web1").expect("start");
+    reap(&mut m, "web1");
+    assert!(image.exists());
+    m.undefine("web1").expect("undefine");
+    assert!(!image.exists(), "undefine removes the seed");
+    let mut m = GuestManager::load(f.manager.paths().clone());
+    m.define(&spec).expect("define");
+    m.start("web1").expect("start");
+    reap(&mut m, "web1");
+    assert!(image.exists());
+    m.define(SPEC).expect("define without [cloud_init]");
+    std::fs::remove_file(&seen).expect("rm");
+    m.start("web1").expect("start");
+    reap(&mut m, "web1");
+    assert!(!image.exists(), "a spec without [cloud_init] has no seed");
+    assert!(!seen.exists());
+}
