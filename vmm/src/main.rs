@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use keel_common::guest::{BootFrom, MacAddr, NetMode};
+use keel_common::guest::{cloud_init_image, BootFrom, DiskFormat, MacAddr, NetMode};
 use keel_common::host::DEFAULT_AGENT_PORT;
 use keel_common::vmm_exit::VmmExitStatus;
 use keel_common::GuestSpec;
@@ -18,6 +18,8 @@ use keel_vmm::vm::{
     VsockConfig,
 };
 
+/// The virtio-blk serial of the cloud-init seed, for /dev/disk/by-id.
+const CLOUD_INIT_SERIAL: &str = "cidata";
 /// Used when the spec sets no command line.
 const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
 
@@ -132,6 +134,49 @@ fn nets_from_spec(
         .collect()
 }
 
+/// The disks the guest gets: the spec's, then its cloud-init seed when
+/// the spec has `[cloud_init]` (built by init, opened read-only beneath
+/// the base directory's `cloud-init/`).
+fn disks_from_spec(spec: &GuestSpec, base: &Path, args: &Args) -> Result<Vec<DiskConfig>, String> {
+    let mut disks = spec
+        .disks
+        .iter()
+        .map(|d| {
+            let backing = match &d.backing {
+                Some(b) => Some(BackingConfig {
+                    file: open_file(base, b, args, false)?,
+                    host_path: std::path::absolute(base.join(b))
+                        .map_err(|e| format!("cannot make `{}` absolute: {e}", b.display()))?,
+                }),
+                None => None,
+            };
+            Ok(DiskConfig {
+                file: open_file(base, &d.path, args, !d.read_only())?,
+                read_only: d.read_only(),
+                serial: d.serial.clone(),
+                format: d.format,
+                backing,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    if spec.cloud_init.is_some() {
+        let file = keel_sys::cloud_init::open_image(base, &spec.name)
+            .map_err(|e| format!("the cloud-init volume: {e}"))?;
+        disks.push(DiskConfig {
+            file: GuestFile {
+                path: cloud_init_image(&spec.name),
+                file,
+            },
+            read_only: true,
+            serial: Some(CLOUD_INIT_SERIAL.to_string()),
+            // init made it, never a qcow2: its bytes are served as they are.
+            format: Some(DiskFormat::Raw),
+            backing: None,
+        });
+    }
+    Ok(disks)
+}
+
 fn config_from_spec(spec: &GuestSpec, base: &Path, args: &Args) -> Result<VmConfig, String> {
     let vcpus =
         u8::try_from(spec.vcpus).map_err(|_| format!("{} vCPUs is too many", spec.vcpus))?;
@@ -153,27 +198,7 @@ fn config_from_spec(spec: &GuestSpec, base: &Path, args: &Args) -> Result<VmConf
                 .transpose()?,
             cmdline,
         },
-        disks: spec
-            .disks
-            .iter()
-            .map(|d| {
-                let backing = match &d.backing {
-                    Some(b) => Some(BackingConfig {
-                        file: open_file(base, b, args, false)?,
-                        host_path: std::path::absolute(base.join(b))
-                            .map_err(|e| format!("cannot make `{}` absolute: {e}", b.display()))?,
-                    }),
-                    None => None,
-                };
-                Ok(DiskConfig {
-                    file: open_file(base, &d.path, args, !d.read_only())?,
-                    read_only: d.read_only(),
-                    serial: d.serial.clone(),
-                    format: d.format,
-                    backing,
-                })
-            })
-            .collect::<Result<_, String>>()?,
+        disks: disks_from_spec(spec, base, args)?,
         nets: nets_from_spec(spec, &args.tap_fds, args.agent_port)?,
         rng: spec.rng_enabled(),
         transport: spec.transport(),
@@ -277,5 +302,63 @@ mod tests {
         assert_ne!(a, default_mac("web2", 0));
         assert_eq!(a.0[0] & 1, 0, "unicast");
         assert_eq!(a.0[0] & 2, 2, "locally administered");
+    }
+
+    #[test]
+    fn a_cloud_init_spec_gets_its_seed_as_a_last_read_only_disk() {
+        let data = tempfile::tempdir().unwrap();
+        let base = data.path();
+        for dir in ["images", "disks", "guests"] {
+            std::fs::create_dir(base.join(dir)).unwrap();
+        }
+        std::fs::write(base.join("images/vmlinux"), b"kernel").unwrap();
+        std::fs::write(base.join("disks/root.raw"), vec![0u8; 4096]).unwrap();
+        let plain = "name = \"web1\"\nvcpus = 1\nmemory_mib = 64\n[boot]\n\
+                     kernel = \"images/vmlinux\"\n[[disk]]\npath = \"disks/root.raw\"\n";
+        let seeded = format!("{plain}[cloud_init]\nhostname = \"h\"\n");
+        let file = base.join("guests/web1.toml");
+        let args = Args::try_parse_from([
+            "keel-vmm".as_ref(),
+            "--config".as_ref(),
+            file.as_os_str(),
+            "--base-dir".as_ref(),
+            base.as_os_str(),
+        ])
+        .unwrap();
+
+        let spec = GuestSpec::parse(&file, &seeded).unwrap();
+        // init has not built it: the VMM says so and does not start.
+        let err = config_from_spec(&spec, base, &args).unwrap_err();
+        assert!(err.contains("the cloud-init volume"), "{err}");
+        keel_sys::cloud_init::prepare(&spec, &file, &seeded, base).unwrap();
+        let config = config_from_spec(&spec, base, &args).unwrap();
+        let disks: Vec<_> = config
+            .disks
+            .iter()
+            .map(|d| {
+                let p = d.file.path.to_string_lossy().into_owned();
+                (p, d.read_only, d.serial.as_deref(), d.format)
+            })
+            .collect();
+        assert_eq!(
+            disks,
+            [
+                ("disks/root.raw".to_string(), false, None, None),
+                (
+                    "cloud-init/web1.img".to_string(),
+                    true,
+                    Some("cidata"),
+                    Some(DiskFormat::Raw)
+                ),
+            ]
+        );
+        let seed = &config.disks[1].file.file;
+        let size = seed.metadata().unwrap().len();
+        assert_eq!(size, keel_sys::cloud_init::IMAGE_BYTES as u64);
+
+        // No table, no seed.
+        let spec = GuestSpec::parse(&file, plain).unwrap();
+        let config = config_from_spec(&spec, base, &args).unwrap();
+        assert_eq!(config.disks.len(), 1);
     }
 }
