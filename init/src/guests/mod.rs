@@ -578,9 +578,15 @@ impl GuestManager {
         };
         let names = |spec: &GuestSpec| {
             let disks = spec.disks.iter().map(|d| d.path.as_path());
+            // The seed's files are read at each start.
+            let seed = spec
+                .cloud_init
+                .iter()
+                .flat_map(|c| c.files().map(|(_, p)| p));
             spec.boot
                 .files()
                 .chain(disks)
+                .chain(seed)
                 .any(|f| parts(f).is_ok_and(|p| p == wanted))
         };
         self.guests

@@ -585,6 +585,18 @@ fn a_cloud_init_guest_gets_its_seed_before_its_vmm_starts() {
         .windows(25)
         .any(|w| w == b"local-hostname: \"second\"\n"));
 
+    // An upload over a seed file is an upload over a file the guest uses.
+    let with_file = format!("{spec}network_config = \"images/net.yaml\"\n");
+    std::fs::write(f.dir.path().join("data/images/net.yaml"), b"version: 2\n").expect("net");
+    m.define(&with_file).expect("define");
+    let users: Vec<String> = m
+        .file_users(Path::new("./images/net.yaml"))
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(users, ["web1"]);
+    assert!(m.file_users(Path::new("images/other.yaml")).is_empty());
+
     // A user_data file that is missing: refused at its line, no VMM.
     std::fs::remove_file(&seen).expect("rm");
     let broken = format!("{spec}user_data = \"images/web1.user-data\"\n");
