@@ -151,10 +151,8 @@ fn boot(plan: &BootPlan, mounted: &[Mounted]) -> Result<(), LoaderError> {
         &plan.cmdline,
         plan.uki,
     )?;
-    console::say(format_args!(
-        "booting {}: {} {}",
-        plan.title, plan.kernel.path, plan.cmdline
-    ));
+    // The chooser said which entry; this is what the kernel gets.
+    console::say(format_args!("kernel command line: {}", plan.cmdline));
     let dirs: Vec<PathBuf> = mounted.iter().map(|m| m.dir.clone()).collect();
     mounts::unmount_all(&dirs);
     let (stopped, failures) = quiesce::unbind_all(Path::new(quiesce::VIRTIO_DRIVERS));
