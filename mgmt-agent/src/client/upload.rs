@@ -7,7 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::net::Shutdown;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::sync::mpsc::{channel, sync_channel};
 
 use nix::errno::Errno;
@@ -79,7 +79,7 @@ impl Client {
             remote,
             replace: false,
         };
-        let extents = if size == 0 { Vec::new() } else { vec![0..size] };
+        let extents = whole(size);
         self.send_extents(
             &file,
             size,
@@ -107,11 +107,15 @@ impl Client {
         let (size, extents) = if before.is_file() {
             let size = before.len();
             (size, data_extents(local, size).map_err(local_err)?)
+        } else if !before.file_type().is_block_device() {
+            return Err(ClientError::Local(
+                "Only a regular file or a block device can be uploaded.".to_string(),
+            ));
         } else {
             // A block device: its length is where it ends; no holes.
             let mut f = local;
             let size = f.seek(SeekFrom::End(0)).map_err(local_err)?;
-            (size, if size == 0 { Vec::new() } else { vec![0..size] })
+            (size, whole(size))
         };
         let unchanged = || {
             let after = local.metadata().map_err(local_err)?;
@@ -340,6 +344,11 @@ fn stamp(m: &Metadata) -> (u64, u64, i64, i64, i64, i64) {
     )
 }
 
+/// All of `size` bytes as data: one extent, or none if empty.
+fn whole(size: u64) -> Vec<Range<u64>> {
+    std::iter::once(0..size).filter(|r| !r.is_empty()).collect()
+}
+
 /// The data extents of the first `size` bytes of `file`, found with
 /// `SEEK_DATA`/`SEEK_HOLE`: in order, widened to [`UPLOAD_BLOCK`]
 /// boundaries (within `size`) and merged where they then touch, so that
@@ -354,7 +363,7 @@ pub fn data_extents(file: &File, size: u64) -> io::Result<Vec<Range<u64>>> {
             Ok(s) => s as u64,
             // No data after pos: the rest is a hole.
             Err(Errno::ENXIO) => break,
-            Err(Errno::EINVAL | Errno::EOPNOTSUPP) if pos == 0 => return Ok(vec![0..size]),
+            Err(Errno::EINVAL | Errno::EOPNOTSUPP) if pos == 0 => return Ok(whole(size)),
             Err(e) => return Err(e.into()),
         };
         if start >= size {

@@ -4,9 +4,9 @@
 //! SHA-256, and the atomic rename.
 //!
 //! An upload is written to a hidden temporary file next to its final
-//! name, chunk by chunk at the chunks' offsets (the holes between them
-//! stay unwritten, so a sparse file lands sparse), cut to its announced
-//! size, fsynced, checked against the data bytes and the SHA-256 the
+//! name, given its announced length at once, then chunk by chunk at the
+//! chunks' offsets (the holes between them stay unwritten, so a sparse
+//! file lands sparse), fsynced, checked against the data bytes and the SHA-256 the
 //! client announced (first, or at the end), and only then renamed over
 //! the final name (and the directory fsynced). On any failure the temporary file is deleted, so
 //! the final name is either absent, its old content, or the complete new
@@ -148,6 +148,14 @@ impl Upload {
             .mode(0o600)
             .open(&temp_path)
             .map_err(|e| internal("create the temporary file", e))?;
+        // The length first: the holes are the file's from the start, and a
+        // length the file system cannot hold is refused before any data.
+        let sized = file.set_len(size).map_err(|e| {
+            (
+                ErrorCode::Invalid,
+                format!("The host cannot hold a file of {size} bytes: {e}."),
+            )
+        });
         // From here on Drop deletes the temporary file on any failure.
         let mut upload = Upload {
             path: path.to_string(),
@@ -164,6 +172,7 @@ impl Upload {
             blocks: 0,
             last_block: None,
         };
+        sized?;
         upload.writer =
             Some(Writer::spawn(file).map_err(|e| internal("start the upload writer", e))?);
         Ok(upload)
@@ -291,10 +300,6 @@ impl Upload {
         if digest.as_ref() != expected {
             return invalid("SHA-256 mismatch: the data received does not match the announced checksum; nothing was saved.");
         }
-        // The holes were never written: the length makes them part of
-        // the file, still unallocated.
-        file.set_len(self.size)
-            .map_err(|e| internal("set the upload's length", e))?;
         file.sync_all()
             .map_err(|e| internal("fsync the upload", e))?;
         drop(file);

@@ -354,6 +354,14 @@ fn chunks_cannot_allocate_more_than_the_data_announced() {
     assert!(msg.contains("size of 100"), "{msg}");
     drop(up);
     assert!(Upload::start(&root, "images/c", 10, 11, None).is_err());
+    // A length the file system cannot hold is refused at once.
+    for size in [u64::MAX, 1 << 62] {
+        let (kind, msg) = Upload::start(&root, "images/c", size, 0, None)
+            .err()
+            .unwrap();
+        assert_eq!(kind, ErrorCode::Invalid);
+        assert!(msg.contains("cannot hold a file"), "{msg}");
+    }
     assert_eq!(entries(&root.join("images")), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(&root);
 }
