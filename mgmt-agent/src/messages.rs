@@ -22,6 +22,23 @@ pub const MAX_CHUNK: usize = 255 * 1024;
 /// `UploadAck` (the initial credit, also the default window).
 pub const UPLOAD_WINDOW: u64 = 4 * 1024 * 1024;
 
+/// The agent charges an upload's chunks in blocks of this size (each
+/// block a chunk touches, once), and may allocate no more of them than
+/// the announced data bytes rounded up to it; so the client aligns its
+/// data extents to it (see PROTOCOL.md).
+pub const UPLOAD_BLOCK: u64 = 4096;
+
+/// Feeds `n` zero bytes to an upload's SHA-256: a hole, hashed without
+/// reading it, as both ends must.
+pub fn hash_zeros(ctx: &mut ring::digest::Context, mut n: u64) {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        ctx.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
+}
+
 /// Request variant index of `UploadChunk` in postcard (see PROTOCOL.md).
 pub const UPLOAD_CHUNK_INDEX: u8 = 15;
 
@@ -106,31 +123,25 @@ pub enum Request {
     Audit {
         tail: u32,
     },
-    /// Start an upload to `path`, relative to the agent's upload root (the
-    /// data partition in the appliance, `<state-dir>/uploads` for a
-    /// standalone agent); it must start with `images/` or `disks/`
-    /// (absolute paths and `..` are refused). The server answers
-    /// `UploadAck { received: 0, window }` and the client may then have
-    /// at most `window` unacknowledged bytes in flight.
-    ///
-    /// A file that a defined guest's spec names is not replaced unless
-    /// `replace` is set, the client is an admin and those guests are
-    /// stopped; and the host must keep a reserve of free space beyond
-    /// `size`. Both are checked before the first chunk.
+    /// The first form of [`Request::UploadStart`], still served: the
+    /// SHA-256 is announced before the data, so a client must read the
+    /// file twice, and every byte is sent (`data` is `size`). It ends
+    /// with `UploadFinish`. keelctl sends `UploadStart`.
     Upload {
         path: String,
         size: u64,
         sha256: [u8; 32],
         replace: bool,
     },
-    /// The next chunk of an upload; `offset` must equal the bytes sent so
-    /// far, which catches client bugs early.
+    /// A chunk of an upload's data at `offset`. Chunks come in increasing
+    /// order and never overlap; the bytes between two chunks (the holes
+    /// of a sparse file) are zeros, left unwritten.
     UploadChunk {
         offset: u64,
         data: Vec<u8>,
     },
-    /// All bytes sent; the server checks size and SHA-256 and answers
-    /// `Ok` or an `Invalid` error.
+    /// Ends an `Upload` (announced SHA-256); the server checks size and
+    /// SHA-256 and answers `Ok` or an `Invalid` error.
     UploadFinish,
     /// Add another key to authorized_keys. First-boot enrolment does not
     /// use this: it happens in the handshake with a pairing code.
@@ -158,6 +169,33 @@ pub enum Request {
         fingerprint: [u8; 32],
         role: Role,
     },
+    /// Start an upload to `path`, relative to the agent's upload root (the
+    /// data partition in the appliance, `<state-dir>/uploads` for a
+    /// standalone agent); it must start with `images/` or `disks/`
+    /// (absolute paths and `..` are refused). The file is `size` bytes
+    /// long, of which the client sends `data` bytes in `UploadChunk`s (the
+    /// rest are holes) and then the SHA-256 of all `size` bytes in
+    /// `UploadEnd`. The server answers `UploadAck { received: 0, window }`
+    /// and the client may then have at most `window` unacknowledged data
+    /// bytes in flight.
+    ///
+    /// A file that a defined guest's spec names is not replaced unless
+    /// `replace` is set, the client is an admin and those guests are
+    /// stopped; and the host must keep a reserve of free space beyond
+    /// `data` (rounded up to 4 KiB). Both are checked before the first
+    /// chunk.
+    UploadStart {
+        path: String,
+        size: u64,
+        data: u64,
+        replace: bool,
+    },
+    /// All chunks of an `UploadStart` sent; `sha256` is the digest of the
+    /// whole file, holes hashing as zeros. The server checks it and the
+    /// data bytes, and answers `Ok` or an `Invalid` error.
+    UploadEnd {
+        sha256: [u8; 32],
+    },
 }
 
 /// Responses.
@@ -176,9 +214,9 @@ pub enum Response {
     LogLines(Vec<String>),
     Audit(Vec<AuditEntry>),
     /// Flow control for uploads: the server has accepted `received`
-    /// bytes (checked and queued for hashing and writing, not yet
-    /// necessarily on disk) and the client may send up to
-    /// `received + window`.
+    /// data bytes (checked and queued for hashing and writing, not yet
+    /// necessarily on disk; holes skipped between chunks do not count)
+    /// and the client may send up to `received + window`.
     UploadAck {
         received: u64,
         window: u64,
@@ -284,6 +322,14 @@ mod tests {
         assert_eq!(idx(Request::KeyRevoke { fingerprint }), 21);
         let role = Role::Reader;
         assert_eq!(idx(Request::KeySetRole { fingerprint, role }), 22);
+        let start = Request::UploadStart {
+            path: String::new(),
+            size: 0,
+            data: 0,
+            replace: false,
+        };
+        assert_eq!(idx(start), 23);
+        assert_eq!(idx(Request::UploadEnd { sha256: [0; 32] }), 24);
         let keys = ServerMessage {
             id: 0,
             response: Response::Keys(Vec::new()),

@@ -21,7 +21,9 @@ pub fn required_role(request: &Request) -> Role {
         | ConsoleDetach
         | Upload { .. }
         | UploadChunk { .. }
-        | UploadFinish => Role::Operator,
+        | UploadFinish
+        | UploadStart { .. }
+        | UploadEnd { .. } => Role::Operator,
         GuestDefine { .. }
         | GuestUndefine { .. }
         | Audit { .. }
@@ -70,7 +72,14 @@ mod tests {
             sha256: [0; 32],
             replace: false,
         };
-        for r in [upload, Request::UploadFinish] {
+        let start = Request::UploadStart {
+            path: "images/a.img".into(),
+            size: 1,
+            data: 0,
+            replace: false,
+        };
+        let end = Request::UploadEnd { sha256: [0; 32] };
+        for r in [upload, Request::UploadFinish, start, end] {
             assert!(!allowed(Role::Reader, &r));
             assert!(allowed(Role::Operator, &r));
             assert!(allowed(Role::Admin, &r));

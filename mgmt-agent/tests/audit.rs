@@ -62,10 +62,8 @@ fn a_newline_in_an_upload_path_injects_no_line() {
     let fake = "2026-01-01T00:00:00Z SHA256:fake admin HostReboot ok";
     let path = format!("images/a\n{fake}\n");
     let data = b"payload";
-    let mut sha = [0; 32];
-    sha.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, data).as_ref());
     admin
-        .upload(&path, 7, sha, &mut &data[..], 4096, &mut |_| {})
+        .upload(&path, 7, &mut &data[..], 4096, &mut |_| {})
         .unwrap();
     agent.wait_audit(&["Upload(images", "size=7) ok"]);
     for line in agent.audit().lines() {

@@ -9,7 +9,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use keel_mgmt::client::{exit, sha256_file, Client, ClientError};
+use keel_mgmt::client::{exit, Client, ClientError};
 use keel_mgmt::messages::{ErrorCode, MAX_CHUNK};
 use keel_mgmt::{ClientKey, Request, Response, Role};
 use support::{put, sha, temp_dir, Agent};
@@ -57,7 +57,7 @@ fn files(dir: &Path) -> Vec<String> {
     out
 }
 
-fn host_err(r: Result<(), ClientError>) -> (ErrorCode, String) {
+fn host_err<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (ErrorCode, String) {
     match r {
         Err(ClientError::Host { kind, message }) => (kind, message),
         other => panic!("expected a host error, got {other:?}"),
@@ -76,17 +76,25 @@ fn multi_mib_upload_arrives_intact() {
     // Not a multiple of the chunk size, and several windows long.
     let body = data(5 * 1024 * 1024 + 12345);
     let mut seen = Vec::new();
-    c.upload(
-        "images/big.bin",
-        body.len() as u64,
-        sha(&body),
-        &mut body.as_slice(),
-        MAX_CHUNK,
-        &mut |n| seen.push(n),
-    )
-    .unwrap();
+    let done = c
+        .upload(
+            "images/big.bin",
+            body.len() as u64,
+            &mut body.as_slice(),
+            MAX_CHUNK,
+            &mut |n| seen.push(n),
+        )
+        .unwrap();
+    assert_eq!(done.sha256, sha(&body));
+    assert_eq!(
+        (done.size, done.data),
+        (body.len() as u64, body.len() as u64)
+    );
+    // Every byte, plus a few dozen per 255 KiB frame.
+    assert!(done.wire > done.data && done.wire < done.data + done.data / 1000);
+    // The last chunk reaches the end; the end is reported once more.
     assert_eq!(seen.last(), Some(&(body.len() as u64)));
-    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    assert!(seen[..seen.len() - 1].windows(2).all(|w| w[0] < w[1]));
     let path = uploads(&agent).join("images/big.bin");
     assert!(std::fs::read(&path).unwrap() == body, "content differs");
     // No temporary file left behind.
@@ -97,15 +105,8 @@ fn multi_mib_upload_arrives_intact() {
     )]);
     // The session is still usable, and a second upload replaces the file.
     let small = data(10);
-    c.upload(
-        "images/big.bin",
-        10,
-        sha(&small),
-        &mut small.as_slice(),
-        3,
-        &mut |_| {},
-    )
-    .unwrap();
+    c.upload("images/big.bin", 10, &mut small.as_slice(), 3, &mut |_| {})
+        .unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), small);
     assert!(matches!(
         c.call(Request::HostInfo).unwrap(),
@@ -119,38 +120,69 @@ fn multi_mib_upload_arrives_intact() {
     );
 }
 
+/// Runs an upload by hand: `UploadStart` for `size` bytes of which
+/// `data` are announced, `chunks` (offset, bytes), then `UploadEnd` with
+/// `digest`; returns the host's final answer.
+fn by_hand(
+    c: &mut Client,
+    path: &str,
+    (size, data): (u64, u64),
+    chunks: &[(u64, &[u8])],
+    digest: [u8; 32],
+) -> Result<(), ClientError> {
+    let start = Request::UploadStart {
+        path: path.into(),
+        size,
+        data,
+        replace: false,
+    };
+    assert!(matches!(c.call(start)?, Response::UploadAck { .. }));
+    let id = c.last_id();
+    for (offset, bytes) in chunks {
+        let chunk = Request::UploadChunk {
+            offset: *offset,
+            data: bytes.to_vec(),
+        };
+        c.send_on(id, chunk)?;
+    }
+    c.send_on(id, Request::UploadEnd { sha256: digest })?;
+    loop {
+        match c.recv(id)? {
+            Response::UploadAck { .. } => {}
+            Response::Ok => return Ok(()),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[test]
 fn wrong_checksum_leaves_nothing_at_the_final_path() {
     let agent = Agent::start();
     let (_, mut c) = agent.admin();
     let body = data(3 * 1024 * 1024);
+    let chunks: Vec<(u64, &[u8])> = body
+        .chunks(MAX_CHUNK)
+        .enumerate()
+        .map(|(i, d)| ((i * MAX_CHUNK) as u64, d))
+        .collect();
+    let n = body.len() as u64;
     let mut wrong = sha(&body);
     wrong[0] ^= 1;
-    let (kind, message) = host_err(c.upload(
-        "disks/bad.img",
-        body.len() as u64,
-        wrong,
-        &mut body.as_slice(),
-        MAX_CHUNK,
-        &mut |_| {},
-    ));
+    let (kind, message) = host_err(by_hand(&mut c, "disks/bad.img", (n, n), &chunks, wrong));
     assert_eq!(kind, ErrorCode::Invalid);
     assert!(message.contains("SHA-256"), "{message}");
     assert!(!uploads(&agent).join("disks/bad.img").exists());
     assert_eq!(files(&uploads(&agent)), Vec::<String>::new());
     agent.wait_audit(&["admin Upload(disks?bad.img,size=3145728) error"]);
+    // The right digest over the same chunks is taken.
+    by_hand(&mut c, "disks/ok.img", (n, n), &chunks, sha(&body)).unwrap();
+    assert!(std::fs::read(uploads(&agent).join("disks/ok.img")).unwrap() == body);
+    std::fs::remove_file(uploads(&agent).join("disks/ok.img")).unwrap();
 
     // An existing file keeps its old content when a replacement fails.
     let good = data(100);
     put(&mut c, "disks/bad.img", &good).unwrap();
-    let (kind, _) = host_err(c.upload(
-        "disks/bad.img",
-        body.len() as u64,
-        wrong,
-        &mut body.as_slice(),
-        MAX_CHUNK,
-        &mut |_| {},
-    ));
+    let (kind, _) = host_err(by_hand(&mut c, "disks/bad.img", (n, n), &chunks, wrong));
     assert_eq!(kind, ErrorCode::Invalid);
     assert_eq!(
         std::fs::read(uploads(&agent).join("disks/bad.img")).unwrap(),
@@ -158,13 +190,38 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
     );
     assert_eq!(files(&uploads(&agent)).len(), 1);
 
+    // A short stream: the digest of what was sent does not make up for
+    // the data bytes missing.
+    let (kind, message) = host_err(by_hand(
+        &mut c,
+        "disks/short.img",
+        (n, n),
+        &chunks[..2],
+        sha(&body[..2 * MAX_CHUNK]),
+    ));
+    assert_eq!(kind, ErrorCode::Invalid);
+    assert!(message.contains("data bytes"), "{message}");
+    // A chunk that goes back is refused, and the end repeats the error.
+    let (kind, message) = host_err(by_hand(
+        &mut c,
+        "disks/back.img",
+        (n, n),
+        &[chunks[1], chunks[0]],
+        sha(&body),
+    ));
+    assert_eq!(kind, ErrorCode::Invalid);
+    assert!(message.contains("goes back"), "{message}");
+    let id = c.last_id();
+    assert_eq!(host_err(c.recv(id)).1, message);
+    assert_eq!(files(&uploads(&agent)).len(), 1);
+
     // An upload abandoned for another request leaves nothing either; its
     // audit line records the bytes received.
     let before = files(&uploads(&agent));
-    let r = c.call(Request::Upload {
+    let r = c.call(Request::UploadStart {
         path: "images/short".into(),
         size: 10,
-        sha256: sha(&[0; 10]),
+        data: 10,
         replace: false,
     });
     assert!(matches!(r, Ok(Response::UploadAck { received: 0, .. })));
@@ -174,6 +231,52 @@ fn wrong_checksum_leaves_nothing_at_the_final_path() {
     ));
     assert_eq!(files(&uploads(&agent)), before);
     agent.wait_audit(&["admin Upload(images?short,size=0) aborted"]);
+}
+
+#[test]
+fn the_first_form_with_the_digest_announced_is_still_served() {
+    let agent = Agent::start();
+    let (_, mut c) = agent.admin();
+    let body = data(300_000);
+    let start = Request::Upload {
+        path: "images/old.bin".into(),
+        size: body.len() as u64,
+        sha256: sha(&body),
+        replace: false,
+    };
+    assert!(matches!(c.call(start).unwrap(), Response::UploadAck { .. }));
+    let id = c.last_id();
+    for (i, d) in body.chunks(100_000).enumerate() {
+        let chunk = Request::UploadChunk {
+            offset: (i * 100_000) as u64,
+            data: d.to_vec(),
+        };
+        c.send_on(id, chunk).unwrap();
+    }
+    c.send_on(id, Request::UploadFinish).unwrap();
+    loop {
+        match c.recv(id).unwrap() {
+            Response::UploadAck { .. } => {}
+            Response::Ok => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(std::fs::read(uploads(&agent).join("images/old.bin")).unwrap() == body);
+    agent.wait_audit(&["admin Upload(images?old.bin,size=300000) ok"]);
+    // An UploadStart cannot end without its digest.
+    let start = Request::UploadStart {
+        path: "images/no-digest".into(),
+        size: 0,
+        data: 0,
+        replace: false,
+    };
+    assert!(matches!(c.call(start).unwrap(), Response::UploadAck { .. }));
+    let id = c.last_id();
+    c.send_on(id, Request::UploadFinish).unwrap();
+    let (kind, message) = host_err(c.recv(id));
+    assert_eq!(kind, ErrorCode::Invalid);
+    assert!(message.contains("without its SHA-256"), "{message}");
+    assert_eq!(files(&uploads(&agent)).len(), 1);
 }
 
 #[test]
@@ -205,7 +308,6 @@ fn reader_cannot_upload_but_operator_can() {
         .upload(
             "images/x.bin",
             3,
-            sha(b"abc"),
             &mut b"abc".as_slice(),
             MAX_CHUNK,
             &mut |_| {},
@@ -234,15 +336,8 @@ fn reader_cannot_upload_but_operator_can() {
     assert_eq!(err.exit_code(), exit::NOT_AUTHORIZED);
 
     let (_, mut op) = with_role(&agent, &mut admin, Role::Operator);
-    op.upload(
-        "images/x.bin",
-        3,
-        sha(b"abc"),
-        &mut b"abc".as_slice(),
-        1,
-        &mut |_| {},
-    )
-    .unwrap();
+    op.upload("images/x.bin", 3, &mut b"abc".as_slice(), 1, &mut |_| {})
+        .unwrap();
     assert_eq!(
         std::fs::read(uploads(&agent).join("images/x.bin")).unwrap(),
         b"abc"
@@ -276,10 +371,6 @@ fn keelctl_upload_command() {
     let local = config.join("disk.img");
     let body = data(2 * 1024 * 1024 + 7);
     std::fs::write(&local, &body).unwrap();
-    assert_eq!(
-        sha256_file(&local).unwrap(),
-        (body.len() as u64, sha(&body))
-    );
     let out = run(&[
         "--host",
         &host,
@@ -291,7 +382,30 @@ fn keelctl_upload_command() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["bytes"], body.len() as u64);
+    assert_eq!(v["sent"], body.len() as u64);
+    let hex: String = sha(&body).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(v["sha256"], hex);
     assert!(std::fs::read(uploads(&agent).join("images/disk.img")).unwrap() == body);
+    // A sparse file: its holes are not sent.
+    let sparse = config.join("sparse.img");
+    let f = std::fs::File::create(&sparse).unwrap();
+    f.set_len(64 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &body[..1 << 20], 32 << 20).unwrap();
+    drop(f);
+    let out = run(&[
+        "--host",
+        &host,
+        "--json",
+        "upload",
+        sparse.to_str().unwrap(),
+        "images/sparse.img",
+    ]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bytes"], 64 << 20);
+    assert_eq!(v["sent"], 1 << 20);
+    let landed = std::fs::read(uploads(&agent).join("images/sparse.img")).unwrap();
+    assert!(landed == std::fs::read(&sparse).unwrap(), "content differs");
     // Not a terminal: no progress bar on stdout.
     let out = run(&[
         "--host",

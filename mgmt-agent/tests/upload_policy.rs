@@ -13,13 +13,13 @@ use std::process::Output;
 use keel_mgmt::client::{Client, ClientError};
 use keel_mgmt::messages::{ErrorCode, MAX_CHUNK};
 use keel_mgmt::{Request, Response, Role};
-use support::{keelctl, put, sha, temp_dir, Agent, Guests};
+use support::{keelctl, put, temp_dir, Agent, Guests};
 
 const SPEC: &str =
     "name = \"web1\"\nvcpus = 1\nmemory_mib = 64\n[boot]\nkernel = \"images/vmlinux\"\n\
                     [[disk]]\npath = \"disks/web1.img\"\n";
 
-fn host_err(r: Result<(), ClientError>) -> (ErrorCode, String) {
+fn host_err<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (ErrorCode, String) {
     match r {
         Err(ClientError::Host { kind, message }) => (kind, message),
         other => panic!("expected a refusal, got {other:?}"),
@@ -127,11 +127,12 @@ fn a_file_a_guest_uses_is_replaced_only_by_an_admin_asking_while_it_is_stopped()
     // An operator may not, even asking.
     let target = keel_mgmt::client::UploadFile {
         remote: "disks/web1.img",
-        size: 4,
-        sha256: sha(b"evil"),
         replace: true,
     };
-    let r = operator.upload_file(&target, &mut &b"evil"[..], MAX_CHUNK, &mut |_| {});
+    let evil = config.join("evil.img");
+    std::fs::write(&evil, b"evil").unwrap();
+    let evil = std::fs::File::open(&evil).unwrap();
+    let r = operator.upload_file(&target, &evil, MAX_CHUNK, &mut |_| {});
     assert_eq!(host_err(r).0, ErrorCode::Unauthorized);
 
     // Never while web1 runs.
@@ -178,6 +179,44 @@ fn an_upload_past_the_free_space_reserve_is_refused_before_any_byte() {
     agent.wait_audit(&["Upload(images?big.img,size=4194304) error"]);
     // A small one still fits.
     put(&mut c, "images/small.img", b"small").unwrap();
+}
+
+#[test]
+fn a_sparse_upload_needs_room_for_its_data_not_its_length() {
+    let dir = temp_dir("sparse-room");
+    let probe: PathBuf = std::env::temp_dir();
+    // Room for 8 MiB beyond the reserve.
+    let reserve = available(&probe).saturating_sub(8 << 20);
+    let agent = Agent::start_with("127.0.0.1:0", |s| s.upload_reserve = Some(reserve));
+    let (_, mut c) = agent.admin();
+    // 256 MiB long, 2 MiB of data: fits.
+    let sparse = dir.join("sparse.img");
+    let f = std::fs::File::create(&sparse).unwrap();
+    f.set_len(256 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[7u8; 1 << 20], 0).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[8u8; 1 << 20], 200 << 20).unwrap();
+    f.sync_all().unwrap();
+    let target = keel_mgmt::client::UploadFile {
+        remote: "images/sparse.img",
+        replace: false,
+    };
+    let f = std::fs::File::open(&sparse).unwrap();
+    let done = c.upload_file(&target, &f, MAX_CHUNK, &mut |_| {}).unwrap();
+    assert_eq!((done.size, done.data), (256 << 20, 2 << 20));
+    // 16 MiB of data, however long, does not.
+    let dense = dir.join("dense.img");
+    std::fs::write(&dense, vec![9u8; 16 << 20]).unwrap();
+    let target = keel_mgmt::client::UploadFile {
+        remote: "images/dense.img",
+        replace: false,
+    };
+    let f = std::fs::File::open(&dense).unwrap();
+    let (kind, message) = host_err(c.upload_file(&target, &f, MAX_CHUNK, &mut |_| {}));
+    assert_eq!(kind, ErrorCode::Conflict, "{message}");
+    assert!(message.contains("16777216 bytes of data"), "{message}");
+    assert_eq!(files(&agent.state.join("uploads")), ["images/sparse.img"]);
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

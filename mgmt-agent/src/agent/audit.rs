@@ -238,6 +238,8 @@ pub fn request_name(request: &Request) -> String {
         Request::Upload { path, .. } => format!("Upload({})", clean(path)),
         Request::UploadChunk { .. } => "UploadChunk".into(),
         Request::UploadFinish => "UploadFinish".into(),
+        Request::UploadStart { path, .. } => format!("Upload({})", clean(path)),
+        Request::UploadEnd { .. } => "UploadEnd".into(),
         Request::AuthorizeKey {
             role, public_key, ..
         } => format!(

@@ -109,12 +109,14 @@ fn serve_session(shared: &Shared, stream: &mut TcpStream, session: &mut Session,
             }
         };
         let response = match &msg.request {
-            Request::Upload { .. } | Request::UploadChunk { .. } | Request::UploadFinish => {
-                match upload.step(shared, who, msg.id, msg.request) {
-                    Some(r) => r,
-                    None => continue,
-                }
-            }
+            Request::Upload { .. }
+            | Request::UploadChunk { .. }
+            | Request::UploadFinish
+            | Request::UploadStart { .. }
+            | Request::UploadEnd { .. } => match upload.step(shared, who, msg.id, msg.request) {
+                Some(r) => r,
+                None => continue,
+            },
             request => {
                 upload.abort(shared, who);
                 // Consoles and followed logs turn the session into a stream.

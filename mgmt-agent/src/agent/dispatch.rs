@@ -152,7 +152,11 @@ fn serve_request(shared: &Shared, peer: &Peer, request: &Request) -> Response {
             )
         }
         // The session loop routes the upload stream to upload::serve.
-        Request::Upload { .. } | Request::UploadChunk { .. } | Request::UploadFinish => error(
+        Request::Upload { .. }
+        | Request::UploadChunk { .. }
+        | Request::UploadFinish
+        | Request::UploadStart { .. }
+        | Request::UploadEnd { .. } => error(
             ErrorCode::Internal,
             "Upload messages are only served inside a session.",
         ),

@@ -598,11 +598,13 @@ fn upload(
     replace: bool,
 ) -> Result<(), ClientError> {
     use std::io::IsTerminal;
-    // Hash before connecting, so a missing file fails fast and the idle
-    // timeout does not run while a large file is hashed.
-    let (size, sha256) = keel_mgmt::client::sha256_file(local)?;
-    let mut file = std::fs::File::open(local)
+    // Open before connecting, so a missing file fails fast.
+    let file = std::fs::File::open(local)
         .map_err(|e| ClientError::Local(format!("Cannot read {}: {e}", local.display())))?;
+    let size = file
+        .metadata()
+        .map_err(|e| ClientError::Local(format!("Cannot read {}: {e}", local.display())))?
+        .len();
     let mut c = connect(dir, cli.host.as_deref(), &ConnectOptions::default())?;
     let bar = if cli.json || !std::io::stdout().is_terminal() {
         indicatif::ProgressBar::hidden()
@@ -616,30 +618,33 @@ fn upload(
         bar
     };
     let started = std::time::Instant::now();
-    let target = keel_mgmt::client::UploadFile {
-        remote,
-        size,
-        sha256,
-        replace,
-    };
-    let result = c.upload_file(
-        &target,
-        &mut file,
-        keel_mgmt::messages::MAX_CHUNK,
-        &mut |sent| bar.set_position(sent),
-    );
+    let target = keel_mgmt::client::UploadFile { remote, replace };
+    let result = c.upload_file(&target, &file, keel_mgmt::messages::MAX_CHUNK, &mut |at| {
+        bar.set_position(at)
+    });
     bar.finish_and_clear();
-    result?;
+    let done = result.map_err(|e| match e {
+        ClientError::Local(m) => ClientError::Local(format!("{}: {m}", local.display())),
+        e => e,
+    })?;
     let secs = started.elapsed().as_secs_f64();
+    let sha256: String = done.sha256.iter().map(|b| format!("{b:02x}")).collect();
     if cli.json {
         json_out(&serde_json::json!({
             "result": "ok",
             "path": remote,
-            "bytes": size,
+            "bytes": done.size,
+            "sent": done.data,
+            "sha256": sha256,
             "seconds": secs,
         }))
     } else {
-        println!("uploaded {} ({size} bytes) to {remote}", local.display());
+        println!(
+            "uploaded {} ({} bytes, {} of them data; sha256 {sha256}) to {remote}",
+            local.display(),
+            done.size,
+            done.data
+        );
         Ok(())
     }
 }

@@ -271,14 +271,15 @@ pub fn sha(d: &[u8]) -> [u8; 32] {
     out
 }
 
-/// Uploads `body` to `path` in full-size chunks, announcing its real hash.
+/// Uploads `body` to `path` in full-size chunks.
 pub fn put(c: &mut Client, path: &str, body: &[u8]) -> Result<(), ClientError> {
-    c.upload(
+    let done = c.upload(
         path,
         body.len() as u64,
-        sha(body),
         &mut &body[..],
         keel_mgmt::messages::MAX_CHUNK,
         &mut |_| {},
-    )
+    )?;
+    assert_eq!(done.sha256, sha(body));
+    Ok(())
 }

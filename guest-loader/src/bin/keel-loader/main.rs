@@ -10,6 +10,7 @@ mod initrd;
 mod kexec;
 mod mounts;
 mod port;
+mod quiesce;
 mod report;
 mod settings;
 
@@ -150,12 +151,15 @@ fn boot(plan: &BootPlan, mounted: &[Mounted]) -> Result<(), LoaderError> {
         &plan.cmdline,
         plan.uki,
     )?;
-    console::say(format_args!(
-        "booting {}: {} {}",
-        plan.title, plan.kernel.path, plan.cmdline
-    ));
+    // The chooser said which entry; this is what the kernel gets.
+    console::say(format_args!("kernel command line: {}", plan.cmdline));
     let dirs: Vec<PathBuf> = mounted.iter().map(|m| m.dir.clone()).collect();
     mounts::unmount_all(&dirs);
+    let (stopped, failures) = quiesce::unbind_all(Path::new(quiesce::VIRTIO_DRIVERS));
+    for failure in failures {
+        console::say(format_args!("cannot stop virtio device {failure}"));
+    }
+    log::debug!("{stopped} virtio device(s) stopped for the kexec");
     Err(kexec::execute().into())
 }
 

@@ -2,15 +2,16 @@
 //! thread receives the next ones.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::thread::{self, JoinHandle};
 
 use ring::digest::{Context, SHA256};
 
 use super::{internal, UploadError};
-use crate::messages::ErrorCode;
+use crate::messages::{hash_zeros, ErrorCode};
 
 /// Chunks queued before each stage of an upload's pipeline (hashing,
 /// then writing). With the buffer being filled by the session thread and
@@ -21,10 +22,12 @@ pub const PIPELINE_DEPTH: usize = 4;
 /// The writer asks for an early fdatasync after this many bytes.
 pub const FLUSH_EVERY: usize = 16 << 20;
 
-/// One chunk in the pipeline: `buf[data]` is the chunk's data.
+/// One chunk in the pipeline: `buf[data]` is the chunk's data, for the
+/// file at `offset` (at or after the end of the previous chunk).
 pub(super) struct Job {
     pub(super) buf: Vec<u8>,
     pub(super) data: Range<usize>,
+    pub(super) offset: u64,
 }
 
 impl Job {
@@ -36,20 +39,22 @@ impl Job {
 }
 
 /// The threads of one upload. The session thread receives and decrypts;
-/// the hasher updates the SHA-256 and passes each chunk on, in order, to
-/// the writer, which writes it and hands the buffer back through `spare`
-/// for reuse. Three stages keep two cores busy: hashing and writing each
+/// the hasher updates the SHA-256 (with zeros for the hole before a
+/// chunk) and passes each chunk on, in order, to the writer, which writes
+/// it at its offset, leaving holes unwritten, and hands the buffer back
+/// through `spare` for reuse. Three stages keep two cores busy: hashing and writing each
 /// cost about as much as decrypting.
 pub(super) struct Writer {
     pub(super) jobs: SyncSender<Job>,
     pub(super) spare: Receiver<Vec<u8>>,
-    hasher: JoinHandle<Context>,
+    /// The SHA-256 so far, and the offset it has reached.
+    hasher: JoinHandle<(Context, u64)>,
     writer: JoinHandle<(File, io::Result<()>)>,
     flusher: JoinHandle<io::Result<()>>,
 }
 
 impl Writer {
-    pub(super) fn spawn(mut file: File) -> io::Result<Writer> {
+    pub(super) fn spawn(file: File) -> io::Result<Writer> {
         let (jobs, to_hash) = sync_channel::<Job>(PIPELINE_DEPTH);
         let (hashed, to_write) = sync_channel::<Job>(PIPELINE_DEPTH);
         let (give_back, spare) = channel::<Vec<u8>>();
@@ -74,7 +79,7 @@ impl Writer {
             .spawn(move || {
                 let mut unflushed = 0;
                 for job in to_write {
-                    if let Err(e) = file.write_all(job.data()) {
+                    if let Err(e) = file.write_all_at(job.data(), job.offset) {
                         // Dropping the queue stops the hasher, and then
                         // the session thread's next send fails.
                         return (file, Err(e));
@@ -102,13 +107,17 @@ impl Writer {
             .name("keel-upload-hash".into())
             .spawn(move || {
                 let mut hash = Context::new(&SHA256);
+                let mut at = 0u64;
                 for job in to_hash {
+                    // The session thread checked that chunks never go back.
+                    hash_zeros(&mut hash, job.offset.saturating_sub(at));
                     hash.update(job.data());
+                    at = job.offset.saturating_add(job.data().len() as u64);
                     if hashed.send(job).is_err() {
                         break;
                     }
                 }
-                hash
+                (hash, at)
             });
         let hasher = match hasher {
             Ok(h) => h,
@@ -128,8 +137,9 @@ impl Writer {
     }
 
     /// Closes the queue and waits for every queued chunk to be hashed and
-    /// written.
-    pub(super) fn join(self) -> Result<(File, Context), UploadError> {
+    /// written. Returns the file, the SHA-256 so far and the offset it
+    /// reached (the end of the last chunk).
+    pub(super) fn join(self) -> Result<(File, Context, u64), UploadError> {
         drop(self.jobs);
         let failed = || (ErrorCode::Internal, "The upload writer failed.".to_string());
         let hash = self.hasher.join().map_err(|_| failed());
@@ -141,7 +151,10 @@ impl Writer {
             Err(_) => return Err(failed()),
         }
         match written {
-            Ok((file, Ok(()))) => Ok((file, hash?)),
+            Ok((file, Ok(()))) => {
+                let (hash, at) = hash?;
+                Ok((file, hash, at))
+            }
             Ok((_, Err(e))) => Err(internal("write the upload", e)),
             Err(_) => Err(failed()),
         }

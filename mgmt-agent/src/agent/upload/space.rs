@@ -1,13 +1,20 @@
 //! Free space on the upload root is checked before an upload starts, so
 //! that an upload cannot fill the data partition the host and every
 //! guest's disk live on.
+//!
+//! What counts is what the upload will allocate: the data bytes the
+//! client announced, in whole [`UPLOAD_BLOCK`]s, not the file's length;
+//! the holes of a sparse file take no space. (A 20 GiB image holding
+//! 2 GiB needs 2 GiB plus the reserve.) The upload itself refuses chunks
+//! that would touch more blocks than that, so the announcement binds.
+//! File system metadata for the extents is left to the reserve.
 
 use std::path::Path;
 
 use nix::sys::statvfs::statvfs;
 
 use super::UploadError;
-use crate::messages::ErrorCode;
+use crate::messages::{ErrorCode, UPLOAD_BLOCK};
 
 /// The share of the file system the host keeps free for logs, specs,
 /// guests' sparse disks and the agent's state (5%, as ext4 keeps for
@@ -24,9 +31,10 @@ pub fn default_reserve(total: u64) -> u64 {
     (total / 100 * RESERVE_PERCENT).clamp(MIN_RESERVE, MAX_RESERVE)
 }
 
-/// Refuses an upload of `size` bytes into `dir` that would leave less
+/// Refuses an upload of `data` bytes into `dir` that would leave less
 /// than the reserve free: `reserve`, or by default [`default_reserve`].
-pub fn check_free_space(dir: &Path, size: u64, reserve: Option<u64>) -> Result<(), UploadError> {
+pub fn check_free_space(dir: &Path, data: u64, reserve: Option<u64>) -> Result<(), UploadError> {
+    let size = data.div_ceil(UPLOAD_BLOCK).saturating_mul(UPLOAD_BLOCK);
     let st = statvfs(dir).map_err(|e| {
         (
             ErrorCode::Internal,
@@ -42,7 +50,7 @@ pub fn check_free_space(dir: &Path, size: u64, reserve: Option<u64>) -> Result<(
         return Err((
             ErrorCode::Conflict,
             format!(
-                "Not enough free space on the host: the upload needs {size} bytes plus {reserve} kept free for the host ({needed} in all), and {available} bytes are available."
+                "Not enough free space on the host: the upload needs {size} bytes of data (holes take none) plus {reserve} kept free for the host ({needed} in all), and {available} bytes are available."
             ),
         ));
     }

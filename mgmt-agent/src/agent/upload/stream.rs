@@ -34,12 +34,13 @@ fn audit(shared: &Shared, peer: &Peer, path: &str, size: u64, outcome: &str) {
 }
 
 /// The checks before an upload starts: where it goes, whether it would
-/// replace a guest's file, and whether the host keeps its free space.
+/// replace a guest's file, and whether the host keeps its free space
+/// with the `data` bytes that will be written (holes take none).
 fn admit(
     shared: &Shared,
     peer: &Peer,
     path: &str,
-    size: u64,
+    data: u64,
     replace: bool,
 ) -> Result<(), UploadError> {
     let root = &shared.settings.upload_root;
@@ -52,7 +53,7 @@ fn admit(
         .ancestors()
         .find(|a| a.is_dir())
         .unwrap_or(std::path::Path::new("/"));
-    check_free_space(existing, size, shared.settings.upload_reserve)
+    check_free_space(existing, data, shared.settings.upload_reserve)
 }
 
 impl UploadSlot {
@@ -73,9 +74,10 @@ impl UploadSlot {
         id: RequestId,
         request: Request,
     ) -> Option<Response> {
-        let window = UPLOAD_WINDOW;
         if !allowed(peer.role, &request) {
-            if let Request::Upload { path, size, .. } = &request {
+            if let Request::Upload { path, size, .. } | Request::UploadStart { path, size, .. } =
+                &request
+            {
                 audit(shared, peer, path, *size, "refused");
                 return Some(error(
                     ErrorCode::Unauthorized,
@@ -91,78 +93,112 @@ impl UploadSlot {
                 size,
                 sha256,
                 replace,
-            } => {
-                self.abort(shared, peer);
-                let root = &shared.settings.upload_root;
-                let started = admit(shared, peer, &path, size, replace)
-                    .and_then(|()| Upload::start(root, &path, size, sha256))
-                    .map(|mut upload| {
-                        upload.replace = replace;
-                        upload
-                    });
-                match started {
-                    Ok(upload) => {
-                        *self = UploadSlot::Active {
-                            id,
-                            upload: Box::new(upload),
-                        };
-                        Some(Response::UploadAck {
-                            received: 0,
-                            window,
-                        })
-                    }
-                    Err((kind, message)) => {
-                        audit(shared, peer, &path, size, "error");
-                        Some(error(kind, message))
-                    }
-                }
-            }
+            } => self.open(shared, peer, id, &path, (size, size), Some(sha256), replace),
+            Request::UploadStart {
+                path,
+                size,
+                data,
+                replace,
+            } => self.open(shared, peer, id, &path, (size, data), None, replace),
             Request::UploadChunk { offset, mut data } => {
                 let len = data.len();
                 self.chunk(shared, peer, id, offset, &mut data, 0..len)
             }
-            Request::UploadFinish => match std::mem::replace(self, UploadSlot::Idle) {
-                UploadSlot::Active { id: open, upload } if open == id => {
-                    let (path, size) = (upload.path.clone(), upload.size);
-                    // A guest may have started on the file meanwhile.
-                    let replace = upload.replace;
-                    let finished = check_path(&path)
-                        .and_then(|rel| {
-                            let root = &shared.settings.upload_root;
-                            check_replace(&shared.init, root, &rel, peer, replace)
-                        })
-                        .and_then(|()| upload.finish());
-                    match finished {
-                        Ok(n) => {
-                            audit(shared, peer, &path, n, "ok");
-                            shared.events.record(&format!(
-                                "upload {path} ({n} bytes) by {}",
-                                peer.fingerprint
-                            ));
-                            Some(Response::Ok)
-                        }
-                        Err((kind, message)) => {
-                            audit(shared, peer, &path, size, "error");
-                            shared
-                                .events
-                                .record(&format!("upload {path} failed: {message}"));
-                            Some(error(kind, message))
-                        }
+            Request::UploadFinish => self.finish(shared, peer, id, None),
+            Request::UploadEnd { sha256 } => self.finish(shared, peer, id, Some(sha256)),
+            _ => None,
+        }
+    }
+
+    /// Starts an upload of a file of `size` bytes, of which `data` come
+    /// in chunks, after the checks of [`admit`].
+    #[allow(clippy::too_many_arguments)]
+    fn open(
+        &mut self,
+        shared: &Shared,
+        peer: &Peer,
+        id: RequestId,
+        path: &str,
+        (size, data): (u64, u64),
+        sha256: Option<[u8; 32]>,
+        replace: bool,
+    ) -> Option<Response> {
+        self.abort(shared, peer);
+        let root = &shared.settings.upload_root;
+        let started = admit(shared, peer, path, data, replace)
+            .and_then(|()| Upload::start(root, path, size, data, sha256))
+            .map(|mut upload| {
+                upload.replace = replace;
+                upload
+            });
+        match started {
+            Ok(upload) => {
+                *self = UploadSlot::Active {
+                    id,
+                    upload: Box::new(upload),
+                };
+                Some(Response::UploadAck {
+                    received: 0,
+                    window: UPLOAD_WINDOW,
+                })
+            }
+            Err((kind, message)) => {
+                audit(shared, peer, path, size, "error");
+                Some(error(kind, message))
+            }
+        }
+    }
+
+    /// Ends upload `id` (`UploadFinish`, or `UploadEnd` with its
+    /// `sha256`): checks again that it may replace what it replaces, then
+    /// verifies it and renames it into place.
+    fn finish(
+        &mut self,
+        shared: &Shared,
+        peer: &Peer,
+        id: RequestId,
+        sha256: Option<[u8; 32]>,
+    ) -> Option<Response> {
+        match std::mem::replace(self, UploadSlot::Idle) {
+            UploadSlot::Active { id: open, upload } if open == id => {
+                let (path, size) = (upload.path.clone(), upload.size);
+                // A guest may have started on the file meanwhile.
+                let replace = upload.replace;
+                let finished = check_path(&path)
+                    .and_then(|rel| {
+                        let root = &shared.settings.upload_root;
+                        check_replace(&shared.init, root, &rel, peer, replace)
+                    })
+                    .and_then(|()| upload.finish(sha256));
+                match finished {
+                    Ok(n) => {
+                        audit(shared, peer, &path, n, "ok");
+                        shared.events.record(&format!(
+                            "upload {path} ({n} bytes) by {}",
+                            peer.fingerprint
+                        ));
+                        Some(Response::Ok)
+                    }
+                    Err((kind, message)) => {
+                        audit(shared, peer, &path, size, "error");
+                        shared
+                            .events
+                            .record(&format!("upload {path} failed: {message}"));
+                        Some(error(kind, message))
                     }
                 }
-                UploadSlot::Failed {
-                    id: failed,
-                    error: e,
-                } if failed == id => Some(error(e.0, e.1)),
-                other => {
-                    *self = other;
-                    Some(error(
-                        ErrorCode::Invalid,
-                        "No upload is in progress with this id.",
-                    ))
-                }
-            },
-            _ => None,
+            }
+            UploadSlot::Failed {
+                id: failed,
+                error: e,
+            } if failed == id => Some(error(e.0, e.1)),
+            other => {
+                *self = other;
+                Some(error(
+                    ErrorCode::Invalid,
+                    "No upload is in progress with this id.",
+                ))
+            }
         }
     }
 

@@ -45,7 +45,14 @@ fn entries(dir: &Path) -> Vec<String> {
 fn pipelined_writes_land_in_order_and_buffers_are_reused() {
     let root = temp_root("order");
     let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 997) as u8).collect();
-    let mut up = Upload::start(&root, "images/a/b.bin", body.len() as u64, sha(&body)).unwrap();
+    let mut up = Upload::start(
+        &root,
+        "images/a/b.bin",
+        body.len() as u64,
+        body.len() as u64,
+        Some(sha(&body)),
+    )
+    .unwrap();
     let mut buf = Vec::new();
     let mut sent = 0;
     let mut allocations = 0;
@@ -71,32 +78,32 @@ fn pipelined_writes_land_in_order_and_buffers_are_reused() {
     assert!(up.write(0, &mut one, 0..1, u64::MAX / 2).is_err());
     assert!(up.write(sent as u64, &mut one, 0..1, u64::MAX / 2).is_err());
     assert!(up.write(sent as u64, &mut one, 0..2, u64::MAX / 2).is_err());
-    assert_eq!(up.finish().unwrap(), body.len() as u64);
+    assert_eq!(up.finish(None).unwrap(), body.len() as u64);
     let dir = root.join("images/a");
     assert_eq!(std::fs::read(dir.join("b.bin")).unwrap(), body);
     assert_eq!(entries(&dir), ["b.bin"]);
 
     // A bad checksum, and an abandoned upload, leave nothing behind.
-    let mut up = Upload::start(&root, "images/a/c.bin", 3, [0; 32]).unwrap();
+    let mut up = Upload::start(&root, "images/a/c.bin", 3, 3, Some([0; 32])).unwrap();
     let mut abc = b"abc".to_vec();
     up.write(0, &mut abc, 0..3, 10).unwrap();
     assert_eq!(entries(&dir).len(), 2);
-    let (kind, msg) = up.finish().unwrap_err();
+    let (kind, msg) = up.finish(None).unwrap_err();
     assert_eq!(kind, ErrorCode::Invalid);
     assert!(msg.contains("SHA-256"), "{msg}");
-    let mut up = Upload::start(&root, "images/a/d.bin", 6, sha(b"abcdef")).unwrap();
+    let mut up = Upload::start(&root, "images/a/d.bin", 6, 6, Some(sha(b"abcdef"))).unwrap();
     let mut abc = b"abc".to_vec();
     up.write(0, &mut abc, 0..3, 10).unwrap();
     drop(up);
     assert_eq!(entries(&dir), ["b.bin"]);
     // Short: the size is checked too.
-    let mut up = Upload::start(&root, "images/a/e.bin", 6, sha(b"abcdef")).unwrap();
+    let mut up = Upload::start(&root, "images/a/e.bin", 6, 6, Some(sha(b"abcdef"))).unwrap();
     let mut abc = b"abc".to_vec();
     up.write(0, &mut abc, 0..3, 10).unwrap();
-    assert!(up.finish().unwrap_err().1.contains("3 of 6"));
+    assert!(up.finish(None).unwrap_err().1.contains("3 of 6"));
     assert_eq!(entries(&dir), ["b.bin"]);
     // A window overrun is refused.
-    let mut up = Upload::start(&root, "images/a/f.bin", 6, sha(b"abcdef")).unwrap();
+    let mut up = Upload::start(&root, "images/a/f.bin", 6, 6, Some(sha(b"abcdef"))).unwrap();
     let mut six = b"abcdef".to_vec();
     assert!(up
         .write(0, &mut six, 0..6, 5)
@@ -215,15 +222,17 @@ fn uploads_stay_below_images_or_disks_of_the_root() {
     use std::os::unix::fs::PermissionsExt;
     let root = temp_root("dirs");
     // Refused before anything is created, even the root.
-    let (kind, msg) = Upload::start(&root, "x.bin", 3, sha(b"abc")).err().unwrap();
+    let (kind, msg) = Upload::start(&root, "x.bin", 3, 3, Some(sha(b"abc")))
+        .err()
+        .unwrap();
     assert_eq!(kind, ErrorCode::Invalid);
     assert!(msg.contains("images/ or disks/"), "{msg}");
     assert!(!root.exists());
     // Missing directories are made with mode 0700.
     let mut abc = b"abc".to_vec();
-    let mut up = Upload::start(&root, "disks/web1.raw", 3, sha(b"abc")).unwrap();
+    let mut up = Upload::start(&root, "disks/web1.raw", 3, 3, Some(sha(b"abc"))).unwrap();
     up.write(0, &mut abc, 0..3, 10).unwrap();
-    assert_eq!(up.finish().unwrap(), 3);
+    assert_eq!(up.finish(None).unwrap(), 3);
     assert_eq!(std::fs::read(root.join("disks/web1.raw")).unwrap(), b"abc");
     for d in [&root, &root.join("disks")] {
         let mode = std::fs::metadata(d).unwrap().permissions().mode();
@@ -233,9 +242,9 @@ fn uploads_stay_below_images_or_disks_of_the_root() {
     std::fs::create_dir(root.join("images")).unwrap();
     std::fs::set_permissions(root.join("images"), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut abc = b"abc".to_vec();
-    let mut up = Upload::start(&root, "images/vmlinux", 3, sha(b"abc")).unwrap();
+    let mut up = Upload::start(&root, "images/vmlinux", 3, 3, Some(sha(b"abc"))).unwrap();
     up.write(0, &mut abc, 0..3, 10).unwrap();
-    assert_eq!(up.finish().unwrap(), 3);
+    assert_eq!(up.finish(None).unwrap(), 3);
     assert_eq!(std::fs::read(root.join("images/vmlinux")).unwrap(), b"abc");
     let mode = std::fs::metadata(root.join("images"))
         .unwrap()
@@ -243,5 +252,116 @@ fn uploads_stay_below_images_or_disks_of_the_root() {
         .mode();
     assert_eq!(mode & 0o777, 0o755);
     assert_eq!(entries(&root), ["disks", "images"]);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Writes `data` at `offset` as a chunk frame would carry it.
+fn put_at(up: &mut Upload, offset: u64, data: &[u8]) -> Result<(), UploadError> {
+    let mut buf = data.to_vec();
+    up.write(offset, &mut buf, 0..data.len(), u64::MAX / 2)
+}
+
+#[test]
+fn sparse_chunks_land_at_their_offsets_and_holes_stay_holes() {
+    use std::os::unix::fs::MetadataExt;
+    let root = temp_root("sparse");
+    const MIB: u64 = 1 << 20;
+    let size = 64 * MIB + 5;
+    let a = vec![0xa5u8; 8192];
+    let b = vec![0x5au8; 4096];
+    let mut whole = vec![0u8; size as usize];
+    whole[..8192].copy_from_slice(&a);
+    let at = 40 * MIB as usize;
+    whole[at..at + 4096].copy_from_slice(&b);
+    let mut up = Upload::start(&root, "disks/s.raw", size, 8192 + 4096, None).unwrap();
+    put_at(&mut up, 0, &a).unwrap();
+    put_at(&mut up, 40 * MIB, &b).unwrap();
+    // Going back, even into a hole, is refused.
+    let (kind, msg) = put_at(&mut up, 20 * MIB, &b).unwrap_err();
+    assert_eq!(kind, ErrorCode::Invalid);
+    assert!(msg.contains("goes back"), "{msg}");
+    let (kind, msg) = up.finish(None).unwrap_err();
+    assert_eq!(kind, ErrorCode::Invalid);
+    assert!(msg.contains("without its SHA-256"), "{msg}");
+    assert_eq!(entries(&root.join("disks")), Vec::<String>::new());
+
+    let mut up = Upload::start(&root, "disks/s.raw", size, 8192 + 4096, None).unwrap();
+    put_at(&mut up, 0, &a).unwrap();
+    put_at(&mut up, 40 * MIB, &b).unwrap();
+    assert!(up.ack_due());
+    assert_eq!(up.finish(Some(sha(&whole))).unwrap(), size);
+    let path = root.join("disks/s.raw");
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.len(), size);
+    assert!(std::fs::read(&path).unwrap() == whole, "content differs");
+    // 12 KiB of data, not 64 MiB (a little more for the file system).
+    assert!(
+        meta.blocks() * 512 < MIB,
+        "{} bytes allocated",
+        meta.blocks() * 512
+    );
+
+    // The wrong digest at the end leaves the old file as it was.
+    let mut up = Upload::start(&root, "disks/s.raw", size, 8192, None).unwrap();
+    put_at(&mut up, 0, &a).unwrap();
+    let (kind, msg) = up.finish(Some(sha(&whole))).unwrap_err();
+    assert_eq!(kind, ErrorCode::Invalid);
+    assert!(msg.contains("SHA-256"), "{msg}");
+    assert_eq!(entries(&root.join("disks")), ["s.raw"]);
+    assert!(std::fs::read(&path).unwrap() == whole);
+    // A digest announced first must match the one sent last.
+    let mut up = Upload::start(&root, "disks/t", 3, 3, Some(sha(b"abc"))).unwrap();
+    put_at(&mut up, 0, b"abc").unwrap();
+    let msg = up.finish(Some(sha(b"abd"))).unwrap_err().1;
+    assert!(msg.contains("differs"), "{msg}");
+    // Fewer data bytes than announced: refused, even with the right hash.
+    let mut up = Upload::start(&root, "disks/t", 8192, 8192, None).unwrap();
+    put_at(&mut up, 0, &[0; 4096]).unwrap();
+    let msg = up.finish(Some(sha(&[0; 8192]))).unwrap_err().1;
+    assert!(msg.contains("4096 of 8192 data bytes"), "{msg}");
+    assert_eq!(entries(&root.join("disks")), ["s.raw"]);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn chunks_cannot_allocate_more_than_the_data_announced() {
+    let root = temp_root("charge");
+    // 8 KiB of data announced: two blocks. Contiguous chunks that share
+    // a block pay for it once.
+    let mut up = Upload::start(&root, "images/c", 1 << 30, 8192, None).unwrap();
+    put_at(&mut up, 0, &[1; 3000]).unwrap();
+    put_at(&mut up, 3000, &[1; 3000]).unwrap();
+    put_at(&mut up, 6000, &[1; 2192]).unwrap();
+    assert_eq!(up.received, 8192);
+    drop(up);
+    // Scattered one-byte chunks would allocate a block each.
+    let mut up = Upload::start(&root, "images/c", 1 << 30, 8192, None).unwrap();
+    put_at(&mut up, 0, &[1]).unwrap();
+    put_at(&mut up, 1 << 20, &[1]).unwrap();
+    let (kind, msg) = put_at(&mut up, 2 << 20, &[1]).unwrap_err();
+    assert_eq!(kind, ErrorCode::Invalid);
+    assert!(msg.contains("blocks"), "{msg}");
+    drop(up);
+    // More data than announced, or past the size, is refused.
+    let mut up = Upload::start(&root, "images/c", 1 << 30, 10, None).unwrap();
+    let msg = put_at(&mut up, 0, &[1; 11]).unwrap_err().1;
+    assert!(msg.contains("10 data bytes"), "{msg}");
+    drop(up);
+    let mut up = Upload::start(&root, "images/c", 100, 10, None).unwrap();
+    let msg = put_at(&mut up, 95, &[1; 6]).unwrap_err().1;
+    assert!(msg.contains("size of 100"), "{msg}");
+    let msg = put_at(&mut up, u64::MAX, &[1]).unwrap_err().1;
+    assert!(msg.contains("size of 100"), "{msg}");
+    drop(up);
+    assert!(Upload::start(&root, "images/c", 10, 11, None).is_err());
+    // A length the file system cannot hold is refused at once.
+    for size in [u64::MAX, 1 << 62] {
+        let (kind, msg) = Upload::start(&root, "images/c", size, 0, None)
+            .err()
+            .unwrap();
+        assert_eq!(kind, ErrorCode::Invalid);
+        assert!(msg.contains("cannot hold a file"), "{msg}");
+    }
+    assert_eq!(entries(&root.join("images")), Vec::<String>::new());
     let _ = std::fs::remove_dir_all(&root);
 }
