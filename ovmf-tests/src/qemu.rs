@@ -154,6 +154,12 @@ impl Qemu {
                     .args(["-device", "ide-cd,drive=cd,bootindex=1"]);
             }
             BootMedia::DirectKernel { initrd, cmdline } => {
+                // Under TCG, keel-testbed runs a scenario whose guest hung or
+                // triple-faulted once more (see `testbed::retries`).
+                let cmdline = match choice.accel {
+                    Accel::Tcg => format!("{cmdline} keel.retry=1"),
+                    Accel::Kvm => cmdline.clone(),
+                };
                 cmd.arg("-kernel")
                     .arg(&disk)
                     .arg("-initrd")

@@ -17,7 +17,9 @@
 use std::time::Duration;
 
 use keel_common::hostfwd::GUEST_IP;
-use keel_ovmf_tests::testbed::{report_field, reports, testbed_initramfs_with_debian};
+use keel_ovmf_tests::testbed::{
+    last_run, report_field, reports, say_retries, testbed_initramfs_with_debian,
+};
 use keel_ovmf_tests::{artefact, BootMedia, Qemu, QemuOptions};
 
 /// Each scenario: its name in keel-testbed, the kernel flavour it boots,
@@ -44,6 +46,7 @@ fn kernel_release(flavour: &str) -> String {
 
 /// The console from a scenario's start to its exit report.
 fn scenario_console<'a>(serial: &'a str, scenario: &str) -> &'a str {
+    let serial = last_run(serial, scenario);
     let start = serial
         .find(&format!("TESTBED scenario={scenario} started"))
         .unwrap_or_else(|| panic!("{scenario} did not start; console:\n{serial}"));
@@ -87,6 +90,7 @@ fn debian_with_its_own_kernel_and_initrd_reaches_multi_user() {
     // keel-testbed bounds each scenario (8 minutes), so this wait is too.
     qemu.wait_for("TESTBED done", Duration::from_secs(30 * 60));
     let serial = qemu.serial().replace('\r', "");
+    say_retries("debian-guest", &serial);
     assert!(
         serial.contains("TESTBED kvm=true"),
         "L1 has no /dev/kvm; console:\n{serial}"

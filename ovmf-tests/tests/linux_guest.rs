@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use keel_common::vmm_exit::VmmExitStatus;
-use keel_ovmf_tests::testbed::{report_field, reports, testbed_initramfs};
+use keel_ovmf_tests::testbed::{report_field, reports, say_retries, testbed_initramfs};
 use keel_ovmf_tests::{artefact, BootMedia, Qemu, QemuOptions};
 
 fn testbed_line(serial: &str, scenario: &str, key: &str) -> String {
@@ -48,6 +48,7 @@ fn every_scenario_on(transport: &str) {
     let mut qemu = Qemu::start(&format!("linux-guest-{transport}"), &options);
     qemu.wait_for("TESTBED done", Duration::from_secs(600));
     let serial = qemu.serial().replace('\r', "");
+    say_retries(&format!("linux-guest-{transport}"), &serial);
     assert!(
         serial.contains("TESTBED kvm=true"),
         "L1 has no /dev/kvm; console:\n{serial}"
