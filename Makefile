@@ -31,14 +31,23 @@ DEBIAN_PACKAGES := qemu-system-x86 ovmf linux-source-6.1 xorriso mtools dosfstoo
 all: image
 
 ## deps: install missing Debian packages (idempotent) and fetch crates.
+# Two rounds: installing one package can remove another that conflicts
+# with it (bookworm's qemu-system-x86 removes a backported qemu-utils), and
+# the second round installs the version that fits. Then all must be there.
 deps:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do \
-		dpkg-query -W -f '$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	@missing_packages() { for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f '$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; \
+	done; }; \
+	updated=""; for round in 1 2; do \
+		missing=$$(missing_packages | tr '\n' ' '); \
+		[ -n "$$missing" ] || break; \
+		echo "deps: installing $$missing"; \
+		[ -n "$$updated" ] || apt-get update -qq; updated=1; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
 	done; \
-	if [ -n "$$missing" ]; then \
-		echo "deps: installing$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	else echo "deps: all Debian packages present"; fi
+	missing=$$(missing_packages | tr '\n' ' '); \
+	if [ -n "$$missing" ]; then echo "error: deps: still missing: $$missing" >&2; exit 1; fi; \
+	[ -n "$$updated" ] || echo "deps: all Debian packages present"
 	@command -v cargo >/dev/null || { echo "error: cargo is missing; install a Rust toolchain (rustup)" >&2; exit 1; }
 	@cargo fetch --locked -q 2>/dev/null || cargo fetch -q
 
