@@ -110,6 +110,22 @@ pub enum RestartPolicy {
     Never,
 }
 
+/// How a guest's run ended, as far as its restart policy is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GuestEnd {
+    /// The guest powered itself off.
+    PowerOff,
+    /// The guest asked for a reboot.
+    Reboot,
+    /// The guest crashed or its VMM failed.
+    Failure,
+}
+
+impl GuestEnd {
+    /// Every ending.
+    pub const ALL: [GuestEnd; 3] = [GuestEnd::PowerOff, GuestEnd::Reboot, GuestEnd::Failure];
+}
+
 impl RestartPolicy {
     /// The spelling used in the spec.
     pub fn as_str(self) -> &'static str {
@@ -117,6 +133,16 @@ impl RestartPolicy {
             RestartPolicy::Always => "always",
             RestartPolicy::OnFailure => "on-failure",
             RestartPolicy::Never => "never",
+        }
+    }
+
+    /// Whether init starts the guest again after a run that ended so.
+    pub fn restarts_after(self, end: GuestEnd) -> bool {
+        match end {
+            // A guest reboot is the guest asking to run again.
+            GuestEnd::Reboot => self != RestartPolicy::Never,
+            GuestEnd::PowerOff => self == RestartPolicy::Always,
+            GuestEnd::Failure => self != RestartPolicy::Never,
         }
     }
 }
