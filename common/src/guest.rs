@@ -88,9 +88,11 @@ pub struct GuestSpec {
     /// How the guest finds its virtio devices; see [`GuestSpec::transport`].
     pub transport: Option<Transport>,
     pub boot: BootSpec,
-    #[serde(rename = "disk", default)]
+    // Left out when empty, like the `None`s, so that a spec written
+    // back out says only what its author said.
+    #[serde(rename = "disk", default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskSpec>,
-    #[serde(rename = "net", default)]
+    #[serde(rename = "net", default, skip_serializing_if = "Vec::is_empty")]
     pub nets: Vec<NetSpec>,
     pub vsock: Option<VsockSpec>,
     /// A NoCloud seed, attached as one more disk after `disks`.

@@ -518,6 +518,9 @@ fn round_trips_through_toml() {
     let minimal = parse(MINIMAL).expect("valid spec");
     let text = toml::to_string(&minimal).expect("serialises");
     assert_eq!(parse(&text).expect("reparses"), minimal);
+    // What the author left out stays out, empty lists included.
+    assert!(minimal.disks.is_empty() && minimal.nets.is_empty());
+    assert!(!text.contains("disk") && !text.contains("net"), "{text}");
 }
 
 #[test]
