@@ -4,6 +4,9 @@
 //! or handshake failure (including an unknown host key), 4 host key
 //! mismatch, 5 not authorised, 6 local problem (key or config files).
 
+#[path = "keelctl/transfer.rs"]
+mod transfer;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -599,36 +602,12 @@ fn upload(
 ) -> Result<(), ClientError> {
     use std::io::IsTerminal;
     // Open before connecting, so a missing file fails fast.
-    let file = std::fs::File::open(local)
-        .map_err(|e| ClientError::Local(format!("Cannot read {}: {e}", local.display())))?;
-    let size = file
-        .metadata()
-        .map_err(|e| ClientError::Local(format!("Cannot read {}: {e}", local.display())))?
-        .len();
+    let local = transfer::Local::open(local)?;
     let mut c = connect(dir, cli.host.as_deref(), &ConnectOptions::default())?;
-    let bar = if cli.json || !std::io::stdout().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new(size);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    };
-    let started = std::time::Instant::now();
-    let target = keel_mgmt::client::UploadFile { remote, replace };
-    let result = c.upload_file(&target, &file, keel_mgmt::messages::MAX_CHUNK, &mut |at| {
-        bar.set_position(at)
-    });
-    bar.finish_and_clear();
-    let done = result.map_err(|e| match e {
-        ClientError::Local(m) => ClientError::Local(format!("{}: {m}", local.display())),
-        e => e,
-    })?;
-    let secs = started.elapsed().as_secs_f64();
-    let sha256: String = done.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let bar = !cli.json && std::io::stdout().is_terminal();
+    let sent = transfer::send(&mut c, &local, remote, replace, bar.then_some(""))?;
+    let done = sent.done;
+    let sha256 = transfer::hex(&done.sha256);
     if cli.json {
         json_out(&serde_json::json!({
             "result": "ok",
@@ -636,12 +615,12 @@ fn upload(
             "bytes": done.size,
             "sent": done.data,
             "sha256": sha256,
-            "seconds": secs,
+            "seconds": sent.seconds,
         }))
     } else {
         println!(
             "uploaded {} ({} bytes, {} of them data; sha256 {sha256}) to {remote}",
-            local.display(),
+            local.path.display(),
             done.size,
             done.data
         );

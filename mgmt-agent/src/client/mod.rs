@@ -19,7 +19,7 @@ use crate::{
 pub use config::{split_host_port, ConfigDir, HostEntry, HostsFile, Target, DEFAULT_PORT};
 use keel_common::init_api::GUEST_STOP_ANSWER_TIMEOUT;
 pub use keys::parse_fingerprint;
-pub use upload::{data_extents, UploadFile, Uploaded};
+pub use upload::{data_extents, upload_size, UploadFile, Uploaded};
 
 /// How long a request that stops a guest (`GuestStop`, `GuestRestart`)
 /// waits for its answer: init's longest stop, then room for the agent and
