@@ -8,43 +8,12 @@
 
 mod support;
 
-use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use keel_common::guest::{DiskFormat, GuestSpec, NetMode, RestartPolicy};
 use keel_mgmt::client::exit;
-use support::{keelctl, temp_dir, Agent};
-
-const MIB: u64 = 1 << 20;
-
-/// Deterministic, incompressible-looking bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// A sparse file of `size` bytes holding `pieces` at their offsets.
-fn sparse(path: &Path, size: u64, pieces: &[(u64, Vec<u8>)]) {
-    let f = File::create(path).unwrap();
-    f.set_len(size).unwrap();
-    for (offset, bytes) in pieces {
-        f.write_all_at(bytes, *offset).unwrap();
-    }
-    f.sync_all().unwrap();
-}
-
-fn allocated(path: &Path) -> u64 {
-    std::fs::metadata(path).unwrap().blocks() * 512
-}
+use support::{allocated, keelctl, noise, sparse_file, temp_dir, Agent, MIB};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -84,12 +53,12 @@ fn upload_sends_every_disk_sparse_and_defines_the_guest() {
     let root = dom0.join("imp-root.img");
     let data = dom0.join("imp-data.img");
     // A boot sector, a lone MiB far in, and a piece across a block edge.
-    sparse(
+    sparse_file(
         &root,
         64 * MIB,
         &[(0, noise(512, 1)), (40 * MIB, noise(MIB as usize, 2))],
     );
-    sparse(&data, 16 * MIB, &[(5 * MIB + 4000, noise(9000, 3))]);
+    sparse_file(&data, 16 * MIB, &[(5 * MIB + 4000, noise(9000, 3))]);
     let cfg = dom0.join("imp.cfg");
     std::fs::write(
         &cfg,
@@ -187,7 +156,7 @@ fn a_missing_disk_fails_locally_before_anything_is_sent() {
     let (agent, config, host) = paired();
     let dom0 = temp_dir("dom0-missing");
     let present = dom0.join("present.img");
-    sparse(&present, MIB, &[(0, noise(4096, 4))]);
+    sparse_file(&present, MIB, &[(0, noise(4096, 4))]);
     let missing = dom0.join("missing.img");
     let cfg = dom0.join("gone.cfg");
     std::fs::write(
