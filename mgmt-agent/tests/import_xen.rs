@@ -619,6 +619,15 @@ fn pygrub_passes_root_and_extra_on_and_refuses_a_kernel_path() {
         lines[2].starts_with(":4: kernel: not mapped: /boot/vmlinuz: a file pygrub took"),
         "{lines:#?}"
     );
+    // pygrub's --args are the entry's too, with Keel's device names.
+    let (import, _) = inline(&format!(
+        "name = 'a'\n{DISK}bootloader = 'pygrub'\nbootloader_args = ['--args', 'resume=/dev/xvda2', '-i']\n"
+    ));
+    assert_eq!(
+        import.spec.boot.cmdline_append.as_deref(),
+        Some("resume=/dev/vda2")
+    );
+    assert_eq!(import.exit_code(), exit::OK);
     // Another bootloader is replaced too, but reported.
     let (import, lines) = inline(&format!(
         "name = 'a'\n{DISK}bootloader = '/usr/bin/pypxeboot'\n"

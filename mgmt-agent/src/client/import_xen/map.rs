@@ -489,7 +489,13 @@ impl<'a> Mapper<'a> {
         let mut append: Vec<String> = Vec::new();
         match (bootloader, pvgrub) {
             (Some(bootloader), _) => {
-                self.bootloader(bootloader, [kernel, ramdisk], &mut spec, &mut append);
+                self.bootloader(
+                    bootloader,
+                    [kernel, ramdisk],
+                    &vdevs,
+                    &mut spec,
+                    &mut append,
+                );
                 // xl hands these to the bootloader, which adds them to the
                 // entry's command line.
                 self.command_line(&vdevs, &mut append);
@@ -553,6 +559,7 @@ impl<'a> Mapper<'a> {
         &mut self,
         (bootloader, line): (&str, usize),
         files: [Option<(&str, usize)>; 2],
+        vdevs: &[Vdev],
         spec: &mut BootSpec,
         append: &mut Vec<String>,
     ) {
@@ -574,7 +581,7 @@ impl<'a> Mapper<'a> {
                 ),
             );
         }
-        self.bootloader_args(spec, append);
+        self.bootloader_args(vdevs, spec, append);
         for (key, found) in ["kernel", "ramdisk"].into_iter().zip(files) {
             if let Some((path, line)) = found {
                 self.report.not_mapped(
@@ -735,7 +742,7 @@ impl<'a> Mapper<'a> {
 
     /// pygrub's arguments: `--entry` picks the boot entry, `--args` adds
     /// kernel arguments.
-    fn bootloader_args(&mut self, spec: &mut BootSpec, append: &mut Vec<String>) {
+    fn bootloader_args(&mut self, vdevs: &[Vdev], spec: &mut BootSpec, append: &mut Vec<String>) {
         let Some(setting) = self.take("bootloader_args") else {
             return;
         };
@@ -759,7 +766,7 @@ impl<'a> Mapper<'a> {
             };
             let takes_value = matches!(
                 flag.as_str(),
-                "--entry" | "--args" | "--kernel" | "--ramdisk" | "-e"
+                "--entry" | "--args" | "--kernel" | "--ramdisk"
             );
             let value = if takes_value && value.is_none() {
                 args.next()
@@ -767,15 +774,19 @@ impl<'a> Mapper<'a> {
                 value
             };
             match (flag.as_str(), value) {
-                ("--entry" | "-e", Some(entry)) => {
+                ("--entry", Some(entry)) => {
                     if entry.is_empty() || entry.len() > MAX_ENTRY_LEN || entry.contains('\0') {
-                        self.report.not_mapped(line, "bootloader_args", format!("--entry={entry}: not an entry keel-loader can be told (1 to {MAX_ENTRY_LEN} bytes)"));
+                        let why = format!(
+                            "--entry={entry}: not an entry keel-loader can be told \
+                             (1 to {MAX_ENTRY_LEN} bytes)"
+                        );
+                        self.report.not_mapped(line, "bootloader_args", why);
                     } else {
                         spec.entry = Some(entry);
                     }
                 }
                 ("--args", Some(words)) => {
-                    let (words, notes) = cmdline::rewrite(&words, &[]);
+                    let (words, notes) = cmdline::rewrite(&words, vdevs);
                     for note in notes {
                         self.report.add(line, "bootloader_args", note);
                     }
@@ -788,7 +799,7 @@ impl<'a> Mapper<'a> {
                     );
                     append.push(words);
                 }
-                ("-q" | "--quiet" | "-n" | "--not-interactive", _) => {
+                ("-q" | "--quiet" | "-n" | "--not-interactive" | "-i" | "--interactive", _) => {
                     self.report.changed(
                         line,
                         "bootloader_args",
@@ -796,7 +807,11 @@ impl<'a> Mapper<'a> {
                     );
                 }
                 ("--kernel" | "--ramdisk", Some(path)) => {
-                    self.report.not_mapped(line, "bootloader_args", format!("{flag}={path}: keel-loader boots a boot entry's files; choose the entry with --entry"));
+                    let why = format!(
+                        "{flag}={path}: keel-loader boots a boot entry's files; choose the \
+                         entry with --entry"
+                    );
+                    self.report.not_mapped(line, "bootloader_args", why);
                 }
                 (_, value) => {
                     let shown = value.map_or(arg.clone(), |v| format!("{flag}={v}"));
