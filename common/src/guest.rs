@@ -88,9 +88,11 @@ pub struct GuestSpec {
     /// How the guest finds its virtio devices; see [`GuestSpec::transport`].
     pub transport: Option<Transport>,
     pub boot: BootSpec,
-    #[serde(rename = "disk", default)]
+    // Left out when empty, like the `None`s, so that a spec written
+    // back out says only what its author said.
+    #[serde(rename = "disk", default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskSpec>,
-    #[serde(rename = "net", default)]
+    #[serde(rename = "net", default, skip_serializing_if = "Vec::is_empty")]
     pub nets: Vec<NetSpec>,
     pub vsock: Option<VsockSpec>,
     /// A NoCloud seed, attached as one more disk after `disks`.
@@ -110,6 +112,22 @@ pub enum RestartPolicy {
     Never,
 }
 
+/// How a guest's run ended, as far as its restart policy is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GuestEnd {
+    /// The guest powered itself off.
+    PowerOff,
+    /// The guest asked for a reboot.
+    Reboot,
+    /// The guest crashed or its VMM failed.
+    Failure,
+}
+
+impl GuestEnd {
+    /// Every ending.
+    pub const ALL: [GuestEnd; 3] = [GuestEnd::PowerOff, GuestEnd::Reboot, GuestEnd::Failure];
+}
+
 impl RestartPolicy {
     /// The spelling used in the spec.
     pub fn as_str(self) -> &'static str {
@@ -117,6 +135,16 @@ impl RestartPolicy {
             RestartPolicy::Always => "always",
             RestartPolicy::OnFailure => "on-failure",
             RestartPolicy::Never => "never",
+        }
+    }
+
+    /// Whether init starts the guest again after a run that ended so.
+    pub fn restarts_after(self, end: GuestEnd) -> bool {
+        match end {
+            // A guest reboot is the guest asking to run again.
+            GuestEnd::Reboot => self != RestartPolicy::Never,
+            GuestEnd::PowerOff => self == RestartPolicy::Always,
+            GuestEnd::Failure => self != RestartPolicy::Never,
         }
     }
 }

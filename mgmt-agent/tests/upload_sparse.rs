@@ -10,7 +10,7 @@ mod support;
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,9 +18,7 @@ use keel_mgmt::client::{data_extents, ClientError, UploadFile};
 use keel_mgmt::messages::{MAX_CHUNK, UPLOAD_BLOCK};
 use keel_mgmt::{Request, Response};
 use ring::digest::{Context, SHA256};
-use support::{temp_dir, Agent};
-
-const MIB: u64 = 1 << 20;
+use support::{allocated, noise, sparse_file, temp_dir, Agent, MIB};
 
 fn uploads(agent: &Agent) -> PathBuf {
     agent.state.join("uploads")
@@ -50,19 +48,6 @@ fn wait_empty(dir: &Path) {
     }
 }
 
-/// Deterministic, incompressible-looking bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// The SHA-256 of a file read to its end.
 fn sha_of(path: &Path) -> [u8; 32] {
     let mut f = File::open(path).unwrap();
@@ -76,37 +61,6 @@ fn sha_of(path: &Path) -> [u8; 32] {
         ctx.update(&buf[..n]);
     }
     ctx.finish().as_ref().try_into().unwrap()
-}
-
-/// A file of `size` bytes, holes but for `pieces`, and its SHA-256
-/// computed from the pieces (zeros fed in 1 MiB slices).
-fn sparse_file(path: &Path, size: u64, pieces: &[(u64, Vec<u8>)]) -> [u8; 32] {
-    let f = File::create(path).unwrap();
-    f.set_len(size).unwrap();
-    let mut ctx = Context::new(&SHA256);
-    let zeros = vec![0u8; MIB as usize];
-    let mut at = 0;
-    for (offset, bytes) in pieces {
-        f.write_all_at(bytes, *offset).unwrap();
-        while at < *offset {
-            let n = (offset - at).min(MIB);
-            ctx.update(&zeros[..n as usize]);
-            at += n;
-        }
-        ctx.update(bytes);
-        at += bytes.len() as u64;
-    }
-    while at < size {
-        let n = (size - at).min(MIB);
-        ctx.update(&zeros[..n as usize]);
-        at += n;
-    }
-    f.sync_all().unwrap();
-    ctx.finish().as_ref().try_into().unwrap()
-}
-
-fn allocated(path: &Path) -> u64 {
-    std::fs::metadata(path).unwrap().blocks() * 512
 }
 
 #[test]

@@ -210,6 +210,24 @@ fn restart_must_be_a_known_policy() {
 }
 
 #[test]
+fn each_policy_restarts_after_the_endings_it_names() {
+    use GuestEnd::{Failure, PowerOff, Reboot};
+    let restarts = |policy: RestartPolicy| -> Vec<GuestEnd> {
+        GuestEnd::ALL
+            .into_iter()
+            .filter(|end| policy.restarts_after(*end))
+            .collect()
+    };
+    assert_eq!(
+        restarts(RestartPolicy::Always),
+        vec![PowerOff, Reboot, Failure]
+    );
+    // A guest that powers itself off meant to stop.
+    assert_eq!(restarts(RestartPolicy::OnFailure), vec![Reboot, Failure]);
+    assert_eq!(restarts(RestartPolicy::Never), vec![]);
+}
+
+#[test]
 fn missing_kernel_is_refused() {
     let text = "name = \"web1\"\nvcpus = 1\nmemory_mib = 64\n[boot]\ninitrd = \"images/i\"\n";
     let message = parse(text).expect_err("no kernel").to_string();
@@ -500,6 +518,9 @@ fn round_trips_through_toml() {
     let minimal = parse(MINIMAL).expect("valid spec");
     let text = toml::to_string(&minimal).expect("serialises");
     assert_eq!(parse(&text).expect("reparses"), minimal);
+    // What the author left out stays out, empty lists included.
+    assert!(minimal.disks.is_empty() && minimal.nets.is_empty());
+    assert!(!text.contains("disk") && !text.contains("net"), "{text}");
 }
 
 #[test]

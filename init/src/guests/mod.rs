@@ -28,7 +28,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::storage::blockdev::Probe;
-use keel_common::guest::RestartPolicy;
+use keel_common::guest::{GuestEnd, RestartPolicy};
 use keel_common::init_api::{ErrorCode, GuestState, GuestStatus};
 use keel_common::vmm_api::{self, VmmRequest, VmmResponse};
 use keel_common::vmm_exit::VmmExitStatus;
@@ -134,10 +134,9 @@ pub fn classify(status: &WaitStatus) -> (VmmEnd, String) {
 /// What the restart policy does after a VMM ended on its own.
 pub fn should_restart(policy: RestartPolicy, end: VmmEnd) -> bool {
     match end {
-        // A guest reboot is the guest asking to run again.
-        VmmEnd::Reboot => policy != RestartPolicy::Never,
-        VmmEnd::PowerOff => policy == RestartPolicy::Always,
-        VmmEnd::Failure => policy != RestartPolicy::Never,
+        VmmEnd::Reboot => policy.restarts_after(GuestEnd::Reboot),
+        VmmEnd::PowerOff => policy.restarts_after(GuestEnd::PowerOff),
+        VmmEnd::Failure => policy.restarts_after(GuestEnd::Failure),
         VmmEnd::NothingToBoot => false,
     }
 }

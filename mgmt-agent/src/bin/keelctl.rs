@@ -1,8 +1,16 @@
 //! keelctl: the command-line client for keel-agent.
 //!
-//! Exit codes: 0 ok, 1 the host returned an error, 2 usage, 3 connection
-//! or handshake failure (including an unknown host key), 4 host key
-//! mismatch, 5 not authorised, 6 local problem (key or config files).
+//! Exit codes (`keel_mgmt::client::exit`): 0 ok, 1 the host returned an
+//! error, 2 usage, 3 connection or handshake failure (including an unknown
+//! host key), 4 host key mismatch, 5 not authorised, 6 local problem (key
+//! or config files, a file to upload), 7 `import` partial (the spec was
+//! made, and defined if asked, but the report lists settings it could not
+//! map), 8 `import` failed (no spec).
+
+#[path = "keelctl/import.rs"]
+mod import;
+#[path = "keelctl/transfer.rs"]
+mod transfer;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,7 +19,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use keel_common::init_api::GUEST_STOP_TIMEOUT;
 use keel_mgmt::client::{
-    parse_fingerprint, Client, ClientError, ConfigDir, ConnectOptions, GUEST_STOP_WAIT,
+    exit, parse_fingerprint, Client, ClientError, ConfigDir, ConnectOptions, GUEST_STOP_WAIT,
 };
 use keel_mgmt::messages::{GuestDetail, GuestSummary, HostInfo, KeyInfo};
 use keel_mgmt::util::rfc3339;
@@ -90,6 +98,19 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         tail: u32,
     },
+    /// Turn another hypervisor's guest into a Keel guest.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportCommand {
+    /// Read a Xen domain config (xl or xm) and print the Keel guest spec
+    /// it becomes (stdout) and what changed or could not be mapped
+    /// (stderr); with --define or --upload, also create the guest.
+    Xen(import::XenArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -169,7 +190,7 @@ enum GuestCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("keelctl: {e}");
             if let ClientError::Handshake(HandshakeError::UnknownHost { host, .. }) = &e {
@@ -207,9 +228,9 @@ fn connect(
     Ok(client)
 }
 
-fn run(cli: &Cli) -> Result<(), ClientError> {
+fn run(cli: &Cli) -> Result<i32, ClientError> {
     let dir = ConfigDir::from_env()?;
-    match &cli.command {
+    let done = match &cli.command {
         Command::Keygen { force } => {
             let key = dir.keygen(*force)?;
             if cli.json {
@@ -281,16 +302,15 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
         Command::Host { command } => {
             let mut c = connect(&dir, cli.host.as_deref(), &ConnectOptions::default())?;
             let (request, done) = match command {
-                HostCommand::Info => {
-                    return match c.call(Request::HostInfo)? {
-                        Response::HostInfo(info) => print_host_info(cli.json, &info),
-                        _ => Err(ClientError::Unexpected),
-                    }
-                }
+                HostCommand::Info => (Request::HostInfo, ""),
                 HostCommand::Reboot => (Request::HostReboot, "rebooting: guests stop first"),
                 HostCommand::Poweroff => (Request::HostPowerOff, "powering off: guests stop first"),
             };
-            report_ok(cli, c.call(request)?, done)
+            match (command, c.call(request)?) {
+                (HostCommand::Info, Response::HostInfo(info)) => print_host_info(cli.json, &info),
+                (HostCommand::Info, _) => Err(ClientError::Unexpected),
+                (_, response) => report_ok(cli, response, done),
+            }
         }
         Command::Guest { command } => guest(cli, &dir, command),
         Command::Logs {
@@ -362,6 +382,9 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
             )
         }
         Command::Key { command } => key(cli, &dir, command),
+        Command::Import {
+            command: ImportCommand::Xen(args),
+        } => return import::xen(cli.host.as_deref(), cli.json, args),
         Command::Audit { tail } => {
             let mut c = connect(&dir, cli.host.as_deref(), &ConnectOptions::default())?;
             match c.call(Request::Audit { tail: *tail })? {
@@ -386,7 +409,8 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
                 _ => Err(ClientError::Unexpected),
             }
         }
-    }
+    };
+    done.map(|()| exit::OK)
 }
 
 fn key(cli: &Cli, dir: &ConfigDir, command: &KeyCommand) -> Result<(), ClientError> {
@@ -599,36 +623,12 @@ fn upload(
 ) -> Result<(), ClientError> {
     use std::io::IsTerminal;
     // Open before connecting, so a missing file fails fast.
-    let file = std::fs::File::open(local)
-        .map_err(|e| ClientError::Local(format!("Cannot read {}: {e}", local.display())))?;
-    let size = file
-        .metadata()
-        .map_err(|e| ClientError::Local(format!("Cannot read {}: {e}", local.display())))?
-        .len();
+    let local = transfer::Local::open(local)?;
     let mut c = connect(dir, cli.host.as_deref(), &ConnectOptions::default())?;
-    let bar = if cli.json || !std::io::stdout().is_terminal() {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new(size);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    };
-    let started = std::time::Instant::now();
-    let target = keel_mgmt::client::UploadFile { remote, replace };
-    let result = c.upload_file(&target, &file, keel_mgmt::messages::MAX_CHUNK, &mut |at| {
-        bar.set_position(at)
-    });
-    bar.finish_and_clear();
-    let done = result.map_err(|e| match e {
-        ClientError::Local(m) => ClientError::Local(format!("{}: {m}", local.display())),
-        e => e,
-    })?;
-    let secs = started.elapsed().as_secs_f64();
-    let sha256: String = done.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let bar = !cli.json && std::io::stdout().is_terminal();
+    let sent = transfer::send(&mut c, &local, remote, replace, bar.then_some(""))?;
+    let done = sent.done;
+    let sha256 = transfer::hex(&done.sha256);
     if cli.json {
         json_out(&serde_json::json!({
             "result": "ok",
@@ -636,12 +636,12 @@ fn upload(
             "bytes": done.size,
             "sent": done.data,
             "sha256": sha256,
-            "seconds": secs,
+            "seconds": sent.seconds,
         }))
     } else {
         println!(
             "uploaded {} ({} bytes, {} of them data; sha256 {sha256}) to {remote}",
-            local.display(),
+            local.path.display(),
             done.size,
             done.data
         );

@@ -1,8 +1,10 @@
 //! The client library behind keelctl: connecting with the handshake and
 //! request/response calls; its configuration files and host addresses are
-//! in `config`, uploads in `upload`.
+//! in `config`, uploads in `upload`, the Xen config import in
+//! `import_xen`.
 
 mod config;
+pub mod import_xen;
 mod keys;
 mod upload;
 
@@ -19,7 +21,7 @@ use crate::{
 pub use config::{split_host_port, ConfigDir, HostEntry, HostsFile, Target, DEFAULT_PORT};
 use keel_common::init_api::GUEST_STOP_ANSWER_TIMEOUT;
 pub use keys::parse_fingerprint;
-pub use upload::{data_extents, UploadFile, Uploaded};
+pub use upload::{data_extents, upload_size, UploadFile, Uploaded};
 
 /// How long a request that stops a guest (`GuestStop`, `GuestRestart`)
 /// waits for its answer: init's longest stop, then room for the agent and
@@ -42,8 +44,16 @@ pub mod exit {
     /// The key is not authorised, or its role may not make the request,
     /// or pairing failed or is closed.
     pub const NOT_AUTHORIZED: i32 = 5;
-    /// A local problem: missing or unreadable key or config file.
+    /// A local problem: missing or unreadable key or config file (or a
+    /// file to upload).
     pub const LOCAL: i32 = 6;
+    /// `import`: the spec was produced (and defined, if asked), but some
+    /// settings of the source config could not be mapped; the report
+    /// lists them.
+    pub const IMPORT_PARTIAL: i32 = 7;
+    /// `import`: no spec: the config is unreadable, malformed or gives no
+    /// usable guest.
+    pub const IMPORT_FAILED: i32 = 8;
 }
 
 /// Errors a client call can end in, each with an exit code.

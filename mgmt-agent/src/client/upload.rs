@@ -102,20 +102,13 @@ impl Client {
         chunk: usize,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Uploaded, ClientError> {
-        let local_err = |e: io::Error| ClientError::Local(format!("Cannot read the file: {e}"));
         let before = local.metadata().map_err(local_err)?;
-        let (size, extents) = if before.is_file() {
-            let size = before.len();
-            (size, data_extents(local, size).map_err(local_err)?)
-        } else if !before.file_type().is_block_device() {
-            return Err(ClientError::Local(
-                "Only a regular file or a block device can be uploaded.".to_string(),
-            ));
+        let size = size_of(local, &before)?;
+        let extents = if before.is_file() {
+            data_extents(local, size).map_err(local_err)?
         } else {
-            // A block device: its length is where it ends; no holes.
-            let mut f = local;
-            let size = f.seek(SeekFrom::End(0)).map_err(local_err)?;
-            (size, whole(size))
+            // A block device has no holes to skip.
+            whole(size)
         };
         let unchanged = || {
             let after = local.metadata().map_err(local_err)?;
@@ -328,6 +321,30 @@ impl Client {
             }
         })
     }
+}
+
+/// The length of what [`Client::upload_file`] sends of `local`: a
+/// regular file's length, or where a block device ends (its metadata
+/// says 0).
+pub fn upload_size(local: &File) -> Result<u64, ClientError> {
+    size_of(local, &local.metadata().map_err(local_err)?)
+}
+
+fn size_of(local: &File, meta: &Metadata) -> Result<u64, ClientError> {
+    if meta.is_file() {
+        Ok(meta.len())
+    } else if meta.file_type().is_block_device() {
+        let mut f = local;
+        f.seek(SeekFrom::End(0)).map_err(local_err)
+    } else {
+        Err(ClientError::Local(
+            "Only a regular file or a block device can be uploaded.".to_string(),
+        ))
+    }
+}
+
+fn local_err(e: io::Error) -> ClientError {
+    ClientError::Local(format!("Cannot read the file: {e}"))
 }
 
 /// What must not change while a file is sent: its identity, its

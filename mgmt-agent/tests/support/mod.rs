@@ -6,7 +6,9 @@
 // uses a different part of the fixture.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +21,7 @@ use keel_init::shutdown::Action;
 use keel_mgmt::agent::{serve, AgentHandle, AgentSettings};
 use keel_mgmt::client::{Client, ClientError, ConnectOptions, Target};
 use keel_mgmt::{ClientKey, KnownHosts, Request, Response, Role};
+use ring::digest::{Context, SHA256};
 
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -282,4 +285,51 @@ pub fn put(c: &mut Client, path: &str, body: &[u8]) -> Result<(), ClientError> {
     )?;
     assert_eq!(done.sha256, sha(body));
     Ok(())
+}
+
+pub const MIB: u64 = 1 << 20;
+
+/// Deterministic, incompressible-looking bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A file of `size` bytes, holes but for `pieces`, and its SHA-256
+/// computed from the pieces (zeros fed in 1 MiB slices).
+pub fn sparse_file(path: &Path, size: u64, pieces: &[(u64, Vec<u8>)]) -> [u8; 32] {
+    let f = File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    let mut ctx = Context::new(&SHA256);
+    let zeros = vec![0u8; MIB as usize];
+    let mut at = 0;
+    for (offset, bytes) in pieces {
+        f.write_all_at(bytes, *offset).unwrap();
+        while at < *offset {
+            let n = (offset - at).min(MIB);
+            ctx.update(&zeros[..n as usize]);
+            at += n;
+        }
+        ctx.update(bytes);
+        at += bytes.len() as u64;
+    }
+    while at < size {
+        let n = (size - at).min(MIB);
+        ctx.update(&zeros[..n as usize]);
+        at += n;
+    }
+    f.sync_all().unwrap();
+    ctx.finish().as_ref().try_into().unwrap()
+}
+
+/// The bytes a file has allocated on disk.
+pub fn allocated(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().blocks() * 512
 }
