@@ -45,6 +45,9 @@ pub struct QemuOptions {
     /// (image, serial). Writes go to a temporary overlay (`snapshot=on`),
     /// so the image stays as built.
     pub snapshot_disks: Vec<(PathBuf, String)>,
+    /// Grow the private copy of the image to this size, as writing it to
+    /// a larger stick does (init then grows KEEL-DATA into the space).
+    pub disk_size_mib: Option<u64>,
 }
 
 /// Where the ESP starts in keel.img (the first partition, 1 MiB aligned).
@@ -62,6 +65,7 @@ impl QemuOptions {
             nic_mac: None,
             esp_files: Vec::new(),
             snapshot_disks: Vec::new(),
+            disk_size_mib: None,
         }
     }
 }
@@ -100,6 +104,13 @@ impl Qemu {
             .status()
             .expect("run cp");
         assert!(status.success(), "copy {} failed", options.image.display());
+        if let Some(mib) = options.disk_size_mib {
+            let copy = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&disk)
+                .expect("open the image's copy");
+            copy.set_len(mib << 20).expect("grow the image's copy");
+        }
         for (path, content) in &options.esp_files {
             let local = workdir.join("esp-file");
             std::fs::write(&local, content).expect("write the ESP file");
