@@ -36,6 +36,9 @@ pub struct QemuOptions {
     /// Forward this host port on 127.0.0.1 to the agent's port 7444 (the
     /// appliance always gets a NIC on QEMU's user network).
     pub agent_port: Option<u16>,
+    /// More forwards from 127.0.0.1 to the appliance: (host port, the
+    /// appliance's port), e.g. to a guest's own port forward.
+    pub forwards: Vec<(u16, u16)>,
     /// The NIC's MAC address; QEMU's default is 52:54:00:12:34:56.
     pub nic_mac: Option<String>,
     /// Files written into the private copy's ESP before boot, as an
@@ -62,6 +65,7 @@ impl QemuOptions {
             cpus: 2,
             no_reboot: true,
             agent_port: None,
+            forwards: Vec::new(),
             nic_mac: None,
             esp_files: Vec::new(),
             snapshot_disks: Vec::new(),
@@ -194,10 +198,13 @@ impl Qemu {
         // The appliance expects a management NIC (it asks DHCP for an
         // address at boot); QEMU's user network provides one.
         if !matches!(options.media, BootMedia::DirectKernel { .. }) {
-            let forward = options
+            let forward: String = options
                 .agent_port
-                .map(|port| format!(",hostfwd=tcp:127.0.0.1:{port}-:7444"))
-                .unwrap_or_default();
+                .map(|port| (port, 7444))
+                .iter()
+                .chain(&options.forwards)
+                .map(|(host, guest)| format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"))
+                .collect();
             let mac = options
                 .nic_mac
                 .as_ref()

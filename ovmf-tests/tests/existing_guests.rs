@@ -1,6 +1,12 @@
-//! A Xen guest moved to the appliance as an operator would: its xl config
-//! and its disk, imported with `keelctl import xen --upload`, booted by
-//! keel-loader from the Xen-era `menu.lst` on its disk to multi-user.
+//! The guests users already have, brought to the appliance as an operator
+//! would, in one appliance boot:
+//!
+//! 1. a Xen guest: its xl config and its disk, imported with `keelctl
+//!    import xen --upload`, booted by keel-loader from the Xen-era
+//!    `menu.lst` on its disk to multi-user;
+//! 2. a cloud image: the disk uploaded with `keelctl upload`, defined as a
+//!    `from = "disk"` guest with `[cloud_init]`, which applies the spec's
+//!    hostname and SSH key; the test logs in with ssh.
 //!
 //! The disk is the test bed's Debian 12 root filesystem (`make
 //! debian-guest`) made into a Xen PV guest's: a pygrub `menu.lst` whose
@@ -9,7 +15,9 @@
 //! it is the whole disk `/dev/vda`, which keel-loader finds by the serial
 //! the import gave it. The disk is a qcow2 image (`tap:qcow2:` in the
 //! config), so this is also the test of a qcow2 disk booted from its own
-//! boot configuration.
+//! boot configuration. The same image has cloud-init and openssh-server,
+//! as Debian's cloud images do; without a seed cloud-init stays out of the
+//! way (phase 1), with the seed Keel builds it runs (phase 2).
 
 // A test harness: a failed assumption here is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,6 +34,11 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
 const GUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// `keelctl import xen` for an import with keys it could not map.
 const IMPORT_PARTIAL: i32 = 7;
+/// The cloud guest's ssh port: its user-mode port forward in the
+/// appliance, which QEMU forwards on to the test's machine.
+const GUEST_SSH_PORT: u16 = 2222;
+/// What cloud-init must set.
+const CLOUD_HOSTNAME: &str = "cloudy-keel";
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -106,12 +119,14 @@ fn make_xen_disk(qcow2: &Path, release: &str) {
 }
 
 #[test]
-fn a_xen_guest_imported_with_its_disk_boots_to_multi_user() {
+fn a_xen_guest_and_a_cloud_image_come_over_and_boot_to_multi_user() {
     let release = generic_release();
     let port = free_port();
+    let ssh_port = free_port();
     let mut options = QemuOptions::new(artefact("keel.img"), BootMedia::UsbStick);
     options.memory_mib = 2048;
     options.agent_port = Some(port);
+    options.forwards = vec![(ssh_port, GUEST_SSH_PORT)];
     // Room on KEEL-DATA for the guest's disk.
     options.disk_size_mib = Some(6144);
     let mut qemu = Qemu::start("xen-import", &options);
@@ -184,4 +199,78 @@ fn a_xen_guest_imported_with_its_disk_boots_to_multi_user() {
         s["summary"]["state"] == "Stopped"
     });
     assert_eq!(shown["last_exit"], "powered off", "{shown}");
+
+    cloud_image_with_cloud_init(&qemu, &op, &disk, &work, ssh_port);
+}
+
+/// A fresh ed25519 key pair for ssh at `dir/id`; returns the public key.
+fn ssh_key(dir: &Path) -> String {
+    let key = dir.join("id");
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "keel-test", "-f"])
+        .arg(&key));
+    std::fs::read_to_string(key.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Phase 2: the disk as a cloud image, with a NoCloud seed from the spec.
+fn cloud_image_with_cloud_init(
+    qemu: &Qemu,
+    op: &Operator,
+    disk: &Path,
+    work: &Path,
+    ssh_port: u16,
+) {
+    let public = ssh_key(work);
+    op.ok(&["upload", &disk.to_string_lossy(), "disks/cloud.qcow2"]);
+    // keel.stay: the image's report unit leaves the guest up to log in to.
+    let spec = format!(
+        "name = \"cloud\"\nvcpus = 1\nmemory_mib = 512\nrestart = \"never\"\n\n\
+         [boot]\nfrom = \"disk\"\ncmdline_append = \"keel.stay\"\n\n\
+         [[disk]]\npath = \"disks/cloud.qcow2\"\nformat = \"qcow2\"\n\n\
+         [[net]]\nmode = \"user\"\nhostfwd = [\"tcp:0.0.0.0:{GUEST_SSH_PORT}-:22\"]\n\n\
+         [cloud_init]\nhostname = \"{CLOUD_HOSTNAME}\"\nssh_authorized_keys = [\"{public}\"]\n"
+    );
+    let path = work.join("cloud.toml");
+    std::fs::write(&path, spec).unwrap();
+    op.ok(&["guest", "define", &path.to_string_lossy()]);
+    op.ok(&["guest", "start", "cloud"]);
+    let console = Console::attach(op, "cloud");
+    console.wait_for(qemu, "KEEL-DEBIAN multi-user ", GUEST_TIMEOUT);
+    // cloud-init's last stage may still be running: ssh until it lets us in.
+    let key = work.join("id");
+    let deadline = std::time::Instant::now() + GUEST_TIMEOUT;
+    let hostname = loop {
+        let out = Command::new("ssh")
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=20",
+                "-i",
+            ])
+            .arg(&key)
+            .args(["-p", &ssh_port.to_string(), "debian@127.0.0.1", "hostname"])
+            .output()
+            .expect("run ssh (openssh-client; run `make deps`)");
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ssh login to the cloud guest: {}; its console:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            op.ok(&["logs", "--guest", "cloud", "--tail", "200"])
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    assert_eq!(hostname, CLOUD_HOSTNAME);
+    drop(console);
+    op.ok(&["guest", "kill", "cloud"]);
 }
