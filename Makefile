@@ -24,7 +24,7 @@ export SOURCE_DATE_EPOCH
 DEBIAN_PACKAGES := qemu-system-x86 ovmf linux-source-6.1 xorriso mtools dosfstools \
 	e2fsprogs e2fsck-static systemd-boot-efi sbsigntool busybox-static binutils make gcc libc6-dev \
 	flex bison bc libelf-dev libssl-dev cpio zstd xz-utils python3 git dnsmasq-base acpica-tools \
-	mmdebstrap qemu-utils xfsprogs btrfs-progs util-linux python3-yaml
+	mmdebstrap qemu-utils xfsprogs btrfs-progs util-linux python3-yaml openssh-client
 
 .PHONY: all run test deps kernel debian-guest binaries image install size check bench soak fuzz clean
 

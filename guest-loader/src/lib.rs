@@ -19,6 +19,7 @@ pub mod probe;
 mod text;
 pub mod uki;
 pub mod version;
+pub mod xen_names;
 
 #[cfg(test)]
 mod fuzz_tests;

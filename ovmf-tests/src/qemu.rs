@@ -36,6 +36,9 @@ pub struct QemuOptions {
     /// Forward this host port on 127.0.0.1 to the agent's port 7444 (the
     /// appliance always gets a NIC on QEMU's user network).
     pub agent_port: Option<u16>,
+    /// More forwards from 127.0.0.1 to the appliance: (host port, the
+    /// appliance's port), e.g. to a guest's own port forward.
+    pub forwards: Vec<(u16, u16)>,
     /// The NIC's MAC address; QEMU's default is 52:54:00:12:34:56.
     pub nic_mac: Option<String>,
     /// Files written into the private copy's ESP before boot, as an
@@ -45,6 +48,9 @@ pub struct QemuOptions {
     /// (image, serial). Writes go to a temporary overlay (`snapshot=on`),
     /// so the image stays as built.
     pub snapshot_disks: Vec<(PathBuf, String)>,
+    /// Grow the private copy of the image to this size, as writing it to
+    /// a larger stick does (init then grows KEEL-DATA into the space).
+    pub disk_size_mib: Option<u64>,
 }
 
 /// Where the ESP starts in keel.img (the first partition, 1 MiB aligned).
@@ -59,9 +65,11 @@ impl QemuOptions {
             cpus: 2,
             no_reboot: true,
             agent_port: None,
+            forwards: Vec::new(),
             nic_mac: None,
             esp_files: Vec::new(),
             snapshot_disks: Vec::new(),
+            disk_size_mib: None,
         }
     }
 }
@@ -100,6 +108,13 @@ impl Qemu {
             .status()
             .expect("run cp");
         assert!(status.success(), "copy {} failed", options.image.display());
+        if let Some(mib) = options.disk_size_mib {
+            let copy = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&disk)
+                .expect("open the image's copy");
+            copy.set_len(mib << 20).expect("grow the image's copy");
+        }
         for (path, content) in &options.esp_files {
             let local = workdir.join("esp-file");
             std::fs::write(&local, content).expect("write the ESP file");
@@ -183,10 +198,13 @@ impl Qemu {
         // The appliance expects a management NIC (it asks DHCP for an
         // address at boot); QEMU's user network provides one.
         if !matches!(options.media, BootMedia::DirectKernel { .. }) {
-            let forward = options
+            let forward: String = options
                 .agent_port
-                .map(|port| format!(",hostfwd=tcp:127.0.0.1:{port}-:7444"))
-                .unwrap_or_default();
+                .map(|port| (port, 7444))
+                .iter()
+                .chain(&options.forwards)
+                .map(|(host, guest)| format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"))
+                .collect();
             let mac = options
                 .nic_mac
                 .as_ref()

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds the Debian 12 guest of the test bed with mmdebstrap: an ext4 root
-# disk (minbase, systemd, initramfs-tools, systemd-networkd DHCP, and
-# Debian's linux-image-cloud-amd64 and linux-image-amd64) whose report unit
-# prints one KEEL-DEBIAN line on ttyS0 at multi-user.target and powers off
-# (no login prompt on ttyS0, which the report shares). Each kernel's
+# disk (minbase, systemd, initramfs-tools, systemd-networkd DHCP, Debian's
+# linux-image-cloud-amd64 and linux-image-amd64, and cloud-init with
+# openssh-server, as a cloud image has them) whose report unit prints one
+# KEEL-DEBIAN line on ttyS0 at multi-user.target and powers off, unless
+# the kernel command line says keel.stay (no login prompt on ttyS0, which
+# the report shares). Each kernel's
 # vmlinuz and initrd.img (made by initramfs-tools inside the image) are
 # taken out beside the disk, for keel-vmm to boot as Debian made them.
 # The result is cached outside the repo, keyed by this script and the
@@ -19,7 +21,7 @@ cache=${KEEL_CACHE:-/var/cache/keel}
 mirror=${KEEL_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security=${KEEL_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
 suite=bookworm
-packages=systemd,systemd-sysv,udev,initramfs-tools,zstd,linux-image-cloud-amd64,linux-image-amd64
+packages=systemd,systemd-sysv,udev,initramfs-tools,zstd,linux-image-cloud-amd64,linux-image-amd64,cloud-init,openssh-server
 # Each flavour's name, then the glob that ends its kernel release (the
 # generic one's ABI number stands right before -amd64).
 flavours=("cloud -cloud-amd64" "generic [0-9]-amd64")

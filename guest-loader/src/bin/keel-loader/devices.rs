@@ -17,6 +17,9 @@ pub struct Disk {
     pub name: String,
     /// In partition-number order.
     pub partitions: Vec<String>,
+    /// The virtio-blk serial the spec gave it (`keelctl import xen` sets
+    /// the Xen vdev), if any.
+    pub serial: Option<String>,
 }
 
 impl Disk {
@@ -62,9 +65,14 @@ pub fn scan(sys_block: &Path) -> Vec<Disk> {
                 })
                 .unwrap_or_default();
             parts.sort();
+            let serial = std::fs::read_to_string(sys_block.join(&name).join("serial"))
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty());
             Disk {
                 name,
                 partitions: parts.into_iter().map(|(_, p)| p).collect(),
+                serial,
             }
         })
         .collect();
@@ -128,6 +136,17 @@ mod tests {
         assert_eq!(disks[0].candidates(), ["vda1", "vda2", "vda10"]);
         // A disk without partitions is tried whole.
         assert_eq!(disks[1].candidates(), ["vdb"]);
+        assert_eq!(disks[0].serial, None);
+    }
+
+    #[test]
+    fn a_disk_s_serial_is_read() {
+        let root = sysfs(&[("vda", None), ("vdb", None)]);
+        std::fs::write(root.path().join("vda/serial"), "xvda1\n").unwrap();
+        std::fs::write(root.path().join("vdb/serial"), "\n").unwrap();
+        let disks = scan(root.path());
+        assert_eq!(disks[0].serial.as_deref(), Some("xvda1"));
+        assert_eq!(disks[1].serial, None);
     }
 
     #[test]

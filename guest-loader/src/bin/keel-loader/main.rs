@@ -17,6 +17,7 @@ mod settings;
 use std::path::{Path, PathBuf};
 
 use keel_guest_loader::probe::{probe, FsKind, Identified};
+use keel_guest_loader::xen_names::{self, GuestDisk};
 use keel_guest_loader::{choose, BootFile, BootPlan, ChooseError, DirFs, Filesystem};
 
 use crate::devices::{Disk, MAX_DEVICES, SYS_BLOCK, WAIT};
@@ -188,17 +189,38 @@ fn run() -> Result<(), LoaderError> {
             fs: tree,
         })
         .collect();
-    let plan =
+    let notes = if problems.is_empty() {
+        String::new()
+    } else {
+        format!("; also: {}", problems.join("; "))
+    };
+    let mut plan =
         choose(&filesystems, settings.entry.as_deref(), &settings.append).map_err(|source| {
             LoaderError::Choose {
                 source,
-                notes: if problems.is_empty() {
-                    String::new()
-                } else {
-                    format!("; also: {}", problems.join("; "))
-                },
+                notes: notes.clone(),
             }
         })?;
+    // A guest moved from Xen: its entry names Xen's disks and console.
+    let guest_disks: Vec<GuestDisk<'_>> = disks
+        .iter()
+        .map(|d| GuestDisk {
+            name: &d.name,
+            serial: d.serial.as_deref(),
+        })
+        .collect();
+    let changes = xen_names::apply(&mut plan, &guest_disks)
+        .map_err(|source| LoaderError::Choose { source, notes })?;
+    for change in changes {
+        if change.to.is_empty() {
+            console::say(format_args!("dropped {} ({})", change.from, change.why));
+        } else {
+            console::say(format_args!(
+                "{} is {} ({})",
+                change.from, change.to, change.why
+            ));
+        }
+    }
     boot(&plan, &mounted)
 }
 
