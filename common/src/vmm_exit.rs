@@ -54,7 +54,7 @@ impl VmmExitStatus {
             VmmExitStatus::Error => "VMM failed (status 1)",
             VmmExitStatus::Config => "bad configuration (status 2)",
             VmmExitStatus::Reboot => "rebooted",
-            VmmExitStatus::Crash => "crashed (guest panic, status 4)",
+            VmmExitStatus::Crash => "crashed (a guest panic or a CPU fault, status 4)",
             VmmExitStatus::Killed => "killed on request (status 5)",
             VmmExitStatus::BootFailed => "nothing bootable on its disks (status 6)",
         }

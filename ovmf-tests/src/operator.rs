@@ -175,13 +175,9 @@ impl Console {
     ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            let all = self.output.lock().map(|s| s.clone()).unwrap_or_default();
-            let seen = match all.rfind(after) {
-                Some(at) if !after.is_empty() => all[at + after.len()..].to_owned(),
-                _ => all,
-            };
-            if let Some((start, Some(end))) = crate::find_line(&seen, needle) {
-                return seen[start..end].trim_end_matches('\r').to_owned();
+            let seen = self.seen_after(after);
+            if let Some(line) = Self::line_with(&seen, needle) {
+                return line;
             }
             if Instant::now() >= deadline {
                 let guest_log = self
@@ -199,6 +195,29 @@ impl Console {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// The console so far, from after the last `after` on (all of it when
+    /// `after` is empty or not there).
+    fn seen_after(&self, after: &str) -> String {
+        let all = self.output.lock().map(|s| s.clone()).unwrap_or_default();
+        match all.rfind(after) {
+            Some(at) if !after.is_empty() => all[at + after.len()..].to_owned(),
+            _ => all,
+        }
+    }
+
+    /// The whole (ended) line of `seen` that holds `needle`.
+    fn line_with(seen: &str, needle: &str) -> Option<String> {
+        match crate::find_line(seen, needle) {
+            Some((start, Some(end))) => Some(seen[start..end].trim_end_matches('\r').to_owned()),
+            _ => None,
+        }
+    }
+
+    /// The line with `needle` if the console has shown it yet.
+    pub fn find(&self, needle: &str) -> Option<String> {
+        Self::line_with(&self.seen_after(""), needle)
     }
 
     /// Waits for keelctl to exit on its own and returns its status.
@@ -230,6 +249,55 @@ impl Drop for Console {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts guest `name` and waits for `needle` on its console; returns the
+/// attached console and the line.
+///
+/// Under TCG a nested guest's boot meets a fault of QEMU's emulated SVM
+/// about once in twenty, at a different place each time (keel-testbed
+/// runs such a scenario once more, see its `emulator_fault`). So a guest
+/// that crashes before `needle` is started once more, with a loud
+/// warning; a second crash, or no `needle` in `timeout`, fails.
+pub fn start_and_wait_for(
+    op: &Operator,
+    qemu: &Qemu,
+    name: &str,
+    needle: &str,
+    timeout: Duration,
+) -> (Console, String) {
+    for attempt in 1..=2 {
+        op.ok(&["guest", "start", name]);
+        let console = Console::attach(op, name);
+        let deadline = Instant::now() + timeout;
+        let mut next_look = Instant::now();
+        loop {
+            if let Some(line) = console.find(needle) {
+                return (console, line);
+            }
+            let mut crashed = false;
+            if Instant::now() >= next_look {
+                next_look = Instant::now() + Duration::from_secs(5);
+                let shown = op.show(name);
+                crashed = shown["summary"]["state"] == "Crashed";
+                if crashed && attempt == 1 {
+                    eprintln!(
+                        "WARNING: RETRIED: guest {name} crashed before {needle:?} ({}); \
+                         starting it once more. Its console:\n{}",
+                        shown["last_exit"],
+                        console.seen_after("")
+                    );
+                    break;
+                }
+            }
+            if crashed || Instant::now() >= deadline {
+                // Fails with the console, the VMM's log and the host's.
+                console.wait_for(qemu, needle, Duration::ZERO);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    unreachable!("the second attempt returns or fails")
 }
 
 pub fn free_port() -> u16 {

@@ -26,7 +26,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use keel_ovmf_tests::operator::{free_port, pairing_code, Console, Operator};
+use keel_ovmf_tests::operator::{free_port, pairing_code, start_and_wait_for, Operator};
 use keel_ovmf_tests::{artefact, BootMedia, Qemu, QemuOptions};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
@@ -129,7 +129,7 @@ fn a_xen_guest_and_a_cloud_image_come_over_and_boot_to_multi_user() {
     options.forwards = vec![(ssh_port, GUEST_SSH_PORT)];
     // Room on KEEL-DATA for the guest's disk.
     options.disk_size_mib = Some(6144);
-    let mut qemu = Qemu::start("xen-import", &options);
+    let mut qemu = Qemu::start("existing-guests", &options);
     let work = qemu.workdir().join("operator");
     std::fs::create_dir_all(&work).unwrap();
     let disk = work.join("debian-xen.qcow2");
@@ -180,13 +180,18 @@ fn a_xen_guest_and_a_cloud_image_come_over_and_boot_to_multi_user() {
     assert_eq!(imported.status.code(), Some(IMPORT_PARTIAL));
     assert_eq!(op.state("debian-xen"), "Stopped");
 
-    op.ok(&["guest", "start", "debian-xen"]);
-    let console = Console::attach(&op, "debian-xen");
+    let (console, line) = start_and_wait_for(
+        &op,
+        &qemu,
+        "debian-xen",
+        "KEEL-DEBIAN multi-user ",
+        GUEST_TIMEOUT,
+    );
     // keel-loader found the menu.lst and gave the kernel KVM's names.
-    console.wait_for(&qemu, "keel-loader: booting ", GUEST_TIMEOUT);
-    let root = console.wait_for(&qemu, "root=/dev/xvda1 is root=/dev/vda", GUEST_TIMEOUT);
+    let booting = console.wait_for(&qemu, "keel-loader: booting ", Duration::ZERO);
+    assert!(booting.contains("/boot/grub/menu.lst"), "{booting}");
+    let root = console.wait_for(&qemu, "root=/dev/xvda1 is root=/dev/vda", Duration::ZERO);
     assert!(root.contains("serial xvda1"), "{root}");
-    let line = console.wait_for(&qemu, "KEEL-DEBIAN multi-user ", GUEST_TIMEOUT);
     assert!(line.contains(&format!("kernel={release}")), "{line}");
     assert!(line.contains("root=/dev/vda "), "{line}");
     assert!(line.contains("target=active"), "{line}");
@@ -236,9 +241,8 @@ fn cloud_image_with_cloud_init(
     let path = work.join("cloud.toml");
     std::fs::write(&path, spec).unwrap();
     op.ok(&["guest", "define", &path.to_string_lossy()]);
-    op.ok(&["guest", "start", "cloud"]);
-    let console = Console::attach(op, "cloud");
-    console.wait_for(qemu, "KEEL-DEBIAN multi-user ", GUEST_TIMEOUT);
+    let (console, _) =
+        start_and_wait_for(op, qemu, "cloud", "KEEL-DEBIAN multi-user ", GUEST_TIMEOUT);
     // cloud-init's last stage may still be running: ssh until it lets us in.
     let key = work.join("id");
     let deadline = std::time::Instant::now() + GUEST_TIMEOUT;

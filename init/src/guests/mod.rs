@@ -636,12 +636,18 @@ impl GuestManager {
                 g.restarts
             );
         } else {
-            g.state = if end == VmmEnd::Failure {
-                GuestState::Crashed
+            if end == VmmEnd::Failure {
+                g.state = GuestState::Crashed;
+                // Most descriptions of a failure say "crashed" themselves.
+                if description.starts_with("crashed") {
+                    log::info!("guest {name}: {description}");
+                } else {
+                    log::info!("guest {name}: crashed ({description})");
+                }
             } else {
-                GuestState::Stopped
-            };
-            log::info!("guest {name}: {} ({description})", g.state.as_str());
+                g.state = GuestState::Stopped;
+                log::info!("guest {name}: stopped ({description})");
+            }
         }
         true
     }

@@ -100,7 +100,7 @@ fn a_crash_is_restarted_with_backoff_under_on_failure() {
     assert_eq!(s.restarts, 1);
     assert_eq!(
         s.last_exit.as_deref(),
-        Some("crashed (guest panic, status 4)")
+        Some("crashed (a guest panic or a CPU fault, status 4)")
     );
     let wait = f.manager.tick().expect("a restart is pending");
     assert!(wait <= crate::supervisor::BACKOFF_MIN);
