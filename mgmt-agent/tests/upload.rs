@@ -12,7 +12,7 @@ use std::process::Command;
 use keel_mgmt::client::{exit, Client, ClientError};
 use keel_mgmt::messages::{ErrorCode, MAX_CHUNK};
 use keel_mgmt::{ClientKey, Request, Response, Role};
-use support::{put, sha, temp_dir, Agent};
+use support::{noise, put, sha, temp_dir, Agent};
 
 /// A fresh key with `role`, authorised by `admin`, and its session.
 fn with_role(agent: &Agent, admin: &mut Client, role: Role) -> (ClientKey, Client) {
@@ -29,15 +29,7 @@ fn uploads(agent: &Agent) -> PathBuf {
 
 /// Deterministic, incompressible-looking test data.
 fn data(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    noise(len, 0)
 }
 
 /// Every file under `dir`, recursively, relative names.

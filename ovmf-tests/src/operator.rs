@@ -251,14 +251,20 @@ impl Drop for Console {
     }
 }
 
+/// Boots [`start_and_wait_for`] tries before it fails.
+pub const START_ATTEMPTS: u32 = 3;
+
 /// Starts guest `name` and waits for `needle` on its console; returns the
 /// attached console and the line.
 ///
 /// Under TCG a nested guest's boot meets a fault of QEMU's emulated SVM
-/// about once in twenty, at a different place each time (keel-testbed
-/// runs such a scenario once more, see its `emulator_fault`). So a guest
-/// that crashes before `needle` is started once more, with a loud
-/// warning; a second crash, or no `needle` in `timeout`, fails.
+/// at a different place each time (keel-testbed runs such a scenario once
+/// more, see its `emulator_fault`); in the appliance a `from = "disk"`
+/// guest with a bridged NIC met one in most first boots, early in its
+/// kexec'd kernel (not understood yet: see the issue notes). So a guest
+/// that crashes before `needle` is started again, up to [`START_ATTEMPTS`]
+/// times in all, each time with a loud warning; a crash in the last
+/// attempt, or no `needle` in `timeout`, fails.
 pub fn start_and_wait_for(
     op: &Operator,
     qemu: &Qemu,
@@ -266,7 +272,7 @@ pub fn start_and_wait_for(
     needle: &str,
     timeout: Duration,
 ) -> (Console, String) {
-    for attempt in 1..=2 {
+    for attempt in 1..=START_ATTEMPTS {
         op.ok(&["guest", "start", name]);
         let console = Console::attach(op, name);
         let deadline = Instant::now() + timeout;
@@ -280,10 +286,10 @@ pub fn start_and_wait_for(
                 next_look = Instant::now() + Duration::from_secs(5);
                 let shown = op.show(name);
                 crashed = shown["summary"]["state"] == "Crashed";
-                if crashed && attempt == 1 {
+                if crashed && attempt < START_ATTEMPTS {
                     eprintln!(
-                        "WARNING: RETRIED: guest {name} crashed before {needle:?} ({}); \
-                         starting it once more. Its console:\n{}",
+                        "WARNING: RETRIED: guest {name} crashed before {needle:?} ({}) in \
+                         attempt {attempt}; starting it again. Its console:\n{}",
                         shown["last_exit"],
                         console.seen_after("")
                     );
@@ -297,7 +303,7 @@ pub fn start_and_wait_for(
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    unreachable!("the second attempt returns or fails")
+    unreachable!("the last attempt returns or fails")
 }
 
 pub fn free_port() -> u16 {

@@ -19,6 +19,9 @@ pub enum BootMedia {
     UsbStick,
     /// A CD-ROM on the AHCI controller: BMC virtual media.
     Cdrom,
+    /// The server's own boot disk (virtio-blk): where guests' disks are
+    /// served from at disk speed rather than through emulated USB.
+    BootDisk,
     /// No firmware and no disk: QEMU loads `image` as the kernel with the
     /// given initramfs and command line. The baseline for firmware overhead.
     DirectKernel { initrd: PathBuf, cmdline: String },
@@ -159,6 +162,14 @@ impl Qemu {
                         disk.display()
                     ))
                     .args(["-device", "usb-storage,bus=xhci.0,drive=stick,bootindex=1"]);
+            }
+            BootMedia::BootDisk => {
+                cmd.arg("-drive")
+                    .arg(format!(
+                        "if=none,id=boot,format=raw,file={}",
+                        disk.display()
+                    ))
+                    .args(["-device", "virtio-blk-pci,drive=boot,bootindex=1"]);
             }
             BootMedia::Cdrom => {
                 cmd.arg("-drive")
