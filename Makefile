@@ -26,7 +26,7 @@ DEBIAN_PACKAGES := qemu-system-x86 ovmf linux-source-6.1 xorriso mtools dosfstoo
 	flex bison bc libelf-dev libssl-dev cpio zstd xz-utils python3 git dnsmasq-base acpica-tools \
 	mmdebstrap qemu-utils xfsprogs btrfs-progs util-linux python3-yaml openssh-client
 
-.PHONY: all run test deps kernel debian-guest binaries image install size check bench soak fuzz clean
+.PHONY: all run test test-existing-guests deps kernel debian-guest binaries image install size check bench soak fuzz clean
 
 all: image
 
@@ -108,6 +108,10 @@ test: image debian-guest
 	cargo clippy --workspace --all-targets --locked -q -- -D warnings
 	set -o pipefail; cargo test --workspace --locked 2>&1 | tee $(OUT)/test.log
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "%d passed, %d failed\n", p, f}' $(OUT)/test.log
+
+## test-existing-guests: the appliance end-to-end test of a Xen guest imported with keelctl import xen and a cloud image with cloud-init and an ssh login (ignored by `make test`: flaky under nested TCG).
+test-existing-guests: image debian-guest
+	cargo test --locked -p keel-ovmf-tests --test existing_guests -- --ignored --nocapture
 
 ## size: kernel, initramfs, image and ISO sizes.
 size: image

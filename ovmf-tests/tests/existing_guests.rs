@@ -118,7 +118,11 @@ fn make_xen_disk(qcow2: &Path, release: &str) {
     std::fs::remove_file(disk).unwrap();
 }
 
+// Not in `make test` yet: under nested TCG its Debian guests stall or
+// fault in too many boots for CI (see the issue notes); `make
+// test-existing-guests` runs it.
 #[test]
+#[ignore = "flaky under nested TCG; run with `make test-existing-guests`"]
 fn a_xen_guest_and_a_cloud_image_come_over_and_boot_to_multi_user() {
     let release = generic_release();
     let port = free_port();
